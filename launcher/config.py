@@ -1,0 +1,152 @@
+"""The launcher's config (``configs/run.yaml``): which box, which run, where to store, the budget.
+
+With no config file at all, ``LauncherConfig()`` is the embedded default: the ``local`` box,
+a ``file://`` store under ``.launcher/store``, and the quickstart run on CPU.
+Credentials are never written here: the store names where they come from (environment or a
+profile) and providers name the environment variable that holds the API key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from trainer.config import BudgetConfig
+from trainer.configlib import Config, apply_overrides, read_yaml, validate
+
+DEFAULT_CONFIG = Path("configs/quickstart.yaml")
+LAUNCHER_SECTIONS = ("box", "run", "storage", "budget", "agent")
+
+
+class RunpodConfig(Config):
+    """A RunPod pod (GraphQL or REST API)."""
+
+    api_base: str = Field("https://rest.runpod.io/v1", description="REST API base URL (tests point it at a local server).")
+    graphql_url: str = Field("https://api.runpod.io/graphql", description="GraphQL endpoint.")
+    api_key_env: str = Field("RUNPOD_API_KEY", description="Environment variable holding the API key (or use ~/.config/llm-box/runpod_key, mode 600).")
+    gpu_type: str = Field("NVIDIA GeForce RTX 4090", description="RunPod GPU type id.")
+    gpu_count: int = Field(1, ge=1, description="GPUs in the pod.")
+    image: str = Field("runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", description="Container image (has torch, sshd).")
+    container_disk_gb: int = Field(40, ge=5, description="Container disk in GB.")
+    volume_gb: int = Field(60, ge=0, description="Pod volume in GB, mounted at /workspace.")
+    cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] = Field("ALL", description="Which RunPod cloud to rent from.")
+    interruptible: bool = Field(False, description="Rent a spot (interruptible) pod: cheaper, may be preempted.")
+    max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour.")
+
+
+class VastaiConfig(Config):
+    """A Vast.ai instance (REST API)."""
+
+    api_base: str = Field("https://console.vast.ai/api/v0", description="REST API base URL (tests point it at a local server).")
+    api_key_env: str = Field("VAST_API_KEY", description="Environment variable holding the API key (or ~/.config/llm-box/vast_key, mode 600).")
+    gpu_name: str = Field("RTX 4090", description="GPU model as Vast.ai names it.")
+    num_gpus: int = Field(1, ge=1, description="GPUs per instance.")
+    min_reliability: float = Field(0.98, ge=0, le=1, description="Lowest host reliability accepted.")
+    verified: bool = Field(True, description="Only verified hosts.")
+    direct_port: bool = Field(True, description="Only hosts with direct SSH ports.")
+    disk_gb: int = Field(60, ge=10, description="Disk in GB.")
+    max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour.")
+    image: str = Field("pytorch/pytorch:2.4.0-cuda12.4-cudnn9-devel", description="Docker image.")
+
+
+class BoxConfig(Config):
+    """Where commands run."""
+
+    kind: Literal["local", "ssh", "runpod", "vastai"] = Field("local", description="local: this machine; ssh: any SSH host; runpod/vastai: rent one.")
+    host: Optional[str] = Field(None, description="ssh: host name or address.")
+    port: int = Field(22, ge=1, le=65535, description="ssh: port.")
+    user: Optional[str] = Field(None, description="ssh: login user.")
+    identity_file: Optional[str] = Field(None, description="Private key; its .pub is what rented boxes are given. None: ~/.ssh/id_ed25519 if present, else the ssh agent.")
+    jump_host: Optional[str] = Field(None, description="ssh: optional bastion, user@host[:port].")
+    workdir: Optional[str] = Field(None, description="Project folder on the box. None: the project folder itself for local, ~/llm-box for ssh.")
+    python: str = Field("python3", description="Python used to create the box's venv.")
+    connect_timeout: float = Field(15.0, gt=0, description="Seconds to wait for an SSH connection.")
+    runpod: RunpodConfig = Field(default_factory=RunpodConfig, description="Used when kind is runpod.")
+    vastai: VastaiConfig = Field(default_factory=VastaiConfig, description="Used when kind is vastai.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BoxConfig":
+        if self.kind == "ssh" and not (self.host and self.user):
+            raise ValueError("an ssh box needs host and user")
+        return self
+
+
+class TokenizerStageConfig(Config):
+    vocab_size: int = Field(32000, ge=256, le=65535, description="SentencePiece vocabulary size.")
+    sample_bytes: int = Field(200_000_000, ge=1000, description="Bytes of the data mix the tokenizer is trained on.")
+
+
+class DataStageConfig(Config):
+    train_tokens: int = Field(2_000_000_000, ge=1, description="Tokens written to train.bin.")
+    val_tokens: int = Field(10_000_000, ge=1, description="Tokens written to val.bin.")
+
+
+class RunSpecConfig(Config):
+    """What to train."""
+
+    name: str = Field("quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name: runs/<name>/ on the box and <prefix>/<name>/ in the store.")
+    model_config_path: str = Field("configs/model_smoke.yaml", alias="model_config", description="Model config, relative to the project.")
+    train_config_path: str = Field("configs/train_smoke.yaml", alias="train_config", description="Train config, relative to the project.")
+    data_config_path: str = Field("configs/data_offline.yaml", alias="data_config", description="Data-mix config, relative to the project.")
+    gpus: int = Field(1, ge=1, description="Processes to launch (one per GPU); >1 uses accelerate launch (DDP).")
+    overrides: list[str] = Field(default_factory=list, alias="set", description="--set overrides passed to every trainer step, e.g. train.max_steps=100.")
+    tokenizer: TokenizerStageConfig = Field(default_factory=TokenizerStageConfig, description="Tokenizer stage.")
+    data: DataStageConfig = Field(default_factory=DataStageConfig, description="Data stage.")
+    benchmark: bool = Field(True, description="Run the throughput benchmark before training.")
+
+    model_config = {**Config.model_config, "populate_by_name": True}
+
+
+class StorageConfig(Config):
+    """Where runs live after the box is gone."""
+
+    url: str = Field("file://.launcher/store", description="file://DIR (relative to the project) or s3://bucket/prefix.")
+    endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint (R2, B2, MinIO, SeaweedFS); None: AWS.")
+    region: Optional[str] = Field(None, description="S3 region.")
+    addressing_style: Literal["auto", "path", "virtual"] = Field("auto", description="S3 addressing style; path for most self-hosted servers.")
+    credentials: Literal["env", "profile"] = Field("env", description="env: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment; profile: a named AWS profile.")
+    profile: Optional[str] = Field(None, description="AWS profile name when credentials is profile.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "StorageConfig":
+        if not (self.url.startswith("file://") or self.url.startswith("s3://")):
+            raise ValueError(f"storage url must start with file:// or s3://, got {self.url!r}")
+        if self.credentials == "profile" and not self.profile:
+            raise ValueError("credentials: profile needs a profile name")
+        return self
+
+
+class AgentConfig(Config):
+    """The agent that runs beside training on the box."""
+
+    sync_interval: float = Field(5.0, gt=0, description="Seconds between mirrors of logs and metrics to the store.")
+    idle_minutes: float = Field(30.0, gt=0, description="After training ends, shut the box down once idle this long (rented boxes only).")
+    shutdown_when_done: bool = Field(False, description="Release a rented box once training ends and everything is stored.")
+
+
+class LauncherConfig(Config):
+    box: BoxConfig = Field(default_factory=BoxConfig, description="Where commands run.")
+    run: RunSpecConfig = Field(default_factory=RunSpecConfig, description="What to train.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Where runs are mirrored.")
+    budget: BudgetConfig = Field(default_factory=lambda: BudgetConfig(hourly_rate=0.0, max_cost=1.0), description="Box price and spending cap.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="The on-box agent.")
+
+
+def load_launcher_config(path: str | Path | None, overrides: Iterable[str] = ()) -> LauncherConfig:
+    """``path`` None: the embedded default (configs/quickstart.yaml if present, else defaults).
+
+    ``overrides`` are ``section.key=value`` strings for the launcher's own sections
+    (box, run, storage, budget, agent); e.g. ``budget.max_cost=5``.
+    """
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    data = read_yaml(path) if path is not None else {}
+    for section in LAUNCHER_SECTIONS:
+        sub = data.get(section) or {}
+        if not isinstance(sub, dict):
+            continue  # validation reports the wrong type
+        updated = apply_overrides(sub, overrides, section, LAUNCHER_SECTIONS)
+        if updated or section in data:
+            data[section] = updated
+    return validate(LauncherConfig, data, str(path) if path is not None else "<embedded default>")
