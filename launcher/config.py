@@ -33,6 +33,11 @@ class RunpodConfig(Config):
     cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] = Field("ALL", description="Which RunPod cloud to rent from.")
     interruptible: bool = Field(False, description="Rent a spot (interruptible) pod: cheaper, may be preempted.")
     max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour.")
+    api: Literal["rest", "graphql"] = Field("rest", description="Create/query/terminate pods through the REST API (api_base) or GraphQL (graphql_url); prices always come from GraphQL.")
+    ssh_user: str = Field("root", description="User the launcher logs in as (root on RunPod images; tests override it).")
+    ready_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the rented pod to run with SSH reachable before terminating it.")
+    poll_interval_s: float = Field(5.0, gt=0, description="Seconds between status polls while waiting.")
+    terminate_timeout_s: float = Field(180.0, gt=0, description="Seconds to wait for the provider to confirm the pod is gone.")
 
 
 class VastaiConfig(Config):
@@ -48,6 +53,11 @@ class VastaiConfig(Config):
     disk_gb: int = Field(60, ge=10, description="Disk in GB.")
     max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour.")
     image: str = Field("pytorch/pytorch:2.4.0-cuda12.4-cudnn9-devel", description="Docker image.")
+    ssh_user: str = Field("root", description="User the launcher logs in as (root on Vast.ai images; tests override it).")
+    ready_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the rented instance to run with SSH reachable before terminating it.")
+    poll_interval_s: float = Field(5.0, gt=0, description="Seconds between status polls while waiting.")
+    terminate_timeout_s: float = Field(180.0, gt=0, description="Seconds to wait for the provider to confirm the instance is gone.")
+    offers_shown: int = Field(5, ge=1, le=50, description="How many of the cheapest offers to show before renting the first.")
 
 
 class BoxConfig(Config):

@@ -1,0 +1,125 @@
+"""The shapes every provider shares: an ``Offer`` to rent, a rented ``Instance``, the
+``Provider`` protocol and the errors a provider raises.
+
+A provider is a thin client over one rental API (RunPod, Vast.ai) or a fixed SSH host
+(``static``). It never prints, never prompts and never decides about money: that is
+``launcher.providers.provision``'s job. Money-aware wording follows dstack's provider
+errors: whenever an instance might still be billing, the message names its id and the
+exact command that stops the charges.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional, Protocol, runtime_checkable
+
+from trainer.errors import UserError
+
+# States ``Instance.state`` takes, normalised across providers (the raw value is kept in ``raw_state``).
+RUNNING = "running"
+STARTING = "starting"
+STOPPED = "stopped"
+TERMINATED = "terminated"
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Offer:
+    """Something that can be rented now, at a catalog price (which may lag the market)."""
+
+    provider: str
+    offer_id: Optional[str]          # Vast: the ask id to accept; RunPod: None (RunPod picks the machine)
+    gpu_name: str
+    gpu_count: int
+    hourly_price: Optional[float]    # $/h for the whole machine, as listed
+    location: Optional[str] = None
+    reliability: Optional[float] = None
+    disk_gb: Optional[float] = None
+    note: str = ""                   # e.g. "spot", "stock: High"
+
+
+@dataclass
+class Instance:
+    """A rented (or static) machine, as the provider reported it last."""
+
+    id: str
+    provider: str                    # "runpod" | "vastai" | "static"
+    ssh_host: Optional[str] = None
+    ssh_port: Optional[int] = None
+    ssh_user: str = "root"
+    hourly_price: Optional[float] = None   # LIVE $/h read back from the provider, whole machine
+    gpu_name: Optional[str] = None
+    gpu_count: Optional[int] = None
+    state: str = UNKNOWN
+    location: Optional[str] = None
+    raw_state: Optional[str] = field(default=None, compare=False)
+
+    @property
+    def ssh_ready(self) -> bool:
+        """Running, with a public SSH endpoint known."""
+        return self.state == RUNNING and bool(self.ssh_host) and bool(self.ssh_port)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Instance":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("ssh_port") is not None:
+            values["ssh_port"] = int(values["ssh_port"])
+        if values.get("hourly_price") is not None:
+            values["hourly_price"] = float(values["hourly_price"])
+        return cls(**values)
+
+
+class ProviderError(UserError):
+    """A provider API call failed (bad request, auth, not enough capacity, ...).
+
+    Messages carry the provider's own error text, never the API key.
+    """
+
+    def __init__(self, message: str, status: Optional[int] = None):
+        super().__init__(message)
+        self.status = status
+
+
+class TransientProviderError(ProviderError):
+    """Rate limited (HTTP 429), a 5xx, or a connection error that outlived the retries."""
+
+
+class ProvisionError(UserError):
+    """Renting failed after the instance was created.
+
+    ``terminated`` says whether the launcher confirmed the instance is gone; when it is
+    False the message names the id and the command that stops the charges.
+    """
+
+    def __init__(self, message: str, instance_id: str, terminated: bool):
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.terminated = terminated
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One rental API. Every call is a single request (plus the HTTP layer's bounded retries)."""
+
+    kind: str
+
+    def offers(self, limit: int = 5) -> list[Offer]:
+        """Offers matching the config, cheapest first."""
+
+    def create(self, offer: Offer, public_key: str, name: str) -> Instance:
+        """Rent ``offer``. Returns as soon as the provider acknowledged the rental (not ready yet)."""
+
+    def after_create(self, instance_id: str, public_key: str) -> None:
+        """Steps after the rental is recorded locally (e.g. attach the SSH key). May be a no-op."""
+
+    def get(self, instance_id: str) -> Optional[Instance]:
+        """The instance as the provider sees it now; None when it no longer exists."""
+
+    def terminate(self, instance_id: str) -> None:
+        """Ask the provider to destroy the instance (stops all charges). Gone already is fine."""
+
+    def manual_terminate_command(self, instance_id: str) -> str:
+        """The provider's own CLI/console way to terminate, for messages."""
