@@ -1,0 +1,249 @@
+"""Evaluate a checkpoint: validation loss, perplexity, bits per byte, and samples.
+
+    python -m trainer.eval --checkpoint runs/<name>/final --tokenizer_model tokenizer/spm.model \
+        [--data_dir data] [--eval_tokens N] [--seed S] [--seq_len T] [--prompt "..."]...
+
+Scores a fixed number of validation tokens: non-overlapping windows of ``seq_len + 1`` tokens
+of ``<data_dir>/val.bin`` chosen with ``seed``, so two checkpoints (or two runs) are scored on
+the same text. Bits per byte (see trainer/bits_per_byte.py) compares runs with different
+tokenizers. Greedy samples continue a few prompts, each started after EOS like a document in
+the training stream. Writes ``<checkpoint>/eval.json`` and, when the run folder has a
+``metrics.jsonl``, redraws ``<run>/loss_curve.png``. Defaults for data_dir, eval_tokens, seed
+and seq_len come from the checkpoint's config.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+
+from trainer.atomic import atomic_write_json
+from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
+from trainer.errors import UserError, cli_main
+
+log = logging.getLogger("trainer.eval")
+
+DEFAULT_PROMPTS = ("The history of the city begins", "The function returns", "In the beginning")
+EVAL_NAME = "eval.json"
+
+
+# -- inputs --------------------------------------------------------------------------------
+def load_tokenizer(path: str | Path):
+    import sentencepiece as spm
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tokenizer model {path} does not exist; pass --tokenizer_model tokenizer/spm.model (written by python -m trainer.tokenizer).")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"{path} is not a SentencePiece model ({str(exc).splitlines()[0]}); pass the tokenizer/spm.model the run was trained with.") from None
+
+
+def check_vocab(tokenizer_vocab: int, model_vocab: int, tokenizer_path, checkpoint) -> None:
+    if tokenizer_vocab != model_vocab:
+        raise UserError(
+            f"tokenizer {tokenizer_path} has {tokenizer_vocab} pieces but the model in {checkpoint} was built for "
+            f"vocab_size {model_vocab}: they do not belong together. Pass the tokenizer the run was trained with "
+            "(the run's config.yaml names it under train.tokenizer_model)."
+        )
+
+
+def checkpoint_run_config(checkpoint: Path) -> dict:
+    """The resolved config the checkpoint was trained with ({} when unreadable)."""
+    try:
+        data = yaml.safe_load((checkpoint / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """runs/<name>/final -> runs/<name>; runs/<name>/checkpoints/step_N -> runs/<name>."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def load_val_tokens(data_dir: Path, model_vocab: int) -> tuple[np.ndarray, Optional[int]]:
+    """(val.bin as a uint16 memmap, eos id from data_meta.json)."""
+    val_path, meta_path = data_dir / "val.bin", data_dir / "data_meta.json"
+    if not val_path.is_file():
+        raise UserError(f"{val_path} does not exist; pass --data_dir with the folder trainer.data wrote (val.bin, data_meta.json).")
+    eos_id = None
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError as exc:
+            raise UserError(f"{meta_path} is not valid JSON ({exc}); rebuild the data with python -m trainer.data.") from None
+        data_vocab = meta.get("vocab_size")
+        if data_vocab is not None and int(data_vocab) != model_vocab:
+            raise UserError(f"{data_dir} was tokenized with vocab_size {data_vocab}, the model has {model_vocab}: pass the data folder made with this run's tokenizer.")
+        eos_id = meta.get("eos_id")
+    if val_path.stat().st_size < 4:
+        raise UserError(f"{val_path} holds fewer than 2 tokens; rebuild the validation data.")
+    return np.memmap(val_path, dtype=np.uint16, mode="r"), eos_id
+
+
+def pick_windows(n_tokens: int, seq_len: int, eval_tokens: int, seed: int) -> np.ndarray:
+    """Start offsets of non-overlapping windows (seq_len inputs + 1 target) chosen with ``seed``."""
+    n_chunks = (n_tokens - 1) // seq_len
+    if n_chunks < 1:
+        raise UserError(f"val.bin has {n_tokens} tokens, fewer than one window of seq_len {seq_len} + 1; pass a smaller --seq_len.")
+    wanted = max(1, math.ceil(eval_tokens / seq_len))
+    if wanted > n_chunks:
+        log.warning("asked for %d eval tokens; val.bin has %d windows of %d: using all of them", eval_tokens, n_chunks, seq_len)
+    chosen = np.random.default_rng(seed).choice(n_chunks, size=min(wanted, n_chunks), replace=False)
+    return np.sort(chosen) * seq_len
+
+
+# -- scoring -------------------------------------------------------------------------------
+def _autocast(device: torch.device):
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def score(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int, device: torch.device,
+          byte_lengths: np.ndarray, leading_space: np.ndarray, eos_id: Optional[int]) -> dict:
+    total_nats, total_tokens, total_bytes = 0.0, 0, 0
+    for first in range(0, len(starts), batch_size):
+        windows = np.stack([np.asarray(tokens[s:s + seq_len + 1], dtype=np.int64) for s in starts[first:first + batch_size]])
+        if windows.max() >= len(byte_lengths):
+            raise UserError(f"val.bin holds token id {int(windows.max())}, outside the vocabulary of {len(byte_lengths)}: it was made with another tokenizer.")
+        batch = torch.from_numpy(windows).to(device)
+        with _autocast(device):
+            _, loss = model(batch[:, :-1], batch[:, 1:])
+        n = batch[:, 1:].numel()
+        total_nats += float(loss) * n  # loss is the mean over every target token
+        total_tokens += n
+        total_bytes += count_bytes(windows[:, 1:], windows[:, :-1], byte_lengths, leading_space, eos_id)
+    val_loss = total_nats / total_tokens
+    return {
+        "val_loss": val_loss,
+        "perplexity": math.exp(min(val_loss, 700.0)),  # exp overflows past ~709
+        "bits_per_byte": bits_per_byte(total_nats, total_bytes),
+        "tokens": total_tokens,
+        "bytes": total_bytes,
+    }
+
+
+@torch.no_grad()
+def sample(model, sp, prompts, max_new_tokens: int, eos_id: Optional[int], device: torch.device) -> list[dict]:
+    samples = []
+    for prompt in prompts:
+        ids = ([eos_id] if eos_id is not None and eos_id >= 0 else []) + sp.encode(prompt)
+        ids = ids[-(model.config.max_seq_len - 1):]
+        out = model.generate(torch.tensor([ids], device=device), max_new_tokens, temperature=0.0)
+        new = out[0, len(ids):].tolist()
+        if eos_id is not None and eos_id in new:
+            new = new[:new.index(eos_id)]  # the document ended
+        samples.append({"prompt": prompt, "completion": sp.decode(new)})
+    return samples
+
+
+def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, data_dir: Optional[str | Path] = None,
+                        eval_tokens: Optional[int] = None, seed: Optional[int] = None, seq_len: Optional[int] = None,
+                        batch_size: int = 8, prompts=DEFAULT_PROMPTS, max_new_tokens: int = 48,
+                        device: str | torch.device = "cpu", write: bool = True) -> dict:
+    """Score and sample one checkpoint; writes ``<checkpoint>/eval.json`` when ``write``."""
+    from trainer.checkpoint import load_model_from_checkpoint, resolve_checkpoint_path
+
+    checkpoint = resolve_checkpoint_path(checkpoint)
+    device = torch.device(device)
+    sp = load_tokenizer(tokenizer_model)
+    model, cfg = load_model_from_checkpoint(checkpoint, map_location=device)  # verifies the manifest
+    check_vocab(sp.get_piece_size(), cfg.vocab_size, tokenizer_model, checkpoint)
+
+    train_cfg = checkpoint_run_config(checkpoint).get("train") or {}
+    data_dir = Path(data_dir or train_cfg.get("data_dir") or "data")
+    eval_tokens = int(eval_tokens or train_cfg.get("eval_tokens") or 262144)
+    seed = int(seed if seed is not None else train_cfg.get("seed", 1337))
+    seq_len = int(seq_len or min(int(train_cfg.get("seq_len") or cfg.max_seq_len), cfg.max_seq_len))
+    if not 1 <= seq_len <= cfg.max_seq_len:
+        raise UserError(f"--seq_len {seq_len} must be between 1 and the model's max_seq_len {cfg.max_seq_len}.")
+    if eval_tokens < 1 or batch_size < 1:
+        raise UserError(f"--eval_tokens and --batch_size must be at least 1, got {eval_tokens} and {batch_size}.")
+
+    tokens, eos_id = load_val_tokens(data_dir, cfg.vocab_size)
+    if eos_id is None and sp.eos_id() >= 0:
+        eos_id = sp.eos_id()
+    starts = pick_windows(len(tokens), seq_len, eval_tokens, seed)
+    result = score(model, tokens, starts, seq_len, batch_size, device, token_byte_lengths(sp), starts_with_space(sp), eos_id)
+    from trainer.manifest import read_manifest
+
+    meta = read_manifest(checkpoint).meta
+    result.update({
+        "checkpoint": str(checkpoint),
+        "step": meta.get("step"),
+        "tokens_seen": meta.get("tokens_seen"),
+        "model_config_hash": cfg.config_hash(),
+        "tokenizer_model": str(tokenizer_model),
+        "data_dir": str(data_dir),
+        "seq_len": seq_len,
+        "seed": seed,
+        "windows": int(len(starts)),
+        "samples": sample(model, sp, prompts, max_new_tokens, eos_id, device),
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    if write:
+        atomic_write_json(checkpoint / EVAL_NAME, result)
+        redraw_loss_curve(run_folder_of(checkpoint))
+    return result
+
+
+def redraw_loss_curve(run_dir: Path) -> Optional[Path]:
+    """Redraw ``run_dir/loss_curve.png`` from its metrics.jsonl; a plot problem is only a warning."""
+    from trainer.plot import plot_loss_curve
+
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    try:
+        return plot_loss_curve(metrics, run_dir / "loss_curve.png", title=f"loss: {run_dir.name}")
+    except UserError as exc:
+        log.warning("loss curve not drawn: %s", exc)
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.eval", description="Validation loss, perplexity, bits per byte and samples of a checkpoint.")
+    parser.add_argument("--checkpoint", required=True, help="runs/<name>/final, runs/<name>/checkpoints/step_NNNNNN, or a run folder (its newest)")
+    parser.add_argument("--tokenizer_model", default="tokenizer/spm.model", help="SentencePiece model the run was trained with")
+    parser.add_argument("--data_dir", default=None, help="folder with val.bin and data_meta.json (default: the run's train.data_dir)")
+    parser.add_argument("--eval_tokens", type=int, default=None, help="validation tokens to score (default: the run's train.eval_tokens)")
+    parser.add_argument("--seed", type=int, default=None, help="seed choosing the windows (default: the run's train.seed)")
+    parser.add_argument("--seq_len", type=int, default=None, help="tokens per window (default: the run's train.seq_len)")
+    parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--prompt", dest="prompts", action="append", default=None, help="prompt to sample from (repeatable; default: a few built-in ones)")
+    parser.add_argument("--max_new_tokens", type=int, default=48, help="tokens generated per sample")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu")
+    return parser
+
+
+@cli_main
+def main(argv: Optional[list[str]] = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    from trainer.benchmark import pick_device
+
+    result = evaluate_checkpoint(
+        args.checkpoint, args.tokenizer_model, args.data_dir, args.eval_tokens, args.seed, args.seq_len,
+        args.batch_size, tuple(args.prompts) if args.prompts else DEFAULT_PROMPTS, args.max_new_tokens, pick_device(args.device),
+    )
+    print(f"val_loss {result['val_loss']:.4f}  perplexity {result['perplexity']:.2f}  bits/byte {result['bits_per_byte']:.4f}  "
+          f"({result['tokens']:,} tokens, {result['windows']} windows of {result['seq_len']}, seed {result['seed']})")
+    for item in result["samples"]:
+        print(f"  {item['prompt']!r} -> {item['completion']!r}")
+    print(f"wrote {Path(result['checkpoint']) / EVAL_NAME}")
+
+
+if __name__ == "__main__":
+    main()

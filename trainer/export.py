@@ -1,0 +1,148 @@
+"""Export a checkpoint to a folder that Hugging Face transformers loads.
+
+    python -m trainer.export --checkpoint runs/<name>/final --tokenizer_model tokenizer/spm.model \
+        --out_dir runs/<name>/final_hf [--dtype float32|bfloat16]
+
+The folder holds a ``LlamaForCausalLM`` (config.json, model.safetensors) and the SentencePiece
+tokenizer as ``tokenizer.json`` (trainer/hf_tokenizer.py), so
+
+    AutoModelForCausalLM.from_pretrained(out_dir); AutoTokenizer.from_pretrained(out_dir)
+
+work, and with them lm-evaluation-harness or any HF tool. BOS/EOS ids come from
+``tokenizer_meta.json`` next to the tokenizer model when present. Before the folder gets its
+name, the export is reloaded and its logits are compared with the project's model on the same
+tokens; it is built under a temporary name and renamed, so a failed export leaves nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from trainer.atomic import atomic_dir
+from trainer.errors import UserError, cli_main
+
+log = logging.getLogger("trainer.export")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Exported fp32 logits must match the project's within this (summation order differs slightly).
+LOGITS_ATOL = {torch.float32: 1e-4, torch.bfloat16: 0.5}
+
+
+def tokenizer_special_ids(tokenizer_model: Path) -> dict:
+    """bos/eos/pad ids and whether BOS was prepended in training, from tokenizer_meta.json
+    beside the model, else from the SentencePiece model itself."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    ids = {"bos_id": sp.bos_id(), "eos_id": sp.eos_id(), "pad_id": sp.pad_id(), "add_bos": False}
+    meta_path = tokenizer_model.with_name("tokenizer_meta.json")
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError as exc:
+            raise UserError(f"{meta_path} is not valid JSON ({exc}); rewrite it with python -m trainer.tokenizer or delete it.") from None
+        for key in ("bos_id", "eos_id", "pad_id"):
+            if meta.get(key) is not None:
+                ids[key] = int(meta[key])
+        ids["add_bos"] = bool(meta.get("add_bos", False))
+    return {key: (None if isinstance(value, int) and not isinstance(value, bool) and value < 0 else value) for key, value in ids.items()}
+
+
+def _portable_tokenizer_class(config_path: Path) -> None:
+    # transformers 5 writes its internal "TokenizersBackend"; 4.x (still common for
+    # lm-evaluation-harness) only knows PreTrainedTokenizerFast, which 5 maps to the same class.
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+@torch.no_grad()
+def compare_logits(model, hf_model, vocab_size: int, seq_len: int, atol: float) -> float:
+    """Largest |difference| of the two models' logits on the same random tokens; raises above ``atol``."""
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, vocab_size, (2, seq_len), generator=generator)
+    ours, _ = model(tokens)
+    theirs = hf_model(input_ids=tokens).logits
+    diff = float((ours.float() - theirs.float()).abs().max())
+    if not diff <= atol:
+        raise UserError(f"the exported model's logits differ from the checkpoint's by {diff:.3g} (more than {atol}); the export was not written. This is a bug in trainer/hf_convert.py: please report it.")
+    return diff
+
+
+def export_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """Write the HF folder ``out_dir`` (replacing an older export only once the new one is whole)."""
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    from trainer.checkpoint import load_model_from_checkpoint, resolve_checkpoint_path
+    from trainer.eval import check_vocab
+    from trainer.hf_convert import to_hf_config, to_hf_state_dict
+    from trainer.hf_tokenizer import build_hf_tokenizer, read_spm_model
+
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+    tokenizer_model, out_dir = Path(tokenizer_model), Path(out_dir)
+    if not tokenizer_model.is_file():
+        raise UserError(f"tokenizer model {tokenizer_model} does not exist; pass --tokenizer_model tokenizer/spm.model (written by python -m trainer.tokenizer).")
+    checkpoint = resolve_checkpoint_path(checkpoint)
+    if out_dir.resolve() == checkpoint.resolve():
+        raise UserError(f"--out_dir {out_dir} is the checkpoint itself; pick another folder, e.g. {checkpoint}_hf.")
+    model, cfg = load_model_from_checkpoint(checkpoint)  # verifies the manifest first
+    spm_model = read_spm_model(tokenizer_model)
+    check_vocab(len(spm_model.pieces), cfg.vocab_size, tokenizer_model, checkpoint)
+    special = tokenizer_special_ids(tokenizer_model)
+
+    hf_config = to_hf_config(cfg, bos_token_id=special["bos_id"], eos_token_id=special["eos_id"], pad_token_id=special["pad_id"])
+    hf_model = LlamaForCausalLM(hf_config)
+    hf_model.load_state_dict(to_hf_state_dict(model), strict=True)
+    hf_model.to(DTYPES[dtype]).eval()
+    tokenizer = build_hf_tokenizer(tokenizer_model, special["bos_id"], special["eos_id"], add_bos=special["add_bos"], pad_id=special["pad_id"])
+    tokenizer.model_max_length = cfg.max_seq_len
+
+    from trainer.manifest import read_manifest
+
+    meta = read_manifest(checkpoint).meta
+    with atomic_dir(out_dir) as tmp:
+        hf_model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        _portable_tokenizer_class(tmp / "tokenizer_config.json")
+        shutil.copyfile(tokenizer_model, tmp / "spm.model")  # the original, for tools that want SentencePiece
+        # Check what a user will load, not what is in memory.
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        diff = compare_logits(model, reloaded, cfg.vocab_size, min(16, cfg.max_seq_len), LOGITS_ATOL[DTYPES[dtype]])
+        (tmp / "export_info.json").write_text(json.dumps({
+            "source_checkpoint": str(checkpoint), "step": meta.get("step"), "tokens_seen": meta.get("tokens_seen"),
+            "model_config_hash": cfg.config_hash(), "model_config": cfg.to_dict(), "dtype": dtype,
+            "max_abs_logit_difference": diff, "bos_id": special["bos_id"], "eos_id": special["eos_id"],
+            "add_bos": special["add_bos"], "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }, indent=2) + "\n")
+    log.info("exported %s to %s (max logit difference %.2g)", checkpoint, out_dir, diff)
+    return out_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.export", description="Export a checkpoint as a Hugging Face LlamaForCausalLM folder with its tokenizer.")
+    parser.add_argument("--checkpoint", required=True, help="runs/<name>/final, runs/<name>/checkpoints/step_NNNNNN, or a run folder (its newest)")
+    parser.add_argument("--tokenizer_model", default="tokenizer/spm.model", help="SentencePiece model the run was trained with")
+    parser.add_argument("--out_dir", default=None, help="folder to write (default: <checkpoint>_hf)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weight dtype in the export")
+    return parser
+
+
+@cli_main
+def main(argv: Optional[list[str]] = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(str(Path(args.checkpoint)).rstrip("/") + "_hf")
+    export_checkpoint(args.checkpoint, args.tokenizer_model, out_dir, args.dtype)
+    print(f"wrote {out_dir}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out_dir)!r})")
+
+
+if __name__ == "__main__":
+    main()
