@@ -1,0 +1,88 @@
+"""What a run writes as it goes: train.log (also printed), metrics.jsonl, status.json.
+
+Only the main process writes; on other ranks every method does nothing, so callers need no
+``if is_main`` of their own.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from trainer.atomic import atomic_write_json
+
+
+def _clean(value):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self._log_file = None
+        self._console = True
+        if enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.run_dir / "train.log", "a", encoding="utf-8", buffering=1)
+
+    def log(self, message: str) -> None:
+        """A human line: to stdout and train.log, stamped with the wall-clock time."""
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
+        self._log_file.write(line + "\n")
+        if self._console:
+            try:
+                print(line, flush=True)
+            except OSError:  # the terminal went away (closed pipe, dropped SSH): keep training, keep train.log
+                self._console = False
+
+    def error(self, message: str) -> None:
+        """Into train.log only: errors go to stderr through trainer.errors.cli_main."""
+        if self.enabled:
+            self._log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] error: {message}\n")
+
+    def metrics(self, record: dict) -> None:
+        """One JSON object per line in metrics.jsonl (``type`` is "train" or "eval")."""
+        if not self.enabled:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+
+    def status(self, state: str, **fields) -> None:
+        """Replace status.json (read by ``launcher status``) in one rename."""
+        if not self.enabled:
+            return
+        record = {"state": state, **{k: _clean(v) for k, v in fields.items()}, "updated": time.time(), "pid": os.getpid()}
+        atomic_write_json(self.run_dir / "status.json", record)
+
+    def append_sample(self, text: str) -> None:
+        if self.enabled:
+            with open(self.run_dir / "fixed_prompt_samples.txt", "a", encoding="utf-8") as f:
+                f.write(text.rstrip("\n") + "\n\n")
+
+    def close(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def train_line(step: int, max_steps: int, loss: float, lr: float, grad_norm: float, tokens_per_sec: float,
+               mfu: Optional[float], elapsed_s: float, cost: float) -> str:
+    mfu_text = f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
+    return (f"step {step}/{max_steps} | loss {loss:.4f} | lr {lr:.3e} | grad norm {grad_norm:.3f} | "
+            f"{tokens_per_sec:,.0f} tok/s{mfu_text} | {format_duration(elapsed_s)} | ${cost:.2f}")
+
+
