@@ -14,7 +14,6 @@ compiled project model matches eager within bf16 tolerance (skipped on CPU).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import sys
 import time
@@ -33,6 +32,7 @@ from trainer.cli_args import add_config_args, load_configs  # noqa: E402
 from trainer.config import ModelConfig  # noqa: E402
 from trainer.errors import UserError, cli_main  # noqa: E402
 from trainer.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
+from trainer.precision import autocast  # noqa: E402
 
 # Compiled vs eager under bf16 autocast: kernels fuse and round differently, so only loose
 # agreement is expected (bf16 keeps ~3 significant digits).
@@ -70,17 +70,13 @@ def build_pair(cfg: ModelConfig, device: torch.device, seed: int):
     return ours.to(device).train(), HFAsProject(hf).to(device).train()
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
 def time_training(model, batch: torch.Tensor, device: torch.device, dtype: Optional[torch.dtype], steps: int, warmup: int) -> dict:
     """Warm up, then time ``steps`` of forward, backward and AdamW on one fixed batch."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     inputs, targets = batch[:, :-1], batch[:, 1:]
 
     def step():
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             _, loss = model(inputs, targets)
         loss.backward()
         optimizer.step()

@@ -35,6 +35,7 @@ from trainer.config import ModelConfig, TrainConfig
 from trainer.errors import UserError, cli_main
 from trainer.gpu_specs import mfu as compute_mfu
 from trainer.gpu_specs import peak_bf16_flops
+from trainer.precision import autocast_dtype
 
 log = logging.getLogger("trainer.benchmark")
 
@@ -57,17 +58,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {requested} was asked for, but torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu or run on the GPU box.")
     return torch.device(requested)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``train.precision`` on ``device``; None means plain fp32."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        if precision == "bf16":
-            raise UserError(f"train.precision is bf16 but {torch.cuda.get_device_name(device)} has no bf16 support; set --set train.precision=fp32 (or auto).")
-        return None
-    return torch.bfloat16
 
 
 def device_description(device: torch.device) -> tuple[str, int]:

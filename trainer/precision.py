@@ -1,4 +1,5 @@
-"""Device and numeric-precision helpers: which autocast to use, and the peak FLOPs for MFU.
+"""Device and numeric-precision helpers: which autocast to use, and the peak FLOPs for MFU
+(the table itself is trainer/gpu_specs.py).
 
 bf16 autocast on CUDA (when the GPU supports it), plain fp32 on CPU.
 """
@@ -10,25 +11,7 @@ from typing import Optional
 import torch
 
 from trainer.errors import UserError
-
-# Dense bf16 tensor-core peak FLOP/s per GPU (vendor datasheets, no sparsity), for MFU.
-_PEAK_BF16_FLOPS = {
-    "H200": 989e12,
-    "H100 NVL": 835e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,  # SXM
-    "A100": 312e12,
-    "A10G": 70e12,
-    "A10": 125e12,
-    "L40S": 362e12,
-    "L40": 181e12,
-    "L4": 121e12,
-    "RTX 4090": 165e12,  # with fp32 accumulation
-    "RTX 3090": 71e12,
-    "RTX A6000": 155e12,
-    "V100": 125e12,  # fp16; V100 has no bf16
-}
-
+from trainer.gpu_specs import peak_bf16_flops
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for a TrainConfig.precision on ``device``; None means plain fp32."""
@@ -61,11 +44,7 @@ def peak_flops(device: torch.device) -> Optional[float]:
     """Peak bf16 FLOP/s of one GPU, or None when unknown (CPU, unlisted GPU): no MFU then."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, flops in _PEAK_BF16_FLOPS.items():  # ordered so specific names match first
-        if key in name:
-            return flops
-    return None
+    return peak_bf16_flops(torch.cuda.get_device_name(device))
 
 
 def device_name(device: torch.device) -> str:

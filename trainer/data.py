@@ -1,0 +1,328 @@
+"""Tokenize the data mix into ``train.bin`` and ``val.bin``: uint16 memmaps of exactly the
+requested token counts, and ``data_meta.json`` written last.
+
+    python -m trainer.data --data_config configs/data_c4_wiki.yaml \
+        --tokenizer_model tokenizer/spm.model --out_dir data --train_tokens N --val_tokens M
+
+Documents stream from the sources (``trainer.mix``), are tokenized in worker processes
+(``trainer.encode_pool``, all cores by default), EOS goes after every document, and the ids
+are appended in chunks to ``train.bin.tmp``/``val.bin.tmp``: memory stays bounded whatever the
+token budget. Every chunk ends with a resume point (``data_build_state.json``: the mix's
+position and the byte counts written), so a run that was interrupted (Ctrl-C, kill, a lost
+box) resumes there when started again with the same inputs, or starts over cleanly if they
+changed. Only a finished build renames the ``.tmp`` files and then writes the meta, so a
+half-written file is never taken for a finished one. The last document of each split is cut
+to hit the count exactly. If the outputs already match the same inputs, it prints
+"up to date" and exits 0 at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from trainer.atomic import atomic_write_json
+from trainer.cli_args import add_config_args, load_configs
+from trainer.config import DataMixConfig
+from trainer.errors import UserError, cli_main
+from trainer.manifest import sha256_file
+from trainer.tokenizer import tokenizer_info
+
+META_NAME = "data_meta.json"
+STATE_NAME = "data_build_state.json"
+SPLITS = ("train", "val")
+DTYPE = np.uint16
+CHUNK_BYTES = 1 << 20  # text per chunk handed to a worker: big enough to amortise the hand-off
+CHUNK_DOCS = 2048
+
+
+def fingerprint(data_config: DataMixConfig, tokenizer_sha256: str, train_tokens: int, val_tokens: int) -> dict:
+    """What makes two builds the same: equal fingerprints, equal bytes."""
+    return {"data_config": data_config.to_dict(), "tokenizer_sha256": tokenizer_sha256, "train_tokens": train_tokens, "val_tokens": val_tokens, "dtype": "uint16"}
+
+
+def read_meta(out_dir: str | os.PathLike) -> Optional[dict]:
+    try:
+        return json.loads((Path(out_dir) / META_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_up_to_date(out_dir: str | os.PathLike, data_config: DataMixConfig, tokenizer_model: str | os.PathLike, train_tokens: int, val_tokens: int) -> bool:
+    """True if ``out_dir`` holds finished memmaps built from exactly these inputs (the meta
+    matches and both files have the recorded size; no hashing of the big files)."""
+    meta = read_meta(out_dir)
+    if meta is None or not Path(tokenizer_model).is_file():
+        return False
+    expected = fingerprint(data_config, sha256_file(tokenizer_model), train_tokens, val_tokens)
+    if {key: meta.get(key) for key in expected} != expected:
+        return False
+    itemsize = np.dtype(DTYPE).itemsize
+    for split, count in (("train", train_tokens), ("val", val_tokens)):
+        path = Path(out_dir) / f"{split}.bin"
+        if not path.is_file() or path.stat().st_size != count * itemsize:
+            return False
+    return True
+
+
+def _empty_counts(data_config: DataMixConfig) -> list[dict]:
+    return [
+        {"name": s.name, "type": s.type, "path": s.path, "config": s.config, "split": s.split, "weight": s.weight,
+         "documents": 0, "bytes": 0, "tokens": 0, "train_tokens": 0, "val_tokens": 0}
+        for s in data_config.sources
+    ]
+
+
+class _Build:
+    """One run of the build: the temporary files, the counters and the resume point."""
+
+    def __init__(self, out_dir: Path, fp: dict, data_config: DataMixConfig):
+        self.out_dir = out_dir
+        self.fp = fp
+        self.targets = {"train": fp["train_tokens"], "val": fp["val_tokens"]}
+        self.written = {"train": 0, "val": 0}
+        self.sources = _empty_counts(data_config)
+        self.mix_state: Optional[dict] = None
+        self.files: dict = {}
+
+    def tmp_path(self, split: str) -> Path:
+        return self.out_dir / f"{split}.bin.tmp"
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / STATE_NAME
+
+    def discard(self) -> None:
+        for path in (*(self.tmp_path(s) for s in SPLITS), self.state_path):
+            path.unlink(missing_ok=True)
+
+    def open(self) -> bool:
+        """Open the temporary files, at the saved resume point if it is valid; True if resumed."""
+        itemsize = np.dtype(DTYPE).itemsize
+        resumed = False
+        try:
+            state = json.loads(self.state_path.read_text())
+            sizes_ok = all(self.tmp_path(s).is_file() and self.tmp_path(s).stat().st_size >= state["written"][s] * itemsize for s in SPLITS)
+            if state["fingerprint"] == self.fp and sizes_ok:
+                self.written, self.sources, self.mix_state = dict(state["written"]), state["sources"], state["mix"]
+                resumed = True
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if not resumed:
+            self.discard()
+        for split in SPLITS:
+            f = open(self.tmp_path(split), "r+b" if resumed else "wb")
+            # anything after the resume point was written after it was saved: drop it
+            f.truncate(self.written[split] * itemsize)
+            f.seek(0, os.SEEK_END)
+            self.files[split] = f
+        return resumed
+
+    def full(self, split: str) -> bool:
+        return self.written[split] >= self.targets[split]
+
+    def done(self) -> bool:
+        return all(self.full(s) for s in SPLITS)
+
+    def add_chunk(self, docs: list[tuple[int, bool, int]], flat: np.ndarray, lengths: np.ndarray) -> int:
+        """Append a tokenized chunk (cutting at the targets); return the tokens written."""
+        parts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+        before = sum(self.written.values())
+        offset = 0
+        for (source, is_val, nbytes), length in zip(docs, lengths.tolist()):
+            split = "val" if is_val else "train"
+            take = min(length, self.targets[split] - self.written[split])
+            if take > 0:
+                parts[split].append(flat[offset : offset + take])
+                self.written[split] += take
+                counts = self.sources[source]
+                counts["documents"] += 1
+                counts["bytes"] += nbytes
+                counts["tokens"] += take
+                counts[f"{split}_tokens"] += take
+            offset += length
+        for split in SPLITS:
+            if parts[split]:
+                self.files[split].write(np.concatenate(parts[split]).tobytes())
+        return sum(self.written.values()) - before
+
+    def save_resume_point(self, mix_state: dict) -> None:
+        for f in self.files.values():
+            f.flush()  # the OS has the bytes before the state says they exist
+        atomic_write_json(self.state_path, {"fingerprint": self.fp, "written": self.written, "sources": self.sources, "mix": mix_state})
+
+    def close(self) -> None:
+        for f in self.files.values():
+            if f.closed:
+                continue
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        self.files = {}
+
+
+def _chunks(mix, build: _Build, chunk_bytes: int) -> Iterator[tuple[tuple[list, dict], list[str]]]:
+    """Group the mix's documents into chunks; each carries the mix's state after its last doc.
+
+    Documents of a split that is already full are dropped here rather than tokenized: the
+    writer would discard them anyway, so the output is the same.
+    """
+    docs: list[tuple[int, bool, int]] = []
+    texts: list[str] = []
+    size = 0
+    for doc in mix:
+        if build.full("val" if doc.is_val else "train"):
+            if build.done():
+                break
+            continue
+        nbytes = len(doc.text.encode("utf-8"))
+        docs.append((doc.source, doc.is_val, nbytes))
+        texts.append(doc.text)
+        size += nbytes
+        if size >= chunk_bytes or len(docs) >= CHUNK_DOCS:
+            yield (docs, mix.state_dict()), texts
+            docs, texts, size = [], [], 0
+    if docs:
+        yield (docs, mix.state_dict()), texts
+
+
+class _Shortfall(UserError):
+    """The sources ran out before the requested token counts."""
+
+
+def _shortfall_error(build: _Build, data_config: DataMixConfig) -> UserError:
+    held = ", ".join(f"{s['name']}: {s['documents']} documents" for s in build.sources)
+    return _Shortfall(
+        f"the data mix ran out of documents after {build.written['train']} train and {build.written['val']} val tokens, "
+        f"but --train_tokens {build.targets['train']} and --val_tokens {build.targets['val']} were asked for ({held}; every "
+        f"{data_config.val_every}th document goes to val). Ask for fewer tokens or add sources to the data config."
+    )
+
+
+def build_memmaps(
+    data_config: DataMixConfig,
+    tokenizer_model: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    train_tokens: int,
+    val_tokens: int,
+    workers: Optional[int] = None,
+    progress: bool = True,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> dict:
+    """Build ``out_dir``/train.bin, val.bin and (last) data_meta.json; return the meta.
+
+    ``workers``: tokenizer processes (None: all cores; 0: in this process, for small builds).
+    """
+    from tqdm import tqdm
+
+    from trainer.encode_pool import EncodePool
+    from trainer.mix import MixedStream
+
+    if train_tokens < 1 or val_tokens < 1:
+        raise UserError(f"--train_tokens ({train_tokens}) and --val_tokens ({val_tokens}) must both be at least 1.")
+    info = tokenizer_info(tokenizer_model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(data_config, info["sha256"], train_tokens, val_tokens)
+    # invalidate first: from here until the new meta, the folder reads as unfinished
+    (out_dir / META_NAME).unlink(missing_ok=True)
+    started = time.time()
+    build = _Build(out_dir, fp, data_config)
+    mix = MixedStream(data_config)  # opens every source now: a bad one fails before any work
+    resumed = build.open()
+    if resumed:
+        mix.load_state_dict(build.mix_state)
+    total = train_tokens + val_tokens
+    try:
+        with EncodePool(tokenizer_model, workers) as pool, tqdm(
+            total=total, initial=sum(build.written.values()), unit="tok", unit_scale=True, desc="tokenizing", disable=not progress, smoothing=0.1
+        ) as bar:
+            if resumed:
+                bar.write(f"resuming at {build.written['train']} train / {build.written['val']} val tokens", file=sys.stderr)
+            for (docs, mix_state), flat, lengths in pool.map(_chunks(mix, build, chunk_bytes)):
+                bar.update(build.add_chunk(docs, flat, lengths))
+                if build.done():
+                    break
+                build.save_resume_point(mix_state)
+        if not build.done():
+            raise _shortfall_error(build, data_config)
+        build.close()
+    except BaseException as exc:
+        build.close()
+        # keep the .tmp files and the resume point for the next run (Ctrl-C, a dropped
+        # connection); with no resume point yet, or sources too small, there is nothing to keep
+        if isinstance(exc, _Shortfall) or not build.state_path.exists():
+            build.discard()
+        raise
+    hashes = {}
+    for split in SPLITS:
+        final = out_dir / f"{split}.bin"
+        os.replace(build.tmp_path(split), final)
+        hashes[split] = sha256_file(final)
+    meta = {
+        **fp,
+        "vocab_size": info["vocab_size"],
+        "bos_id": info["bos_id"],
+        "eos_id": info["eos_id"],
+        "pad_id": info["pad_id"],
+        "unk_id": info["unk_id"],
+        "tokenizer_model": str(tokenizer_model),
+        "add_bos": False,
+        "eos_between_documents": True,
+        "sources": build.sources,
+        "files": {split: {"name": f"{split}.bin", "tokens": build.targets[split], "sha256": hashes[split]} for split in SPLITS},
+        "seconds": round(time.time() - started, 2),
+        "resumed": resumed,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(out_dir / META_NAME, meta)
+    build.state_path.unlink(missing_ok=True)
+    return meta
+
+
+def load_memmap(out_dir: str | os.PathLike, split: str) -> np.ndarray:
+    """Read-only view of a finished split (the meta must exist: unfinished builds have none)."""
+    meta = read_meta(out_dir)
+    if meta is None:
+        raise UserError(f"{out_dir} has no {META_NAME}: the data is missing or unfinished; run python -m trainer.data first.")
+    return np.memmap(Path(out_dir) / f"{split}.bin", dtype=DTYPE, mode="r", shape=(meta[f"{split}_tokens"],))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.data", description="Tokenize the data mix into uint16 memmaps (train.bin, val.bin, data_meta.json).")
+    add_config_args(parser, data=True)
+    parser.add_argument("--tokenizer_model", default="tokenizer/spm.model", help="SentencePiece model from python -m trainer.tokenizer")
+    parser.add_argument("--out_dir", default="data", help="folder for train.bin, val.bin, data_meta.json")
+    parser.add_argument("--train_tokens", type=int, required=True, help="exact number of train tokens to write")
+    parser.add_argument("--val_tokens", type=int, required=True, help="exact number of val tokens to write")
+    parser.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores)")
+    parser.add_argument("--chunk_bytes", type=int, default=CHUNK_BYTES, help="text per chunk sent to a worker; a resume point follows every chunk")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the outputs are up to date")
+    return parser
+
+
+@cli_main
+def main(argv: Optional[list[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    # datasets imports torch (seconds) only to share state with torch DataLoader workers; none here
+    os.environ.setdefault("USE_TORCH", "0")
+    _, _, data_config = load_configs(args)
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: use at least 1 (or leave it out for all cores).")
+    tokenizer_info(args.tokenizer_model)  # a missing or too-large tokenizer fails before anything else
+    if not args.force and is_up_to_date(args.out_dir, data_config, args.tokenizer_model, args.train_tokens, args.val_tokens):
+        print(f"data: {args.out_dir} is up to date")
+        return
+    meta = build_memmaps(data_config, args.tokenizer_model, args.out_dir, args.train_tokens, args.val_tokens, args.workers, chunk_bytes=max(1, args.chunk_bytes))
+    per_source = ", ".join(f"{s['name']} {s['tokens']} tokens / {s['documents']} docs" for s in meta["sources"])
+    print(f"data: wrote {args.out_dir}/train.bin ({meta['train_tokens']} tokens), val.bin ({meta['val_tokens']} tokens) in {meta['seconds']:.1f} s; {per_source}")
+
+
+if __name__ == "__main__":
+    main()
