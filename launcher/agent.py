@@ -1,0 +1,491 @@
+"""The launcher's hand on the box: mirror a run folder to the store, watch budget and idle time,
+and restore a run from the store onto a fresh box.
+
+    python -m launcher.agent mirror  --run_dir runs/NAME --store_config runs/NAME/store.json
+    python -m launcher.agent restore --run_dir runs/NAME --store_config runs/NAME/store.json
+
+``mirror`` runs in its own process beside training (same tmux session), so training steps never
+wait on an upload; it runs at idle CPU priority (SCHED_IDLE) so training threads come first. Every ``agent.sync_interval`` seconds it
+uploads changed small files (logs, metrics, status, config, ...); a background thread uploads
+each new checkpoint once its manifest exists (files first, manifest last) and, once, the
+prepared ``tokenizer/`` and ``data/`` folders. When training ends (status.json says
+finished/failed/stopped, its pid is gone, or the tmux window wrote train.exit), or on SIGTERM/SIGINT/SIGHUP, it makes a final flush,
+logs "agent: final flush done" and exits 0. Budget watch: spent cost >= ``budget.max_cost`` while
+training runs sends SIGTERM to the trainer (which stops with a final checkpoint). Idle watch:
+after training ends on a rented box with ``agent.shutdown_when_done``, it waits
+``agent.idle_minutes`` and terminates the instance through the provider.
+
+``restore`` downloads the latest complete checkpoint (verified), the run's logs and metrics
+(metrics cut at the checkpoint's step, so the resumed curve has no duplicates), and the prepared
+tokenizer and data when stored.
+
+store.json (written by ``launcher run``; ``store_config_json`` builds it) holds no secrets:
+credentials come from the environment (see launcher/secrets.py). No torch here.
+"""
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from launcher.store import PREPARED, RichProgress, Store, TransferProgress, checkpoint_rel, human_bytes, open_store
+from trainer.atomic import atomic_write_bytes
+from trainer.errors import UserError, cli_main
+from trainer.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
+
+log = logging.getLogger("launcher.agent")
+
+END_STATES = {"finished", "failed", "stopped"}
+# Run files mirrored every sync; the append-only ones are extended in place where the store can.
+APPEND_ONLY = {"train.log", "metrics.jsonl", "agent.log"}
+RUN_FILES = (
+    "config.yaml", "throughput.json", "cost.json", "metrics.jsonl", "train.log", "status.json",
+    "fixed_prompt_samples.txt", "loss_curve.png", "eval.json", "agent.log",
+)
+NOT_MIRRORED = {"store.json"}
+RESTORED_FILES = ("config.yaml", "throughput.json", "cost.json", "metrics.jsonl", "train.log", "fixed_prompt_samples.txt", "eval.json", "loss_curve.png")
+SMALL_FILE_LIMIT = 256 * 1024 * 1024
+PREPARED_DIRS = {"tokenizer": "tokenizer_meta.json", "data": "data_meta.json"}
+
+
+# ----------------------------------------------------------------------------- store.json
+def store_config_json(config, run_name: str, instance_id: Optional[str]) -> str:
+    """The agent's store.json for a run: where to store, budget, agent settings, provider. No secrets."""
+    kind = config.box.kind if config.box.kind in ("runpod", "vastai") else None
+    data = {
+        "storage": config.storage.to_dict(),
+        "run_name": run_name,
+        "budget": config.budget.to_dict(),
+        "agent": config.agent.to_dict(),
+        "provider": {"kind": kind, "instance_id": instance_id if kind else None},
+    }
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def load_store_config(path: Path) -> dict:
+    from launcher.config import AgentConfig, StorageConfig
+    from trainer.config import BudgetConfig
+    from trainer.configlib import validate
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: `launcher run` writes it next to the run; pass --store_config.") from None
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict) or "storage" not in data or "run_name" not in data:
+        raise UserError(f"{path} lacks 'storage' or 'run_name': it was not written by launcher run.")
+    data["storage"] = validate(StorageConfig, data["storage"], f"{path}: storage")
+    data["agent"] = validate(AgentConfig, data.get("agent") or {}, f"{path}: agent")
+    data["budget"] = validate(BudgetConfig, data.get("budget") or {}, f"{path}: budget")
+    data["provider"] = data.get("provider") or {"kind": None, "instance_id": None}
+    return data
+
+
+# ----------------------------------------------------------------------------- helpers
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def read_status(run_dir: Path) -> tuple[Optional[dict], float]:
+    path = run_dir / "status.json"
+    try:
+        mtime = path.stat().st_mtime
+        data = json.loads(path.read_text())
+        return (data if isinstance(data, dict) else None), mtime
+    except (OSError, ValueError):
+        return None, 0.0
+
+
+def spent_from_status(status: dict) -> Optional[float]:
+    for key in ("cost_spent", "spent_cost", "spent"):
+        if isinstance(status.get(key), (int, float)):
+            return float(status[key])
+    cost = status.get("cost")
+    if isinstance(cost, dict) and isinstance(cost.get("spent"), (int, float)):
+        return float(cost["spent"])
+    return None
+
+
+def setup_logging(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger("launcher.agent")
+    root.setLevel(logging.INFO)
+    root.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    for handler in (logging.FileHandler(run_dir / "agent.log"), logging.StreamHandler(sys.stdout)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.propagate = False
+
+
+class LogProgress(TransferProgress):
+    """Upload progress as log lines (the agent's output is a log, not a terminal)."""
+
+    def __init__(self, every: float = 10.0):
+        self.every, self.total, self.done, self.name, self.last = every, 0, 0, "", 0.0
+        self.lock = threading.Lock()
+
+    def start(self, description: str, total: int) -> None:
+        self.name, self.total, self.done, self.last = description, total, 0, time.monotonic()
+
+    def advance(self, nbytes: int) -> None:
+        with self.lock:
+            self.done += nbytes
+            if time.monotonic() - self.last >= self.every:
+                self.last = time.monotonic()
+                log.info("agent: %s: %s / %s", self.name, human_bytes(self.done), human_bytes(self.total))
+
+
+# ----------------------------------------------------------------------------- mirror
+class Mirror:
+    def __init__(self, run_dir: Path, store: Store, cfg: dict, project_root: Path, wait_start: float):
+        self.run_dir, self.store, self.cfg, self.project_root = run_dir, store, cfg, project_root
+        self.run = cfg["run_name"]
+        self.interval = float(cfg["agent"].sync_interval)
+        self.wait_start = wait_start
+        self.started = time.time()
+        self.stop = threading.Event()  # SIGTERM / SIGINT
+        self.flush = threading.Event()  # the checkpoint thread's last pass
+        self.synced: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) last uploaded
+        self.synced_at: dict[str, float] = {}
+        self.uploaded: set[tuple[str, float]] = set()  # (checkpoint rel, manifest created)
+        self.prepared_done: set[str] = set()
+        self.failures = 0
+        self.budget_hit = False
+        self.worker_error: Optional[str] = None
+
+    # -- small files -----------------------------------------------------------
+    def sync_small(self, force: bool = False) -> None:
+        for path in sorted(self.run_dir.iterdir()):
+            name = path.name
+            if name.startswith(".") or name in NOT_MIRRORED or not path.is_file():
+                continue
+            try:
+                st = path.stat()
+                if st.st_size > SMALL_FILE_LIMIT and name not in RUN_FILES:
+                    continue
+                sig = (st.st_size, st.st_mtime_ns)
+                if self.synced.get(name) == sig:
+                    continue
+                # bounded re-uploads of growing files: one per interval per 4 MB
+                gap = self.interval * max(1, st.st_size // (4 * 1024 * 1024))
+                if not force and time.monotonic() - self.synced_at.get(name, -1e9) < gap:
+                    continue
+                data = path.read_bytes()  # a snapshot: the trainer may be appending
+                self.store.sync_bytes(f"{self.run}/{name}", data, append=name in APPEND_ONLY)
+                self.synced[name] = (len(data), st.st_mtime_ns) if len(data) == st.st_size else (len(data), 0)
+                self.synced_at[name] = time.monotonic()
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # a store hiccup must not kill the mirror
+                self.failures += 1
+                log.warning("agent: could not upload %s: %s (will retry)", name, exc)
+
+    # -- checkpoints and prepared data -----------------------------------------
+    def pending_checkpoints(self) -> list[Path]:
+        folders = []
+        ckpt_root = self.run_dir / "checkpoints"
+        if ckpt_root.is_dir():
+            folders += [p for p in ckpt_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if (self.run_dir / "final").is_dir():
+            folders.append(self.run_dir / "final")
+        result = []
+        for folder in folders:
+            if not (folder / MANIFEST_NAME).is_file():
+                continue  # still being written
+            try:
+                checkpoint_rel(folder.name)
+                created = read_manifest(folder).created
+            except UserError:
+                continue
+            if (folder.name, created) not in self.uploaded:
+                result.append(folder)
+
+        def order(p: Path):
+            return (p.name == "final", p.name)
+
+        return sorted(result, key=order)
+
+    def upload_checkpoints(self) -> None:
+        for folder in self.pending_checkpoints():
+            try:
+                manifest = read_manifest(folder)
+                log.info("agent: uploading checkpoint %s (%s) to %s", folder.name, human_bytes(manifest.total_bytes), self.store.describe(f"{self.run}/{checkpoint_rel(folder.name)}"))
+                started = time.monotonic()
+                sent = self.store.upload_checkpoint(self.run, folder, progress=LogProgress())
+                self.uploaded.add((folder.name, manifest.created))
+                took = time.monotonic() - started
+                log.info("agent: checkpoint %s stored (%s sent in %.1fs)", folder.name, human_bytes(sent), took)
+            except FileNotFoundError:
+                log.info("agent: checkpoint %s vanished before its upload finished (pruned by the trainer); skipped", folder.name)
+            except Exception as exc:
+                self.failures += 1
+                self.worker_error = f"{folder.name}: {exc}"
+                log.warning("agent: upload of checkpoint %s failed: %s (will retry)", folder.name, exc)
+
+    def upload_prepared(self) -> None:
+        for sub, meta_name in PREPARED_DIRS.items():
+            local = self.project_root / sub
+            if sub in self.prepared_done or not (local / meta_name).is_file():
+                continue
+            prefix = f"{self.run}/{PREPARED}/{sub}"
+            try:
+                stored = self.store.read_manifest(prefix)
+                meta_sha = sha256_file(local / meta_name)
+                if stored is not None and stored.files.get(meta_name, {}).get("sha256") == meta_sha and self.store.tree_complete(prefix, stored):
+                    self.prepared_done.add(sub)
+                    continue
+                manifest = Manifest(meta={"kind": sub}, created=time.time())
+                for path in sorted(local.rglob("*")):
+                    if path.is_file() and not path.name.startswith("."):
+                        rel = path.relative_to(local).as_posix()
+                        manifest.files[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+                log.info("agent: uploading prepared %s/ (%s) once", sub, human_bytes(manifest.total_bytes))
+                self.store.upload_tree(local, prefix, manifest, progress=LogProgress())
+                self.prepared_done.add(sub)
+                log.info("agent: prepared %s/ stored", sub)
+            except Exception as exc:
+                self.failures += 1
+                log.warning("agent: upload of prepared %s/ failed: %s (will retry)", sub, exc)
+
+    def worker(self) -> None:
+        while True:
+            last = self.flush.is_set()
+            self.worker_error = None
+            self.upload_checkpoints()
+            self.upload_prepared()
+            if last:
+                return
+            self.flush.wait(self.interval)
+
+    # -- watches ---------------------------------------------------------------
+    def training_ended(self) -> Optional[str]:
+        exit_file = self.run_dir / "train.exit"  # the tmux train window writes the trainer's exit code
+        try:
+            if exit_file.stat().st_mtime >= self.started - 2:
+                return f"trainer exited with code {exit_file.read_text().strip() or '?'}"
+        except OSError:
+            pass
+        status, mtime = read_status(self.run_dir)
+        if status is None or mtime < self.started - 2:
+            if time.time() - self.started > self.wait_start:
+                if status is None:
+                    return f"no status.json from the trainer after {self.wait_start:.0f}s"
+            else:
+                return None  # a previous run's status, or the trainer has not started yet
+        state = status.get("state")
+        if state in END_STATES:
+            return f"training {state}"
+        pid = status.get("pid")
+        if isinstance(pid, int) and pid > 0 and not pid_alive(pid):
+            return f"trainer pid {pid} is gone"
+        return None
+
+    def watch_budget(self) -> None:
+        if self.budget_hit:
+            return
+        status, _ = read_status(self.run_dir)
+        status = status or {}
+        budget = self.cfg["budget"]
+        spent = spent_from_status(status)
+        if spent is None:
+            spent = budget.hourly_rate * (time.time() - self.started) / 3600
+        if spent < budget.max_cost:
+            return
+        self.budget_hit = True
+        pid = status.get("pid")
+        if isinstance(pid, int) and pid > 0 and pid_alive(pid):
+            log.info("agent: spent $%.2f >= max_cost $%.2f: stopping training (SIGTERM to trainer pid %d; it saves a final checkpoint)", spent, budget.max_cost, pid)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError as exc:
+                log.warning("agent: could not signal the trainer pid %d: %s", pid, exc)
+        else:
+            log.info("agent: spent $%.2f >= max_cost $%.2f, but no running trainer pid is known; flushing and stopping", spent, budget.max_cost)
+            self.stop.set()
+
+    def terminate_instance(self, why: str) -> None:
+        provider = self.cfg["provider"]
+        kind, instance_id = provider.get("kind"), provider.get("instance_id")
+        log.info("agent: %s: terminating %s instance %s", why, kind, instance_id)
+        try:
+            from launcher.providers import terminate_by_id
+
+            terminate_by_id(kind, instance_id)
+            log.info("agent: %s instance %s terminated", kind, instance_id)
+        except Exception as exc:
+            log.error("agent: could not terminate %s instance %s: %s. It may still be running: terminate it to stop charges.", kind, instance_id, exc)
+
+    # -- the loop --------------------------------------------------------------
+    def loop(self) -> int:
+        log.info("agent: mirroring %s to %s every %.0fs", self.run_dir, self.store.describe(self.run), self.interval)
+        worker = threading.Thread(target=self.worker, name="checkpoint-uploads", daemon=True)
+        worker.start()
+        reason = None
+        while not self.stop.is_set():
+            self.sync_small()
+            reason = self.training_ended()
+            if reason:
+                break
+            self.watch_budget()
+            self.stop.wait(self.interval)
+        reason = reason or ("budget reached" if self.budget_hit else "stopped by signal")
+        log.info("agent: %s; final flush", reason)
+        self.flush.set()
+        worker.join()
+        if self.worker_error:  # one more try for what failed in the last pass
+            self.upload_checkpoints()
+            self.upload_prepared()
+        self.sync_small(force=True)
+        incomplete = [p.name for p in self.pending_checkpoints()]
+        if incomplete:
+            log.error("agent: final flush incomplete: %s not stored (see the warnings above)", ", ".join(incomplete))
+        else:
+            log.info("agent: final flush done")
+        self.sync_small(force=True)  # agent.log with the line above
+        provider = self.cfg["provider"]
+        if provider.get("kind") and provider.get("instance_id"):
+            if self.budget_hit:
+                self.terminate_instance("budget reached")
+            elif self.cfg["agent"].shutdown_when_done and not self.stop.is_set():
+                minutes = float(self.cfg["agent"].idle_minutes)
+                log.info("agent: training ended; shutting the box down after %.0f idle minutes", minutes)
+                self.sync_small(force=True)
+                if not self.stop.wait(minutes * 60):
+                    self.terminate_instance(f"idle for {minutes:.0f} minutes after training ended")
+                else:
+                    log.info("agent: stopped during the idle wait; the box stays up")
+            self.sync_small(force=True)
+        return 1 if incomplete else 0
+
+
+# ----------------------------------------------------------------------------- restore
+def restore(run_dir: Path, store: Store, run: str, project_root: Path, progress: TransferProgress) -> list[str]:
+    restored: list[str] = []
+    ckpt = store.latest_checkpoint(run, include_final=False) or store.latest_checkpoint(run)
+    if ckpt is not None:
+        target = run_dir / ckpt.rel
+        if target.is_dir() and is_complete(target, check_hashes=False):
+            print(f"checkpoint {ckpt.name} (step {ckpt.step}) is already here")
+        else:
+            if target.exists():
+                import shutil
+
+                shutil.rmtree(target)  # an incomplete local copy: the stored one replaces it
+            store.download_checkpoint(run, ckpt.name, target, progress=progress)
+            restored.append(f"checkpoint {ckpt.name} (step {ckpt.step}, {human_bytes(ckpt.size_bytes)}, sha256 verified) -> {target}")
+    for name in RESTORED_FILES:
+        local = run_dir / name
+        if local.exists():
+            continue
+        data = store.read_bytes(f"{run}/{name}")
+        if data is None:
+            continue
+        if name == "metrics.jsonl" and ckpt is not None:
+            data = _metrics_until(data, ckpt.step)
+        atomic_write_bytes(local, data)
+        restored.append(f"{name} ({human_bytes(len(data))})")
+    for sub, meta_name in PREPARED_DIRS.items():
+        local = project_root / sub
+        prefix = f"{run}/{PREPARED}/{sub}"
+        if (local / meta_name).is_file() or store.read_manifest(prefix) is None:
+            continue
+        manifest = store.download_tree(prefix, local, progress=progress, keep_manifest=False, merge=True)
+        restored.append(f"prepared {sub}/ ({human_bytes(manifest.total_bytes)}, sha256 verified) -> {local}")
+    return restored
+
+
+def _metrics_until(data: bytes, step: int) -> bytes:
+    """Lines logged after the checkpoint's step are dropped: the resumed run logs them again."""
+    kept = []
+    for line in data.decode("utf-8", errors="replace").splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+            continue
+        kept.append(line if line.endswith("\n") else line + "\n")
+    return "".join(kept).encode()
+
+
+def yield_cpu() -> str:
+    """Give training the CPU first: SCHED_IDLE (Linux: run only on otherwise idle CPU time), else
+    nice 19. ``LLMBOX_AGENT_SCHED=nice`` keeps the ordinary scheduler at nice 10."""
+    if os.environ.get("LLMBOX_AGENT_SCHED", "idle") == "idle" and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "SCHED_IDLE"
+        except OSError:
+            pass
+    try:
+        os.nice(19 if os.environ.get("LLMBOX_AGENT_SCHED", "idle") == "idle" else 10)
+    except OSError:
+        pass
+    return f"nice {os.nice(0)}"
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m launcher.agent", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    for name, text in (("mirror", "mirror the run folder to the store until training ends"), ("restore", "restore a run from the store before resuming")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--run_dir", required=True, help="The run folder, e.g. runs/NAME.")
+        p.add_argument("--store_config", required=True, help="store.json written by launcher run.")
+        p.add_argument("--project_root", default=".", help="Project folder: file:// stores and tokenizer/, data/ are relative to it.")
+        if name == "mirror":
+            p.add_argument("--wait_start", type=float, default=600.0, help="Seconds to wait for a fresh status.json before treating the trainer as gone.")
+    return parser
+
+
+@cli_main
+def main(argv: Optional[list[str]] = None) -> None:
+    args = _parser().parse_args(argv)
+    run_dir, project_root = Path(args.run_dir), Path(args.project_root).resolve()
+    cfg = load_store_config(Path(args.store_config))
+    store = open_store(cfg["storage"], project_root)
+    if args.action == "restore":
+        progress = RichProgress() if sys.stderr.isatty() else TransferProgress()
+        restored = restore(run_dir, store, cfg["run_name"], project_root, progress)
+        if not restored:
+            print(f"nothing stored for run {cfg['run_name']} (in {store.describe(cfg['run_name'])})")
+        for line in restored:
+            print(f"restored {line}")
+        return
+    setup_logging(run_dir)
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: dump every thread's stack
+    priority = yield_cpu()
+    mirror = Mirror(run_dir, store, cfg, project_root, args.wait_start)
+    log.info("agent: pid %d, CPU priority %s", os.getpid(), priority)
+
+    def on_signal(signum, frame):
+        log.info("agent: got %s", signal.Signals(signum).name)
+        mirror.stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the tmux session was killed
+        signal.signal(signum, on_signal)
+    sys.exit(mirror.loop())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""``launcher fetch-checkpoint``: download a complete checkpoint from the store, verified.
+
+    launcher fetch-checkpoint                       # the run's latest complete checkpoint
+    launcher fetch-checkpoint --step 500 --out ckpt # a given step, into ckpt/
+    launcher fetch-checkpoint --list                # step, size, date of every stored checkpoint
+
+Files go to a temporary folder next to --out and every sha256 is checked against the
+checkpoint's manifest; the folder is renamed to --out only when all match. An interrupted
+download keeps its temporary folder and the next call downloads only what is missing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from launcher.store import RichProgress, human_bytes, format_time, open_store
+from trainer.errors import UserError
+
+
+@click.command("fetch-checkpoint")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="Launcher config (default: the last run's, else configs/quickstart.yaml).")
+@click.option("--run", "run_name", default=None, help="Run name (default: the last `launcher run`, else run.name from the config).")
+@click.option("--step", type=int, default=None, help="Fetch the checkpoint of this step.")
+@click.option("--latest", is_flag=True, help="Fetch the newest complete checkpoint (the default).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Destination folder (default: checkpoints/<run>/<checkpoint>).")
+@click.option("--list", "list_only", is_flag=True, help="List the run's stored checkpoints instead.")
+def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
+    """Download a complete checkpoint from the store (sha256-verified, resumable)."""
+    from launcher.state import load_command_context, run_name as recorded_run
+
+    if step is not None and latest:
+        raise UserError("give either --step N or --latest, not both.")
+    root = Path.cwd()
+    config, _, state = load_command_context(root, config_path)
+    run = run_name or recorded_run(config, state)
+    store = open_store(config.storage, root)
+    checkpoints = store.checkpoints(run)
+    if list_only:
+        _print_list(store, run, checkpoints)
+        return
+    if step is None:
+        chosen = store.latest_checkpoint(run)
+        if chosen is None:
+            what = "only incomplete checkpoints" if checkpoints else "no checkpoints"
+            raise UserError(f"run {run!r} has {what} in {store.describe(run)}; check --run, or wait for the first checkpoint upload.")
+    else:
+        matches = [c for c in checkpoints if c.step == step]
+        complete = [c for c in matches if c.complete]
+        if not complete:
+            steps = ", ".join(str(c.step) for c in checkpoints if c.complete) or "none"
+            state = "is incomplete in the store (its manifest is missing or files are absent)" if matches else "is not in the store"
+            raise UserError(f"step {step} of run {run!r} {state}. Complete checkpoints: {steps}.")
+        chosen = next((c for c in complete if c.name != "final"), complete[0])
+    out = Path(out_dir) if out_dir else Path("checkpoints") / run / chosen.name
+    click.echo(f"fetching {run}/{chosen.rel} (step {chosen.step}, {human_bytes(chosen.size_bytes)}) from {store.describe(run)}")
+    manifest = store.download_checkpoint(run, chosen.name, out, progress=RichProgress())
+    click.echo(f"wrote {out} ({len(manifest.files)} files, every sha256 verified)")
+
+
+def _print_list(store, run: str, checkpoints) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not checkpoints:
+        click.echo(f"no checkpoints stored for run {run!r} in {store.describe(run)}")
+        return
+    latest = store.latest_checkpoint(run)
+    table = Table(title=f"checkpoints of {run} in {store.describe(run)}")
+    for column in ("name", "step", "size", "date", "state"):
+        table.add_column(column, justify="right" if column in ("step", "size") else "left")
+    for c in checkpoints:
+        state = "latest" if latest is not None and c.name == latest.name else ("complete" if c.complete else "incomplete")
+        table.add_row(c.name, str(c.step), human_bytes(c.size_bytes), format_time(c.created), state)
+    Console(width=120).print(table)

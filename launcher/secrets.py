@@ -1,0 +1,103 @@
+"""The secrets a box needs, gathered on the laptop and handed over as environment only.
+
+``box_secret_env(config)`` collects them (S3 keys from this shell's environment or from a named
+AWS profile; the provider's API key when the box is rented). ``render_env_file(env)`` turns them
+into ``export KEY='value'`` lines; the run command writes that to ``~/.llm-box/secrets.env`` on
+the box with mode 600 and sources it in the tmux session. Secrets never go on a command line,
+into a log, into store.json or into the synced project folder.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Mapping, Optional
+
+from trainer.atomic import atomic_write_text
+from trainer.errors import UserError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRETS_PATH = "~/.llm-box/secrets.env"  # on the box
+
+
+def _provider_key(kind: str, env_name: str, env: Mapping[str, str]) -> Optional[str]:
+    if env.get(env_name):
+        return env[env_name]
+    key_file = Path.home() / ".config" / "llm-box" / f"{'runpod' if kind == 'runpod' else 'vast'}_key"
+    if key_file.is_file():
+        return key_file.read_text().strip() or None
+    return None
+
+
+def box_secret_env(config, env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """Environment variables the box needs (S3 credentials, provider API key); may be empty."""
+    env = os.environ if env is None else env
+    result: dict[str, str] = {}
+    storage = config.storage
+    if storage.url.startswith("s3://"):
+        if storage.credentials == "env":
+            key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+            if not key or not secret:
+                raise UserError(
+                    f"storage {storage.url} uses credentials: env, but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are "
+                    "not both set in this shell. Export them (the bucket's access key pair) and run again, or set "
+                    "storage.credentials: profile with storage.profile. They reach the box as a mode-600 file, never "
+                    "on a command line."
+                )
+            result["AWS_ACCESS_KEY_ID"], result["AWS_SECRET_ACCESS_KEY"] = key, secret
+            if env.get("AWS_SESSION_TOKEN"):
+                result["AWS_SESSION_TOKEN"] = env["AWS_SESSION_TOKEN"]
+        else:
+            import boto3
+            from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+            try:
+                creds = boto3.Session(profile_name=storage.profile).get_credentials()
+                frozen = creds.get_frozen_credentials() if creds is not None else None
+            except ProfileNotFound:
+                frozen = None
+            except BotoCoreError as exc:
+                raise UserError(f"could not read AWS profile {storage.profile!r}: {exc}") from None
+            if frozen is None or not frozen.access_key or not frozen.secret_key:
+                raise UserError(
+                    f"storage uses credentials: profile {storage.profile!r}, but that profile was not found or has no "
+                    "keys in ~/.aws/credentials or ~/.aws/config. Create it (aws configure --profile "
+                    f"{storage.profile}) or fix storage.profile."
+                )
+            result["AWS_ACCESS_KEY_ID"], result["AWS_SECRET_ACCESS_KEY"] = frozen.access_key, frozen.secret_key
+            if frozen.token:
+                result["AWS_SESSION_TOKEN"] = frozen.token
+    kind = config.box.kind
+    if kind in ("runpod", "vastai"):
+        env_name = config.box.runpod.api_key_env if kind == "runpod" else config.box.vastai.api_key_env
+        value = _provider_key(kind, env_name, env)
+        if value:
+            result[env_name] = value
+        elif config.agent.shutdown_when_done:
+            raise UserError(
+                f"agent.shutdown_when_done needs the {kind} API key on the box to release it, but {env_name} is not "
+                f"set (nor ~/.config/llm-box/{'runpod' if kind == 'runpod' else 'vast'}_key). Export {env_name}, or set "
+                "agent.shutdown_when_done: false."
+            )
+    return result
+
+
+def render_env_file(env: Mapping[str, str]) -> str:
+    """``export KEY='value'`` lines, shell-quoted, for ``source`` in the box's tmux session."""
+    lines = ["# written by launcher run; mode 600; never copy this file"]
+    for key, value in sorted(env.items()):
+        if not _NAME.match(key):
+            raise UserError(f"{key!r} is not a valid environment variable name.")
+        if "\n" in value or "\0" in value:
+            raise UserError(f"the value of {key} contains a newline or NUL; check where it comes from.")
+        lines.append(f"export {key}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> Path:
+    """Write the rendered file at ``path`` with mode 600 (created so, never wider)."""
+    path = Path(os.path.expanduser(str(path)))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write_text(path, render_env_file(env), mode=0o600)
+    return path

@@ -1,0 +1,400 @@
+"""Where runs live after the box is gone: one interface, two kinds.
+
+    file://DIR              a folder (the embedded default; DIR is relative to the project)
+    s3://bucket/prefix      any S3-compatible endpoint through boto3 (see store_s3.py)
+
+Keys passed to a ``Store`` are relative to its root: ``<run>/<path in the run folder>``, e.g.
+``quickstart/metrics.jsonl`` or ``quickstart/checkpoints/step_000500/model.safetensors``.
+The object's full name is ``<prefix>/<key>`` (S3) or ``DIR/<key>`` (file).
+
+Checkpoints live under ``<run>/checkpoints/step_NNNNNN/`` and ``<run>/final/``. A checkpoint is
+uploaded files first and its ``manifest.json`` (sizes, sha256) last, so a half-uploaded one has
+no manifest. ``latest_checkpoint`` is the newest one whose manifest exists and whose listed
+files are all in the store with the listed sizes; downloads verify every sha256.
+
+No torch here: the laptop and the on-box agent both use this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from trainer.errors import UserError
+from trainer.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_manifest
+
+PREPARED = "_prepared"  # <run>/_prepared/tokenizer, <run>/_prepared/data
+_STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+class StoreError(UserError):
+    """The store refused or could not be reached; the message says which and how to fix it."""
+
+
+class ChecksumError(StoreError):
+    """A downloaded object does not match the sha256 in its manifest."""
+
+
+@dataclass
+class ObjectInfo:
+    key: str  # relative to the store's root
+    size: int
+    mtime: float  # seconds since the epoch
+    sha256: Optional[str] = None  # when the store keeps it (S3 object metadata)
+
+
+@dataclass
+class CheckpointInfo:
+    run: str
+    name: str  # "step_000500" or "final"
+    step: int  # from the manifest's meta (the folder name when there is no manifest)
+    size_bytes: int
+    created: float  # manifest's creation time, else the newest object's mtime
+    complete: bool  # manifest present and every listed file stored with its size
+
+    @property
+    def rel(self) -> str:
+        return checkpoint_rel(self.name)
+
+
+def checkpoint_rel(name: str) -> str:
+    """Folder of checkpoint ``name`` inside the run folder."""
+    if name == "final":
+        return "final"
+    if not _STEP_RE.match(name):
+        raise UserError(f"{name!r} is not a checkpoint name: expected step_NNNNNN or final.")
+    return f"checkpoints/{name}"
+
+
+def check_key(key: str) -> str:
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"bad store key {key!r}: must be a relative path like run/file.txt")
+    return key
+
+
+# ----------------------------------------------------------------------------- progress
+class TransferProgress:
+    """Byte counts of one transfer. The base class shows nothing; ``RichProgress`` draws a bar."""
+
+    def start(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class RichProgress(TransferProgress):
+    """A rich progress bar with bytes, speed and time left (on stderr; thread-safe)."""
+
+    def __init__(self, transient: bool = False):
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=transient,
+        )
+        self._task = None
+
+    def start(self, description: str, total: int) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=max(total, 1))
+
+    def advance(self, nbytes: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, advance=nbytes)
+
+    def finish(self) -> None:
+        self._progress.stop()
+        self._task = None
+
+
+# ----------------------------------------------------------------------------- the interface
+class Store(ABC):
+    """Objects under one root. Subclasses implement the primitives; checkpoints are built on them."""
+
+    url: str
+
+    # -- primitives ------------------------------------------------------------
+    @abstractmethod
+    def put_file(self, local: Path, key: str, *, sha256: Optional[str] = None, progress: Optional[TransferProgress] = None) -> None:
+        """Upload ``local`` as ``key`` (whole or not at all); ``sha256`` is kept with it when the store can."""
+
+    @abstractmethod
+    def get_file(self, key: str, local: Path, *, progress: Optional[TransferProgress] = None) -> None:
+        """Download ``key`` to ``local``; raises StoreError when it is missing."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> Optional[bytes]:
+        """The object's bytes, or None when there is no such object."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a small object whole."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a plain string prefix), sorted by key."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; missing is fine."""
+
+    @abstractmethod
+    def stat(self, key: str) -> Optional[ObjectInfo]:
+        """Size, mtime (and sha256 where kept) of one object, or None."""
+
+    def object_sha256(self, key: str) -> Optional[str]:
+        """The sha256 recorded for an uploaded object, or None when unknown."""
+        info = self.stat(key)
+        return info.sha256 if info else None
+
+    def describe(self, key: str = "") -> str:
+        """Where ``key`` is, for messages: ``s3://bucket/prefix/key`` or ``/path/key``."""
+        return f"{self.url.rstrip('/')}/{key}" if key else self.url
+
+    # -- small files -----------------------------------------------------------
+    def read_text(self, key: str) -> Optional[str]:
+        data = self.read_bytes(key)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode("utf-8"))
+
+    def sync_bytes(self, key: str, data: bytes, append: bool = False) -> int:
+        """Make ``key`` hold ``data``; returns the bytes sent. Stores that can append (file://)
+        send only the new tail of an append-only file when ``append`` is set."""
+        self.write_bytes(key, data)
+        return len(data)
+
+    # -- trees with manifests --------------------------------------------------
+    def read_manifest(self, prefix: str) -> Optional[Manifest]:
+        """The manifest stored at ``<prefix>/manifest.json`` or None (missing or unreadable)."""
+        text = self.read_text(f"{prefix}/{MANIFEST_NAME}")
+        if text is None:
+            return None
+        try:
+            return Manifest.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def tree_complete(self, prefix: str, manifest: Manifest, objects: Optional[dict[str, ObjectInfo]] = None) -> bool:
+        """Every file the manifest lists is stored under ``prefix`` with its size."""
+        if objects is None:
+            objects = {o.key: o for o in self.list(prefix + "/")}
+        for name, entry in manifest.files.items():
+            info = objects.get(f"{prefix}/{name}")
+            if info is None or info.size != int(entry["size"]):
+                return False
+        return True
+
+    def upload_tree(
+        self,
+        local_dir: Path,
+        prefix: str,
+        manifest: Manifest,
+        *,
+        manifest_file: Optional[Path] = None,
+        progress: Optional[TransferProgress] = None,
+    ) -> int:
+        """Upload the files ``manifest`` lists, then the manifest. Returns bytes sent.
+
+        A file already stored with the same size and sha256 is skipped, so an interrupted
+        upload is finished by the next call. If a different manifest is stored under
+        ``prefix`` it is deleted first: the folder is not complete while it is replaced.
+        """
+        local_dir = Path(local_dir)
+        progress = progress or TransferProgress()
+        objects = {o.key: o for o in self.list(prefix + "/")}
+        stored = self.read_manifest(prefix) if f"{prefix}/{MANIFEST_NAME}" in objects else None
+        if stored is not None and stored.files == manifest.files and self.tree_complete(prefix, manifest, objects):
+            return 0
+        if f"{prefix}/{MANIFEST_NAME}" in objects:
+            self.delete(f"{prefix}/{MANIFEST_NAME}")
+        todo = []
+        for name, entry in sorted(manifest.files.items()):
+            key = f"{prefix}/{name}"
+            info = objects.get(key)
+            if info is not None and info.size == int(entry["size"]) and self.object_sha256(key) == entry["sha256"]:
+                continue
+            local = local_dir / name
+            size = local.stat().st_size if local.is_file() else -1
+            if size != int(entry["size"]):
+                raise StoreError(f"{local} is {size} bytes but its manifest says {entry['size']}: the local folder changed; not uploading {prefix}.")
+            todo.append((local, key, entry))
+        sent = 0
+        progress.start(f"upload {prefix}", sum(int(e["size"]) for _, _, e in todo))
+        try:
+            for local, key, entry in todo:
+                self.put_file(local, key, sha256=entry["sha256"], progress=progress)
+                sent += int(entry["size"])
+        finally:
+            progress.finish()
+        # last: the manifest makes the folder complete
+        if manifest_file is not None:
+            self.put_file(manifest_file, f"{prefix}/{MANIFEST_NAME}")
+        else:
+            self.write_text(f"{prefix}/{MANIFEST_NAME}", json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n")
+        return sent
+
+    def download_tree(
+        self,
+        prefix: str,
+        out_dir: Path,
+        *,
+        progress: Optional[TransferProgress] = None,
+        keep_manifest: bool = True,
+        merge: bool = False,
+    ) -> Manifest:
+        """Download the tree under ``prefix`` into ``out_dir``, verifying every sha256.
+
+        Files go to a temporary sibling ``.<name>.partial`` that is kept when interrupted, so a
+        second call downloads only what is missing or wrong. At the end the temporary folder is
+        renamed to ``out_dir`` (``merge``: its files are moved into an existing ``out_dir``).
+        A file whose sha256 does not match is deleted and the download refused (ChecksumError).
+        """
+        manifest = self.read_manifest(prefix)
+        if manifest is None:
+            raise StoreError(f"{self.describe(prefix)} has no readable {MANIFEST_NAME}: it is incomplete or not there.")
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not merge:
+            if _matches(out_dir, manifest):
+                return manifest
+            raise UserError(f"{out_dir} already exists and is not this checkpoint; remove it or choose another --out.")
+        progress = progress or TransferProgress()
+        tmp = out_dir.parent / f".{out_dir.name}.partial"
+        tmp.mkdir(parents=True, exist_ok=True)
+        wanted = set(manifest.files)
+        for path in sorted(tmp.rglob("*"), reverse=True):  # leftovers of another tree
+            rel = path.relative_to(tmp).as_posix()
+            if path.is_file() and rel not in wanted:
+                path.unlink()
+        progress.start(f"download {prefix}", manifest.total_bytes)
+        try:
+            for name, entry in sorted(manifest.files.items()):
+                target = tmp / name
+                if target.is_file() and target.stat().st_size == int(entry["size"]) and sha256_file(target) == entry["sha256"]:
+                    progress.advance(int(entry["size"]))
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part = target.with_name(target.name + ".part")
+                self.get_file(f"{prefix}/{name}", part, progress=progress)
+                size, digest = part.stat().st_size, sha256_file(part)
+                if size != int(entry["size"]) or digest != entry["sha256"]:
+                    part.unlink()
+                    raise ChecksumError(
+                        f"{self.describe(prefix + '/' + name)} does not match its manifest (got {size} bytes, sha256 "
+                        f"{digest[:12]}..., expected {entry['size']} bytes, {entry['sha256'][:12]}...): the stored copy "
+                        "is corrupt; refusing it. Fetch an earlier checkpoint (--list shows them)."
+                    )
+                os.replace(part, target)
+        finally:
+            progress.finish()
+        if merge:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in sorted(manifest.files, key=lambda n: n.endswith("_meta.json")):  # meta files last
+                dest = out_dir / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / name, dest)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return manifest
+        if keep_manifest:
+            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n")
+            verify_manifest(tmp, check_hashes=False)
+        os.replace(tmp, out_dir)
+        return manifest
+
+    # -- checkpoints -----------------------------------------------------------
+    def checkpoints(self, run: str) -> list[CheckpointInfo]:
+        """Every checkpoint folder stored for ``run`` (complete or not), oldest step first."""
+        objects = self.list(f"{run}/checkpoints/") + self.list(f"{run}/final/")
+        folders: dict[str, dict[str, ObjectInfo]] = {}
+        for info in objects:
+            parts = info.key[len(run) + 1:].split("/")
+            if parts[0] == "final" and len(parts) >= 2:
+                name = "final"
+            elif parts[0] == "checkpoints" and len(parts) >= 3 and _STEP_RE.match(parts[1]):
+                name = parts[1]
+            else:
+                continue
+            folders.setdefault(name, {})[info.key] = info
+        result = []
+        for name, objs in folders.items():
+            prefix = f"{run}/{checkpoint_rel(name)}"
+            match = _STEP_RE.match(name)
+            step = int(match.group(1)) if match else -1
+            manifest = self.read_manifest(prefix) if f"{prefix}/{MANIFEST_NAME}" in objs else None
+            if manifest is not None:
+                step = int(manifest.meta.get("step", step))
+                result.append(CheckpointInfo(run, name, step, manifest.total_bytes, manifest.created or max(o.mtime for o in objs.values()),
+                                             self.tree_complete(prefix, manifest, objs)))
+            else:
+                result.append(CheckpointInfo(run, name, step, sum(o.size for o in objs.values()), max(o.mtime for o in objs.values()), False))
+        result.sort(key=lambda c: (c.step, c.name == "final", c.created))
+        return result
+
+    def latest_checkpoint(self, run: str, include_final: bool = True) -> Optional[CheckpointInfo]:
+        """The newest complete checkpoint (highest step; ``final`` wins a tie), or None."""
+        complete = [c for c in self.checkpoints(run) if c.complete and (include_final or c.name != "final")]
+        return complete[-1] if complete else None
+
+    def upload_checkpoint(self, run: str, local_dir: Path, progress: Optional[TransferProgress] = None) -> int:
+        """Upload a local checkpoint folder (its manifest must be there): files first, manifest last.
+
+        Files already stored with the same size and sha256 are skipped. Returns bytes sent.
+        """
+        local_dir = Path(local_dir)
+        manifest = verify_manifest(local_dir, check_hashes=False)
+        name = local_dir.name
+        prefix = f"{run}/{checkpoint_rel(name)}"
+        return self.upload_tree(local_dir, prefix, manifest, manifest_file=local_dir / MANIFEST_NAME, progress=progress)
+
+    def download_checkpoint(self, run: str, name: str, out_dir: Path, progress: Optional[TransferProgress] = None) -> Manifest:
+        """Download checkpoint ``name`` of ``run`` into ``out_dir`` (verified; resumable; renamed at the end)."""
+        return self.download_tree(f"{run}/{checkpoint_rel(name)}", Path(out_dir), progress=progress)
+
+
+def _matches(folder: Path, manifest: Manifest) -> bool:
+    try:
+        local = verify_manifest(folder, check_hashes=True)
+    except UserError:
+        return False
+    return local.files == manifest.files
+
+
+def open_store(storage, project_root: Path) -> Store:
+    """The store a ``StorageConfig`` names; file:// DIR is relative to ``project_root``."""
+    url = storage.url
+    if url.startswith("file://"):
+        from launcher.store_file import FileStore
+
+        path = Path(url[len("file://"):] or ".")
+        if not path.is_absolute():
+            path = Path(project_root) / path
+        return FileStore(path)
+    if url.startswith("s3://"):
+        from launcher.store_s3 import S3Store
+
+        return S3Store(storage)
+    raise UserError(f"storage url {url!r} must start with file:// or s3://")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def format_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"

@@ -1,0 +1,374 @@
+"""The on-box agent, as real processes: it mirrors a run folder to a file:// store and to a real
+S3 server, flushes when training ends or it is told to stop, survives a SIGKILL mid-upload
+without a half checkpoint becoming `latest`, watches the budget, and restores a run.
+
+A small stand-in trainer (a real process) writes status.json and train.log like trainer.train.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.agent import store_config_json
+from launcher.config import AgentConfig, LauncherConfig, StorageConfig
+from launcher.store import open_store
+from tests.test_store import make_checkpoint, s3_storage
+from trainer.config import BudgetConfig
+from trainer.manifest import sha256_file, verify_manifest, write_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "demo"
+
+TRAINER = r"""
+import json, os, signal, sys, time
+run_dir, cost = sys.argv[1], float(sys.argv[2])
+def status(state):
+    tmp = os.path.join(run_dir, ".status.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"state": state, "pid": os.getpid(), "step": 1, "cost_spent": cost}, f)
+    os.replace(tmp, os.path.join(run_dir, "status.json"))
+def stop(*_):
+    status("stopped"); sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+status("running")
+with open(os.path.join(run_dir, "train.log"), "a") as log:
+    for i in range(100000):
+        log.write(f"step {i} loss 1.0\n"); log.flush()
+        if os.path.exists(os.path.join(run_dir, "FINISH")):
+            status("finished"); sys.exit(0)
+        time.sleep(0.05)
+"""
+
+
+class Run:
+    """A project folder with runs/demo, a store, a stand-in trainer and the agent."""
+
+    def __init__(self, tmp_path: Path, storage: StorageConfig, env: dict, **config):
+        self.project = tmp_path / "project"
+        self.run_dir = self.project / "runs" / RUN
+        self.run_dir.mkdir(parents=True)
+        self.storage, self.env = storage, env
+        self.config = LauncherConfig(storage=storage, agent=AgentConfig(sync_interval=0.2), **config)
+        self.store_json = self.run_dir / "store.json"
+        self.store_json.write_text(store_config_json(self.config, RUN, config.get("instance_id")))
+        self.trainer: subprocess.Popen | None = None
+        self.agent: subprocess.Popen | None = None
+
+    def store(self):
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            return open_store(self.storage, self.project)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def start_trainer(self, cost: float = 0.0) -> None:
+        self.trainer = subprocess.Popen([sys.executable, "-c", TRAINER, str(self.run_dir), str(cost)])
+        wait_for(lambda: (self.run_dir / "status.json").exists(), 10, "trainer status.json")
+
+    def start_agent(self, extra_env: dict | None = None, action: str = "mirror") -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.env, **(extra_env or {})}
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "launcher.agent", action, "--run_dir", str(self.run_dir), "--store_config", str(self.store_json),
+             "--project_root", str(self.project)],
+            cwd=self.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        return self.agent
+
+    def finish(self) -> None:
+        (self.run_dir / "FINISH").write_text("")
+        self.trainer.wait(10)
+
+    def agent_output(self, timeout: float = 30) -> tuple[int, str]:
+        try:
+            out, _ = self.agent.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.agent.send_signal(signal.SIGUSR1)  # the agent dumps its threads' stacks
+            time.sleep(1)
+            self.agent.kill()
+            out, _ = self.agent.communicate()
+            raise AssertionError(f"the agent did not exit within {timeout}s; output:\n{out}") from None
+        return self.agent.returncode, out
+
+    def cleanup(self) -> None:
+        for proc in (self.agent, self.trainer):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(params=["file", "s3"])
+def run(request, tmp_path):
+    if request.param == "file":
+        r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {})
+    else:
+        s3_server = request.getfixturevalue("s3_server")
+        r = Run(tmp_path, s3_storage(s3_server, request.getfixturevalue("s3_bucket")), s3_server.env())
+    yield r
+    r.cleanup()
+
+
+@pytest.fixture
+def s3_run(tmp_path, s3_server, s3_bucket):
+    r = Run(tmp_path, s3_storage(s3_server, s3_bucket), s3_server.env())
+    yield r
+    r.cleanup()
+
+
+def test_mirror_uploads_logs_checkpoints_and_prepared_data_then_flushes(run):
+    (run.run_dir / "config.yaml").write_text("model: {}\n")
+    (run.run_dir / "metrics.jsonl").write_text('{"step": 10, "loss": 5.0}\n')
+    for sub, meta in (("tokenizer", "tokenizer_meta.json"), ("data", "data_meta.json")):
+        (run.project / sub).mkdir()
+        (run.project / sub / "payload.bin").write_bytes(os.urandom(50_000))
+        (run.project / sub / meta).write_text('{"ok": true}')
+    run.start_trainer()
+    run.start_agent()
+    store = run.store()
+    make_checkpoint(run.run_dir, 100)
+    writing = run.run_dir / "checkpoints" / ".step_000200.tmp"  # the trainer's temp folder: no manifest yet
+    writing.mkdir()
+    (writing / "model.safetensors").write_bytes(b"half")
+    latest = wait_for(lambda: store.latest_checkpoint(RUN), 20, "the first checkpoint in the store")
+    assert latest.name == "step_000100"
+    wait_for(lambda: (store.read_text(f"{RUN}/train.log") or "").count("\n") >= 3, 20, "train.log mirrored while training")
+    with open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 20, "loss": 4.0}\n')
+    wait_for(lambda: "4.0" in (store.read_text(f"{RUN}/metrics.jsonl") or ""), 20, "appended metrics mirrored")
+    make_checkpoint(run.run_dir, 300, final=True)
+    run.finish()
+    code, out = run.agent_output()
+    assert code == 0, out
+    assert "agent: final flush done" in out
+    assert "agent: final flush done" in (run.run_dir / "agent.log").read_text()
+    assert store.read_text(f"{RUN}/train.log") == (run.run_dir / "train.log").read_text()  # the last lines too
+    assert json.loads(store.read_text(f"{RUN}/status.json"))["state"] == "finished"
+    assert store.read_text(f"{RUN}/config.yaml") == "model: {}\n"
+    assert store.read_text(f"{RUN}/store.json") is None
+    assert [c.name for c in store.checkpoints(RUN)] == ["step_000100", "final"]
+    assert store.latest_checkpoint(RUN).name == "final"
+    assert not any(".tmp" in o.key for o in store.list(f"{RUN}/"))
+    for sub in ("tokenizer", "data"):
+        manifest = store.read_manifest(f"{RUN}/_prepared/{sub}")
+        assert manifest is not None and manifest.files["payload.bin"]["sha256"] == sha256_file(run.project / sub / "payload.bin")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_makes_a_final_flush(run, signum):
+    run.start_trainer()
+    run.start_agent()
+    store = run.store()
+    wait_for(lambda: store.read_text(f"{RUN}/train.log"), 20, "train.log mirrored")
+    make_checkpoint(run.run_dir, 50)
+    run.agent.send_signal(signum)
+    code, out = run.agent_output()
+    assert code == 0, out
+    assert f"got {signal.Signals(signum).name}" in out and "agent: final flush done" in out
+    assert store.latest_checkpoint(RUN).name == "step_000050"
+    assert run.trainer.poll() is None  # the agent stops itself, not training
+
+
+def test_kill_mid_upload_keeps_previous_latest_and_next_agent_finishes(s3_run):
+    run = s3_run
+    store = run.store()
+    run.start_trainer()
+    run.start_agent()
+    make_checkpoint(run.run_dir, 100)
+    wait_for(lambda: store.latest_checkpoint(RUN), 20, "the first checkpoint")
+    run.agent.kill()
+    run.agent.wait(5)
+    # a 48 MB checkpoint, uploaded at 8 MB/s so the kill lands mid-upload
+    big = make_checkpoint(run.run_dir, 200, sizes=(8 * 1024 * 1024, 40 * 1024 * 1024))
+    run.start_agent({"LLMBOX_UPLOAD_MAX_BANDWIDTH": str(8 * 1024 * 1024)})
+    agent_log = run.run_dir / "agent.log"
+    wait_for(lambda: "uploading checkpoint step_000200" in agent_log.read_text(), 20, "the big upload to start")
+    first_key = f"{RUN}/checkpoints/step_000200/part0.bin"
+    wait_for(lambda: store.stat(first_key), 20, "the first file of the big checkpoint")
+    time.sleep(1.0)
+    run.agent.send_signal(signal.SIGKILL)
+    run.agent.wait(5)
+    assert store.stat(f"{RUN}/checkpoints/step_000200/manifest.json") is None, "the upload finished before the kill: slow it down"
+    assert store.stat(f"{RUN}/checkpoints/step_000200/part1.bin") is None
+    listed = {c.name: c for c in store.checkpoints(RUN)}
+    assert listed["step_000200"].complete is False
+    assert store.latest_checkpoint(RUN).name == "step_000100"
+    first_mtime = store.stat(first_key).mtime
+
+    run.start_agent()  # the next agent finishes the upload
+    latest = wait_for(lambda: (c := store.latest_checkpoint(RUN)) and c.name == "step_000200" and c, 60, "step 200 to become latest")
+    assert latest.step == 200
+    assert store.stat(first_key).mtime == first_mtime  # already stored: not sent again
+    run.finish()
+    code, out = run.agent_output()
+    assert code == 0, out
+    fetched = run.project / "fetched"
+    store.download_checkpoint(RUN, "step_000200", fetched)
+    verify_manifest(fetched, check_hashes=True)
+    assert sha256_file(fetched / "part1.bin") == sha256_file(big / "part1.bin")
+
+
+def test_no_secret_in_process_list_or_synced_files(s3_run, s3_server):
+    run = s3_run
+    secret = s3_server.secret_key
+    assert secret not in run.store_json.read_text()
+    run.start_trainer()
+    agent = run.start_agent()
+    store = run.store()
+    make_checkpoint(run.run_dir, 10)
+    wait_for(lambda: store.latest_checkpoint(RUN), 20, "a checkpoint upload")
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    lines = [line for line in ps.splitlines() if "rclone" not in line or " serve s3 " not in line]  # the test server's own flags
+    assert any(str(agent.pid) in line and "launcher.agent" in line for line in lines)
+    assert not [line for line in lines if secret in line]
+    assert secret.encode() not in Path(f"/proc/{agent.pid}/cmdline").read_bytes()
+    run.finish()
+    code, out = run.agent_output()
+    assert code == 0, out
+    assert secret not in out
+    stored = [p for p in (s3_server.data_dir).rglob("*") if p.is_file()]
+    assert any(p.name == "train.log" for p in stored)
+    for path in stored:
+        assert secret.encode() not in path.read_bytes(), path
+    for path in run.run_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_budget_reached_stops_training_and_flushes(tmp_path):
+    r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {}, budget=BudgetConfig(hourly_rate=1.0, max_cost=1.0))
+    try:
+        r.start_trainer(cost=1.25)
+        r.start_agent()
+        code, out = r.agent_output()
+        assert code == 0, out
+        assert "spent $1.25 >= max_cost $1.00: stopping training" in out
+        assert r.trainer.wait(10) == 0
+        assert json.loads((r.run_dir / "status.json").read_text())["state"] == "stopped"
+        assert "agent: final flush done" in out
+        assert json.loads(r.store().read_text(f"{RUN}/status.json"))["state"] == "stopped"
+    finally:
+        r.cleanup()
+
+
+def test_idle_rented_box_is_terminated_through_the_provider(tmp_path):
+    config = {"box": {"kind": "runpod"}, "agent": {"sync_interval": 0.2, "idle_minutes": 0.01, "shutdown_when_done": True}}
+    r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {"HOME": str(tmp_path), "RUNPOD_API_KEY": ""})
+    r.config = LauncherConfig.model_validate({**config, "storage": r.storage.to_dict()})
+    r.store_json.write_text(store_config_json(r.config, RUN, "pod-123"))
+    try:
+        r.start_trainer()
+        r.start_agent()
+        r.finish()
+        code, out = r.agent_output(timeout=60)
+        assert code == 0, out
+        flush = out.index("agent: final flush done")
+        idle = out.index("agent: training ended; shutting the box down after")
+        attempt = out.index("terminating runpod instance pod-123")
+        assert flush < idle < attempt
+    finally:
+        r.cleanup()
+
+
+def test_restore_brings_back_checkpoint_logs_and_prepared_data(run, capsys):
+    store = run.store()
+    source = run.project.parent / "old-box" / "runs" / RUN
+    store.upload_checkpoint(RUN, make_checkpoint(source, 100))
+    half = make_checkpoint(source, 200)
+    store.put_file(half / "part0.bin", f"{RUN}/checkpoints/step_000200/part0.bin")  # no manifest: not latest
+    store.write_text(f"{RUN}/metrics.jsonl", "".join(json.dumps({"step": s, "loss": 9 - s / 100}) + "\n" for s in (50, 100, 150)))
+    store.write_text(f"{RUN}/train.log", "old log\n")
+    store.write_text(f"{RUN}/status.json", '{"state": "running", "pid": 1}')
+    prepared = run.project.parent / "old-box" / "data"
+    prepared.mkdir()
+    (prepared / "train.bin").write_bytes(os.urandom(20_000))
+    (prepared / "data_meta.json").write_text("{}")
+    manifest = write_manifest(prepared)
+    (prepared / "manifest.json").unlink()
+    store.upload_tree(prepared, f"{RUN}/_prepared/data", manifest)
+    (run.project / "data").mkdir()
+    (run.project / "data" / "raw_cache.txt").write_text("stays")
+
+    run.start_agent(action="restore")
+    code, out = run.agent_output()
+    assert code == 0, out
+    assert "restored checkpoint step_000100" in out and "prepared data/" in out
+    verify_manifest(run.run_dir / "checkpoints" / "step_000100", check_hashes=True)
+    assert not (run.run_dir / "checkpoints" / "step_000200").exists()
+    steps = [json.loads(line)["step"] for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [50, 100]  # the resumed run logs 150 again
+    assert (run.run_dir / "train.log").read_text() == "old log\n"
+    assert not (run.run_dir / "status.json").exists()
+    assert sha256_file(run.project / "data" / "train.bin") == sha256_file(prepared / "train.bin")
+    assert (run.project / "data" / "raw_cache.txt").read_text() == "stays"
+    assert not (run.project / "data" / "manifest.json").exists()
+    assert not (run.project / "tokenizer").exists()
+
+    run.start_agent(action="restore")  # again: everything is already here
+    code, out = run.agent_output()
+    assert code == 0 and "already here" in out, out
+
+
+def test_restore_with_nothing_stored(tmp_path):
+    r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {})
+    r.start_agent(action="restore")
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert f"nothing stored for run {RUN}" in out
+
+
+def test_bad_store_config_is_a_clear_error(tmp_path, run_python):
+    bad = tmp_path / "store.json"
+    bad.write_text('{"storage": {"url": "ftp://x"}, "run_name": "r"}')
+    result = run_python("-m", "launcher.agent", "mirror", "--run_dir", str(tmp_path / "r"), "--store_config", str(bad))
+    assert result.returncode == 2
+    assert "storage url must start with file:// or s3://" in result.stderr and "Traceback" not in result.stderr
+    result = run_python("-m", "launcher.agent", "restore", "--run_dir", str(tmp_path / "r"), "--store_config", str(tmp_path / "none.json"))
+    assert result.returncode == 1 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_store_json_has_no_secrets_and_names_the_provider(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    config = LauncherConfig.model_validate({"box": {"kind": "vastai"}, "storage": {"url": "s3://b/p", "endpoint_url": "http://x"}})
+    text = store_config_json(config, "run1", "4242")
+    data = json.loads(text)
+    assert data["provider"] == {"kind": "vastai", "instance_id": "4242"}
+    assert data["run_name"] == "run1" and data["storage"]["url"] == "s3://b/p"
+    assert set(data) == {"storage", "run_name", "budget", "agent", "provider"}
+    assert "very-secret-value" not in text
+    assert json.loads(store_config_json(LauncherConfig(), "q", "ignored"))["provider"] == {"kind": None, "instance_id": None}
+
+
+def test_train_exit_file_ends_the_mirror_even_without_status(tmp_path):
+    r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {})
+    try:
+        (r.run_dir / "train.exit").write_text("1\n")  # a previous attempt's: older than the agent, ignored
+        os.utime(r.run_dir / "train.exit", (time.time() - 60, time.time() - 60))
+        r.start_agent()
+        time.sleep(1.5)
+        assert r.agent.poll() is None
+        (r.run_dir / "train.stderr").write_text("Traceback: boom\n")
+        (r.run_dir / "train.exit").write_text("1\n")  # the trainer crashed before writing status.json
+        code, out = r.agent_output()
+        assert code == 0, out
+        assert "trainer exited with code 1" in out and "agent: final flush done" in out
+        assert r.store().read_text(f"{RUN}/train.stderr") == "Traceback: boom\n"
+    finally:
+        r.cleanup()

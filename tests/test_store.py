@@ -1,0 +1,247 @@
+"""The store, both kinds: file:// and a real S3 server over HTTP (rclone serve s3).
+
+Checkpoints are uploaded files first and manifest last; `latest` is the newest whose manifest
+exists and whose files are all stored; downloads verify every sha256 and are resumable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.config import LauncherConfig, StorageConfig
+from launcher.secrets import box_secret_env, render_env_file, write_env_file
+from launcher.store import ChecksumError, StoreError, open_store
+from launcher.store_file import FileStore
+from launcher.store_s3 import S3Store
+from trainer.errors import UserError
+from trainer.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
+
+RUN = "demo"
+
+
+def make_checkpoint(root: Path, step: int, sizes=(300_000, 2_000), final: bool = False) -> Path:
+    folder = root / ("final" if final else f"checkpoints/step_{step:06d}")
+    folder.mkdir(parents=True)
+    for i, size in enumerate(sizes):
+        (folder / f"part{i}.bin").write_bytes(os.urandom(size))
+    (folder / "sub").mkdir()
+    (folder / "sub" / "state.json").write_text(json.dumps({"step": step}))
+    write_manifest(folder, meta={"step": step})
+    return folder
+
+
+def s3_storage(s3_server, bucket: str, prefix: str = "team/runs") -> StorageConfig:
+    return StorageConfig(url=f"s3://{bucket}/{prefix}", endpoint_url=s3_server.endpoint_url, region=s3_server.region, addressing_style="path")
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request, tmp_path):
+    if request.param == "file":
+        return FileStore(tmp_path / "store")
+    s3_server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Store(s3_storage(s3_server, bucket), env=s3_server.env())
+
+
+def test_small_objects_round_trip(store, tmp_path):
+    assert store.read_text(f"{RUN}/train.log") is None
+    store.write_text(f"{RUN}/train.log", "step 1\n")
+    assert store.read_text(f"{RUN}/train.log") == "step 1\n"
+    store.sync_bytes(f"{RUN}/train.log", b"step 1\nstep 2\n", append=True)
+    assert store.read_text(f"{RUN}/train.log") == "step 1\nstep 2\n"
+    store.sync_bytes(f"{RUN}/train.log", b"rewritten\n", append=True)  # not a prefix: replaced whole
+    assert store.read_text(f"{RUN}/train.log") == "rewritten\n"
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x" * 1234)
+    store.put_file(src, f"{RUN}/dir/a.bin")
+    listed = store.list(f"{RUN}/")
+    assert [(o.key, o.size) for o in listed] == [(f"{RUN}/dir/a.bin", 1234), (f"{RUN}/train.log", 10)]
+    assert all(o.mtime > 0 for o in listed)
+    store.get_file(f"{RUN}/dir/a.bin", tmp_path / "back" / "a.bin")
+    assert (tmp_path / "back" / "a.bin").read_bytes() == b"x" * 1234
+    store.delete(f"{RUN}/dir/a.bin")
+    assert store.stat(f"{RUN}/dir/a.bin") is None
+    with pytest.raises(StoreError, match="not in the store"):
+        store.get_file(f"{RUN}/dir/a.bin", tmp_path / "gone.bin")
+
+
+def test_upload_fetch_and_verify_a_checkpoint(store, tmp_path):
+    local = tmp_path / "runs" / RUN
+    first = make_checkpoint(local, 100)
+    second = make_checkpoint(local, 200)
+    assert store.latest_checkpoint(RUN) is None
+    assert store.upload_checkpoint(RUN, first) > 0
+    assert store.upload_checkpoint(RUN, second) > 0
+    assert store.upload_checkpoint(RUN, second) == 0  # already stored: nothing sent again
+    listed = store.checkpoints(RUN)
+    assert [(c.name, c.step, c.complete) for c in listed] == [("step_000100", 100, True), ("step_000200", 200, True)]
+    assert listed[1].size_bytes == sum(p.stat().st_size for p in second.rglob("*") if p.is_file() and p.name != "manifest.json")
+    latest = store.latest_checkpoint(RUN)
+    assert (latest.name, latest.step) == ("step_000200", 200)
+
+    out = tmp_path / "fetched" / "step_000200"
+    manifest = store.download_checkpoint(RUN, latest.name, out)
+    assert manifest.meta["step"] == 200
+    verify_manifest(out, check_hashes=True)
+    for path in second.rglob("*"):
+        if path.is_file():
+            assert sha256_file(out / path.relative_to(second)) == sha256_file(path)
+    assert not (out.parent / ".step_000200.partial").exists()
+
+
+def test_final_is_latest_on_a_tie_and_restore_can_skip_it(store, tmp_path):
+    local = tmp_path / "runs" / RUN
+    store.upload_checkpoint(RUN, make_checkpoint(local, 300))
+    store.upload_checkpoint(RUN, make_checkpoint(local, 300, final=True))
+    assert store.latest_checkpoint(RUN).name == "final"
+    assert store.latest_checkpoint(RUN, include_final=False).name == "step_000300"
+
+
+def test_checkpoint_without_manifest_is_not_latest(store, tmp_path):
+    local = tmp_path / "runs" / RUN
+    store.upload_checkpoint(RUN, make_checkpoint(local, 100))
+    newer = make_checkpoint(local, 200)
+    for name, entry in read_manifest(newer).files.items():  # every file but the manifest: an interrupted upload
+        store.put_file(newer / name, f"{RUN}/checkpoints/step_000200/{name}", sha256=entry["sha256"])
+    listed = {c.name: c for c in store.checkpoints(RUN)}
+    assert listed["step_000200"].complete is False
+    assert store.latest_checkpoint(RUN).name == "step_000100"
+    # a manifest whose files are not all stored is not complete either
+    third = make_checkpoint(local, 300)
+    store.put_file(third / "manifest.json", f"{RUN}/checkpoints/step_000300/manifest.json")
+    store.put_file(third / "part0.bin", f"{RUN}/checkpoints/step_000300/part0.bin")
+    assert store.latest_checkpoint(RUN).name == "step_000100"
+    # the next upload finishes it, sending only what is missing
+    sent = store.upload_checkpoint(RUN, newer)
+    assert sent == 0  # the files were there: only the manifest went up
+    assert store.latest_checkpoint(RUN).name == "step_000200"
+
+
+def test_corrupted_object_is_detected_and_refused(store, tmp_path):
+    local = tmp_path / "runs" / RUN
+    ckpt = make_checkpoint(local, 100)
+    store.upload_checkpoint(RUN, ckpt)
+    original = (ckpt / "part0.bin").read_bytes()
+    flipped = bytes([original[0] ^ 0xFF]) + original[1:]  # same size: only the hash can tell
+    store.write_bytes(f"{RUN}/checkpoints/step_000100/part0.bin", flipped)
+    assert store.latest_checkpoint(RUN).name == "step_000100"  # sizes match: listed...
+    out = tmp_path / "fetched"
+    with pytest.raises(ChecksumError, match="part0.bin"):  # ...but never handed out
+        store.download_checkpoint(RUN, "step_000100", out)
+    assert not out.exists()
+    partial = tmp_path / ".fetched.partial"
+    assert not (partial / "part0.bin").exists() and not (partial / "part0.bin.part").exists()
+
+
+def test_interrupted_download_resumes_with_verified_files(store, tmp_path):
+    local = tmp_path / "runs" / RUN
+    ckpt = make_checkpoint(local, 100)
+    store.upload_checkpoint(RUN, ckpt)
+    out = tmp_path / "fetched"
+    partial = tmp_path / ".fetched.partial"
+    partial.mkdir()
+    good = partial / "part0.bin"
+    good.write_bytes((ckpt / "part0.bin").read_bytes())  # finished before the interruption
+    (partial / "part1.bin.part").write_bytes(b"half")  # cut off mid-file
+    (partial / "stray.bin").write_bytes(b"not in the manifest")
+    inode = good.stat().st_ino
+    store.download_checkpoint(RUN, "step_000100", out)
+    verify_manifest(out, check_hashes=True)
+    assert (out / "part0.bin").stat().st_ino == inode  # reused, not downloaded again
+    assert not (out / "stray.bin").exists() and not (out / "part1.bin.part").exists()
+    assert not partial.exists()
+
+
+def test_download_into_a_different_existing_folder_is_refused(store, tmp_path):
+    local = tmp_path / "runs" / RUN
+    store.upload_checkpoint(RUN, make_checkpoint(local, 100))
+    out = tmp_path / "occupied"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(UserError, match="already exists"):
+        store.download_checkpoint(RUN, "step_000100", out)
+    assert (out / "mine.txt").read_text() == "keep me"
+
+
+def test_file_store_is_relative_to_the_project(tmp_path):
+    store = open_store(StorageConfig(url="file://.launcher/store"), tmp_path)
+    store.write_text("r/x.txt", "hi")
+    assert (tmp_path / ".launcher" / "store" / "r" / "x.txt").read_text() == "hi"
+
+
+def test_s3_store_keys_live_under_the_prefix(s3_server, s3_bucket, monkeypatch):
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    store = open_store(s3_storage(s3_server, s3_bucket, "a/b"), Path("."))
+    assert isinstance(store, S3Store)
+    store.write_text(f"{RUN}/metrics.jsonl", "{}\n")
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert keys == [f"a/b/{RUN}/metrics.jsonl"]
+    assert [o.key for o in store.list(f"{RUN}/")] == [f"{RUN}/metrics.jsonl"]
+
+
+def test_s3_errors_are_clear(s3_server, s3_bucket, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(StoreError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        S3Store(s3_storage(s3_server, s3_bucket), env={})
+    wrong = {**s3_server.env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    with pytest.raises(StoreError, match="refused the credentials"):
+        S3Store(s3_storage(s3_server, s3_bucket), env=wrong).list("x/")
+    missing = S3Store(StorageConfig(url="s3://no-such-bucket-here/p", endpoint_url=s3_server.endpoint_url, addressing_style="path"), env=s3_server.env())
+    with pytest.raises(StoreError, match="does not exist"):
+        missing.write_text("x/y", "z")
+
+
+def test_s3_profile_credentials(s3_server, s3_bucket, tmp_path, monkeypatch):
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[llmbox]\naws_access_key_id = {s3_server.access_key}\naws_secret_access_key = {s3_server.secret_key}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    storage = s3_storage(s3_server, s3_bucket).model_copy(update={"credentials": "profile", "profile": "llmbox"})
+    store = S3Store(storage, env={})
+    store.write_text("p/x", "via profile")
+    assert store.read_text("p/x") == "via profile"
+    config = LauncherConfig(storage=storage)
+    assert box_secret_env(config, env={}) == {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    bad = LauncherConfig(storage=storage.model_copy(update={"profile": "nope"}))
+    with pytest.raises(UserError, match="'nope'"):
+        box_secret_env(bad, env={})
+
+
+def test_box_secret_env_and_env_file(tmp_path):
+    s3 = LauncherConfig(storage=StorageConfig(url="s3://b/p"))
+    with pytest.raises(UserError, match="AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        box_secret_env(s3, env={"AWS_ACCESS_KEY_ID": "k"})
+    secret = "s3cr3t 'quoted' $HOME `x`"
+    env = box_secret_env(s3, env={"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": secret, "OTHER": "no"})
+    assert env == {"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": secret}
+    assert box_secret_env(LauncherConfig(), env={"AWS_SECRET_ACCESS_KEY": "x"}) == {}  # file:// store: nothing
+    rented = LauncherConfig.model_validate({"box": {"kind": "runpod"}, "agent": {"shutdown_when_done": True}})
+    with pytest.raises(UserError, match="RUNPOD_API_KEY"):
+        box_secret_env(rented, env={})
+    assert box_secret_env(rented, env={"RUNPOD_API_KEY": "rp"}) == {"RUNPOD_API_KEY": "rp"}
+    path = write_env_file(tmp_path / "llm-box" / "secrets.env", env)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    shown = subprocess.run(["bash", "-c", 'source "$0" && bash -c \'printf %s "$AWS_SECRET_ACCESS_KEY"\'', str(path)],
+                           capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, check=True)
+    assert shown.stdout == secret  # quoted right, and exported to children
+    with pytest.raises(UserError):
+        render_env_file({"BAD NAME": "x"})
+
+
+def test_empty_objects_do_not_stall_the_next_request(store, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    started = time.monotonic()
+    store.write_text(f"{RUN}/a.log", "")
+    store.put_file(empty, f"{RUN}/b.log")
+    store.write_text(f"{RUN}/c.log", "after")
+    assert time.monotonic() - started < 3
+    assert store.read_text(f"{RUN}/a.log") == "" and store.read_text(f"{RUN}/b.log") == ""
+    assert store.read_text(f"{RUN}/c.log") == "after"
