@@ -87,6 +87,7 @@ def test_fresh_run_writes_everything(tmp_path):
     assert train[-1]["loss"] < train[0]["loss"]
     assert train[0]["lr"] == pytest.approx(3e-3 / 2) and train[1]["lr"] == pytest.approx(3e-3)  # warmup
     assert all(math.isfinite(e["val_loss"]) for e in evals)
+    assert (run / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # redrawn at each eval
 
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["step"] == 7 and status["max_steps"] == 7 and status["pid"] == os.getpid()

@@ -68,6 +68,17 @@ class RunLog:
             with open(self.run_dir / "fixed_prompt_samples.txt", "a", encoding="utf-8") as f:
                 f.write(text.rstrip("\n") + "\n\n")
 
+    def plot_loss_curve(self) -> None:
+        """Redraw runs/<name>/loss_curve.png from metrics.jsonl; a plotting failure only warns."""
+        if not self.enabled:
+            return
+        try:
+            from trainer.plot import plot_loss_curve  # lazy: matplotlib is slow to import
+
+            plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
+        except Exception as exc:  # noqa: BLE001 - a plot must never stop training
+            self.log(f"warning: could not draw loss_curve.png ({type(exc).__name__}: {exc})")
+
     def close(self) -> None:
         if self._log_file is not None:
             self._log_file.close()

@@ -380,6 +380,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
                 last_val = evaluate(model, data_dir / "val.bin", train_cfg, plan.micro_batch_size, accelerator, amp_dtype, model_cfg.vocab_size)
                 log.metrics({"type": "eval", "step": step, "tokens_seen": tokens_seen, "val_loss": last_val, "elapsed_s": elapsed(), "time": time.time()})
                 log.log(f"eval step {step}: val loss {last_val:.4f} ({time.time() - t_eval:.1f} s)")
+                log.plot_loss_curve()
                 if tokenizer is not None:
                     text = fixed_prompt_sample(raw_model, tokenizer, train_cfg, device, amp_dtype, step)
                     log.append_sample(f"step {step} (tokens {tokens_seen:,}, val loss {last_val:.4f}):\n{train_cfg.fixed_prompt}{text}")
