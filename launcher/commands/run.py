@@ -1,0 +1,92 @@
+"""``launcher run``: sync, setup, tokenizer, data, benchmark, cost gate, then training in tmux.
+
+Each stage prints its status and is skipped when its output is already valid (stages.py).
+``--dry-run`` prints every command it would run and changes nothing (no connection is made).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+from rich.console import Console
+
+from launcher.box import box_spec, open_box
+from launcher.config import LauncherConfig
+from launcher.stages import RunContext, build_stages, run_stages
+from launcher.state import load_command_context, update_state
+from trainer.config import SECTIONS, ModelConfig
+from trainer.configlib import load_config
+from trainer.errors import ConfigError, UserError
+
+
+def validate_run(config: LauncherConfig, config_path: Optional[str], root: Path) -> None:
+    """Checks that need no box: the tokenizer's vocabulary fits the model; the store is reachable."""
+    source = config_path or "the embedded default config"
+    run = config.run
+    for rel in (run.model_config_path, run.train_config_path, run.data_config_path):
+        if not (root / rel).is_file():
+            raise ConfigError(f"{source}: run config file {rel} does not exist in {root}; fix run.model_config / "
+                              "run.train_config / run.data_config (paths are relative to the project folder).")
+    model = load_config(ModelConfig, root / run.model_config_path, run.overrides, "model", SECTIONS)
+    if model.vocab_size != run.tokenizer.vocab_size:
+        raise ConfigError(
+            f"{source}: run.tokenizer.vocab_size is {run.tokenizer.vocab_size} but the model config "
+            f"{run.model_config_path} has vocab_size {model.vocab_size}; they must be equal (the tokenizer makes the ids "
+            "the model embeds). Set one to the other."
+        )
+    if config.box.kind != "local" and config.storage.url.startswith("file://"):
+        raise ConfigError(
+            f"{source}: storage.url is {config.storage.url}, a folder on this machine, but the box is "
+            f"{config.box.kind} ({config.box.host or 'rented'}): the box cannot write to this machine's folders. "
+            "Use an S3-compatible store (storage.url: s3://BUCKET/PREFIX, with storage.endpoint_url for R2/B2/MinIO)."
+        )
+
+
+@click.command("run")
+@click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one, else configs/quickstart.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a launcher config key (box., run., storage., budget., agent.).")
+@click.option("--dry-run", is_flag=True, help="Print every command it would run; change nothing.")
+@click.option("--resume", is_flag=True, help="Restore the run from the store first, and resume training from its latest checkpoint.")
+@click.option("--allow-over-budget", is_flag=True, help="Train even when the projected cost is over budget.max_cost.")
+def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: bool, resume: bool, allow_over_budget: bool) -> None:
+    """Sync the project, prepare data, benchmark, check the budget and start training in tmux."""
+    root = Path.cwd()
+    config, config_path, state = load_command_context(root, config_path, overrides)
+    validate_run(config, config_path, root)
+    console = Console()
+    instance = state.get("instance") if config.box.kind in ("runpod", "vastai") else None
+    if config.box.kind in ("runpod", "vastai") and not instance:
+        raise UserError(f"no {config.box.kind} box is recorded for this project; rent one with "
+                        f"`launcher up{' --config ' + config_path if config_path else ''}` first.")
+    spec = box_spec(config, root, instance)
+    box = open_box(spec, root)
+    hourly = float(instance["hourly_price"]) if instance and instance.get("hourly_price") is not None else None
+    ctx = RunContext(config=config, project_root=root, box=box, console=console, config_path=config_path,
+                     resume=resume, allow_over_budget=allow_over_budget, hourly_rate=hourly,
+                     instance_id=instance.get("id") if instance else None)
+    stages = build_stages(ctx)
+    if dry_run:
+        run_stages(ctx, stages, dry_run=True)
+        return
+    from launcher import tmux_job
+
+    try:
+        ctx.multiplexer = tmux_job.detect_multiplexer(box)  # also the first connection: unreachable -> clear error
+        update_state(root, config_path=config_path, box=spec, instance=instance,
+                     run={"name": ctx.run_name, "tmux_session": ctx.session, "multiplexer": ctx.multiplexer,
+                          "started_at": None})
+        console.print(f"run [bold]{ctx.run_name}[/bold] on {box.label} (workdir {box.workdir})", highlight=False)
+        run_stages(ctx, stages)
+        update_state(root, run={"name": ctx.run_name, "tmux_session": ctx.session, "multiplexer": ctx.multiplexer,
+                                "started_at": time.time()})
+    finally:
+        box.close()
+    hint = "" if not config_path else f" --config {config_path}"
+    console.print(
+        f"[green]training started[/green] on {box.label} in {ctx.multiplexer} session {ctx.session!r}.\n"
+        f"  follow:  launcher logs --follow{hint}\n  status:  launcher status{hint}\n"
+        f"  attach:  {tmux_job.attach_hint(ctx.session, ctx.multiplexer)}\n  stop:    launcher stop{hint}",
+        highlight=False,
+    )

@@ -1,0 +1,202 @@
+"""``launcher status``: box, run, training state, step, loss, val loss, tokens/s, ETA, $ spent / projected.
+
+Reads runs/NAME/status.json and cost.json on the box (written by the trainer) and asks tmux
+whether the session is alive: status.json saying "running" with no session left is reported as
+"failed (process gone)". When the box cannot be reached, the stored copy is read instead.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from launcher import tmux_job
+from launcher.box import Box, BoxUnreachable, ConnectionLost
+from launcher.state import box_for_command, load_command_context, run_name
+
+END_STATES = ("finished", "failed", "stopped")
+
+
+def _json(data: Optional[bytes | str]) -> Optional[dict]:
+    if not data:
+        return None
+    try:
+        value = json.loads(data)
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def training_state(status: Optional[dict], session_alive: bool) -> str:
+    state = (status or {}).get("state")
+    if state is None:
+        return "starting" if session_alive else "not started"
+    if state == "running" and not session_alive:
+        return "failed (process gone)"
+    return str(state)
+
+
+def eta_seconds(status: dict) -> Optional[float]:
+    step, max_steps = status.get("step"), status.get("max_steps")
+    if not step or not max_steps or status.get("state") != "running":
+        return None
+    remaining = max(0, int(max_steps) - int(step))
+    tps, seen = status.get("tokens_per_sec"), status.get("tokens_seen")
+    if tps and seen:
+        return remaining * (float(seen) / int(step)) / float(tps)
+    if status.get("elapsed_s"):
+        return remaining * float(status["elapsed_s"]) / int(step)
+    return None
+
+
+def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
+    """Everything status needs from the box, as a dict."""
+    rd = f"runs/{name}"
+    status = _json(box.get_file(f"{rd}/status.json"))
+    cost = _json(box.get_file(f"{rd}/cost.json"))
+    alive = tmux_job.has(box, tmux_job.session_name(name), multiplexer)
+    exit_code = (box.get_file(f"{rd}/train.exit") or b"").decode().strip()
+    stderr_tail = ""
+    if status is None or training_state(status, alive).startswith("failed"):
+        err = box.get_file(f"{rd}/train.stderr") or b""
+        stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
+    return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code or None,
+            "stderr_tail": stderr_tail, "source": "box"}
+
+
+def read_run_from_store(config, root: Path, name: str) -> dict:
+    from launcher.store import open_store
+
+    store = open_store(config.storage, root)
+    return {"status": _json(store.read_text(f"{name}/status.json")), "cost": _json(store.read_text(f"{name}/cost.json")),
+            "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})"}
+
+
+def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], rate: Optional[float]) -> dict:
+    status = data.get("status") or {}
+    cost = data.get("cost") or {}
+    if data["source"] == "box":
+        state = training_state(data.get("status"), data["session_alive"])
+    else:
+        state = str(status.get("state") or "unknown") + " (stored copy)"
+    eta = eta_seconds(status) if status else None
+    return {
+        "box": box_label,
+        "instance": instance,
+        "hourly_rate": rate,
+        "run": name,
+        "source": data["source"],
+        "state": state,
+        "session_alive": data["session_alive"],
+        "step": status.get("step"),
+        "max_steps": status.get("max_steps"),
+        "loss": status.get("loss"),
+        "val_loss": status.get("val_loss"),
+        "tokens_seen": status.get("tokens_seen"),
+        "tokens_per_sec": status.get("tokens_per_sec"),
+        "elapsed_s": status.get("elapsed_s"),
+        "eta_s": eta,
+        "cost_spent": status.get("cost_spent"),
+        "cost_projected": cost.get("total_cost"),
+        "max_cost": cost.get("max_cost"),
+        "updated": status.get("updated"),
+        "age_s": (time.time() - status["updated"]) if status.get("updated") else None,
+        "exit_code": data.get("exit_code"),
+        "stderr_tail": data.get("stderr_tail") or None,
+    }
+
+
+def _fmt(value, spec: str = "", none: str = "-") -> str:
+    if value is None:
+        return none
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+
+
+def render(summary: dict) -> Table:
+    table = Table(title=f"run {summary['run']}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("box", summary["box"] + (f" ({summary['instance'].get('provider')} {summary['instance'].get('id')}, "
+                                           f"{summary['instance'].get('state')})" if summary.get("instance") else ""))
+    table.add_row("read from", summary["source"])
+    style = {"running": "green", "finished": "green", "stopped": "yellow"}.get(summary["state"], "red")
+    table.add_row("state", f"[{style}]{summary['state']}[/{style}]")
+    step = summary["step"]
+    table.add_row("step", f"{_fmt(step)} / {_fmt(summary['max_steps'])}")
+    table.add_row("loss", _fmt(summary["loss"], ".4f"))
+    table.add_row("val loss", _fmt(summary["val_loss"], ".4f"))
+    table.add_row("tokens/s", _fmt(summary["tokens_per_sec"], ",.0f"))
+    table.add_row("elapsed", _duration(summary["elapsed_s"]))
+    table.add_row("ETA", _duration(summary["eta_s"]))
+    table.add_row("$/hour", _fmt(summary["hourly_rate"], ".2f"))
+    table.add_row("$ spent", _fmt(summary["cost_spent"], ".4f"))
+    table.add_row("$ projected", _fmt(summary["cost_projected"], ".4f") + (f" (max {summary['max_cost']:.2f})" if summary.get("max_cost") else ""))
+    if summary.get("age_s") is not None:
+        table.add_row("updated", f"{summary['age_s']:.0f} s ago")
+    if summary.get("stderr_tail"):
+        table.add_row("last errors", summary["stderr_tail"])
+    return table
+
+
+def collect(config, state: dict, root: Path, console: Optional[Console] = None) -> dict:
+    name = run_name(config, state)
+    instance = state.get("instance")
+    rate = config.budget.hourly_rate
+    if instance and config.box.kind in ("runpod", "vastai"):
+        try:
+            import launcher.providers as providers
+
+            live = providers.describe(config, instance["id"])
+            instance = live.to_dict() if live is not None else {**instance, "state": "gone"}
+        except Exception as exc:  # the provider's API being down must not hide the run's status
+            instance = {**instance, "state": f"unknown ({exc})"}
+        if instance.get("hourly_price") is not None:
+            rate = instance["hourly_price"]
+    multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
+    box = box_for_command(config, state, root)
+    try:
+        data = read_run(box, name, multiplexer)
+        label = box.label
+    except (BoxUnreachable, ConnectionLost) as exc:
+        try:
+            data = read_run_from_store(config, root, name)
+        except Exception as store_exc:  # the box's error is the one to act on first
+            raise BoxUnreachable(f"{exc} (the stored copy in {config.storage.url} could not be read either: {store_exc})") from None
+        if data.get("status") is None:
+            raise BoxUnreachable(f"{exc} (and the store {config.storage.url} has no status for run {name!r})") from None
+        if console is not None:
+            console.print(f"[yellow]{exc}[/yellow]\n[yellow]showing the STORED copy of the run instead[/yellow]", highlight=False)
+        label = f"{box.label} (unreachable)"
+    finally:
+        box.close()
+    return summarize(label, name, data, instance, rate)
+
+
+@click.command("status")
+@click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
+def command(config_path: Optional[str], as_json: bool) -> None:
+    """Box, run, training state, step, loss, tokens/s, ETA and money."""
+    root = Path.cwd()
+    config, config_path, state = load_command_context(root, config_path)
+    console = Console(stderr=True)
+    summary = collect(config, state, root, console)
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+    else:
+        Console().print(render(summary))

@@ -1,0 +1,89 @@
+"""``launcher stop``: stop training cleanly (the trainer writes a final checkpoint) and wait for it.
+
+Ctrl-C is pressed in the tmux window ``train`` (every rank gets SIGINT; the trainer stops at
+the next step with a checkpoint and state "stopped"); without a session, the trainer's pid from
+status.json gets SIGINT. Then it waits for status.json to leave "running" and for the session
+to end (the agent's final flush to the store), up to --timeout.
+"""
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+from rich.console import Console
+
+from launcher import tmux_job
+from launcher.box import Box
+from launcher.commands.status import END_STATES, read_run, training_state
+from launcher.state import box_for_command, load_command_context, run_name
+from trainer.errors import UserError
+
+
+AGENT_GRACE_S = 20.0
+
+
+def stop_training(box: Box, name: str, multiplexer: str, console: Console, timeout: float) -> dict:
+    """Stop the run's training; returns the last read_run() dict. Raises UserError on timeout."""
+    session = tmux_job.session_name(name)
+    data = read_run(box, name, multiplexer)
+    state = training_state(data["status"], data["session_alive"])
+    if not data["session_alive"] and state != "running":
+        console.print(f"nothing to stop: run {name!r} on {box.label} is {state}.")
+        return data
+    if data["session_alive"]:
+        tmux_job.interrupt(box, session, "train", multiplexer)
+        console.print(f"sent Ctrl-C to the trainer in {multiplexer} session {session!r} on {box.label}; waiting for its "
+                      "final checkpoint ...")
+    else:
+        pid = (data["status"] or {}).get("pid")
+        if pid:
+            box.run(f"kill -INT {int(pid)} 2>/dev/null; true", check=False, timeout=30)
+            console.print(f"sent SIGINT to the trainer (pid {pid}) on {box.label}; waiting ...")
+    deadline = time.monotonic() + timeout
+    ended_at = None
+    agent_interrupted = False
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        data = read_run(box, name, multiplexer)
+        if not data["session_alive"]:  # the trainer and the agent (after its final flush) have exited
+            return data
+        state = (data["status"] or {}).get("state")
+        trainer_gone = multiplexer == "tmux" and "train" not in tmux_job.windows(box, session, multiplexer)
+        if (state in END_STATES or trainer_gone) and ended_at is None:
+            ended_at = time.monotonic()
+            console.print(f"trainer is {state or 'gone'} at step {(data['status'] or {}).get('step')}; waiting for the "
+                          "agent's final upload ...")
+        if ended_at is not None and not agent_interrupted and time.monotonic() - ended_at > AGENT_GRACE_S:
+            # the agent ends by itself once it sees training end; if it has not (the trainer died
+            # before writing status.json), Ctrl-C makes it do its final flush and exit
+            tmux_job.interrupt(box, session, "agent", multiplexer)
+            agent_interrupted = True
+    raise UserError(
+        f"training on {box.label} did not stop within {timeout:.0f} s (session {session!r} still running); it may still "
+        "be writing its checkpoint. Check `launcher status` and `launcher logs`; run `launcher stop` again to wait "
+        "longer, or `launcher down` to end it forcibly."
+    )
+
+
+@click.command("stop")
+@click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one).")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the final checkpoint.")
+def command(config_path: Optional[str], timeout: float) -> None:
+    """Stop training cleanly with a final checkpoint; the box keeps running."""
+    root = Path.cwd()
+    config, _, state = load_command_context(root, config_path)
+    name = run_name(config, state)
+    multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
+    console = Console()
+    box = box_for_command(config, state, root)
+    try:
+        data = stop_training(box, name, multiplexer, console, timeout)
+    finally:
+        box.close()
+    status = data.get("status") or {}
+    console.print(f"run {name!r}: {training_state(data['status'], data['session_alive'])} at step {status.get('step')}, "
+                  f"loss {status.get('loss')}. The box is still up: `launcher run --resume` continues, `launcher down` "
+                  "releases it.", highlight=False)

@@ -1,0 +1,116 @@
+"""``launcher up``: connect to the box (or rent one), check it, bootstrap its Python environment.
+
+Records the box in .launcher/state.json before anything slow (a rented box is recorded the
+moment the provider acknowledges it), so `launcher down` can always find it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from launcher.box import Box, box_spec, open_box
+from launcher.state import load_state, update_state
+from launcher.config import load_launcher_config
+
+MIN_DISK_GB = 20.0
+
+
+def provision_instance(config, root: Path, config_path: Optional[str], console: Console, assume_yes: bool) -> dict:
+    """Reuse the recorded rented instance when it is still there; else rent one (recorded at once)."""
+    import launcher.providers as providers
+
+    state = load_state(root)
+    recorded = state.get("instance")
+    if recorded and recorded.get("provider") == config.box.kind:
+        current = providers.describe(config, recorded["id"])
+        if current is not None and current.ssh_ready:
+            console.print(f"reusing {config.box.kind} instance {current.id} ({current.gpu_name}, ${current.hourly_price}/h)")
+            update_state(root, instance=current.to_dict())
+            return current.to_dict()
+
+    def on_created(instance) -> None:
+        update_state(root, config_path=config_path, instance=instance.to_dict(), box=None, run=None)
+
+    instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created)
+    update_state(root, instance=instance.to_dict())
+    return instance.to_dict()
+
+
+def info_table(box: Box, info) -> Table:
+    table = Table(title=f"box: {box.label}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("OS", f"{info.os} ({info.kernel})")
+    table.add_row("disk free", f"{info.disk_free_gb:.1f} GB")
+    table.add_row("python", f"{box.base_python}: {info.python}")
+    if info.gpus:
+        for i, gpu in enumerate(info.gpus):
+            table.add_row(f"GPU {i}", f"{gpu['name']}, {gpu['memory']}, driver {gpu['driver']}")
+    else:
+        table.add_row("GPU", "none found (nvidia-smi missing or no GPU): training runs on CPU")
+    table.add_row("tools", ", ".join(f"{t} {'yes' if ok else 'no'}" for t, ok in sorted(info.tools.items())))
+    table.add_row("workdir", box.workdir)
+    return table
+
+
+def bring_up(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool = False,
+             bootstrap_box: bool = True) -> Box:
+    from launcher.stages import bootstrap
+
+    instance = None
+    if config.box.kind in ("runpod", "vastai"):
+        instance = provision_instance(config, root, config_path, console, assume_yes)
+    spec = box_spec(config, root, instance)
+    box = open_box(spec, root)
+    with console.status(f"connecting to {box.label} ..."):
+        info = box.info()
+    update_state(root, config_path=config_path, box=spec, instance=instance)
+    console.print(info_table(box, info))
+    if info.python in ("?", "missing", ""):
+        from trainer.errors import UserError
+
+        raise UserError(f"{box.base_python} was not found on {box.label}; set box.python in the config to an installed "
+                        "Python >= 3.10 (for example python3) and run `launcher up` again.")
+    if info.disk_free_gb and info.disk_free_gb < MIN_DISK_GB:
+        console.print(f"[yellow]warning: only {info.disk_free_gb:.1f} GB free on {box.label}; the 2B-token run needs "
+                      f"about {MIN_DISK_GB:.0f} GB (data, checkpoints).[/yellow]")
+    if not (info.tools.get("tmux") or info.tools.get("screen")):
+        console.print(f"[yellow]warning: neither tmux nor screen on {box.label}: `launcher run` needs one "
+                      "(`launcher ssh -- sudo apt-get install -y tmux`).[/yellow]")
+    if not bootstrap_box:
+        return box
+    if box.kind == "local":
+        result = box.run(f"{box.python} -c 'import torch, sentencepiece, numpy, safetensors'", check=False, timeout=300)
+        if result.ok:
+            console.print("local box: this machine's Python has the trainer's dependencies")
+        else:
+            console.print("[yellow]local box: this Python cannot import the trainer's dependencies; "
+                          "`pip install -e '.[trainer]'` before `launcher run`.[/yellow]")
+        return box
+    from launcher.stages import progress_bar
+
+    with progress_bar(console, "sync") as (progress, task):
+        stats = box.sync(root, progress=lambda frac, msg: progress.update(task, completed=frac * 100))
+    console.print(f"synced the project: {stats.files} file(s) changed, {stats.bytes_sent / 1024:.1f} kB sent ({stats.method})")
+    console.print(bootstrap(box, console))
+    return box
+
+
+@click.command("up")
+@click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one, else configs/quickstart.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a launcher config key (box., run., storage., budget., agent.).")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Rent without asking for confirmation.")
+def command(config_path: Optional[str], overrides: tuple[str, ...], assume_yes: bool) -> None:
+    """Connect to the box (or rent one), check it and bootstrap its Python environment."""
+    root = Path.cwd()
+    config_path = config_path or load_state(root).get("config_path")
+    config = load_launcher_config(config_path, overrides)
+    console = Console()
+    box = bring_up(config, config_path, root, console, assume_yes)
+    box.close()
+    hint = f" --config {config_path}" if config_path else ""
+    console.print(f"[green]box ready[/green]: {box.label}. Next: `launcher run{hint}`")

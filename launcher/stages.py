@@ -1,0 +1,522 @@
+"""``launcher run`` as an explicit, ordered list of stages.
+
+    sync -> setup -> [restore] -> tokenizer -> data -> benchmark -> cost -> train
+
+Each stage has a name, an ``is_done`` check (a reason string when its output is already valid,
+so it is skipped), the box command(s) it runs (``commands``: also what ``--dry-run`` prints)
+and a note on the state Ctrl-C leaves it in. ``run_stages`` prints each stage with its status.
+
+Work products on the box: ``.venv/`` (setup), ``tokenizer/`` and ``data/`` (shared by runs
+with the same data config), ``runs/NAME/`` (benchmark, cost, training). The tokenizer, data
+and benchmark stages leave a stamp (a hash of their command and the config files it reads)
+in ``.launcher/stamps/`` on the box; the stage is skipped when the stamp matches and its
+outputs exist. The trainer commands are themselves idempotent, so a stale stamp only costs
+time, never correctness.
+"""
+from __future__ import annotations
+
+import hashlib
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from launcher.box import Box, BoxError, command_failed
+from launcher.config import LauncherConfig
+from launcher.tmux_job import Window, session_name
+from trainer.errors import UserError
+
+STAMP_DIR = ".launcher/stamps"
+SECRETS_PATH = "~/.llm-box/secrets.env"
+BOOTSTRAP = "infra/bootstrap.sh"
+COST_OVER_BUDGET_EXIT = 3
+
+
+class StageInterrupted(UserError):
+    """Ctrl-C during a stage: the message says which stage and what state it left."""
+
+    exit_code = 130
+
+
+class OverBudget(UserError):
+    exit_code = 3
+
+
+@dataclass
+class RunContext:
+    config: LauncherConfig
+    project_root: Path
+    box: Box
+    console: Console
+    config_path: Optional[str] = None
+    resume: bool = False
+    allow_over_budget: bool = False
+    hourly_rate: Optional[float] = None  # live price of a rented box; None: budget.hourly_rate
+    instance_id: Optional[str] = None
+    multiplexer: str = "tmux"
+    sync_stats: object = None
+    started_session: Optional[str] = None
+    notes: dict = field(default_factory=dict)
+
+    # ---- names ------------------------------------------------------------------------------
+    @property
+    def run_name(self) -> str:
+        return self.config.run.name
+
+    @property
+    def run_dir(self) -> str:
+        return f"runs/{self.run_name}"
+
+    @property
+    def session(self) -> str:
+        return session_name(self.run_name)
+
+    @property
+    def python(self) -> str:
+        return shlex.quote(self.box.python) if self.box.kind == "local" else self.box.python
+
+    @property
+    def rate(self) -> float:
+        return float(self.hourly_rate if self.hourly_rate is not None else self.config.budget.hourly_rate)
+
+    def trainer_sets(self) -> list[str]:
+        """``--set`` overrides for every trainer step: run.set, then the launcher's budget and run name."""
+        sets = [*self.config.run.overrides,
+                f"train.budget.hourly_rate={self.rate}", f"train.budget.max_cost={self.config.budget.max_cost}",
+                f"train.run_name={self.run_name}"]
+        return [arg for s in sets for arg in ("--set", s)]
+
+    def model_train_args(self) -> list[str]:
+        run = self.config.run
+        return ["--model_config", run.model_config_path, "--train_config", run.train_config_path, *self.trainer_sets()]
+
+    def local_file_hash(self, *rel_paths: str) -> str:
+        h = hashlib.sha256()
+        for rel in rel_paths:
+            path = self.project_root / rel
+            h.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"<missing>") + b"\0")
+        return h.hexdigest()
+
+
+@dataclass
+class Stage:
+    name: str
+    commands: Callable[[RunContext], list[str]]  # box commands, in order (dry-run prints them)
+    run: Callable[[RunContext], str]  # does the work; returns a one-line summary
+    is_done: Callable[[RunContext], Optional[str]] = lambda ctx: None
+    interrupted: str = "nothing was started on the box by this stage"
+    describe: Optional[Callable[[RunContext], list[str]]] = None  # dry-run lines (default: commands)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def _py(ctx: RunContext, module: str, args: list[str]) -> str:
+    return f"{ctx.python} -m {module} {shlex.join(args)}"
+
+
+def _stamp_path(ctx: RunContext, stage: str) -> str:
+    return f"{STAMP_DIR}/{stage}"
+
+
+def _fingerprint(ctx: RunContext, command: str, *files: str, extra: str = "") -> str:
+    return hashlib.sha256(f"{command}\n{extra}\n{ctx.local_file_hash(*files)}".encode()).hexdigest()
+
+
+def _stamp_done(ctx: RunContext, stage: str, fingerprint: str, outputs: list[str]) -> Optional[str]:
+    tests = " && ".join(f"test -e {shlex.quote(o)}" for o in outputs)
+    result = ctx.box.run(f"cat {shlex.quote(_stamp_path(ctx, stage))} 2>/dev/null; echo; {tests} && echo __outputs_ok__",
+                         check=False, timeout=60)
+    lines = result.stdout.split()
+    if lines and lines[0] == fingerprint and "__outputs_ok__" in lines:
+        return f"{', '.join(outputs)} up to date for this config"
+    return None
+
+
+def _write_stamp(ctx: RunContext, stage: str, fingerprint: str) -> None:
+    ctx.box.put_text(_stamp_path(ctx, stage), fingerprint + "\n")
+
+
+def _run_logged(ctx: RunContext, command: str, what: str, remedy: str = "", timeout: Optional[float] = None) -> str:
+    """Run a trainer step on the box, its output shown dimmed as it comes (long steps)."""
+    lines: list[str] = []
+    stream = ctx.box.stream(f"{command} 2>&1")
+    try:
+        buf = b""
+        for chunk in stream:
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="replace").rstrip("\r")
+                lines.append(line)
+                ctx.console.print(f"      {line}", style="dim", markup=False, highlight=False)
+        if buf:
+            lines.append(buf.decode(errors="replace"))
+    finally:
+        stream.close()
+    code = ctx.box.last_exit_code
+    if code != 0:
+        from launcher.box import RunResult
+
+        raise command_failed(ctx.box, RunResult(command, -1 if code is None else code, "\n".join(lines[-30:]), ""),
+                             remedy or f"{what} failed on the box; fix the cause above and run `launcher run` again "
+                                       "(finished stages are skipped).")
+    return "\n".join(lines)
+
+
+# ---- sync ------------------------------------------------------------------------------------
+def _sync_commands(ctx: RunContext) -> list[str]:
+    return []  # rsync runs here, not on the box: see _sync_describe
+
+
+def _sync_describe(ctx: RunContext) -> list[str]:
+    if ctx.box.kind == "local":
+        return ["(nothing to sync: the local box uses the project folder in place)"]
+    return ["(on this machine) " + shlex.join(ctx.box.rsync_command(ctx.project_root, describe=True))]  # type: ignore[attr-defined]
+
+
+def _sync_done(ctx: RunContext) -> Optional[str]:
+    return "the local box uses the project folder in place" if ctx.box.kind == "local" else None
+
+
+def _sync_run(ctx: RunContext) -> str:
+    with progress_bar(ctx.console, "sync") as (progress, task):
+        stats = ctx.box.sync(ctx.project_root, progress=lambda frac, msg: progress.update(task, completed=frac * 100))
+    ctx.sync_stats = stats
+    share = (100.0 * stats.bytes_sent / stats.total_bytes) if stats.total_bytes else 0.0
+    return (f"{stats.files} of {stats.total_files} files changed, {_kb(stats.bytes_sent)} sent "
+            f"({share:.2f}% of {_kb(stats.total_bytes)}) by {stats.method} in {stats.seconds:.1f} s")
+
+
+# ---- setup -----------------------------------------------------------------------------------
+LOCAL_IMPORTS = "import torch, sentencepiece, numpy, safetensors, datasets, accelerate"
+
+
+def _setup_commands(ctx: RunContext) -> list[str]:
+    if ctx.box.kind == "local":
+        return [f"{ctx.python} -c {shlex.quote(LOCAL_IMPORTS)}"]
+    return [f"bash {BOOTSTRAP} --python {shlex.quote(ctx.box.base_python)}"]
+
+
+def _setup_done(ctx: RunContext) -> Optional[str]:
+    if ctx.box.kind == "local":
+        return None  # the check is the work: run() imports them
+    check = f"bash {BOOTSTRAP} --check --python {shlex.quote(ctx.box.base_python)}"
+    return "the box's .venv matches pyproject.toml" if ctx.box.run(check, check=False, timeout=120).ok else None
+
+
+def _setup_run(ctx: RunContext) -> str:
+    if ctx.box.kind == "local":
+        result = ctx.box.run(_setup_commands(ctx)[0], check=False, timeout=300)
+        if not result.ok:
+            raise UserError(
+                f"this machine's Python ({ctx.box.python}) cannot import the trainer's dependencies: "
+                f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'import failed'}. "
+                "Install them with `pip install -e '.[trainer]'` (pin torch first to avoid CUDA wheels on a CPU "
+                "machine: `pip install torch==<version>`), then run again."
+            )
+        return "this machine's Python has the trainer's dependencies"
+    return bootstrap(ctx.box, ctx.console)
+
+
+def bootstrap(box: Box, console: Console) -> str:
+    """Run infra/bootstrap.sh on the box with a progress bar (its ``::progress N/M text`` lines)."""
+    command = f"bash {BOOTSTRAP} --python {shlex.quote(box.base_python)}"
+    lines: list[str] = []
+    with progress_bar(console, "bootstrap") as (progress, task):
+        stream = box.stream(f"{command} 2>&1")
+        try:
+            buf = b""
+            for chunk in stream:
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                for raw in complete:
+                    line = raw.decode(errors="replace").rstrip()
+                    lines.append(line)
+                    if line.startswith("::progress "):
+                        parts = line.split(" ", 2)
+                        done, _, total = parts[1].partition("/")
+                        if done.isdigit() and total.isdigit() and int(total):
+                            progress.update(task, completed=100 * int(done) / int(total),
+                                            description=f"bootstrap: {parts[2] if len(parts) > 2 else ''}"[:60])
+        finally:
+            stream.close()
+    if box.last_exit_code != 0:
+        from launcher.box import RunResult
+
+        tail = "\n".join(l for l in lines if not l.startswith("::progress"))[-2000:]
+        raise command_failed(box, RunResult(command, box.last_exit_code if box.last_exit_code is not None else -1, tail, ""),
+                             "bootstrapping the box's Python environment failed; fix the cause above (disk space, "
+                             "network to the package index, box.python) and run `launcher up` again.")
+    summary = next((l for l in reversed(lines) if l.startswith("bootstrap:")), "bootstrap: done")
+    return summary
+
+
+# ---- restore (--resume) ----------------------------------------------------------------------
+def _restore_commands(ctx: RunContext) -> list[str]:
+    return [_py(ctx, "launcher.agent", ["restore", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/store.json"])]
+
+
+def _restore_run(ctx: RunContext) -> str:
+    write_store_config(ctx)
+    command = f"{_secrets_prefix()} {_restore_commands(ctx)[0]}"
+    out = _run_logged(ctx, f"bash -c {shlex.quote(command)}", "restoring the run from the store")
+    return (out.strip().splitlines() or ["restored"])[-1]
+
+
+# ---- tokenizer / data / benchmark ------------------------------------------------------------
+def _tokenizer_command(ctx: RunContext) -> str:
+    run = ctx.config.run
+    return _py(ctx, "trainer.tokenizer", ["--data_config", run.data_config_path, "--output_dir", "tokenizer",
+                                          "--vocab_size", str(run.tokenizer.vocab_size),
+                                          "--sample_bytes", str(run.tokenizer.sample_bytes)])
+
+
+def _tokenizer_fp(ctx: RunContext) -> str:
+    return _fingerprint(ctx, _tokenizer_command(ctx), ctx.config.run.data_config_path)
+
+
+def _data_command(ctx: RunContext) -> str:
+    run = ctx.config.run
+    return _py(ctx, "trainer.data", ["--data_config", run.data_config_path, "--tokenizer_model", "tokenizer/spm.model",
+                                     "--out_dir", "data", "--train_tokens", str(run.data.train_tokens),
+                                     "--val_tokens", str(run.data.val_tokens)])
+
+
+def _data_fp(ctx: RunContext) -> str:
+    return _fingerprint(ctx, _data_command(ctx), ctx.config.run.data_config_path, extra=_tokenizer_fp(ctx))
+
+
+def _benchmark_command(ctx: RunContext) -> str:
+    return _py(ctx, "trainer.benchmark", [*ctx.model_train_args(), "--output_path", f"{ctx.run_dir}/throughput.json"])
+
+
+def _benchmark_fp(ctx: RunContext) -> str:
+    run = ctx.config.run
+    return _fingerprint(ctx, _benchmark_command(ctx), run.model_config_path, run.train_config_path)
+
+
+def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable[[RunContext], str],
+                   outputs: Callable[[RunContext], list[str]], what: str, interrupted: str) -> Stage:
+    def is_done(ctx: RunContext) -> Optional[str]:
+        if name == "benchmark" and not ctx.config.run.benchmark:
+            return "run.benchmark is off"
+        return _stamp_done(ctx, name, fp(ctx), outputs(ctx))
+
+    def run(ctx: RunContext) -> str:
+        out = _run_logged(ctx, command(ctx), what)
+        _write_stamp(ctx, name, fp(ctx))
+        last = [l for l in out.strip().splitlines() if l.strip()]
+        return last[-1] if last else "done"
+
+    return Stage(name, lambda ctx: [command(ctx)], run, is_done, interrupted)
+
+
+# ---- cost ------------------------------------------------------------------------------------
+def _cost_command(ctx: RunContext) -> str:
+    return _py(ctx, "trainer.cost", [*ctx.model_train_args(), "--throughput", f"{ctx.run_dir}/throughput.json",
+                                     "--gpu_count", str(ctx.config.run.gpus)])
+
+
+def _cost_done(ctx: RunContext) -> Optional[str]:
+    if not ctx.config.run.benchmark:
+        return "no benchmark (run.benchmark is off), so no measured speed to project from"
+    return None
+
+
+def _cost_run(ctx: RunContext) -> str:
+    result = ctx.box.run(_cost_command(ctx), check=False, timeout=300)
+    table = result.stdout.rstrip()
+    if table:
+        ctx.console.print(table, markup=False, highlight=False)
+    if result.exit_code == COST_OVER_BUDGET_EXIT:
+        reason = (result.stderr.strip().splitlines() or ["projected cost over budget.max_cost"])[-1].removeprefix("error: ")
+        if not ctx.allow_over_budget:
+            raise OverBudget(
+                f"stopped before training on {ctx.box.label}: {reason}. Raise budget.max_cost (or shorten the run: "
+                "train.target_tokens / train.max_steps), or pass --allow-over-budget to train anyway."
+            )
+        ctx.console.print(f"[yellow]over budget, going on because of --allow-over-budget: {reason}[/yellow]")
+        return "over budget (allowed by --allow-over-budget)"
+    if not result.ok:
+        raise command_failed(ctx.box, result, "the cost projection failed; fix the cause above and run again.")
+    return f"within budget (max ${ctx.config.budget.max_cost:.2f} at ${ctx.rate:.2f}/h)"
+
+
+# ---- train -----------------------------------------------------------------------------------
+def _secrets_prefix() -> str:
+    # the secrets reach the processes' environment from a mode-600 file, never their argv
+    return f"set -a; [ -f {SECRETS_PATH} ] && . {SECRETS_PATH}; set +a;"
+
+
+def train_command(ctx: RunContext) -> str:
+    args = [*ctx.model_train_args()]
+    if ctx.resume:
+        args.append("--resume")
+    if ctx.allow_over_budget:
+        args.append("--allow_over_budget")
+    gpus = ctx.config.run.gpus
+    if gpus > 1:
+        launch = ["--multi_gpu", "--num_processes", str(gpus), "--num_machines", "1", "--mixed_precision", "no",
+                  "--dynamo_backend", "no", "-m", "trainer.train"]
+        return f"{ctx.python} -m accelerate.commands.launch {shlex.join(launch)} {shlex.join(args)}"
+    return _py(ctx, "trainer.train", args)
+
+
+def agent_command(ctx: RunContext) -> str:
+    return _py(ctx, "launcher.agent", ["mirror", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/store.json"])
+
+
+def has_agent(ctx: RunContext) -> bool:
+    return (ctx.project_root / "launcher" / "agent.py").is_file()
+
+
+def train_windows(ctx: RunContext) -> list[Window]:
+    rd = shlex.quote(ctx.run_dir)
+    train = (f"{_secrets_prefix()} export PYTHONUNBUFFERED=1; mkdir -p {rd}; "
+             # stderr (tracebacks, "error: ..." lines) also kept in a file for `launcher status`;
+             # tee -i ignores the Ctrl-C that `launcher stop` sends, so it outlives the trainer
+             f"{train_command(ctx)} 2> >(tee -ia {rd}/train.stderr >&2); echo $? > {rd}/train.exit")
+    windows = [Window("train", train)]
+    if has_agent(ctx):
+        windows.append(Window("agent", f"{_secrets_prefix()} export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"))
+    return windows
+
+
+def write_store_config(ctx: RunContext) -> None:
+    from launcher.agent import store_config_json
+
+    config = ctx.config
+    if ctx.hourly_rate is not None:
+        config = config.model_copy(deep=True)
+        config.budget.hourly_rate = ctx.hourly_rate
+    ctx.box.put_text(f"{ctx.run_dir}/store.json", store_config_json(config, ctx.run_name, ctx.instance_id))
+
+
+def write_secrets(ctx: RunContext) -> int:
+    """Write the box's secrets file (mode 600); returns how many variables (never their values)."""
+    from launcher.secrets import box_secret_env, render_env_file
+
+    env = box_secret_env(ctx.config)
+    ctx.box.put_text(SECRETS_PATH, render_env_file(env), mode=0o600)
+    return len(env)
+
+
+def _train_commands(ctx: RunContext) -> list[str]:
+    from launcher.tmux_job import start_commands
+
+    return [f"(write {ctx.run_dir}/store.json and {SECRETS_PATH} (mode 600) over SFTP)",
+            *start_commands(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)]
+
+
+def _train_done(ctx: RunContext) -> Optional[str]:
+    from launcher import tmux_job
+
+    if tmux_job.has(ctx.box, ctx.session, ctx.multiplexer):
+        raise UserError(
+            f"training for run {ctx.run_name!r} is already running on {ctx.box.label} in {ctx.multiplexer} session "
+            f"{ctx.session!r}; follow it with `launcher logs --follow`, or `launcher stop` it before starting again."
+        )
+    return None
+
+
+def _train_run(ctx: RunContext) -> str:
+    from launcher import tmux_job
+
+    write_store_config(ctx)
+    count = write_secrets(ctx)
+    ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/train.exit", timeout=30)
+    tmux_job.start(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)
+    ctx.started_session = ctx.session
+    agent = "with the store agent" if has_agent(ctx) else "WITHOUT a store agent (launcher/agent.py missing)"
+    return f"started in {ctx.multiplexer} session {ctx.session!r} {agent}; {count} secret variable(s) in {SECRETS_PATH}"
+
+
+# ---- the list ----------------------------------------------------------------------------------
+def build_stages(ctx: RunContext) -> list[Stage]:
+    stages = [
+        Stage("sync", _sync_commands, _sync_run, _sync_done,
+              "the project on the box may be partly updated; nothing was started. Run `launcher run` again to finish",
+              describe=_sync_describe),
+        Stage("setup", _setup_commands, _setup_run, _setup_done,
+              "the box's .venv may be half installed; the next `launcher up` or `launcher run` repairs it"),
+    ]
+    if ctx.resume:
+        stages.append(Stage("restore", _restore_commands, _restore_run, interrupted=
+                            "the run folder may be partly restored; `launcher run --resume` again restores it fully"))
+    stages += [
+        _stamped_stage("tokenizer", _tokenizer_command, _tokenizer_fp, lambda ctx: ["tokenizer/spm.model"],
+                       "training the tokenizer", "the tokenizer step was stopped on the box; it is rebuilt next run"),
+        _stamped_stage("data", _data_command, _data_fp, lambda ctx: ["data/train.bin", "data/val.bin"],
+                       "preparing the data", "data preparation was stopped on the box; it is rebuilt next run"),
+        _stamped_stage("benchmark", _benchmark_command, _benchmark_fp,
+                       lambda ctx: [f"{ctx.run_dir}/throughput.json"], "the throughput benchmark",
+                       "the benchmark was stopped on the box; it runs again next time"),
+        Stage("cost", lambda ctx: [_cost_command(ctx)], _cost_run, _cost_done, "nothing was started"),
+        Stage("train", _train_commands, _train_run, _train_done,
+              "training may have been started in the tmux session: check with `launcher status`"),
+    ]
+    return stages
+
+
+def run_stages(ctx: RunContext, stages: list[Stage], dry_run: bool = False) -> None:
+    console = ctx.console
+    total = len(stages)
+    if dry_run:
+        console.print(f"[bold]dry run[/bold]: the commands `launcher run` would run on {ctx.box.label} "
+                      "(a stage is skipped at run time when its output is already valid); nothing is changed.")
+        for i, stage in enumerate(stages, 1):
+            console.print(f"[bold][{i}/{total}] {stage.name}[/bold]")
+            if stage.describe is not None:
+                lines = stage.describe(ctx)
+            else:
+                lines = [line if line.startswith("(") else ctx.box.describe_command(line) for line in stage.commands(ctx)]
+            for line in lines:
+                console.print(f"      $ {line}", markup=False, highlight=False, soft_wrap=True)
+        return
+    for i, stage in enumerate(stages, 1):
+        label = f"[{i}/{total}] {stage.name}"
+        start = time.monotonic()
+        try:
+            reason = stage.is_done(ctx)
+            if reason:
+                console.print(f"[bold]{label}[/bold] [cyan]skipped[/cyan]: {escape(reason)}", highlight=False)
+                continue
+            console.print(f"[bold]{label}[/bold] running ...")
+            summary = stage.run(ctx)
+        except KeyboardInterrupt:
+            console.print(f"[bold]{label}[/bold] [red]interrupted[/red]")
+            raise StageInterrupted(
+                f"interrupted during stage '{stage.name}' on {ctx.box.label}: the command running there was stopped; "
+                f"{stage.interrupted}. Stages before it are complete. `launcher status` shows the box."
+            ) from None
+        except (UserError, BoxError):
+            console.print(f"[bold]{label}[/bold] [red]failed[/red]")
+            raise
+        console.print(f"[bold]{label}[/bold] [green]done[/green] in {time.monotonic() - start:.1f} s: {escape(summary)}",
+                      highlight=False)
+
+
+# ---- small things ------------------------------------------------------------------------------
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f} kB" if n < 10 * 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+class progress_bar:
+    """A rich progress bar (0..100) for sync and bootstrap; transient, so the log stays tidy."""
+
+    def __init__(self, console: Console, description: str):
+        self.progress = Progress(TextColumn("      {task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True)
+        self.description = description
+
+    def __enter__(self):
+        self.progress.start()
+        self.task = self.progress.add_task(self.description, total=100)
+        return self.progress, self.task
+
+    def __exit__(self, *exc):
+        self.progress.stop()

@@ -1,0 +1,299 @@
+"""The launcher against a real SSH box (OpenSSH on loopback, non-root user, real tmux and rsync).
+
+up -> run (smoke config) -> status (step and loss) -> logs --follow across a killed connection
+-> stop -> a second run after a one-line change (only that file travels) -> stop -> down;
+--dry-run changes nothing; unreachable hosts, bad keys, changed host keys and a file:// store
+on an SSH box give clear errors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.s3server import S3Endpoint
+from tests.harness.sshd import SSHTarget
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SETS = [
+    "train.max_steps=100000", "train.log_interval=1", "train.checks.overfit_microset.enabled=false",
+    "train.eval_interval=1000", "train.checkpoint_interval=1000", "train.eval_tokens=2048",
+]
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's files as a user's checkout has them (git's view: tracked + untracked, not ignored)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in out.decode().split("\0"):
+        src = ROOT / rel
+        if rel and src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def launcher(project: Path, *args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(project), "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if env is None or key not in env:
+            full_env.pop(key, None)
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=project, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, f"{needle!r} not in:\n{result.stderr}"
+
+
+def ssh_config(sshd: SSHTarget, workdir: str, python: str, *, name: str, storage: str, port: int | None = None,
+               identity: str | None = None, sets=TRAIN_SETS, max_cost: float = 100.0) -> str:
+    lines = [
+        "box:", "  kind: ssh", f"  host: {sshd.host}", f"  port: {port or sshd.port}", f"  user: {sshd.user}",
+        f"  identity_file: {identity or sshd.identity_file}", f"  workdir: {workdir}", f"  python: {python}",
+        "  connect_timeout: 5",
+        "run:", f"  name: {name}", f"  set: {json.dumps(list(sets))}",
+        "  tokenizer: {vocab_size: 4096, sample_bytes: 400000}", "  data: {train_tokens: 100000, val_tokens: 10000}",
+        storage,
+        f"budget: {{hourly_rate: 0.5, max_cost: {max_cost}}}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def s3_storage(s3: S3Endpoint, bucket: str) -> str:
+    return (f"storage:\n  url: s3://{bucket}/runs\n  endpoint_url: {s3.endpoint_url}\n  addressing_style: path\n"
+            f"  region: {s3.region}\n")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return copy_project(tmp_path / "project")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def box_shell(sshd: SSHTarget, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(sshd.ssh_argv(command), capture_output=True, text=True, timeout=60)
+
+
+def test_up_run_logs_status_stop_rerun_down(sshd: SSHTarget, remote_workdir: str, box_python: Path, s3_server: S3Endpoint,
+                                            s3_bucket: str, project: Path):
+    from tests.test_logs_follow import session_processes
+
+    name = f"ssh{os.getpid()}"
+    cfg = project / "configs" / "ssh_e2e.yaml"
+    cfg.write_text(ssh_config(sshd, remote_workdir, str(box_python), name=name, storage=s3_storage(s3_server, s3_bucket)))
+    env = s3_server.env()
+
+    up = launcher(project, "up", "--config", "configs/ssh_e2e.yaml", env=env)
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert "Debian" in up.stdout and "box ready" in up.stdout
+    state = json.loads((project / ".launcher" / "state.json").read_text())
+    assert state["box"]["port"] == sshd.port and state["config_path"] == "configs/ssh_e2e.yaml"
+    # trust on first use: the key went into the project's own known_hosts
+    assert f"[127.0.0.1]:{sshd.port}" in (project / ".launcher" / "known_hosts").read_text()
+    up2 = launcher(project, "up", env=env)  # the second call is fast and changes nothing
+    assert up2.returncode == 0 and "up to date" in up2.stdout, up2.stdout + up2.stderr
+
+    try:
+        run = launcher(project, "run", env=env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        for stage in ("sync", "setup", "tokenizer", "data", "benchmark", "cost", "train"):
+            assert f"] {stage} " in run.stdout
+        assert "Cost projection" in run.stdout and "training started" in run.stdout
+
+        # the secrets reached the box as a mode-600 file, not in any process's argv or the synced tree
+        secrets = box_shell(sshd, "stat -c %a ~/.llm-box/secrets.env")
+        assert secrets.stdout.strip() == "600"
+        ps = box_shell(sshd, f"ps -u {sshd.user} -o args")
+        assert s3_server.secret_key not in ps.stdout and s3_server.access_key not in ps.stdout
+        grep = box_shell(sshd, f"grep -rl {s3_server.secret_key} {remote_workdir} --exclude-dir=.venv; true")
+        assert grep.stdout.strip() == ""
+
+        def status():
+            r = launcher(project, "status", "--json", env=env)
+            assert r.returncode == 0, r.stderr
+            data = json.loads(r.stdout)
+            return data if data.get("step") and data.get("loss") is not None and data["state"] == "running" else None
+
+        data = wait_for(status, 120, "training to report a step and a loss")
+        assert data["box"] == f"{sshd.user}@127.0.0.1:{sshd.port}" and data["run"] == name
+        assert data["cost_projected"] is not None and data["tokens_per_sec"] is not None
+        table = launcher(project, "status", env=env)
+        assert "running" in table.stdout and "loss" in table.stdout
+
+        # logs --follow: kill the server side of its connection mid-stream; it reconnects and
+        # neither loses nor repeats a line; Ctrl-C leaves training running and says so
+        proc = subprocess.Popen([sys.executable, "-m", "launcher", "logs", "--follow", "-n", "1000"], cwd=project,
+                                env={**os.environ, "PYTHONPATH": str(project), "PYTHONUNBUFFERED": "1"},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+
+        def read_until(predicate, timeout):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if line:
+                    lines.append(line.rstrip("\n"))
+                    if predicate():
+                        return
+            raise AssertionError(f"follow output stalled; got {lines[-5:]}")
+
+        errors: list[str] = []
+        threading.Thread(target=lambda: errors.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+        read_until(lambda: any("step " in l for l in lines), 90)
+        for pid in session_processes(sshd):
+            os.kill(pid, signal.SIGKILL)
+        marks: list[int] = []
+
+        def resumed() -> bool:
+            if not marks and any("reconnecting" in e for e in errors):
+                marks.append(len(lines))
+            return bool(marks) and sum("step " in l for l in lines[marks[0]:]) >= 2
+
+        read_until(resumed, 120)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        time.sleep(0.2)
+        err = "".join(errors)
+        assert "reconnecting" in err and "Training keeps running" in err, err
+        assert len(lines) == len(set(lines)), "a line was repeated across the reconnect"
+        log = box_shell(sshd, f"cat {remote_workdir}/runs/{name}/train.log").stdout.splitlines()
+        start = log.index(lines[0])
+        assert lines == log[start:start + len(lines)], "a line was lost across the reconnect"
+        assert wait_for(status, 30, "training still running after Ctrl-C on logs")
+
+        stop = launcher(project, "stop", env=env, timeout=300)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "stopped" in stop.stdout
+        after = json.loads(launcher(project, "status", "--json", env=env).stdout)
+        assert after["state"] == "stopped" and after["step"] >= data["step"]
+        assert box_shell(sshd, f"ls {remote_workdir}/runs/{name}/checkpoints").stdout.strip()
+
+        # a one-line code change: the second run sends only that file
+        target = project / "launcher" / "__init__.py"
+        target.write_text(target.read_text() + "# a one-line change\n")
+        rerun = launcher(project, "run", env=env)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        sync_line = next(l for l in rerun.stdout.splitlines() if "] sync done" in l)
+        assert " 1 of " in sync_line, sync_line
+        for stage in ("setup", "tokenizer", "data", "benchmark"):
+            assert f"] {stage} skipped" in rerun.stdout, rerun.stdout
+        assert box_shell(sshd, f"tail -1 {remote_workdir}/launcher/__init__.py").stdout.strip() == "# a one-line change"
+        box_stats = __import__("re").search(r"\(([\d.]+)% of", sync_line)
+        assert box_stats and float(box_stats.group(1)) < 2.0, sync_line
+    finally:
+        down = launcher(project, "down", env=env, timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert box_shell(sshd, f"tmux has-session -t =llmbox-{name}").returncode != 0
+    assert box_shell(sshd, "test -e ~/.llm-box/secrets.env").returncode != 0
+    assert json.loads((project / ".launcher" / "state.json").read_text())["box"] is None
+    # the store has the run (mirrored by the agent)
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
+    assert f"runs/{name}/train.log" in keys and f"runs/{name}/status.json" in keys
+    # with the box gone from the state, status falls back to the stored copy
+    cfg_only = launcher(project, "status", "--json", "--config", "configs/ssh_e2e.yaml",
+                        env={**env})
+    assert cfg_only.returncode == 0, cfg_only.stderr
+
+
+def test_dry_run_changes_nothing(sshd: SSHTarget, remote_workdir: str, box_python: Path, project: Path):
+    cfg = project / "configs" / "dry.yaml"
+    cfg.write_text(ssh_config(sshd, remote_workdir, str(box_python), name="dry",
+                              storage="storage:\n  url: s3://nowhere/runs\n"))
+    result = launcher(project, "run", "--config", "configs/dry.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    for text in ("rsync", "infra/bootstrap.sh", "trainer.tokenizer", "trainer.data", "trainer.benchmark",
+                 "trainer.cost", "trainer.train", "tmux new-session"):
+        assert text in result.stdout, text
+    assert box_shell(sshd, f"test -e {remote_workdir}").returncode == 1  # nothing created on the box
+    assert not (project / ".launcher").exists()  # no state, no known_hosts: not even a connection
+
+
+def test_unreachable_host_and_bad_key_and_changed_host_key(sshd: SSHTarget, remote_workdir: str, box_python: Path,
+                                                           project: Path, tmp_path: Path):
+    from tests.harness.procs import free_port
+
+    storage = "storage:\n  url: s3://nowhere/runs\n"
+    closed = free_port()
+    (project / "configs" / "closed.yaml").write_text(
+        ssh_config(sshd, remote_workdir, str(box_python), name="x", storage=storage, port=closed))
+    result = launcher(project, "up", "--config", "configs/closed.yaml")
+    assert_clean_error(result, f"could not connect to 127.0.0.1:{closed} as {sshd.user}: connection refused",
+                       "`launcher up` to check")
+
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    (project / "configs" / "badkey.yaml").write_text(
+        ssh_config(sshd, remote_workdir, str(box_python), name="x", storage=storage, identity=str(stranger)))
+    result = launcher(project, "up", "--config", "configs/badkey.yaml")
+    assert_clean_error(result, f"could not connect to 127.0.0.1:{sshd.port} as {sshd.user}", "refused the key",
+                       str(stranger))
+
+    missing = launcher(project, "up", "--config", "configs/badkey.yaml", "--set", f"box.identity_file={tmp_path}/nope")
+    assert_clean_error(missing, "does not exist", "identity_file")
+
+    # a changed host key is refused, naming the file and the line to remove
+    (project / "configs" / "ok.yaml").write_text(ssh_config(sshd, remote_workdir, str(box_python), name="x", storage=storage))
+    kh = project / ".launcher" / "known_hosts"
+    kh.parent.mkdir(parents=True, exist_ok=True)
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, blob = other.with_suffix(".pub").read_text().split()[:2]
+    kh.write_text(f"[127.0.0.1]:{sshd.port} {kind} {blob}\n")
+    result = launcher(project, "up", "--config", "configs/ok.yaml")
+    assert_clean_error(result, "CHANGED", str(kh), f"[127.0.0.1]:{sshd.port}")
+
+
+def test_file_store_on_an_ssh_box_and_vocab_mismatch_are_refused(sshd: SSHTarget, remote_workdir: str, box_python: Path,
+                                                                 project: Path):
+    (project / "configs" / "filestore.yaml").write_text(
+        ssh_config(sshd, remote_workdir, str(box_python), name="x", storage="storage:\n  url: file://.launcher/store\n"))
+    result = launcher(project, "run", "--config", "configs/filestore.yaml")
+    assert_clean_error(result, "file://", "s3://")
+    result = launcher(project, "run", "--config", "configs/filestore.yaml", "--set", "storage.url=s3://b/p",
+                      "--set", "run.tokenizer.vocab_size=8000")
+    assert_clean_error(result, "vocab_size", "8000", "4096")
+
+
+def test_sync_only_sends_changes_and_sftp_fallback(sshd: SSHTarget, remote_workdir: str, project: Path, tmp_path: Path):
+    from launcher.box_ssh import SSHBox
+    from launcher.ssh_commands import SSHEndpoint
+
+    ep = SSHEndpoint(host=sshd.host, port=sshd.port, user=sshd.user, identity_file=str(sshd.identity_file),
+                     known_hosts=str(tmp_path / "kh"))
+    (project / "runs").mkdir()
+    (project / "runs" / "big.bin").write_bytes(b"x" * 100000)  # excluded: never travels
+    (project / "notes.secret").write_text("no")
+    (project / ".launcherignore").write_text((project / ".launcherignore").read_text() + "*.secret\n")
+    for method, use_rsync in (("rsync", True), ("sftp", False)):
+        box = SSHBox(ep, workdir=f"{remote_workdir}-{method}", use_rsync=use_rsync)
+        first = box.sync(project)
+        assert first.method == method and first.files == first.total_files > 20
+        again = box.sync(project)
+        assert again.files == 0 and again.bytes_sent < 0.01 * again.total_bytes, again
+        changed = project / "trainer" / "errors.py"
+        changed.write_text(changed.read_text() + f"# {method}\n")
+        third = box.sync(project)
+        assert third.files == 1, third
+        assert box.run("test ! -e runs/big.bin && test ! -e notes.secret && test ! -e .git && echo ok").stdout.strip() == "ok"
+        box.close()
