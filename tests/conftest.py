@@ -59,9 +59,11 @@ def sshd(tmp_path_factory) -> SSHTarget:
 
 
 @pytest.fixture
-def remote_workdir(sshd: SSHTarget) -> str:
+def remote_workdir(sshd: SSHTarget):
     """A fresh project folder path on the SSH box, owned by the test user (not created)."""
-    return str(sshd.home / f"work-{uuid.uuid4().hex[:8]}")
+    path = sshd.home / f"work-{uuid.uuid4().hex[:8]}"
+    yield str(path)
+    shutil.rmtree(path, ignore_errors=True)  # the tests run as root; the box's user made it
 
 
 @pytest.fixture(scope="session")
