@@ -102,6 +102,15 @@ def test_shipped_configs_are_valid_and_100m_is_about_100m_shaped():
     load_config(DataMixConfig, "configs/data_offline.yaml")
 
 
+@pytest.mark.parametrize("name", ["quickstart", "run_ssh", "run_runpod", "run_vastai"])
+def test_shipped_launcher_configs_are_valid(name):
+    config = load_launcher_config(f"configs/{name}.yaml")
+    model = load_config(ModelConfig, config.run.model_config_path)
+    assert config.run.tokenizer.vocab_size == model.vocab_size  # the run stage refuses a mismatch
+    load_config(TrainConfig, config.run.train_config_path)
+    load_config(DataMixConfig, config.run.data_config_path)
+
+
 def test_launcher_config_default_and_errors(tmp_path):
     default = load_launcher_config(None)
     assert default.box.kind == "local"
