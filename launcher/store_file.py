@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
 from launcher.store import ObjectInfo, Store, StoreError, TransferProgress, check_key
+from trainer.atomic import atomic_writer
 from trainer.manifest import sha256_file
 
 _CHUNK = 1 << 20
@@ -48,25 +48,10 @@ class FileStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    @contextlib.contextmanager
-    def _temp_for(self, dest: Path):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
     def _copy(self, src: Path, dest: Path, progress: Optional[TransferProgress], direction: str) -> None:
         limit = max_bandwidth(direction)
         started, sent = time.monotonic(), 0
-        with open(src, "rb") as fin, self._temp_for(dest) as fout:
+        with open(src, "rb") as fin, atomic_writer(dest) as fout:
             while chunk := fin.read(_CHUNK):
                 fout.write(chunk)
                 sent += len(chunk)
@@ -93,7 +78,7 @@ class FileStore(Store):
             return None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        with self._temp_for(self._path(key)) as f:
+        with atomic_writer(self._path(key)) as f:
             f.write(data)
 
     def sync_bytes(self, key: str, data: bytes, append: bool = False) -> int:

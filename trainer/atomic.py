@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 
 def _fsync_dir(path: Path) -> None:
@@ -19,7 +19,9 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes ``path`` (fsynced, one rename) only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,7 +29,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
         with os.fdopen(fd, "wb") as f:
             if mode is not None:
                 os.chmod(tmp, mode)
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -36,6 +38,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    with atomic_writer(path, mode) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> None:
