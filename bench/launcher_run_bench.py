@@ -80,7 +80,9 @@ def main() -> None:
             raise SystemExit(up.stdout + up.stderr)
         rows.append(("launcher up (fresh box: sync + bootstrap)", f"{time.monotonic() - t0:.1f} s"))
         t0 = time.monotonic()
-        up2 = launcher(project, "up", env=env)
+        up_again = launcher(project, "up", env=env)
+        if up_again.returncode != 0:
+            raise SystemExit(up_again.stdout + up_again.stderr)
         rows.append(("launcher up again (bootstrapped)", f"{time.monotonic() - t0:.1f} s"))
         first, run_s = first_step_seconds(project, target, workdir, name, env)
         rows.append(("first launcher run -> first step (builds tokenizer, data, benchmark)", f"{first:.1f} s"))

@@ -32,7 +32,7 @@ from launcher.box import (
 )
 from launcher.known_hosts import HostKeyChangedError, TrustOnFirstUsePolicy
 from launcher.ssh_commands import (
-    ALWAYS_EXCLUDED, SSHEndpoint, in_dir, proxy_command, remote_path, rsync_argv, ssh_argv,
+    ALWAYS_EXCLUDED, SSHEndpoint, in_dir, proxy_command, rsync_argv, ssh_argv,
 )
 
 # paramiko logs dropped sockets itself ("Socket exception: ..."); the launcher reports them

@@ -11,7 +11,7 @@ Nothing secret goes on these command lines: no keys, no tokens, only paths and n
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 

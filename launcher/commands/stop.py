@@ -7,7 +7,6 @@ to end (the agent's final flush to the store), up to --timeout.
 """
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 from typing import Optional
