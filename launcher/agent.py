@@ -381,7 +381,7 @@ class Mirror:
 # ----------------------------------------------------------------------------- restore
 def restore(run_dir: Path, store: Store, run: str, project_root: Path, progress: TransferProgress) -> list[str]:
     restored: list[str] = []
-    ckpt = store.latest_checkpoint(run, include_final=False) or store.latest_checkpoint(run)
+    ckpt = store.latest_checkpoint(run)  # the newest step (final/ when it is the newest): no finished step is redone
     if ckpt is not None:
         target = run_dir / ckpt.rel
         if target.is_dir() and is_complete(target, check_hashes=False):

@@ -262,6 +262,7 @@ def _restore_commands(ctx: RunContext) -> list[str]:
 
 def _restore_run(ctx: RunContext) -> str:
     write_store_config(ctx)
+    write_secrets(ctx)  # the store's credentials: a new box (or one after `launcher down`) has no secrets file yet
     command = f"{_secrets_prefix()} {_restore_commands(ctx)[0]}"
     out = _run_logged(ctx, f"bash -c {shlex.quote(command)}", "restoring the run from the store")
     return (out.strip().splitlines() or ["restored"])[-1]

@@ -13,17 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_launcher_ssh import TRAIN_SETS, assert_clean_error, copy_project, launcher, wait_for
-
-
-def local_config(name: str, max_cost: float = 100.0) -> str:
-    return (
-        "box:\n  kind: local\n"
-        f"run:\n  name: {name}\n  set: {json.dumps(TRAIN_SETS)}\n"
-        "  tokenizer: {vocab_size: 4096, sample_bytes: 400000}\n  data: {train_tokens: 100000, val_tokens: 10000}\n"
-        "storage:\n  url: file://.launcher/store\n"
-        f"budget: {{hourly_rate: 0.5, max_cost: {max_cost}}}\n"
-    )
+from tests.launcher_helpers import assert_clean_error, copy_project, launcher, local_config, wait_for
 
 
 @pytest.fixture

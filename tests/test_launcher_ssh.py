@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,78 +20,14 @@ import pytest
 
 from tests.harness.s3server import S3Endpoint
 from tests.harness.sshd import SSHTarget
-
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_SETS = [
-    "train.max_steps=100000", "train.log_interval=1", "train.checks.overfit_microset.enabled=false",
-    "train.eval_interval=1000", "train.checkpoint_interval=1000", "train.eval_tokens=2048",
-]
-
-
-def copy_project(dest: Path) -> Path:
-    """The project's files as a user's checkout has them (git's view: tracked + untracked, not ignored)."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for rel in out.decode().split("\0"):
-        src = ROOT / rel
-        if rel and src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
-
-
-def launcher(project: Path, *args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(project), "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})}
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        if env is None or key not in env:
-            full_env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=project, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in result.stderr, f"{needle!r} not in:\n{result.stderr}"
-
-
-def ssh_config(sshd: SSHTarget, workdir: str, python: str, *, name: str, storage: str, port: int | None = None,
-               identity: str | None = None, sets=TRAIN_SETS, max_cost: float = 100.0) -> str:
-    lines = [
-        "box:", "  kind: ssh", f"  host: {sshd.host}", f"  port: {port or sshd.port}", f"  user: {sshd.user}",
-        f"  identity_file: {identity or sshd.identity_file}", f"  workdir: {workdir}", f"  python: {python}",
-        "  connect_timeout: 5",
-        "run:", f"  name: {name}", f"  set: {json.dumps(list(sets))}",
-        "  tokenizer: {vocab_size: 4096, sample_bytes: 400000}", "  data: {train_tokens: 100000, val_tokens: 10000}",
-        storage,
-        f"budget: {{hourly_rate: 0.5, max_cost: {max_cost}}}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def s3_storage(s3: S3Endpoint, bucket: str) -> str:
-    return (f"storage:\n  url: s3://{bucket}/runs\n  endpoint_url: {s3.endpoint_url}\n  addressing_style: path\n"
-            f"  region: {s3.region}\n")
+from tests.launcher_helpers import (
+    assert_clean_error, box_shell, copy_project, launcher, s3_storage, ssh_config, wait_for,
+)
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path / "project")
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
-
-
-def box_shell(sshd: SSHTarget, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(sshd.ssh_argv(command), capture_output=True, text=True, timeout=60)
 
 
 def test_up_run_logs_status_stop_rerun_down(sshd: SSHTarget, remote_workdir: str, box_python: Path, s3_server: S3Endpoint,

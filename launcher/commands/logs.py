@@ -1,11 +1,12 @@
 """``launcher logs [--follow] [--lines N]``: the training log (runs/NAME/train.log on the box).
 
-``--follow`` streams until Ctrl-C (training keeps running, and the command says so) and
-reconnects by itself when the connection drops, without losing or repeating a line
-(log_follow.py). When the box cannot be reached, the stored copy is shown.
+``--follow`` streams until Ctrl-C (training keeps running, and the command says so, or says that
+it has already ended) and reconnects by itself when the connection drops, without losing or
+repeating a line (log_follow.py). When the box cannot be reached, the stored copy is shown.
 """
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -76,7 +77,26 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
         follower.start_at_last(lines)
         follower.follow()
     except KeyboardInterrupt:
-        _stderr(f"\nstopped following. Training keeps running on {box.label} in tmux session {session!r}: "
-                "`launcher status` for progress, `launcher stop` to stop it.")
+        ended = _ended_state(config, state, root, name)
+        if ended:
+            _stderr(f"\nstopped following. Training has {ended} on {box.label}: `launcher status` for the result, "
+                    "`launcher fetch-checkpoint` for the checkpoint.")
+        else:
+            _stderr(f"\nstopped following. Training keeps running on {box.label} in tmux session {session!r}: "
+                    "`launcher status` for progress, `launcher stop` to stop it.")
     finally:
         follower.close()
+
+
+def _ended_state(config, state: dict, root: Path, name: str) -> Optional[str]:
+    """"finished", "failed" or "stopped" when the run's status.json on the box says so; None when running or unknown."""
+    try:
+        box = box_for_command(config, state, root)
+        try:
+            status = json.loads(box.get_file(f"runs/{name}/status.json") or b"{}")
+        finally:
+            box.close()
+    except Exception:  # unreachable or unreadable: the message for a running job is the safe one
+        return None
+    value = status.get("state") if isinstance(status, dict) else None
+    return value if value in ("finished", "failed", "stopped") else None
