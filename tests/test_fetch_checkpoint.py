@@ -126,3 +126,15 @@ def test_interrupted_download_resumes(tmp_path, s3_server, s3_bucket, monkeypatc
     verify_manifest(out, check_hashes=True)
     assert (out / "part0.bin").stat().st_ino == inode  # kept from the first try, not fetched again
     assert not partial.exists()
+
+
+def test_latest_waits_for_the_final_upload_when_training_has_ended(project):
+    project.upload(100)
+    project.store.write_text(f"{RUN}/status.json", '{"state": "finished", "step": 200}')
+    proc = subprocess.Popen(project.argv(), cwd=project.root, env=project.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the agent is still uploading the last checkpoint
+    project.upload(200)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "training ended at step 200; waiting" in out
+    assert verify_manifest(project.root / "checkpoints" / RUN / "step_000200").meta["step"] == 200

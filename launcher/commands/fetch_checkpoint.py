@@ -10,6 +10,8 @@ download keeps its temporary folder and the next call downloads only what is mis
 """
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import click
@@ -40,7 +42,7 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
         _print_list(store, run, checkpoints)
         return
     if step is None:
-        chosen = store.latest_checkpoint(run)
+        chosen = _latest_once_uploaded(store, run)
         if chosen is None:
             what = "only incomplete checkpoints" if checkpoints else "no checkpoints"
             raise UserError(f"run {run!r} has {what} in {store.describe(run)}; check --run, or wait for the first checkpoint upload.")
@@ -56,6 +58,28 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
     click.echo(f"fetching {run}/{chosen.rel} (step {chosen.step}, {human_bytes(chosen.size_bytes)}) from {store.describe(run)}")
     manifest = store.download_checkpoint(run, chosen.name, out, progress=RichProgress())
     click.echo(f"wrote {out} ({len(manifest.files)} files, every sha256 verified)")
+
+
+def _latest_once_uploaded(store, run: str, wait_s: float = 120.0, poll_s: float = 2.0):
+    """The latest complete checkpoint; when the stored status says training ended at a later
+    step, first wait (bounded) for the agent to finish uploading that last checkpoint."""
+    chosen = store.latest_checkpoint(run)
+    try:
+        status = json.loads(store.read_text(f"{run}/status.json") or "{}")
+    except ValueError:
+        return chosen
+    ended_at = status.get("step") if status.get("state") in ("finished", "stopped") else None
+    if not isinstance(ended_at, int) or (chosen is not None and chosen.step >= ended_at):
+        return chosen
+    click.echo(f"training ended at step {ended_at}; waiting up to {wait_s:.0f} s for the agent to store that checkpoint")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        chosen = store.latest_checkpoint(run)
+        if chosen is not None and chosen.step >= ended_at:
+            return chosen
+    click.echo(f"the checkpoint of step {ended_at} is not in the store yet; fetching the newest complete one")
+    return chosen
 
 
 def _print_list(store, run: str, checkpoints) -> None:
