@@ -63,7 +63,8 @@ def remote_workdir(sshd: SSHTarget):
     """A fresh project folder path on the SSH box, owned by the test user (not created)."""
     path = sshd.home / f"work-{uuid.uuid4().hex[:8]}"
     yield str(path)
-    shutil.rmtree(path, ignore_errors=True)  # the tests run as root; the box's user made it
+    for made in sshd.home.glob(f"{path.name}*"):  # the folder and siblings a test derived from it
+        shutil.rmtree(made, ignore_errors=True)  # the tests run as root; the box's user made them
 
 
 @pytest.fixture(scope="session")
