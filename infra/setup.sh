@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up this machine (a laptop, a CI runner, or a box) to run the launcher, the trainer and
-# the tests: system packages when we can install them, then the Python packages.
+# the tests: system packages (openssh, tmux, rsync, screen) when we can install them, then the
+# Python packages.
 #
 #   bash infra/setup.sh            # everything: launcher + trainer + test tools
 #   EXTRAS=trainer bash infra/setup.sh   # without the test tools
@@ -19,6 +20,7 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing+=(openssh-se
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+command -v screen >/dev/null 2>&1 || missing+=(screen)  # the trainer's --launch_screen; tmux is the fallback
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing system packages: ${missing[*]}"

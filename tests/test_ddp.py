@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -18,7 +17,6 @@ REPO = Path(__file__).resolve().parent.parent
 VOCAB = 384
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate command is not installed")
 def test_two_process_ddp_run(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -33,7 +31,8 @@ def test_two_process_ddp_run(tmp_path):
         "train.max_steps": 4, "train.log_interval": 1, "train.eval_interval": 2, "train.eval_tokens": 256,
         "train.checkpoint_interval": 2, "train.checks.overfit_microset.steps": 20,
     }
-    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+    # `accelerate launch` as a module: the same CLI, independent of PATH (pyenv shims, venvs)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "-m", "trainer.train", "--model_config", str(REPO / "configs/model_smoke.yaml"),
                "--train_config", str(REPO / "configs/train_smoke.yaml")]
     for key, value in sets.items():

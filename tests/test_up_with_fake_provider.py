@@ -22,10 +22,6 @@ from tests.fake_providers import API_KEY, FakeRunPod
 from tests.harness.sshd import SSHTarget
 
 ROOT = Path(__file__).resolve().parents[1]
-# `python -m launcher` imports every command module; until all exist this test cannot run.
-CLI_READY = all((ROOT / "launcher" / "commands" / f"{m}.py").is_file()
-                for m in ("up", "run", "logs", "status", "stop", "down", "ssh", "fetch_checkpoint"))
-pytestmark = pytest.mark.skipif(not CLI_READY, reason="not every launcher command module is written yet")
 
 
 def _project_copy(dest: Path) -> Path:
