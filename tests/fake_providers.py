@@ -53,8 +53,8 @@ class Reply:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fake-provider/1"
 
-    def log_message(self, *args):  # keep test output clean
-        pass
+    def log_message(self, *args):
+        """Silence http.server's per-request stderr lines; the fake records requests itself."""
 
     def _handle(self):
         fake: FakeServer = self.server.fake  # type: ignore[attr-defined]
