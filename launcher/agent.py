@@ -324,14 +324,16 @@ class Mirror:
             self.stop.set()
 
     def terminate_instance(self, why: str) -> None:
+        # the provider recorded with the instance (store.json is written from the record, which
+        # `launcher run` checked against its config); its own API base when the record names one
         provider = self.cfg["provider"]
         kind, instance_id = provider.get("kind"), provider.get("instance_id")
         log.info("agent: %s: terminating %s instance %s", why, kind, instance_id)
         try:
             from launcher.providers import terminate_by_id
 
-            terminate_by_id(kind, instance_id)
-            log.info("agent: %s instance %s terminated", kind, instance_id)
+            terminate_by_id(kind, instance_id, provider.get("api_base"))  # returns only once confirmed gone
+            log.info("agent: %s confirmed instance %s is gone: billing stopped", kind, instance_id)
         except Exception as exc:
             log.error("agent: could not terminate %s instance %s: %s. It may still be running: terminate it to stop charges.", kind, instance_id, exc)
 

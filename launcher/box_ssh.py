@@ -70,9 +70,29 @@ class SSHBox(Box):
     def label(self) -> str:
         return self.ep.label
 
-    def _unreachable(self, reason: str, remedy: str = "") -> BoxUnreachable:
+    def _unreachable(self, reason: str, remedy: str = "", not_yet: bool = False) -> BoxUnreachable:
         remedy = remedy or f"is the box running? {UP_HINT}"
-        return BoxUnreachable(f"could not connect to {self.ep.host}:{self.ep.port} as {self.ep.user}: {reason} - {remedy}")
+        err = BoxUnreachable(f"could not connect to {self.ep.host}:{self.ep.port} as {self.ep.user}: {reason} - {remedy}")
+        err.not_yet = not_yet  # type: ignore[attr-defined]  # sshd still starting: worth another try
+        return err
+
+    def wait_until_reachable(self, timeout_s: float, sleep=time.sleep, clock=time.monotonic) -> None:
+        """Connect, retrying refused/reset/banner errors with backoff until ``timeout_s``.
+
+        A freshly published port often answers before the box's sshd does (refused, reset, or
+        closed before the SSH banner); anything else (a refused key, an unknown host) fails at once.
+        """
+        deadline, delay = clock() + timeout_s, 1.0
+        while True:
+            try:
+                self.connect()
+                return
+            except BoxUnreachable as exc:
+                left = deadline - clock()
+                if not getattr(exc, "not_yet", False) or left <= 0:
+                    raise
+            sleep(min(delay, left))
+            delay = min(delay * 2, 15.0)
 
     def connect(self) -> paramiko.SSHClient:
         if self._client is not None and self._client.get_transport() is not None and self._client.get_transport().is_active():
@@ -115,11 +135,12 @@ class SSHBox(Box):
                     f"the identity file {self.ep.identity_file} is not a usable private key ({exc})",
                     "set box.identity_file to an unencrypted private key or load it into ssh-agent",
                 ) from None
-            raise self._unreachable(f"SSH error: {exc}") from None
+            raise self._unreachable(f"SSH error: {exc}", not_yet="banner" in str(exc).lower()) from None
         except paramiko.ssh_exception.NoValidConnectionsError:
-            raise self._unreachable("connection refused") from None
-        except ConnectionRefusedError:
-            raise self._unreachable("connection refused") from None
+            raise self._unreachable("connection refused", not_yet=True) from None
+        except (ConnectionRefusedError, ConnectionResetError, EOFError) as exc:
+            raise self._unreachable("connection refused" if isinstance(exc, ConnectionRefusedError) else
+                                    "connection reset before the SSH handshake", not_yet=True) from None
         except socket.gaierror as exc:
             raise self._unreachable(f"host name not found ({exc.strerror})", "check box.host in the config") from None
         except (socket.timeout, TimeoutError):

@@ -20,24 +20,30 @@ LAUNCHER_SECTIONS = ("box", "run", "storage", "budget", "agent")
 
 
 class RunpodConfig(Config):
-    """A RunPod pod (GraphQL or REST API)."""
+    """A RunPod pod, rented through RunPod's REST API v2 (https://api.runpod.io/v2)."""
 
-    api_base: str = Field("https://rest.runpod.io/v1", description="REST API base URL (tests point it at a local server).")
-    graphql_url: str = Field("https://api.runpod.io/graphql", description="GraphQL endpoint.")
+    api_base: str = Field("https://api.runpod.io/v2", description="REST API v2 base URL (tests point it at a local server).")
+    graphql_url: str = Field("https://api.runpod.io/graphql", description="GraphQL endpoint, used only to rent spot (interruptible) pods, which REST v2 does not offer.")
     api_key_env: str = Field("RUNPOD_API_KEY", description="Environment variable holding the API key (or use ~/.config/llm-box/runpod_key, mode 600).")
     gpu_type: str = Field("NVIDIA GeForce RTX 4090", description="RunPod GPU type id.")
     gpu_count: int = Field(1, ge=1, description="GPUs in the pod.")
     image: str = Field("runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", description="Container image (has torch, sshd).")
     container_disk_gb: int = Field(40, ge=5, description="Container disk in GB.")
-    volume_gb: int = Field(60, ge=0, description="Pod volume in GB, mounted at /workspace.")
-    cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] = Field("ALL", description="Which RunPod cloud to rent from.")
-    interruptible: bool = Field(False, description="Rent a spot (interruptible) pod: cheaper, may be preempted.")
-    max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour.")
-    api: Literal["rest", "graphql"] = Field("rest", description="Create/query/terminate pods through the REST API (api_base) or GraphQL (graphql_url); prices always come from GraphQL.")
+    volume_gb: int = Field(60, ge=0, description="Pod volume in GB, mounted at /workspace (0: none; RunPod's floor is 10).")
+    cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] = Field("ALL", description="Which RunPod cloud to rent from; ALL compares both and rents the cheaper (the request always names one).")
+    interruptible: bool = Field(False, description="Rent a spot (interruptible) pod: cheaper, may be preempted. Uses RunPod's GraphQL API (REST v2 has no spot pods).")
+    max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour, and terminate at once a pod whose live price is above it.")
+    api: Literal["v2"] = Field("v2", description="RunPod API generation: v2 (REST v1 retires on 1 December 2026 and is no longer supported).")
     ssh_user: str = Field("root", description="User the launcher logs in as (root on RunPod images; tests override it).")
     ready_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the rented pod to run with SSH reachable before terminating it.")
     poll_interval_s: float = Field(5.0, gt=0, description="Seconds between status polls while waiting.")
     terminate_timeout_s: float = Field(180.0, gt=0, description="Seconds to wait for the provider to confirm the pod is gone.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunpodConfig":
+        if 0 < self.volume_gb < 10:
+            raise ValueError("volume_gb must be 0 (no volume) or at least 10: RunPod v2 refuses smaller pod volumes")
+        return self
 
 
 class VastaiConfig(Config):
@@ -50,8 +56,8 @@ class VastaiConfig(Config):
     min_reliability: float = Field(0.98, ge=0, le=1, description="Lowest host reliability accepted.")
     verified: bool = Field(True, description="Only verified hosts.")
     direct_port: bool = Field(True, description="Only hosts with direct SSH ports.")
-    disk_gb: int = Field(60, ge=10, description="Disk in GB.")
-    max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour.")
+    disk_gb: int = Field(60, ge=10, description="Disk in GB; offer prices are searched with this much storage, so they include it.")
+    max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour (disk included), and destroy at once an instance whose live price is above it.")
     image: str = Field("pytorch/pytorch:2.4.0-cuda12.4-cudnn9-devel", description="Docker image.")
     ssh_user: str = Field("root", description="User the launcher logs in as (root on Vast.ai images; tests override it).")
     ready_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the rented instance to run with SSH reachable before terminating it.")

@@ -8,6 +8,9 @@
                     "multiplexer": "tmux"}}
 
 Commands other than up/run take the box and the config path from here. No secrets here.
+A recorded instance carries its provider and the API it was rented through (``provider``,
+``api_base``, ``name``): every command refuses a config that names another box kind or API
+(``launcher.providers.record_mismatch``), and teardown goes through the record.
 """
 from __future__ import annotations
 
@@ -74,14 +77,28 @@ def config_path_from_state(project_root: Path, given: Optional[str]) -> Optional
     return load_state(project_root).get("config_path")
 
 
-def load_command_context(project_root: Path, config_opt: Optional[str], overrides=()):
-    """(config, config_path, state) for a command: --config, else the recorded one, else the default."""
+def load_command_context(project_root: Path, config_opt: Optional[str], overrides=(), teardown: bool = False):
+    """(config, config_path, state) for a command: --config, else the recorded one, else the default.
+
+    A config that names another box kind or API than the recorded instance is refused.
+    """
     from launcher.config import load_launcher_config
 
     state = load_state(project_root)
     config_path = config_opt or state.get("config_path")
     config = load_launcher_config(config_path, overrides)
+    check_config_matches_record(config, config_path, state, teardown)
     return config, config_path, state
+
+
+def check_config_matches_record(config, config_path: Optional[str], state: dict, teardown: bool = False) -> None:
+    """UserError when the config names another box kind or API than the recorded instance."""
+    from launcher.providers import record_mismatch
+
+    label = f"the config {config_path}" if config_path else "the default config"
+    problem = record_mismatch(config, state.get("instance"), label, teardown=teardown)
+    if problem:
+        raise UserError(problem)
 
 
 def run_name(config, state: dict) -> str:

@@ -1,36 +1,57 @@
-"""Local HTTP servers that answer like RunPod's and Vast.ai's APIs, for the provider tests.
+"""Local HTTP servers that answer like RunPod's REST v2 and Vast.ai's APIs, for the provider tests.
 
 Real HTTP on 127.0.0.1 (``http.server`` in a thread); each server records every request
-(method, path, headers, JSON body) so tests can assert what the client sent. The shapes
-follow the providers' documentation (cited in launcher/providers/runpod.py and vastai.py):
+(method, path, headers, JSON body) so tests can assert what the client sent. The shapes and
+the strictness come from the published descriptions cited in launcher/providers/runpod.py and
+vastai.py (as of 2026-11-25), not from memory:
 
-RunPod REST  (base ``<url>/v1``): POST /pods -> 201 Pod; GET /pods/{id} -> Pod | 404;
-             DELETE /pods/{id} -> 204; errors {"error": "...", "status": N}.
-RunPod GraphQL (``<url>/graphql``): gpuTypes, podFindAndDeployOnDemand, podRentInterruptable,
-             pod(input: {podId}) with runtime.ports, podTerminate; failures are HTTP 200 with
-             {"errors": [{"message": ...}], "data": null}.
-Vast.ai      (base ``<url>/api/v0``): POST /bundles/ -> {"offers": [...]};
-             PUT /asks/{id}/ -> {"success": true, "new_contract": N};
-             POST /instances/{id}/ssh/ -> {"success": true, "msg": ...};
-             GET /instances/{id}/ -> {"instances": {...}} | {"instances": null} once destroyed;
-             DELETE /instances/{id}/ -> {"success": true}.
+RunPod REST v2 (base ``<url>/v2``), per docs.runpod.io/api-reference-v2 and RunPod's migration
+reference (runpod/runpod-plugins-official, runpod-migrate/reference/*.md):
+  GET  /v2/catalog/gpus?include=AVAILABILITY&product=POD&count=N&cloud=C -> {"gpus": [...]};
+       ``include`` without ``product`` is a 400.
+  POST /v2/pods -> 201 Pod (status PROVISIONING). The body is validated like the v2 schema
+       (``additionalProperties: false`` at every level): an unknown field is a 422 that names it
+       ("$: additional properties 'cloudType' not allowed"), a missing ``name`` is "$: missing
+       property 'name'", ``cloud`` must be SECURE or COMMUNITY (no ALL), exactly one of gpu/cpu,
+       ``mounts.persistent.size`` >= 10.
+  GET  /v2/pods/{id} -> Pod; status PROVISIONING -> STARTING -> RUNNING; ``runtime.ports`` (the
+       public SSH endpoint) only once RUNNING; ``cost`` is the billed $/h of the pod's cloud.
+  GET  /v2/pods -> {"pods": [...]} (query parameters ignored, as documented).
+  DELETE /v2/pods/{id} -> 204. Errors are problem details {title, status, detail, errors}.
+RunPod GraphQL (``<url>/graphql``), kept only for spot pods: gpuTypes {secureSpotPrice
+  communitySpotPrice}, podRentInterruptable (needs bidPerGpu); failures are HTTP 200 with
+  {"errors": [{"message"}], "data": null}.
+Vast.ai (base ``<url>/api/v0``), per docs.vast.ai and the official vast-cli client:
+  POST /bundles/ -> {"offers": [...]}: ``dph_total`` prices the disk at ``allocated_storage``
+       GB (5 GB, the official client's default, when the search does not say), so an offer
+       searched without it looks cheaper than the instance then bills.
+  PUT  /asks/{id}/ -> {"success": true, "new_contract": N}; POST /instances/{id}/ssh/;
+  GET  /instances/{id}/ -> {"instances": {...}} | {"instances": null} once destroyed;
+  GET  /api/v1/instances/?select_filters={"label": {"in": [...]}} -> {"instances": [...], "next_token"};
+  DELETE /instances/{id}/ -> {"success": true}. 429s are plain text with no Retry-After.
 
-Knobs (attributes, change them between calls): ``rate_limit_burst`` (next N requests get 429
-with Retry-After: 0), ``server_errors`` (next N get 503), ``never_public_port`` (the machine
-runs but never gets a public SSH port), ``fail_after_create`` (create succeeds, then every
-status query answers 500), ``delete_fails`` (terminate answers 500), ``ready_after`` (status
-polls before the machine runs), ``linger_after_delete`` (polls a deleted machine still shows),
-``live_price`` (the instance's real $/h, unlike the catalog's), ``graphql_errors``.
+Knobs (attributes, change them between calls): ``rate_limit_burst`` (next N requests get 429),
+``server_errors`` (next N get 503), ``never_public_port``, ``fail_after_create`` (every status
+query of a created machine answers 500), ``delete_fails``, ``ready_after`` (status polls before
+the machine runs), ``linger_after_delete``, ``live_price`` (the instance's real $/h per GPU,
+unlike the catalog's), ``create_then_fail`` ("500": the machine is made, the answer is a 500;
+"drop": made, then the connection closes without an answer), Vast's ``create_half_fails``
+(``success: false`` with a ``new_contract``), RunPod's ``stock`` per cloud, ``graphql_errors``.
+
+``LateSshd``: a TCP port that, like a freshly published port of a rented box, accepts and
+immediately resets its first connections (sshd not up yet), then forwards to a real sshd.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
 
 API_KEY = "test-key-0123456789abcdef"
 
@@ -48,6 +69,8 @@ class Reply:
     status: int
     body: Any = None
     headers: dict = field(default_factory=dict)
+    text: Optional[str] = None     # a plain-text body instead of JSON
+    drop: bool = False             # close the connection without any answer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -66,12 +89,19 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw.decode(errors="replace")
         rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         reply = fake.dispatch(rec)
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        if reply.drop:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if reply.text is not None:
+            payload, ctype = reply.text.encode(), "text/plain; charset=utf-8"
+        else:
+            payload, ctype = (b"" if reply.body is None else json.dumps(reply.body).encode()), "application/json"
         self.send_response(reply.status)
         for k, v in reply.headers.items():
             self.send_header(k, v)
         if payload:
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if payload:
@@ -121,7 +151,7 @@ class FakeServer:
                 return self.unauthorized()
             if self.rate_limit_burst > 0:
                 self.rate_limit_burst -= 1
-                return Reply(429, {"error": "Too many requests"}, {"Retry-After": "0"})
+                return self.rate_limited()
             if self.server_errors > 0:
                 self.server_errors -= 1
                 return Reply(503, {"error": "service unavailable"})
@@ -130,12 +160,77 @@ class FakeServer:
     def unauthorized(self) -> Reply:
         return Reply(401, {"error": "invalid api key"})
 
+    def rate_limited(self) -> Reply:
+        return Reply(429, {"error": "Too many requests"}, {"Retry-After": "0"})
+
     def route(self, rec: Recorded) -> Reply:  # pragma: no cover - overridden
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------------------- RunPod REST v2
+def problem(status: int, title: str, detail: str, errors: Optional[list] = None) -> Reply:
+    body: dict = {"detail": detail, "status": status, "title": title}
+    if errors:
+        body["errors"] = errors
+    return Reply(status, body)
+
+
+# The v2 create schema as far as the published pages describe it; every object is closed
+# (additionalProperties: false), so anything else is a 422 naming the field.
+POD_CREATE_FIELDS = {"name", "image", "args", "disk", "ports", "env", "registry", "mounts", "gpu", "cpu", "cloud",
+                     "dataCenterIds", "templateId"}
+GPU_FIELDS = {"id", "count", "minCudaVersion", "allowedCudaVersions"}
+MOUNT_FIELDS = {"persistent", "network"}
+PERSISTENT_FIELDS = {"size", "path"}
+
+
+def validate_pod_create(body: Any) -> list[str]:
+    """The v2 validator's messages for a create body ([] when valid)."""
+    if not isinstance(body, dict):
+        return ["$: expected object"]
+    errors = [f"$: additional properties '{k}' not allowed" for k in sorted(set(body) - POD_CREATE_FIELDS)]
+    if not body.get("name"):
+        errors.append("$: missing property 'name'")
+    if not body.get("image") and not body.get("templateId"):
+        errors.append("$: missing property 'image'")
+    if ("gpu" in body) == ("cpu" in body):
+        errors.append("$: exactly one of 'gpu' or 'cpu' is required")
+    gpu = body.get("gpu")
+    if isinstance(gpu, dict):
+        errors += [f"$.gpu: additional properties '{k}' not allowed" for k in sorted(set(gpu) - GPU_FIELDS)]
+        if not isinstance(gpu.get("id"), str):
+            errors.append("$.gpu: missing property 'id'")
+        if not isinstance(gpu.get("count", 1), int) or gpu.get("count", 1) < 1:
+            errors.append("$.gpu.count: must be >= 1")
+    if "cloud" in body and body["cloud"] not in ("SECURE", "COMMUNITY"):
+        errors.append("$.cloud: value must be one of 'SECURE', 'COMMUNITY'")
+    if "disk" in body and (not isinstance(body["disk"], int) or body["disk"] < 1):
+        errors.append("$.disk: must be >= 1")
+    ports = body.get("ports", [])
+    if not isinstance(ports, list) or not all(isinstance(p, str) and re.fullmatch(r"\d+/(tcp|http)", p) for p in ports):
+        errors.append("$.ports: items must match port/protocol, e.g. '22/tcp'")
+    env = body.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        errors.append("$.env: must be an object of strings")
+    mounts = body.get("mounts")
+    if mounts is not None:
+        if not isinstance(mounts, dict):
+            errors.append("$.mounts: expected object")
+        else:
+            errors += [f"$.mounts: additional properties '{k}' not allowed" for k in sorted(set(mounts) - MOUNT_FIELDS)]
+            persistent = mounts.get("persistent")
+            if isinstance(persistent, dict):
+                errors += [f"$.mounts.persistent: additional properties '{k}' not allowed"
+                           for k in sorted(set(persistent) - PERSISTENT_FIELDS)]
+                if not isinstance(persistent.get("size"), int) or persistent["size"] < 10:
+                    errors.append("$.mounts.persistent.size: must be >= 10")
+    return errors
+
+
 class FakeRunPod(FakeServer):
-    """RunPod's REST API under /v1 and GraphQL under /graphql, on one port."""
+    """RunPod's REST API v2 under /v2 and GraphQL (spot pods only) under /graphql, on one port."""
+
+    GPU = "NVIDIA GeForce RTX 4090"
 
     def __init__(self, ssh_host: str = "203.0.113.10", ssh_port: int = 10341, api_key: str = API_KEY):
         super().__init__(api_key)
@@ -144,144 +239,179 @@ class FakeRunPod(FakeServer):
         self.deleted: dict[str, int] = {}   # pod id -> GETs answered since deletion
         self.polls: dict[str, int] = {}
         self.ids = (f"pod{n:04d}xyz" for n in itertools.count(1))
-        self.catalog_price = 0.69         # per GPU, uninterruptable
-        self.spot_price = 0.35
-        self.live_price = 0.74            # per GPU: what the pod really costs
+        self.prices = {"SECURE": 0.69, "COMMUNITY": 0.34}          # per GPU, on-demand
+        self.spot_prices = {"SECURE": 0.35, "COMMUNITY": 0.20}     # per GPU, GraphQL spot list prices
+        self.stock = {"SECURE": "HIGH", "COMMUNITY": "HIGH"}
+        self.live_price: Optional[float] = None  # per GPU; None: the pod's cloud's catalog price
         self.ready_after = 1
         self.never_public_port = False
         self.fail_after_create = False
         self.delete_fails = False
         self.linger_after_delete = 0
+        self.create_then_fail: Optional[str] = None
         self.graphql_errors: Optional[list] = None
 
     @property
     def rest_base(self) -> str:
-        return f"{self.url}/v1"
+        return f"{self.url}/v2"
 
     @property
     def graphql_url(self) -> str:
         return f"{self.url}/graphql"
 
+    def rate_limited(self) -> Reply:
+        reply = problem(429, "Too Many Requests", "rate limit exceeded")
+        reply.headers["Retry-After"] = "0"
+        return reply
+
+    def unauthorized(self) -> Reply:
+        return problem(401, "Unauthorized", "invalid or missing API key")
+
     def route(self, rec: Recorded) -> Reply:
-        if rec.path.rstrip("/") == "/graphql" and rec.method == "POST":
+        parts = urlsplit(rec.path)
+        path, query = parts.path, parse_qs(parts.query)
+        if path.rstrip("/") == "/graphql" and rec.method == "POST":
             return self.graphql(rec.body or {})
-        m = re.fullmatch(r"/v1/pods(?:/([^/?]+))?(?:\?.*)?", rec.path)
+        if path == "/v2/catalog/gpus" and rec.method == "GET":
+            return self.catalog(query)
+        m = re.fullmatch(r"/v2/pods(?:/([^/]+))?", path)
         if not m:
-            return Reply(404, {"error": f"no route {rec.method} {rec.path}", "status": 404})
+            return problem(404, "Not Found", f"no route {rec.method} {path}")
         pod_id = m.group(1)
         if pod_id is None and rec.method == "POST":
-            return self.create(rec.body or {})
+            return self.create(rec.body)
+        if pod_id is None and rec.method == "GET":
+            return Reply(200, {"pods": [self._view(p) for i, p in self.pods.items() if i not in self.deleted]})
         if pod_id and rec.method == "GET":
             return self.get(pod_id)
         if pod_id and rec.method == "DELETE":
             return self.delete(pod_id)
-        return Reply(405, {"error": "method not allowed", "status": 405})
+        return problem(405, "Method Not Allowed", f"{rec.method} {path}")
 
-    # -- REST -----------------------------------------------------------------------------
-    def create(self, body: dict) -> Reply:
-        if not body.get("imageName") or not body.get("gpuTypeIds"):
-            return Reply(400, {"error": "imageName and gpuTypeIds are required", "status": 400})
+    def catalog(self, query: dict) -> Reply:
+        if "include" in query and "product" not in query:
+            return problem(400, "Bad Request", "product is required when include is set")
+        cloud = (query.get("cloud") or [None])[0]
+        gpus = [{
+            "id": self.GPU, "name": "RTX 4090", "memory": 24, "manufacturer": "NVIDIA", "pool": "ADA_24",
+            "secure": True, "community": True,
+            "price": {"secure": self.prices["SECURE"], "community": self.prices["COMMUNITY"]},
+            "maxCount": {"secure": 8, "community": 8},
+            "availability": self.stock.get(cloud, "HIGH") if cloud else max(self.stock.values()),
+        }, {
+            "id": "NVIDIA A40", "name": "A40", "memory": 48, "manufacturer": "NVIDIA", "pool": "AMPERE_48",
+            "secure": True, "community": False, "price": {"secure": 0.40, "community": None},
+            "maxCount": {"secure": 8, "community": 0}, "availability": "LOW",
+        }]
+        return Reply(200, {"gpus": gpus})
+
+    def _cost(self, pod: dict) -> float:
+        per_gpu = self.live_price if self.live_price is not None else (
+            self.spot_prices if pod.get("interruptible") else self.prices)[pod["cloud"]]
+        return round(per_gpu * pod["gpu"]["count"], 4)
+
+    def _view(self, pod: dict) -> dict:
+        view = {k: v for k, v in pod.items() if k != "interruptible"}
+        view["cost"] = self._cost(pod)
+        return view
+
+    def create(self, body: Any) -> Reply:
+        errors = validate_pod_create(body)
+        if errors:
+            return problem(422, "Unprocessable Entity", "Request validation failed.", errors)
         pod_id = next(self.ids)
-        count = int(body.get("gpuCount") or 1)
         self.pods[pod_id] = {
-            "id": pod_id, "name": body.get("name"), "image": body["imageName"], "desiredStatus": "RUNNING",
-            "costPerHr": f"{self.live_price * count:.2f}", "adjustedCostPerHr": round(self.live_price * count, 4),
-            "gpu": {"id": body["gpuTypeIds"][0], "count": count, "displayName": body["gpuTypeIds"][0].replace("NVIDIA GeForce ", "")},
-            "interruptible": bool(body.get("interruptible")), "ports": body.get("ports", []),
-            "env": body.get("env", {}), "publicIp": None, "portMappings": None,
-            "machine": {"location": "CA", "dataCenterId": "CA-MTL-1"}, "containerDiskInGb": body.get("containerDiskInGb"),
-            "volumeInGb": body.get("volumeInGb"),
+            "id": pod_id, "name": body["name"], "image": body["image"], "status": "PROVISIONING",
+            "cloud": body.get("cloud", "SECURE"), "gpu": {"id": body["gpu"]["id"], "count": body["gpu"].get("count", 1)},
+            "disk": body.get("disk"), "ports": body.get("ports", []), "env": body.get("env", {}),
+            "mounts": body.get("mounts", {}), "dataCenterId": "CA-MTL-1", "runtime": None,
+            "actions": ["stop", "restart", "terminate"], "interruptible": False,
         }
         self.polls[pod_id] = 0
-        return Reply(201, dict(self.pods[pod_id]))
+        if self.create_then_fail == "500":
+            return problem(500, "Internal Server Error", "upstream timeout")
+        if self.create_then_fail == "drop":
+            return Reply(0, drop=True)
+        return Reply(201, self._view(self.pods[pod_id]))
 
     def _advance(self, pod_id: str) -> Optional[dict]:
-        """One status poll: the pod gets its public port after ``ready_after`` polls."""
+        """One status poll: PROVISIONING, STARTING, then RUNNING with its public port."""
         if pod_id in self.deleted:
             self.deleted[pod_id] += 1
             if self.deleted[pod_id] <= self.linger_after_delete:
-                pod = dict(self.pods[pod_id])
-                pod["desiredStatus"] = "EXITED"
-                return pod
+                return {**self._view(self.pods[pod_id]), "status": "EXITED", "runtime": None}
             return None
         pod = self.pods.get(pod_id)
         if pod is None:
             return None
         self.polls[pod_id] += 1
-        if self.polls[pod_id] >= self.ready_after and not self.never_public_port:
-            pod["publicIp"] = self.ssh_host
-            pod["portMappings"] = {"22": self.ssh_port}
-        return dict(pod)
+        if self.polls[pod_id] >= self.ready_after:
+            pod["status"] = "RUNNING"
+            ports = [] if self.never_public_port else [{"private": 22, "public": self.ssh_port, "type": "tcp", "ip": self.ssh_host}]
+            pod["runtime"] = {"uptime": 5, "ports": ports}
+        else:
+            pod["status"] = "STARTING"
+        return self._view(pod)
 
     def get(self, pod_id: str) -> Reply:
         if self.fail_after_create and pod_id in self.pods:
-            return Reply(500, {"error": "internal error", "status": 500})
+            return problem(500, "Internal Server Error", "internal error")
         pod = self._advance(pod_id)
         if pod is None:
-            return Reply(404, {"error": "pod not found", "status": 404})
+            return problem(404, "Not Found", f"pod {pod_id} not found")
         return Reply(200, pod)
 
     def delete(self, pod_id: str) -> Reply:
         if self.delete_fails:
-            return Reply(500, {"error": "internal error", "status": 500})
+            return problem(500, "Internal Server Error", "internal error")
         if pod_id not in self.pods or pod_id in self.deleted:
-            return Reply(404, {"error": "pod not found", "status": 404})
+            return problem(404, "Not Found", f"pod {pod_id} not found")
         self.deleted[pod_id] = 0
         return Reply(204)
 
-    # -- GraphQL --------------------------------------------------------------------------
+    def alive(self) -> list[str]:
+        """Pods that exist and bill."""
+        return [i for i in self.pods if i not in self.deleted]
+
+    # -- GraphQL (spot pods only) ---------------------------------------------------------
     def graphql(self, body: dict) -> Reply:
         query, variables = body.get("query", ""), body.get("variables") or {}
         if self.graphql_errors is not None:
             return Reply(200, {"errors": self.graphql_errors, "data": None})
         if "gpuTypes" in query:
             gpu_id = (variables.get("input") or {}).get("id")
-            types = [{
-                "id": "NVIDIA GeForce RTX 4090", "displayName": "RTX 4090", "memoryInGb": 24,
-                "securePrice": 0.69, "communityPrice": 0.34, "secureSpotPrice": 0.35, "communitySpotPrice": 0.2,
-                "lowestPrice": {"uninterruptablePrice": self.catalog_price, "minimumBidPrice": self.spot_price, "stockStatus": "High"},
-            }]
+            types = [{"id": self.GPU, "displayName": "RTX 4090", "secureSpotPrice": self.spot_prices["SECURE"],
+                      "communitySpotPrice": self.spot_prices["COMMUNITY"]}]
             return Reply(200, {"data": {"gpuTypes": [t for t in types if gpu_id in (None, t["id"])]}})
-        for mutation in ("podFindAndDeployOnDemand", "podRentInterruptable"):
-            if mutation in query:
-                inp = variables.get("input") or {}
-                if mutation == "podRentInterruptable" and "bidPerGpu" not in inp:
-                    return Reply(200, {"errors": [{"message": "bidPerGpu is required"}], "data": None})
-                created = self.create({"imageName": inp.get("imageName"), "gpuTypeIds": [inp.get("gpuTypeId")],
-                                       "gpuCount": inp.get("gpuCount"), "name": inp.get("name"),
-                                       "env": {e["key"]: e["value"] for e in inp.get("env", [])}})
-                if created.status != 201:
-                    return Reply(200, {"errors": [{"message": created.body["error"]}], "data": None})
-                pod = created.body
-                return Reply(200, {"data": {mutation: {"id": pod["id"], "desiredStatus": "RUNNING", "costPerHr": float(pod["costPerHr"]),
-                                                       "machineId": "m1", "imageName": pod["image"]}}})
-        if "podTerminate" in query:
-            pod_id = (variables.get("input") or {}).get("podId")
-            reply = self.delete(pod_id)
-            if reply.status == 404:
-                return Reply(200, {"errors": [{"message": "pod not found", "path": ["podTerminate"]}], "data": None})
-            if reply.status >= 400:
-                return Reply(200, {"errors": [{"message": "internal error"}], "data": None})
-            return Reply(200, {"data": {"podTerminate": None}})
-        if re.search(r"\bpod\s*\(", query):
-            pod_id = (variables.get("input") or {}).get("podId")
-            if self.fail_after_create and pod_id in self.pods:
-                return Reply(200, {"errors": [{"message": "internal error"}], "data": None})
-            pod = self._advance(pod_id)
-            if pod is None:
-                return Reply(200, {"data": {"pod": None}})
-            ports = [{"ip": pod["publicIp"], "isIpPublic": True, "privatePort": 22, "publicPort": pod["portMappings"]["22"], "type": "tcp"}] \
-                if pod.get("portMappings") else []
-            return Reply(200, {"data": {"pod": {
-                "id": pod["id"], "name": pod["name"], "desiredStatus": pod["desiredStatus"], "costPerHr": float(pod["costPerHr"]),
-                "gpuCount": pod["gpu"]["count"], "machine": {"gpuDisplayName": pod["gpu"]["displayName"], "location": "CA"},
-                "runtime": {"uptimeInSeconds": 5, "ports": ports},
-            }}})
+        if "podRentInterruptable" in query:
+            inp = variables.get("input") or {}
+            if "bidPerGpu" not in inp:
+                return Reply(200, {"errors": [{"message": "bidPerGpu is required"}], "data": None})
+            if inp.get("cloudType") not in ("SECURE", "COMMUNITY"):
+                return Reply(200, {"errors": [{"message": "cloudType must be SECURE or COMMUNITY for a spot pod"}], "data": None})
+            created = self.create({"name": inp.get("name"), "image": inp.get("imageName"), "cloud": inp["cloudType"],
+                                   "gpu": {"id": inp.get("gpuTypeId"), "count": inp.get("gpuCount") or 1},
+                                   "env": {e["key"]: e["value"] for e in inp.get("env", [])}})
+            if created.status != 201:
+                return Reply(200, {"errors": [{"message": json.dumps(created.body)}], "data": None})
+            pod = self.pods[created.body["id"]]
+            pod["interruptible"] = True
+            return Reply(200, {"data": {"podRentInterruptable": {"id": pod["id"], "desiredStatus": "RUNNING",
+                                                                  "costPerHr": self._cost(pod)}}})
         return Reply(200, {"errors": [{"message": "Cannot query field on type Query"}], "data": None})
 
 
+# ---------------------------------------------------------------------------- Vast.ai
+VAST_DEFAULT_STORAGE_GB = 5.0  # what the official client sends when not told (vastai/api/offers.py)
+
+
+def vast_storage_per_hour(offer: dict, gb: float) -> float:
+    """``storage_cost`` is $/GB/month; Vast bills it by the hour."""
+    return offer["storage_cost"] * gb / (30 * 24)
+
+
 class FakeVast(FakeServer):
-    """Vast.ai's REST API under /api/v0."""
+    """Vast.ai's REST API under /api/v0 (and the paginated instance list under /api/v1)."""
 
     def __init__(self, ssh_host: str = "203.0.113.20", ssh_port: int = 41234, api_key: str = API_KEY,
                  offers: Optional[list[dict]] = None):
@@ -293,12 +423,14 @@ class FakeVast(FakeServer):
         self.polls: dict[int, int] = {}
         self.keys: dict[int, list[str]] = {}
         self.ids = itertools.count(7000001)
-        self.live_price: Optional[float] = None  # None: the offer's dph_total
+        self.live_price: Optional[float] = None  # None: the offer's dph_base plus the rented disk
         self.ready_after = 1
         self.never_public_port = False
         self.fail_after_create = False
         self.delete_fails = False
         self.linger_after_delete = 0
+        self.create_then_fail: Optional[str] = None
+        self.create_half_fails = False
         self.direct = True  # report ports {"22/tcp": ...} and public_ipaddr (direct SSH)
 
     @property
@@ -308,10 +440,16 @@ class FakeVast(FakeServer):
     def unauthorized(self) -> Reply:
         return Reply(401, {"success": False, "error": "invalid_user_key", "msg": "Invalid user key"})
 
+    def rate_limited(self) -> Reply:
+        return Reply(429, text="API requests too frequent endpoint threshold=2.0")  # plain text, no Retry-After
+
     def route(self, rec: Recorded) -> Reply:
-        path = rec.path.split("?", 1)[0]
+        parts = urlsplit(rec.path)
+        path = parts.path
         if path == "/api/v0/bundles/" and rec.method == "POST":
             return self.search(rec.body or {})
+        if path == "/api/v1/instances/" and rec.method == "GET":
+            return self.list_instances(parse_qs(parts.query))
         m = re.fullmatch(r"/api/v0/asks/(\d+)/", path)
         if m and rec.method == "PUT":
             return self.create(int(m.group(1)), rec.body or {})
@@ -330,8 +468,7 @@ class FakeVast(FakeServer):
         return Reply(404, {"success": False, "error": "not_found", "msg": f"no route {rec.method} {path}"})
 
     @staticmethod
-    def _matches(offer: dict, field_name: str, cond: dict) -> bool:
-        value = offer.get(field_name)
+    def _matches(value: Any, cond: dict) -> bool:
         for op, target in cond.items():
             if op == "eq" and value != target:
                 return False
@@ -339,13 +476,21 @@ class FakeVast(FakeServer):
                 return False
             if op == "lte" and (value is None or value > target):
                 return False
+            if op == "in" and value not in target:
+                return False
         return True
+
+    def priced(self, offer: dict, storage_gb: float) -> dict:
+        """The offer as a search with ``allocated_storage`` = storage_gb shows it."""
+        storage = vast_storage_per_hour(offer, storage_gb)
+        return {**offer, "storage_total_cost": round(storage, 6), "dph_total": round(offer["dph_base"] + storage, 6)}
 
     def search(self, query: dict) -> Reply:
         if query.get("type") not in ("on-demand", "bid", "reserved"):
             return Reply(400, {"success": False, "error": "invalid_args", "msg": "type must be on-demand, bid or reserved"})
-        found = [o for o in self.offers
-                 if all(self._matches(o, k, v) for k, v in query.items() if isinstance(v, dict))]
+        storage = float(query.get("allocated_storage") or VAST_DEFAULT_STORAGE_GB)
+        priced = [self.priced(o, storage) for o in self.offers]
+        found = [o for o in priced if all(self._matches(o.get(k), v) for k, v in query.items() if isinstance(v, dict))]
         for key, direction in reversed(query.get("order") or []):
             found.sort(key=lambda o: o.get(key, 0), reverse=direction == "desc")
         return Reply(200, {"offers": found[: int(query.get("limit") or 64)]})
@@ -358,14 +503,23 @@ class FakeVast(FakeServer):
             return Reply(400, {"success": False, "error": "invalid_args", "msg": "image is required"})
         iid = next(self.ids)
         offer["rented"] = True
+        disk = float(body.get("disk") or 10)
+        price = self.live_price if self.live_price is not None else offer["dph_base"] + vast_storage_per_hour(offer, disk)
         self.instances[iid] = {
             "id": iid, "actual_status": None, "intended_status": "running", "cur_state": "running",
             "label": body.get("label"), "image_uuid": body["image"], "image_runtype": body.get("runtype"),
             "onstart": body.get("onstart"), "ssh_host": None, "ssh_port": None, "public_ipaddr": None, "ports": {},
             "gpu_name": offer["gpu_name"], "num_gpus": offer["num_gpus"], "geolocation": offer.get("geolocation"),
-            "dph_total": self.live_price if self.live_price is not None else offer["dph_total"], "disk_space": body.get("disk"),
+            "dph_base": offer["dph_base"], "dph_total": round(price, 6), "disk_space": disk,
         }
         self.polls[iid] = 0
+        if self.create_half_fails:
+            return Reply(200, {"success": False, "new_contract": iid, "error": "machine_error",
+                               "msg": "Error starting container, please try another machine"})
+        if self.create_then_fail == "500":
+            return Reply(500, {"success": False, "error": "server_error", "msg": "internal error"})
+        if self.create_then_fail == "drop":
+            return Reply(0, drop=True)
         return Reply(200, {"success": True, "new_contract": iid})
 
     def _advance(self, iid: int) -> Optional[dict]:
@@ -391,8 +545,13 @@ class FakeVast(FakeServer):
     def get(self, iid: int) -> Reply:
         if self.fail_after_create and iid in self.instances:
             return Reply(500, {"success": False, "error": "server_error", "msg": "internal error"})
-        inst = self._advance(iid)
-        return Reply(200, {"instances": inst})
+        return Reply(200, {"instances": self._advance(iid)})
+
+    def list_instances(self, query: dict) -> Reply:
+        filters = json.loads((query.get("select_filters") or ["{}"])[0])
+        rows = [dict(i) for iid, i in sorted(self.instances.items()) if iid not in self.deleted]
+        rows = [r for r in rows if all(self._matches(r.get(k), v) for k, v in filters.items())]
+        return Reply(200, {"instances": rows, "next_token": None, "total_instances": len(rows)})
 
     def destroy(self, iid: int) -> Reply:
         if self.delete_fails:
@@ -402,22 +561,90 @@ class FakeVast(FakeServer):
         self.deleted[iid] = 0
         return Reply(200, {"success": True})
 
+    def alive(self) -> list[int]:
+        """Instances that exist and bill."""
+        return [i for i in self.instances if i not in self.deleted]
+
 
 def default_vast_offers() -> list[dict]:
-    """Offers in the search response's documented shape (a subset of its fields)."""
+    """Offers in the search response's documented shape (a subset of its fields).
+
+    ``dph_base`` is the machine; ``storage_cost`` ($/GB/month) is what the disk adds to ``dph_total``.
+    """
     base = {"num_gpus": 1, "gpu_name": "RTX 4090", "rentable": True, "rented": False, "verified": True,
-            "verification": "verified", "disk_space": 200.0, "gpu_ram": 24564, "direct_port_count": 20}
-    rows = [
-        (3001, 0.41, 0.995, "Norway, NO"), (3002, 0.29, 0.990, "Quebec, CA"), (3003, 0.35, 0.999, "Texas, US"),
-        (3004, 0.22, 0.900, "Unreliable, XX"), (3005, 0.95, 0.999, "Expensive, DE"),
+            "verification": "verified", "disk_space": 500.0, "gpu_ram": 24564, "direct_port_count": 20}
+    rows = [  # id, dph_base, storage $/GB/month, reliability, where
+        (3001, 0.40, 0.15, 0.995, "Norway, NO"), (3002, 0.28, 0.30, 0.990, "Quebec, CA"),
+        (3003, 0.34, 0.10, 0.999, "Texas, US"), (3004, 0.21, 0.10, 0.900, "Unreliable, XX"),
+        (3005, 0.94, 0.10, 0.999, "Expensive, DE"),
     ]
-    offers = []
-    for oid, price, rel, loc in rows:
-        o = dict(base, id=oid, ask_contract_id=oid, dph_total=price, dph_base=round(price * 0.9, 4), reliability=rel,
-                 reliability2=rel, geolocation=loc)
-        offers.append(o)
-    offers.append(dict(base, id=3006, ask_contract_id=3006, dph_total=0.25, reliability=0.999, reliability2=0.999,
-                       geolocation="Nodirect, US", direct_port_count=0, dph_base=0.2))
-    offers.append(dict(base, id=3007, ask_contract_id=3007, dph_total=0.18, reliability=0.999, reliability2=0.999,
-                       geolocation="Twogpu, US", num_gpus=2, dph_base=0.15))
+    offers = [dict(base, id=oid, ask_contract_id=oid, dph_base=dph, storage_cost=sc, reliability=rel, reliability2=rel,
+                   geolocation=loc) for oid, dph, sc, rel, loc in rows]
+    offers.append(dict(base, id=3006, ask_contract_id=3006, dph_base=0.2, storage_cost=0.1, reliability=0.999,
+                       reliability2=0.999, geolocation="Nodirect, US", direct_port_count=0))
+    offers.append(dict(base, id=3007, ask_contract_id=3007, dph_base=0.15, storage_cost=0.1, reliability=0.999,
+                       reliability2=0.999, geolocation="Twogpu, US", num_gpus=2))
     return offers
+
+
+# ---------------------------------------------------------------------------- a late sshd
+class LateSshd:
+    """A published port whose sshd is not up yet: the first ``resets`` connections are accepted
+    and reset at once (what a container's port proxy does before sshd listens), later ones are
+    forwarded to the real sshd at ``target_port``."""
+
+    def __init__(self, target_port: int, resets: int = 3, host: str = "127.0.0.1"):
+        self.target = (host, target_port)
+        self.resets = resets
+        self.accepted = 0
+        self.listener = socket.create_server((host, 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.closed = False
+
+    def __enter__(self) -> "LateSshd":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.closed = True
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.resets:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
+                conn.close()
+                continue
+            threading.Thread(target=self._forward, args=(conn,), daemon=True).start()
+
+    def _forward(self, conn: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target)
+        except OSError:
+            conn.close()
+            return
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
+        pipe(conn, upstream)

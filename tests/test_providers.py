@@ -1,11 +1,15 @@
 """Provider clients against local HTTP servers that answer in RunPod's and Vast.ai's documented shapes.
 
-No mocks of the HTTP layer: every call goes over real HTTP to tests/fake_providers.py, and
-the tests assert the requests the clients sent (method, path, auth header, body).
+No mocks of the HTTP layer: every call goes over real HTTP to tests/fake_providers.py (RunPod
+REST v2 and Vast.ai, strict as their published descriptions say), and the tests assert the
+requests the clients sent (method, path, auth header, body). The money cases (a create that
+fails after making something, prices that must match the bill, teardown through the recorded
+provider) each have a test here that fails on the pre-v2 code.
 """
 from __future__ import annotations
 
 import io
+import re
 import os
 import socket
 import sys
@@ -16,11 +20,11 @@ from rich.console import Console
 import launcher.providers as providers
 from launcher.config import LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.api_keys import load_api_key
-from launcher.providers.base import Instance, ProviderError, ProvisionError, TransientProviderError
+from launcher.providers.base import CreatedButFailed, Instance, ProviderError, ProvisionError, TransientProviderError
 from launcher.providers.http_client import JsonHttpClient, _retry_after_seconds
 from launcher.providers.runpod import RunpodProvider
 from launcher.providers.vastai import VastaiProvider
-from tests.fake_providers import API_KEY, FakeRunPod, FakeServer, FakeVast, Recorded, Reply
+from tests.fake_providers import API_KEY, FakeRunPod, FakeServer, FakeVast, Recorded, Reply, validate_pod_create
 from trainer.errors import UserError
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKeyForTheLauncher test@laptop"
@@ -87,14 +91,19 @@ def assert_auth(requests: list[Recorded]) -> None:
 
 
 # -- the HTTP layer -------------------------------------------------------------------------
+def new_pod(client: JsonHttpClient, name: str = "p") -> str:
+    body = {"name": name, "image": "img", "gpu": {"id": FakeRunPod.GPU, "count": 1}, "cloud": "SECURE"}
+    return client.request("POST", "/pods", body).data["id"]
+
+
 def test_http_retries_429_honouring_retry_after_then_succeeds(runpod):
     sleeps: list[float] = []
     client = JsonHttpClient(runpod.rest_base, API_KEY, "RunPod", sleep=sleeps.append, backoff=3.0)
-    runpod.pods["p1"] = {"id": "p1", "desiredStatus": "RUNNING"}
-    runpod.polls["p1"] = 0
+    pod_id = new_pod(client)
+    runpod.requests.clear()
     runpod.rate_limit_burst = 2
-    reply = client.request("GET", "/pods/p1")
-    assert reply.status == 200 and reply.data["id"] == "p1"
+    reply = client.request("GET", f"/pods/{pod_id}")
+    assert reply.status == 200 and reply.data["id"] == pod_id
     assert sleeps == [0.0, 0.0]  # Retry-After: 0 wins over the 3 s backoff
     assert [r.method for r in runpod.requests] == ["GET"] * 3
     assert_auth(runpod.requests)
@@ -114,11 +123,13 @@ def test_http_retries_5xx_with_bounded_backoff_and_gives_up(runpod):
 def test_http_does_not_retry_a_create_on_5xx_but_does_on_429(runpod):
     client = JsonHttpClient(runpod.rest_base, API_KEY, "RunPod", sleep=lambda s: None)
     runpod.server_errors = 1
+    body = {"name": "x", "image": "x", "gpu": {"id": "g"}}
     with pytest.raises(ProviderError) as info:
-        client.request("POST", "/pods", {"imageName": "x", "gpuTypeIds": ["g"]})
+        client.request("POST", "/pods", body)
     assert info.value.status == 503 and len(runpod.requests) == 1  # a blind retry could rent twice
+    assert info.value.may_have_created
     runpod.rate_limit_burst = 1
-    reply = client.request("POST", "/pods", {"imageName": "x", "gpuTypeIds": ["g"]})
+    reply = client.request("POST", "/pods", body)
     assert reply.status == 201 and len(runpod.calls("POST")) == 3
 
 
@@ -176,80 +187,130 @@ def test_api_key_from_env_then_mode_600_file(tmp_path):
     assert load_api_key("vastai", "VAST_API_KEY", env) == "secret-from-file"
 
 
-# -- RunPod ---------------------------------------------------------------------------------
-def test_runpod_offer_price_comes_from_graphql_gpu_types(runpod):
-    client = RunpodProvider(RunpodConfig(api_base=runpod.rest_base, graphql_url=runpod.graphql_url, gpu_count=2), API_KEY, **FAST)
-    [offer] = client.offers()
-    assert offer.hourly_price == pytest.approx(2 * 0.69) and offer.gpu_name == "RTX 4090"
-    [req] = runpod.calls("POST", "/graphql")
-    assert "gpuTypes" in req.body["query"]
-    assert req.body["variables"] == {"input": {"id": "NVIDIA GeForce RTX 4090"}, "lowest": {"gpuCount": 2}}
-    spot = RunpodProvider(RunpodConfig(api_base=runpod.rest_base, graphql_url=runpod.graphql_url, interruptible=True,
-                                       cloud_type="SECURE"), API_KEY, **FAST)
-    assert spot.offers()[0].hourly_price == pytest.approx(0.35)
-    assert runpod.requests[-1].body["variables"]["lowest"] == {"gpuCount": 1, "secureCloud": True}
+# -- RunPod REST v2 -------------------------------------------------------------------------
+def rp_config(runpod, **kw) -> RunpodConfig:
+    return RunpodConfig(api_base=runpod.rest_base, graphql_url=runpod.graphql_url, **kw)
+
+
+def test_runpod_defaults_to_rest_v2_and_refuses_v1_settings():
+    assert RunpodConfig().api_base == "https://api.runpod.io/v2"
+    with pytest.raises(ValueError):
+        RunpodConfig(api="rest")  # REST v1 retires on 1 December 2026
+    with pytest.raises(ValueError, match="at least 10"):
+        RunpodConfig(volume_gb=5)
+
+
+def test_runpod_offers_price_each_cloud_from_the_v2_catalog(runpod):
+    client = RunpodProvider(rp_config(runpod, gpu_count=2), API_KEY, **FAST)
+    offers = client.offers()
+    assert [(o.cloud, o.hourly_price) for o in offers] == [("COMMUNITY", pytest.approx(0.68)), ("SECURE", pytest.approx(1.38))]
+    queries = [r.path for r in runpod.calls("GET", "/v2/catalog/gpus")]
+    assert queries == ["/v2/catalog/gpus?include=AVAILABILITY&product=POD&count=2&cloud=SECURE",
+                       "/v2/catalog/gpus?include=AVAILABILITY&product=POD&count=2&cloud=COMMUNITY"]
+    runpod.stock["COMMUNITY"] = "NONE"  # out of stock: not offered
+    assert [o.cloud for o in client.offers()] == ["SECURE"]
+    secure_only = RunpodProvider(rp_config(runpod, cloud_type="SECURE"), API_KEY, **FAST)
+    assert [o.cloud for o in secure_only.offers()] == ["SECURE"]
+    assert not runpod.calls(path_re="graphql")  # on-demand prices come from REST v2 only
     assert_auth(runpod.requests)
 
 
+def test_runpod_fake_rejects_unknown_fields_by_name_as_v2_does():
+    v1_body = {"name": "x", "imageName": "img", "gpuTypeIds": ["g"], "cloudType": "ALL", "supportPublicIp": True}
+    errors = validate_pod_create(v1_body)
+    for field_name in ("imageName", "gpuTypeIds", "cloudType", "supportPublicIp"):
+        assert f"$: additional properties '{field_name}' not allowed" in errors
+    assert "$.cloud: value must be one of 'SECURE', 'COMMUNITY'" in validate_pod_create(
+        {"name": "x", "image": "i", "gpu": {"id": "g"}, "cloud": "ALL"})
+
+
+def test_runpod_create_body_is_valid_v2_and_names_the_cloud(runpod):
+    cfg = rp_config(runpod, volume_gb=20)
+    client = RunpodProvider(cfg, API_KEY, **FAST)
+    offer = client.offers()[0]
+    created = client.create(offer, PUBLIC_KEY, "llm-box-test-abc123")
+    [post] = runpod.calls("POST", "/v2/pods$")
+    assert post.body == {
+        "name": "llm-box-test-abc123", "image": cfg.image, "cloud": "COMMUNITY",
+        "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1}, "disk": 40, "ports": ["22/tcp"],
+        "env": {"PUBLIC_KEY": PUBLIC_KEY}, "mounts": {"persistent": {"size": 20, "path": "/workspace"}},
+    }
+    assert validate_pod_create(post.body) == []
+    assert created.state == "starting" and created.raw_state == "PROVISIONING" and created.ssh_port is None
+    assert created.api_base == runpod.rest_base and created.name == "llm-box-test-abc123"
+
+
+def test_runpod_get_follows_v2_statuses_and_reads_the_billed_cost(runpod):
+    client = RunpodProvider(rp_config(runpod, cloud_type="SECURE", volume_gb=0), API_KEY, **FAST)
+    created = client.create(client.offers()[0], PUBLIC_KEY, "x")
+    assert "mounts" not in runpod.calls("POST", "/v2/pods$")[0].body
+    runpod.ready_after = 2
+    first = client.get(created.id)
+    assert (first.raw_state, first.ssh_ready) == ("STARTING", False)
+    ready = client.get(created.id)
+    assert ready.raw_state == "RUNNING" and ready.ssh_ready and (ready.ssh_host, ready.ssh_port) == ("203.0.113.10", 10341)
+    assert ready.hourly_price == pytest.approx(0.69) and ready.location == "CA-MTL-1" and ready.ssh_user == "root"
+    client.terminate(created.id)
+    assert runpod.calls("DELETE")[0].path == f"/v2/pods/{created.id}"
+    assert client.get(created.id) is None
+    client.terminate(created.id)  # already gone (RunPod's own 404) is fine
+    assert_auth(runpod.requests)
+
+
+def test_runpod_404_that_is_not_runpods_is_not_gone():
+    class WrongUrl(FakeServer):
+        def route(self, rec: Recorded) -> Reply:
+            return Reply(404, text="<html>not found</html>")
+
+    with WrongUrl() as server:
+        client = RunpodProvider(RunpodConfig(api_base=server.url + "/v2"), API_KEY, **FAST)
+        with pytest.raises(ProviderError, match="not RunPod's"):
+            client.get("pod1")
+        with pytest.raises(ProviderError, match="not RunPod's"):
+            client.terminate("pod1")
+
+
+def test_runpod_validation_error_names_the_field(runpod):
+    client = RunpodProvider(rp_config(runpod, image=""), API_KEY, **FAST)
+    with pytest.raises(ProviderError) as info:
+        client.create(client.offers()[0], PUBLIC_KEY, "x")
+    assert info.value.status == 422 and "missing property 'image'" in str(info.value)
+    assert not info.value.may_have_created
+
+
+def test_runpod_finds_pods_by_name(runpod):
+    client = RunpodProvider(rp_config(runpod), API_KEY, **FAST)
+    a = client.create(client.offers()[0], PUBLIC_KEY, "llm-box-a")
+    client.create(client.offers()[0], PUBLIC_KEY, "llm-box-b")
+    assert [i.id for i in client.find_by_name("llm-box-a")] == [a.id]
+    assert client.find_by_name("nothing") == []
+
+
+def test_runpod_spot_pods_rent_through_graphql_then_live_on_v2(runpod):
+    cfg = rp_config(runpod, interruptible=True, cloud_type="COMMUNITY")
+    client = RunpodProvider(cfg, API_KEY, **FAST)
+    [offer] = client.offers()
+    assert offer.hourly_price == pytest.approx(0.20) and offer.cloud == "COMMUNITY"
+    created = client.create(offer, PUBLIC_KEY, "spot")
+    deploy = runpod.calls("POST", "/graphql")[-1]
+    inp = deploy.body["variables"]["input"]
+    assert "podRentInterruptable" in deploy.body["query"] and inp["bidPerGpu"] == pytest.approx(0.20)
+    assert inp["cloudType"] == "COMMUNITY" and inp["env"] == [{"key": "PUBLIC_KEY", "value": PUBLIC_KEY}]
+    assert PUBLIC_KEY not in deploy.body["query"]
+    ready = client.get(created.id)
+    assert ready.ssh_ready and ready.hourly_price == pytest.approx(0.20)
+    client.terminate(created.id)
+    assert runpod.calls("DELETE")[0].path == f"/v2/pods/{created.id}"
+
+
 def test_runpod_graphql_errors_with_http_200_are_failures(runpod):
-    client = RunpodProvider(RunpodConfig(api_base=runpod.rest_base, graphql_url=runpod.graphql_url), API_KEY, **FAST)
+    client = RunpodProvider(rp_config(runpod, interruptible=True), API_KEY, **FAST)
     runpod.graphql_errors = [{"message": "There are no longer any instances available with the requested specifications."}]
     with pytest.raises(ProviderError, match="no longer any instances available"):
         client.offers()
 
-
-def test_runpod_rest_create_get_terminate(runpod):
-    cfg = RunpodConfig(api_base=runpod.rest_base, graphql_url=runpod.graphql_url, cloud_type="COMMUNITY", volume_gb=10)
-    client = RunpodProvider(cfg, API_KEY, **FAST)
-    offer = client.offers()[0]
-    created = client.create(offer, PUBLIC_KEY, "llm-box-test")
-    [post] = runpod.calls("POST", "/v1/pods")
-    assert post.body == {
-        "name": "llm-box-test", "imageName": cfg.image, "gpuTypeIds": ["NVIDIA GeForce RTX 4090"], "gpuCount": 1,
-        "containerDiskInGb": 40, "volumeInGb": 10, "volumeMountPath": "/workspace", "ports": ["22/tcp"],
-        "env": {"PUBLIC_KEY": PUBLIC_KEY}, "interruptible": False, "supportPublicIp": True, "cloudType": "COMMUNITY",
-    }
-    assert created.id.startswith("pod") and created.ssh_port is None
-    runpod.ready_after = 2
-    first = client.get(created.id)
-    assert first.state == "running" and not first.ssh_ready  # running, no public port yet
-    ready = client.get(created.id)
-    assert ready.ssh_ready and (ready.ssh_host, ready.ssh_port) == ("203.0.113.10", 10341)
-    assert ready.hourly_price == pytest.approx(0.74) and ready.location == "CA" and ready.ssh_user == "root"
-    client.terminate(created.id)
-    assert runpod.calls("DELETE")[0].path == f"/v1/pods/{created.id}"
-    assert client.get(created.id) is None
-    client.terminate(created.id)  # already gone (404) is fine
-    assert_auth(runpod.requests)
-
-
-def test_runpod_rest_create_error_shape(runpod):
-    client = RunpodProvider(RunpodConfig(api_base=runpod.rest_base, graphql_url=runpod.graphql_url, image=""), API_KEY, **FAST)
-    with pytest.raises(ProviderError, match="HTTP 400: imageName and gpuTypeIds are required"):
-        client.create(client.offers()[0], PUBLIC_KEY, "x")
-
-
-def test_runpod_graphql_api_create_spot_get_terminate(runpod):
-    cfg = RunpodConfig(api_base=runpod.rest_base, graphql_url=runpod.graphql_url, api="graphql", interruptible=True)
-    client = RunpodProvider(cfg, API_KEY, **FAST)
-    created = client.create(client.offers()[0], PUBLIC_KEY, "spot")
-    deploy = runpod.calls("POST", "/graphql")[-1]
-    assert "podRentInterruptable" in deploy.body["query"]
-    inp = deploy.body["variables"]["input"]
-    assert inp["bidPerGpu"] == pytest.approx(0.35) and inp["ports"] == "22/tcp"
-    assert inp["env"] == [{"key": "PUBLIC_KEY", "value": PUBLIC_KEY}] and PUBLIC_KEY not in deploy.body["query"]
-    ready = client.get(created.id)
-    assert ready.ssh_ready and ready.ssh_port == 10341 and ready.hourly_price == pytest.approx(0.74)
-    client.terminate(created.id)
-    assert "podTerminate" in runpod.requests[-1].body["query"]
-    assert client.get(created.id) is None
-    with pytest.raises(ProviderError, match="pod not found"):  # GraphQL errors on a second terminate
-        client.terminate(created.id)
-    assert not runpod.calls(path_re=r"^/v1/")  # everything went through GraphQL
-
-
 # -- Vast.ai --------------------------------------------------------------------------------
-def test_vast_search_sends_the_query_and_sorts_by_price(vast):
+def test_vast_search_prices_the_rented_disk_and_sorts_by_price(vast):
     client = VastaiProvider(VastaiConfig(api_base=vast.api_base, max_price=0.5), API_KEY, **FAST)
     offers = client.offers(limit=3)
     [req] = vast.calls("POST", "/bundles/$")
@@ -257,11 +318,21 @@ def test_vast_search_sends_the_query_and_sorts_by_price(vast):
         "gpu_name": {"eq": "RTX 4090"}, "num_gpus": {"eq": 1}, "reliability": {"gte": 0.98},
         "rentable": {"eq": True}, "rented": {"eq": False}, "disk_space": {"gte": 60},
         "order": [["dph_total", "asc"]], "type": "on-demand", "limit": 3, "verified": {"eq": True},
-        "direct_port_count": {"gte": 1}, "dph_total": {"lte": 0.5},
+        "direct_port_count": {"gte": 1}, "dph_total": {"lte": 0.5}, "allocated_storage": 60,
     }
-    assert [(o.offer_id, o.hourly_price, o.location) for o in offers] == [
-        ("3002", 0.29, "Quebec, CA"), ("3003", 0.35, "Texas, US"), ("3001", 0.41, "Norway, NO")]
+    assert [(o.offer_id, o.location) for o in offers] == [("3002", "Quebec, CA"), ("3003", "Texas, US"), ("3001", "Norway, NO")]
+    assert [o.hourly_price for o in offers] == [  # machine + 60 GB of disk at the host's $/GB/month
+        pytest.approx(0.28 + 0.30 * 60 / 720), pytest.approx(0.34 + 0.10 * 60 / 720), pytest.approx(0.40 + 0.15 * 60 / 720)]
     assert_auth(vast.requests)
+
+
+def test_vast_offer_price_is_the_instance_price_with_its_disk(vast):
+    """A big disk changes which offer is cheapest; the offer shown must be what the bill shows."""
+    client = VastaiProvider(VastaiConfig(api_base=vast.api_base, disk_gb=240), API_KEY, **FAST)
+    offer = client.offers()[0]
+    assert (offer.offer_id, offer.location) == ("3003", "Texas, US")  # 3002 is cheaper only with a small disk
+    created = client.create(offer, PUBLIC_KEY, "llm-box-x")
+    assert client.get(created.id).hourly_price == pytest.approx(offer.hourly_price)
 
 
 def test_vast_create_attach_key_wait_and_destroy(vast):
@@ -269,9 +340,9 @@ def test_vast_create_attach_key_wait_and_destroy(vast):
     offer = client.offers()[0]
     created = client.create(offer, PUBLIC_KEY, "llm-box-run")
     [put] = vast.calls("PUT")
-    assert put.path == "/api/v0/asks/3002/"
+    assert put.path == f"/api/v0/asks/{offer.offer_id}/"
     assert put.body["image"] == VastaiConfig().image and put.body["disk"] == 80 and put.body["runtype"] == "ssh_direct"
-    assert put.body["label"] == "llm-box-run" and put.body["client_id"] == "me"
+    assert put.body["label"] == "llm-box-run" and put.body["client_id"] == "me" and put.body["cancel_unavail"] is True
     assert "touch ~/.no_auto_tmux" in put.body["onstart"] and PUBLIC_KEY in put.body["onstart"]
     client.after_create(created.id, PUBLIC_KEY)
     assert vast.keys[int(created.id)] == [PUBLIC_KEY]
@@ -279,11 +350,31 @@ def test_vast_create_attach_key_wait_and_destroy(vast):
     assert client.get(created.id).state == "starting"
     ready = client.get(created.id)
     assert ready.ssh_ready and (ready.ssh_host, ready.ssh_port) == ("203.0.113.20", 41234)
-    assert ready.hourly_price == pytest.approx(0.29) and ready.gpu_name == "RTX 4090"
+    assert ready.hourly_price == pytest.approx(offer.hourly_price) and ready.gpu_name == "RTX 4090"
+    assert [i.id for i in client.find_by_name("llm-box-run")] == [created.id]
     client.terminate(created.id)
     assert vast.calls("DELETE")[0].path == f"/api/v0/instances/{created.id}/"
-    assert client.get(created.id) is None
+    assert client.get(created.id) is None and client.find_by_name("llm-box-run") == []
     assert_auth(vast.requests)
+
+
+def test_vast_plain_text_429_without_retry_after_is_backed_off(vast):
+    sleeps: list[float] = []
+    client = VastaiProvider(VastaiConfig(api_base=vast.api_base), API_KEY, sleep=sleeps.append, backoff=0.5, max_attempts=4)
+    vast.rate_limit_burst = 2
+    assert client.offers()
+    assert sleeps == [0.5, 1.0]  # no Retry-After to honour: exponential backoff
+    vast.rate_limit_burst = 10
+    with pytest.raises(TransientProviderError, match="HTTP 429: API requests too frequent"):
+        client.offers()
+
+
+def test_vast_success_false_with_a_new_contract_is_an_instance(vast):
+    vast.create_half_fails = True
+    client = VastaiProvider(VastaiConfig(api_base=vast.api_base), API_KEY, **FAST)
+    with pytest.raises(CreatedButFailed) as info:
+        client.create(client.offers()[0], PUBLIC_KEY, "x")
+    assert info.value.instance_id == "7000001" and vast.alive() == [7000001]
 
 
 def test_vast_proxy_ssh_when_direct_ports_are_off(vast):
@@ -300,8 +391,9 @@ def test_vast_error_shape_on_a_taken_offer(vast):
     client = VastaiProvider(VastaiConfig(api_base=vast.api_base), API_KEY, **FAST)
     offer = client.offers()[0]
     client.create(offer, PUBLIC_KEY, "first")
-    with pytest.raises(ProviderError, match="no longer available"):
+    with pytest.raises(ProviderError, match="no longer available") as info:
         client.create(offer, PUBLIC_KEY, "second")
+    assert not info.value.may_have_created
     bad = VastaiProvider(VastaiConfig(api_base=vast.api_base), "wrong-key", **FAST)
     with pytest.raises(ProviderError, match="HTTP 401: Invalid user key"):
         bad.offers()
@@ -309,26 +401,46 @@ def test_vast_error_shape_on_a_taken_offer(vast):
 
 # -- provision: the money-safe flow ---------------------------------------------------------
 def test_provision_runpod_records_before_waiting_and_returns_the_live_price(runpod, tmp_path, keyed, fast_http):
-    config = make_config("runpod", runpod, tmp_path, max_cost=7.4)
+    config = make_config("runpod", runpod, tmp_path, max_cost=7.4, cloud_type="SECURE")
     runpod.ready_after = 3
+    runpod.live_price = 0.74  # the market moved since the catalog was read
     seen: list[tuple[str, int]] = []
     con = console()
     instance = providers.provision(config, con, assume_yes=True,
-                                   on_created=lambda i: seen.append((i.id, len(runpod.calls("GET")))))
+                                   on_created=lambda i: seen.append((i.id, len(runpod.calls("GET", "/v2/pods/")))))
     assert seen == [(instance.id, 0)]  # recorded before the first status poll
     assert instance.ssh_ready and (instance.ssh_host, instance.ssh_port) == ("203.0.113.10", 10341)
     assert instance.hourly_price == pytest.approx(0.74)  # live, not the 0.69 catalog price
+    assert instance.api_base == runpod.rest_base and instance.name.startswith("llm-box-quickstart-")
     text = output(con)
     assert "RTX 4090" in text and "$0.690" in text and "at most 10.7 h" in text and "Live price $0.740/h" in text
     assert API_KEY not in text
-    assert runpod.calls("POST", "/v1/pods")[0].body["env"] == {"PUBLIC_KEY": PUBLIC_KEY}
+    post = runpod.calls("POST", "/v2/pods$")[0].body
+    assert post["env"] == {"PUBLIC_KEY": PUBLIC_KEY} and post["cloud"] == "SECURE" and post["name"] == instance.name
+
+
+def test_provision_with_cloud_all_rents_the_cheaper_cloud_and_says_which(runpod, tmp_path, keyed, fast_http):
+    """Pre-v2 code left cloudType out for ALL: RunPod then rented SECURE at $0.69 while showing $0.34."""
+    con = console()
+    instance = providers.provision(make_config("runpod", runpod, tmp_path), con, True)
+    assert runpod.calls("POST", "/v2/pods$")[0].body["cloud"] == "COMMUNITY"
+    assert instance.hourly_price == pytest.approx(0.34)  # what the offer said is what the pod bills
+    assert "in the community cloud (cheaper than secure at $0.690/h)" in output(con)
+
+
+def test_provision_vast_price_includes_the_disk_and_max_price_holds(vast, tmp_path, keyed, fast_http):
+    """Searched without allocated_storage, offer 3002 looks like $0.282/h but bills $0.38/h with 240 GB."""
+    config = make_config("vastai", vast, tmp_path, disk_gb=240, max_price=0.375)
+    instance = providers.provision(config, console(), True)
+    assert instance.hourly_price <= 0.375
+    assert vast.calls("PUT")[0].path == "/api/v0/asks/3003/"
 
 
 def test_provision_refuses_without_yes_on_a_non_tty(runpod, tmp_path, keyed, fast_http, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     with pytest.raises(UserError, match="pass --yes"):
         providers.provision(make_config("runpod", runpod, tmp_path), console(), assume_yes=False)
-    assert not runpod.calls("POST", "/v1/pods")  # nothing rented
+    assert not runpod.calls("POST", "/v2/pods")  # nothing rented
 
 
 @pytest.mark.parametrize("kind", ["runpod", "vastai"])
@@ -343,8 +455,51 @@ def test_provision_terminates_a_machine_that_never_gets_a_public_port(kind, tmp_
         assert "no public port for 22" in str(err) and "confirmed gone" in str(err)
         [delete] = fake.calls("DELETE")
         assert delete.path.rstrip("/").endswith(f"/{created[0].id}")
-        assert fake.get(created[0].id if kind == "runpod" else int(created[0].id)).body in (
-            {"error": "pod not found", "status": 404}, {"instances": None})
+        assert fake.alive() == []
+
+
+@pytest.mark.parametrize("kind", ["runpod", "vastai"])
+@pytest.mark.parametrize("failure", ["500", "drop"])
+def test_provision_finds_and_terminates_what_a_failed_create_made(kind, failure, tmp_path, keyed, fast_http):
+    """A 5xx or a dropped connection after the provider made the machine: pre-v2 code lost it."""
+    with (FakeRunPod() if kind == "runpod" else FakeVast()) as fake:
+        fake.create_then_fail = failure
+        recorded: list[Instance] = []
+        with pytest.raises(ProvisionError) as info:
+            providers.provision(make_config(kind, fake, tmp_path), console(), True, recorded.append)
+        made = str(fake.alive() or [None])
+        assert fake.alive() == []  # terminated and confirmed gone
+        assert info.value.terminated and "named" in str(info.value) and "nothing bills" in str(info.value)
+        assert recorded and recorded[0].name.startswith("llm-box-") and recorded[0].api_base, made
+        assert len([r for r in fake.requests if r.method in ("POST", "PUT") and "ssh" not in r.path
+                    and "graphql" not in r.path and "bundles" not in r.path]) == 1  # never a blind second create
+
+
+def test_provision_lost_create_with_unreadable_list_names_the_instance_and_the_command(runpod, tmp_path, keyed, fast_http):
+    runpod.create_then_fail = "drop"
+    original = runpod.route
+
+    def no_list(rec):
+        if rec.method == "GET" and rec.path == "/v2/pods":
+            return Reply(503, {"title": "Service Unavailable", "status": 503, "detail": "try later"})
+        return original(rec)
+
+    runpod.route = no_list
+    with pytest.raises(ProvisionError) as info:
+        providers.provision(make_config("runpod", runpod, tmp_path), console(), True)
+    message = str(info.value)
+    name = runpod.pods[runpod.alive()[0]]["name"]
+    assert not info.value.terminated and f"named {name!r} may exist and bill" in message
+    assert f"`runpodctl pod list --all --name {name}`" in message
+
+
+def test_provision_vast_success_false_with_new_contract_is_recorded_and_destroyed(vast, tmp_path, keyed, fast_http):
+    vast.create_half_fails = True
+    recorded: list[Instance] = []
+    with pytest.raises(ProvisionError) as info:
+        providers.provision(make_config("vastai", vast, tmp_path), console(), True, recorded.append)
+    assert [i.id for i in recorded] == ["7000001"] and info.value.terminated
+    assert vast.alive() == [] and vast.calls("DELETE")[0].path == "/api/v0/instances/7000001/"
 
 
 def test_provision_create_then_failure_reports_id_and_command_when_unconfirmed(runpod, tmp_path, keyed, fast_http):
@@ -357,7 +512,7 @@ def test_provision_create_then_failure_reports_id_and_command_when_unconfirmed(r
     assert not err.terminated and err.instance_id == pod_id
     message = str(err)
     assert f"RunPod instance {pod_id} may still be running" in message
-    assert "`launcher down`" in message and f"runpodctl remove pod {pod_id}" in message and "to stop charges" in message
+    assert "`launcher down`" in message and f"runpodctl pod delete {pod_id}" in message and "to stop charges" in message
     assert API_KEY not in message
     assert runpod.calls("DELETE")  # it did try
 
@@ -370,21 +525,28 @@ def test_provision_ctrl_c_during_the_wait_terminates(runpod, tmp_path, keyed, fa
     with pytest.raises(ProvisionError) as info:
         providers.provision(make_config("runpod", runpod, tmp_path), console(), True)
     assert info.value.terminated and "interrupted" in str(info.value)
-    assert runpod.calls("DELETE")
+    assert runpod.calls("DELETE") and runpod.alive() == []
 
 
-def test_provision_rejects_a_live_price_above_max_price(runpod, tmp_path, keyed, fast_http):
-    runpod.live_price = 0.99  # the market moved after the catalog price was read
-    with pytest.raises(ProvisionError) as info:
-        providers.provision(make_config("runpod", runpod, tmp_path, max_price=0.8), console(), True)
-    assert info.value.terminated and "live price $0.990/h is above" in str(info.value)
+@pytest.mark.parametrize("kind", ["runpod", "vastai"])
+def test_provision_terminates_an_over_price_instance_on_the_first_poll(kind, tmp_path, keyed, fast_http):
+    """Pre-v2 code checked max_price only once SSH was ready (up to ready_timeout_s of billing)."""
+    with (FakeRunPod() if kind == "runpod" else FakeVast()) as fake:
+        fake.live_price = 0.99  # the market moved after the offer was read
+        fake.never_public_port = True  # it would never become ready: only the price check can stop it
+        with pytest.raises(ProvisionError) as info:
+            providers.provision(make_config(kind, fake, tmp_path, max_price=0.8, ready_timeout_s=60), console(), True)
+        assert info.value.terminated and "live price $0.990/h is above" in str(info.value)
+        status_polls = [r for r in fake.calls("GET") if re.search(r"/(pods|instances)/\w+/?(\?|$)", r.path)]
+        assert fake.alive() == [] and len(status_polls) >= 1
+        assert len([r for r in status_polls if r.path.split("?")[0].rstrip("/").endswith(str(info.value.instance_id))]) >= 1
 
 
 def test_provision_rides_out_rate_limits(runpod, tmp_path, keyed, fast_http):
     runpod.rate_limit_burst = 2
-    instance = providers.provision(make_config("runpod", runpod, tmp_path), console(), True)
+    instance = providers.provision(make_config("runpod", runpod, tmp_path, cloud_type="SECURE"), console(), True)
     assert instance.ssh_ready
-    assert len([r for r in runpod.requests if r.path == "/graphql"]) == 3  # two 429s, then the answer
+    assert len(runpod.calls("GET", "/v2/catalog/gpus")) == 3  # two 429s, then the answer
 
 
 def test_provision_vast_shows_the_cheapest_offers_and_attaches_the_key(vast, tmp_path, keyed, fast_http):
@@ -406,18 +568,43 @@ def test_provision_with_no_matching_offer(vast, tmp_path, keyed, fast_http):
     assert not vast.calls("PUT")
 
 
-# -- terminate / describe -------------------------------------------------------------------
-def test_terminate_confirms_gone_through_429s_and_a_lingering_instance(vast, tmp_path, keyed, fast_http):
+# -- teardown through the recorded provider -------------------------------------------------
+def test_terminate_recorded_confirms_gone_through_429s_and_a_lingering_instance(vast, tmp_path, keyed, fast_http):
     config = make_config("vastai", vast, tmp_path)
     client = providers.make_provider(config)
     created = client.create(client.offers()[0], PUBLIC_KEY, "x")
     described = providers.describe(config, created.id)
-    assert described.hourly_price == pytest.approx(0.29) and described.state == "running"
+    assert described.state == "running"
     vast.linger_after_delete = 2
     vast.rate_limit_burst = 2
-    providers.terminate(config, created.id)
-    assert providers.describe(config, created.id) is None
-    assert len(vast.calls("GET", r"/instances/\d+/$")) >= 3 + 1
+    providers.terminate_recorded(created.to_dict(), config)
+    assert providers.describe(config, created.id) is None and vast.alive() == []
+
+
+def test_terminate_recorded_goes_to_the_recorded_provider_not_the_configs(vast, runpod, tmp_path, keyed, fast_http):
+    """A Vast instance with a RunPod config: pre-v2 code sent DELETE to RunPod, took its 404 as
+    'gone', said billing stopped and left the Vast instance running."""
+    client = VastaiProvider(VastaiConfig(api_base=vast.api_base), API_KEY, **FAST)
+    record = client.create(client.offers()[0], PUBLIC_KEY, "x").to_dict()
+    runpod_config = make_config("runpod", runpod, tmp_path)
+    with pytest.raises(UserError) as info:
+        providers.terminate_recorded(record, runpod_config)
+    message = str(info.value)
+    assert "box.kind: runpod" in message and f"Vast.ai instance {record['id']}" in message
+    assert f"vastai destroy instance {record['id']}" in message
+    assert not runpod.calls("DELETE") and vast.alive() == [int(record["id"])]
+    providers.terminate_recorded(record)  # no config: the record alone is enough
+    assert vast.alive() == [] and not runpod.calls("DELETE")
+
+
+def test_record_mismatch_names_both_sides(vast, runpod, tmp_path):
+    record = Instance(id="7", provider="vastai", api_base=vast.api_base).to_dict()
+    ssh_config = LauncherConfig.model_validate({"box": {"kind": "ssh", "host": "h", "user": "u"}})
+    problem = providers.record_mismatch(ssh_config, record, "the config c.yaml")
+    assert "the config c.yaml says box.kind: ssh" in problem and "Vast.ai instance 7 (box.kind: vastai)" in problem
+    other_api = make_config("vastai", FakeVast(), tmp_path)
+    assert "was rented through " + vast.api_base in providers.record_mismatch(other_api, record)
+    assert providers.record_mismatch(make_config("vastai", vast, tmp_path), record) is None
 
 
 def test_terminate_that_cannot_be_confirmed_names_the_manual_command(runpod, tmp_path, keyed, fast_http):
@@ -426,9 +613,9 @@ def test_terminate_that_cannot_be_confirmed_names_the_manual_command(runpod, tmp
     created = client.create(client.offers()[0], PUBLIC_KEY, "x")
     runpod.delete_fails = True
     with pytest.raises(UserError) as info:
-        providers.terminate(config, created.id)
+        providers.terminate_recorded(created.to_dict(), config)
     message = str(info.value)
-    assert f"instance {created.id} may still be running" in message and f"runpodctl remove pod {created.id}" in message
+    assert f"instance {created.id} may still be running" in message and f"runpodctl pod delete {created.id}" in message
     assert API_KEY not in message
 
 
@@ -452,12 +639,12 @@ def test_static_box_is_described_not_rented(tmp_path):
     instance = providers.provision(config, console(), assume_yes=False, on_created=seen.append)
     assert (instance.provider, instance.ssh_host, instance.ssh_port, instance.ssh_user) == ("static", "10.0.0.5", 2200, "me")
     assert instance.hourly_price == 0.5 and seen == [instance]
-    providers.terminate(config, instance.id)  # nothing to stop
+    providers.terminate_recorded(instance.to_dict(), config)  # nothing to stop
 
 
 def test_instance_round_trips_through_a_dict():
     instance = Instance(id="7", provider="vastai", ssh_host="h", ssh_port=22, hourly_price=0.3, gpu_name="RTX 4090",
-                        gpu_count=1, state="running", location="X")
+                        gpu_count=1, state="running", location="X", name="llm-box-q-abc", api_base="http://x/api/v0")
     data = instance.to_dict()
     assert Instance.from_dict({**data, "ssh_port": "22", "extra": 1}) == instance
 

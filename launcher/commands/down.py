@@ -1,8 +1,11 @@
 """``launcher down``: stop the run, release the box, clear the local state.
 
-For a rented box the instance is terminated (billing stops) and the local state is cleared
-only after the provider confirms it is gone. For an SSH box you own, the session and the
-secrets file are removed from it and the box itself is left running.
+For a rented box the instance is terminated through the provider recorded with it in
+.launcher/state.json (never the one the current config happens to name: a config whose box
+kind or API differs from the record is refused, naming both), and "billing stopped" is
+printed and the local state cleared only after that provider confirms it is gone. For an
+SSH box you own, the session and the secrets file are removed from it and the box itself is
+left running.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from launcher.state import box_for_command, clear_state, load_command_context, r
 def command(config_path: Optional[str], timeout: float) -> None:
     """Stop the run, release the box (a rented one stops billing) and forget it."""
     root = Path.cwd()
-    config, _, state = load_command_context(root, config_path)
+    config, _, state = load_command_context(root, config_path, teardown=True)
     console = Console()
     instance = state.get("instance")
     if not state.get("box") and not instance:
@@ -52,9 +55,10 @@ def command(config_path: Optional[str], timeout: float) -> None:
     if instance and instance.get("provider") in ("runpod", "vastai"):
         import launcher.providers as providers
 
-        console.print(f"terminating {instance['provider']} instance {instance['id']} ...")
-        providers.terminate(config, instance["id"])  # raises with the manual command if it cannot confirm
-        console.print(f"[green]instance {instance['id']} is gone: billing stopped.[/green]")
+        name = providers.PROVIDER_NAMES[instance["provider"]]
+        console.print(f"terminating {name} instance {instance['id']} (through {instance.get('api_base') or 'its default API'}) ...")
+        providers.terminate_recorded(instance, config)  # raises with the manual command if it cannot confirm
+        console.print(f"[green]{name} confirmed instance {instance['id']} is gone: billing stopped.[/green]")
     clear_state(root)
     what = "the box is released" if instance else f"{box.label} itself keeps running (it is yours)"
     console.print(f"down: run stopped, local state cleared; {what}.", highlight=False)

@@ -1,7 +1,9 @@
 """``launcher up``: connect to the box (or rent one), check it, bootstrap its Python environment.
 
 Records the box in .launcher/state.json before anything slow (a rented box is recorded the
-moment the provider acknowledges it), so `launcher down` can always find it.
+moment the provider acknowledges it), so `launcher down` can always find it. A recorded
+rental is never replaced by a new one: a config for another provider is refused, and an
+instance that still exists but is not reachable is reported, not forgotten.
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from launcher.box import Box, box_spec, open_box
-from launcher.state import load_state, update_state
+from launcher.box import Box, BoxUnreachable, box_spec, open_box
+from launcher.state import check_config_matches_record, load_state, update_state
 from launcher.config import load_launcher_config
+from trainer.errors import UserError
 
 MIN_DISK_GB = 20.0
 
@@ -24,20 +27,47 @@ def provision_instance(config, root: Path, config_path: Optional[str], console: 
     import launcher.providers as providers
 
     state = load_state(root)
+    check_config_matches_record(config, config_path, state)  # never rent over a recorded rental of another provider
     recorded = state.get("instance")
     if recorded and recorded.get("provider") == config.box.kind:
         current = providers.describe(config, recorded["id"])
         if current is not None and current.ssh_ready:
             console.print(f"reusing {config.box.kind} instance {current.id} ({current.gpu_name}, ${current.hourly_price}/h)")
-            update_state(root, instance=current.to_dict())
-            return current.to_dict()
+            update_state(root, instance={**recorded, **{k: v for k, v in current.to_dict().items() if v is not None}})
+            return load_state(root)["instance"]
+        if current is not None:
+            raise UserError(
+                f"the recorded {providers.PROVIDER_NAMES[config.box.kind]} instance {current.id} still exists "
+                f"(state {current.raw_state or current.state}) but has no reachable SSH port yet, and it bills: run "
+                "`launcher up` again once it runs, or `launcher down` to terminate it")
 
     def on_created(instance) -> None:
         update_state(root, config_path=config_path, instance=instance.to_dict(), box=None, run=None)
 
-    instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created)
+    try:
+        instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created)
+    except providers.ProvisionError as err:
+        if err.terminated:  # confirmed gone: nothing left to track
+            update_state(root, instance=None, box=None)
+        raise
     update_state(root, instance=instance.to_dict())
     return instance.to_dict()
+
+
+def wait_for_ssh(box: Box, config, instance: dict, console: Console) -> None:
+    """A rented box's sshd often refuses for a while after its port is published: retry until
+    ready_timeout_s; a final failure says the instance still bills and how to stop it."""
+    import launcher.providers as providers
+
+    pcfg = config.box.runpod if config.box.kind == "runpod" else config.box.vastai
+    with console.status(f"waiting for SSH on {box.label} (up to {pcfg.ready_timeout_s:.0f}s) ..."):
+        try:
+            box.wait_until_reachable(pcfg.ready_timeout_s)
+        except BoxUnreachable as exc:
+            raise UserError(
+                f"{exc}. {providers.PROVIDER_NAMES[instance['provider']]} instance {instance['id']} is still running "
+                f"and billing: stop it with `launcher down` (or {providers.manual_terminate_command(instance)})"
+            ) from None
 
 
 def info_table(box: Box, info) -> Table:
@@ -61,18 +91,19 @@ def bring_up(config, config_path: Optional[str], root: Path, console: Console, a
              bootstrap_box: bool = True) -> Box:
     from launcher.stages import bootstrap
 
+    check_config_matches_record(config, config_path, load_state(root))  # a recorded rental is never overwritten
     instance = None
     if config.box.kind in ("runpod", "vastai"):
         instance = provision_instance(config, root, config_path, console, assume_yes)
     spec = box_spec(config, root, instance)
     box = open_box(spec, root)
+    if instance is not None:
+        wait_for_ssh(box, config, instance, console)
     with console.status(f"connecting to {box.label} ..."):
         info = box.info()
     update_state(root, config_path=config_path, box=spec, instance=instance)
     console.print(info_table(box, info))
     if info.python in ("?", "missing", ""):
-        from trainer.errors import UserError
-
         raise UserError(f"{box.base_python} was not found on {box.label}; set box.python in the config to an installed "
                         "Python >= 3.10 (for example python3) and run `launcher up` again.")
     if info.disk_free_gb and info.disk_free_gb < MIN_DISK_GB:

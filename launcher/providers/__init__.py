@@ -2,7 +2,8 @@
 
     provision(config, console, assume_yes, on_created)  -> Instance   (``launcher up``)
     describe(config, instance_id)                       -> Instance | None  (``launcher status``)
-    terminate(config, instance_id)                                        (``launcher down``)
+    record_mismatch(config, record)                     -> str | None  (every command, via state)
+    terminate_recorded(record, config)                                    (``launcher down``, a failed ``up``)
     terminate_by_id(kind, instance_id, api_base)                          (the on-box agent)
 
 Money rules, all enforced here rather than in the thin clients:
@@ -10,18 +11,31 @@ Money rules, all enforced here rather than in the thin clients:
   confirmed, unless ``--yes``; a non-interactive stdin without ``--yes`` is refused.
 - ``on_created`` runs right after the provider acknowledged the rental, before any waiting,
   so the caller records the instance in local state: no code path leaves a paid instance
-  unknown to the launcher.
+  unknown to the launcher. Every create carries a unique name (``llm-box-<run>-<6 hex>``,
+  RunPod's pod name, Vast's label). A create that may have made something without saying
+  so (5xx, 408, timeout, dropped connection, Ctrl-C) is followed by a lookup by that name:
+  what is found is recorded and terminated; when the lookup fails, the error gives the name
+  and the provider's exact command to find and stop it. A create that failed but named its
+  instance (Vast ``success: false`` with ``new_contract``) is recorded and destroyed.
+- One teardown rule: an instance is terminated through the provider (kind and API base)
+  recorded with it in ``.launcher/state.json``, never through whatever the current config
+  names; a config whose box kind or API differs from the record is an error naming both.
 - If anything fails (or Ctrl-C) between the rental and a reachable SSH port, the instance is
   terminated and its disappearance confirmed; if that cannot be confirmed the error names
   the instance id and the exact commands that stop the charges.
+- Offer prices are the prices the bill shows: RunPod's ``cloud`` is always explicit (with
+  ``cloud_type: ALL`` both clouds are priced and the cheaper is rented, and the output says
+  which), Vast's search includes the rented disk (``allocated_storage``).
 - The returned ``Instance.hourly_price`` is the LIVE price the provider reports for the
-  instance after creation (catalog prices lag the market); ``max_price`` is checked on it too.
+  instance after creation (catalog prices lag the market). ``max_price`` is checked on the
+  first poll that reports a price, and an instance above it is terminated at once.
 - ``terminate`` confirms with the provider that the instance is gone (404 / terminated),
   retrying on HTTP 429 and transient errors, and raises with the manual command otherwise.
 """
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -33,7 +47,7 @@ from rich.table import Table
 from launcher.config import LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.api_keys import load_api_key
 from launcher.providers.base import (
-    STOPPED, TERMINATED, Instance, Offer, Provider, ProviderError, ProvisionError,
+    STOPPED, TERMINATED, CreatedButFailed, Instance, Offer, Provider, ProviderError, ProvisionError,
     TransientProviderError,
 )
 from launcher.providers.runpod import RunpodProvider
@@ -43,11 +57,16 @@ from trainer.errors import UserError
 
 __all__ = [
     "Instance", "Offer", "Provider", "ProviderError", "ProvisionError", "TransientProviderError",
-    "provision", "describe", "terminate", "terminate_by_id", "make_provider", "read_public_key",
+    "provision", "describe", "record_mismatch", "terminate_recorded", "terminate_by_id", "make_provider",
+    "read_public_key",
 ]
 
 RENTED_KINDS = ("runpod", "vastai")
 PROVIDER_NAMES = {"runpod": "RunPod", "vastai": "Vast.ai", "static": "static"}
+# the box.kind a recorded provider goes with
+KIND_OF_PROVIDER = {"runpod": "runpod", "vastai": "vastai", "static": "ssh"}
+# lookups by name after a create whose outcome is unknown (the provider may list it late)
+FIND_ATTEMPTS = 3
 # Options for every provider's JsonHttpClient (timeout, max_attempts, backoff, max_backoff);
 # tests shorten the backoff here.
 HTTP_OPTIONS: dict[str, Any] = {}
@@ -60,17 +79,68 @@ def _provider_config(config: LauncherConfig) -> RunpodConfig | VastaiConfig:
 
 def make_provider(config: LauncherConfig, **http_options: Any) -> Provider:
     """The provider for ``config.box.kind``; loads the API key (env var, else mode-600 file)."""
-    http_options = {**HTTP_OPTIONS, **http_options}
     kind = config.box.kind
     if kind == "ssh":
         return StaticProvider(config)
-    if kind == "runpod":
-        cfg = config.box.runpod
-        return RunpodProvider(cfg, load_api_key("runpod", cfg.api_key_env), **http_options)
-    if kind == "vastai":
-        cfg = config.box.vastai
-        return VastaiProvider(cfg, load_api_key("vastai", cfg.api_key_env), **http_options)
+    if kind in RENTED_KINDS:
+        return _rented_provider(kind, _provider_config(config), **http_options)
     raise UserError(f"box.kind {kind!r} rents nothing: use runpod or vastai to rent a GPU, or ssh for a host you have")
+
+
+def _rented_provider(kind: str, cfg: RunpodConfig | VastaiConfig, **http_options: Any) -> Provider:
+    http_options = {**HTTP_OPTIONS, **http_options}
+    if kind == "runpod":
+        return RunpodProvider(cfg, load_api_key("runpod", cfg.api_key_env), **http_options)  # type: ignore[arg-type]
+    return VastaiProvider(cfg, load_api_key("vastai", cfg.api_key_env), **http_options)  # type: ignore[arg-type]
+
+
+def _recorded_provider_config(record: dict, config: Optional[LauncherConfig]) -> RunpodConfig | VastaiConfig:
+    """The provider settings for a recorded instance: its own API base; key env and timeouts
+    from the config when the config is for the same provider, else the defaults."""
+    kind = record.get("provider")
+    if kind not in RENTED_KINDS:
+        raise UserError(f"the recorded instance {record.get('id')} has provider {kind!r}: only runpod and vastai "
+                        "rentals are terminated by the launcher")
+    if config is not None and config.box.kind == kind:
+        cfg = _provider_config(config)
+    else:
+        cfg = RunpodConfig() if kind == "runpod" else VastaiConfig()
+    if record.get("api_base"):
+        cfg = cfg.model_copy(update={"api_base": record["api_base"]})
+    return cfg
+
+
+def manual_terminate_command(record: dict) -> str:
+    """The provider's own command that stops a recorded instance (no network, no key needed)."""
+    cls = {"runpod": RunpodProvider, "vastai": VastaiProvider}.get(record.get("provider") or "")
+    return cls.manual_terminate_command(str(record.get("id"))) if cls else "(nothing to stop: it is not a rental)"
+
+
+def record_mismatch(config: LauncherConfig, record: Optional[dict], config_label: str = "the config",
+                    teardown: bool = False) -> Optional[str]:
+    """Why ``config`` must not act on the recorded instance (None when it may).
+
+    The record wins for teardown, so a config that names another box kind or another API
+    than the one the instance was rented through is refused rather than obeyed.
+    """
+    if not record or not record.get("provider"):
+        return None
+    recorded_kind = KIND_OF_PROVIDER.get(record["provider"], record["provider"])
+    what = f"{PROVIDER_NAMES.get(record['provider'], record['provider'])} instance {record.get('id')}"
+    remedy = ("Use the config it was rented with (`launcher down` without --config uses the recorded one)"
+              + (f", or stop it yourself with {manual_terminate_command(record)}" if recorded_kind in RENTED_KINDS else "")
+              if teardown else
+              "Use the config it was rented with (run the command without --config to use the recorded one), "
+              "or take it down first with `launcher down`")
+    if config.box.kind != recorded_kind:
+        return (f"{config_label} says box.kind: {config.box.kind}, but this project's recorded box is {what} "
+                f"(box.kind: {recorded_kind}). {remedy}.")
+    if recorded_kind in RENTED_KINDS and record.get("api_base"):
+        configured = _provider_config(config).api_base
+        if configured.rstrip("/") != str(record["api_base"]).rstrip("/"):
+            return (f"{config_label} says box.{recorded_kind}.api_base: {configured}, but {what} was rented through "
+                    f"{record['api_base']}. {remedy}.")
+    return None
 
 
 def read_public_key(identity_file: Optional[str]) -> str:
@@ -152,8 +222,12 @@ def _confirm(console: Console, question: str, assume_yes: bool) -> None:
 
 # -- waiting, terminating -------------------------------------------------------------------
 def wait_until_ready(provider: Provider, instance_id: str, timeout_s: float, poll_s: float,
-                     console: Optional[Console] = None, sleep: Callable[[float], None] = time.sleep) -> Instance:
-    """Poll until the instance runs with a public SSH endpoint; raise ProviderError otherwise."""
+                     console: Optional[Console] = None, sleep: Callable[[float], None] = time.sleep,
+                     on_poll: Optional[Callable[[Instance], None]] = None) -> Instance:
+    """Poll until the instance runs with a public SSH endpoint; raise ProviderError otherwise.
+
+    ``on_poll`` sees every answer first (the live-price check), and may raise to stop waiting.
+    """
     deadline = time.monotonic() + timeout_s
     last: Optional[Instance] = None
     last_problem = ""
@@ -166,6 +240,8 @@ def wait_until_ready(provider: Provider, instance_id: str, timeout_s: float, pol
         else:
             if current is None:
                 raise ProviderError(f"instance {instance_id} disappeared while starting (no capacity, preempted or failed)")
+            if on_poll is not None:
+                on_poll(current)
             last = current
             if current.ssh_ready:
                 return current
@@ -219,66 +295,90 @@ def terminate_and_confirm(provider: Provider, instance_id: str, timeout_s: float
         sleep(poll_s)
 
 
+
+
 # -- the public entry points -----------------------------------------------------------------
+def unique_name(config: LauncherConfig) -> str:
+    """The name/label a create carries, unique per create so a lost answer can be looked up."""
+    return f"llm-box-{config.run.name}-{secrets.token_hex(3)}"
+
+
 def provision(config: LauncherConfig, console: Console, assume_yes: bool,
               on_created: Callable[[Instance], None] | None = None) -> Instance:
     """Rent (or, for ``box.kind: ssh``, describe) the box; see the module docstring for the rules."""
     kind = config.box.kind
+    record = on_created or (lambda instance: None)
     if kind == "ssh":
         instance = static_instance(config)
-        if on_created is not None:
-            on_created(instance)
+        record(instance)
         return instance
     provider = make_provider(config)
     pcfg = _provider_config(config)
     public_key = read_public_key(config.box.identity_file)  # fail before anything is rented
-    shown = getattr(pcfg, "offers_shown", 5)
-    offers = provider.offers(limit=shown)
+    offers = provider.offers(limit=getattr(pcfg, "offers_shown", 5))
     if not offers:
         ceiling = f" at or below ${pcfg.max_price}/h" if pcfg.max_price else ""
-        raise UserError(f"no {PROVIDER_NAMES[kind]} offer matches the config{ceiling}: relax box.{kind} (GPU, reliability, disk, max_price) or try later")
+        raise UserError(f"no {PROVIDER_NAMES[kind]} offer matches the config{ceiling}: relax box.{kind} (GPU, reliability, disk, "
+                        "max_price, cloud_type) or try later")
     offer = offers[0]
     if pcfg.max_price is not None and offer.hourly_price is not None and offer.hourly_price > pcfg.max_price:
         raise UserError(f"the cheapest {PROVIDER_NAMES[kind]} offer costs {_money(offer.hourly_price)}/h, above box.{kind}.max_price ${pcfg.max_price}/h")
-    console.print(offers_table(offers, f"{PROVIDER_NAMES[kind]} offers (catalog prices, cheapest first)"))
-    console.print(f"Renting #1: {offer.gpu_count}x {offer.gpu_name}, {_money(offer.hourly_price)}/h, {offer.location or 'location chosen by the provider'}")
+    console.print(offers_table(offers, f"{PROVIDER_NAMES[kind]} offers (prices as billed, cheapest first)"))
+    console.print(f"Renting #1: {offer.gpu_count}x {offer.gpu_name}, {_money(offer.hourly_price)}/h, "
+                  f"{offer.location or 'location chosen by the provider'}{_cloud_choice(offers, offer)}")
     for line in projection_lines(config, offer.hourly_price):
         console.print(line)
     console.print("Charges run from now until `launcher down` (or the agent's budget/idle shutdown).")
     _confirm(console, f"Rent this {PROVIDER_NAMES[kind]} machine?", assume_yes)
 
-    name = f"llm-box-{config.run.name}"
+    name = unique_name(config)
     try:
         instance = provider.create(offer, public_key, name)
-    except TransientProviderError as err:
-        raise UserError(
-            f"{err}. The rental may or may not exist: look for a machine labelled {name!r} in the "
-            f"{PROVIDER_NAMES[kind]} console and terminate it there if so"
-        ) from None
-    except KeyboardInterrupt:
-        raise UserError(
-            f"interrupted while {PROVIDER_NAMES[kind]} was creating the rental: look for a machine labelled {name!r} "
-            f"in the {PROVIDER_NAMES[kind]} console and terminate it there if it exists"
-        ) from None
+    except CreatedButFailed as err:  # it exists and bills although the create "failed"
+        orphan = Instance(id=err.instance_id, provider=kind, ssh_user=pcfg.ssh_user, name=name, api_base=pcfg.api_base)
+        record(orphan)
+        _abandon(provider, kind, err.instance_id, pcfg, console, str(err), err)
+        raise  # unreachable: _abandon always raises
+    except ProviderError as err:
+        if not err.may_have_created:
+            raise
+        _recover_unknown_create(provider, kind, name, pcfg, console, record, str(err), err)
+        raise  # unreachable
+    except KeyboardInterrupt as err:
+        _recover_unknown_create(provider, kind, name, pcfg, console, record, "interrupted during the create", err)
+        raise  # unreachable
     instance.ssh_user = pcfg.ssh_user
+    instance.name = instance.name or name
+    instance.api_base = pcfg.api_base
+    instance.location = instance.location or offer.location
     try:
-        if on_created is not None:
-            on_created(instance)
-        console.print(f"Rented {PROVIDER_NAMES[kind]} instance {instance.id}; waiting for it to run with SSH reachable "
+        record(instance)
+        console.print(f"Rented {PROVIDER_NAMES[kind]} instance {instance.id} ({name}); waiting for it to run with SSH reachable "
                       f"(up to {pcfg.ready_timeout_s:.0f}s)")
         provider.after_create(instance.id, public_key)
-        ready = wait_until_ready(provider, instance.id, pcfg.ready_timeout_s, pcfg.poll_interval_s, console)
+        seen_price: list[float] = []
+
+        def check_live_price(current: Instance) -> None:
+            # the first answer with a price decides: over max_price means terminate now, not after SSH
+            if current.hourly_price is None or seen_price:
+                return
+            seen_price.append(current.hourly_price)
+            if pcfg.max_price is not None and current.hourly_price > pcfg.max_price:
+                raise ProviderError(f"the live price {_money(current.hourly_price)}/h is above box.{kind}.max_price ${pcfg.max_price}/h")
+            if offer.hourly_price is not None and abs(current.hourly_price - offer.hourly_price) > 1e-6:
+                console.print(f"Live price {_money(current.hourly_price)}/h (the offer said {_money(offer.hourly_price)}/h)")
+
+        ready = wait_until_ready(provider, instance.id, pcfg.ready_timeout_s, pcfg.poll_interval_s, console,
+                                 on_poll=check_live_price)
         if ready.hourly_price is None:
-            console.print(f"[yellow]{PROVIDER_NAMES[kind]} reported no live price; using the catalog price {_money(offer.hourly_price)}/h[/yellow]")
+            console.print(f"[yellow]{PROVIDER_NAMES[kind]} reported no live price; using the offer's {_money(offer.hourly_price)}/h[/yellow]")
             ready.hourly_price = offer.hourly_price
-        elif offer.hourly_price is not None and abs(ready.hourly_price - offer.hourly_price) > 1e-6:
-            console.print(f"Live price {_money(ready.hourly_price)}/h (catalog said {_money(offer.hourly_price)}/h)")
-        if pcfg.max_price is not None and ready.hourly_price is not None and ready.hourly_price > pcfg.max_price:
-            raise ProviderError(f"the live price {_money(ready.hourly_price)}/h is above box.{kind}.max_price ${pcfg.max_price}/h")
         ready.gpu_name = ready.gpu_name or offer.gpu_name
         ready.gpu_count = ready.gpu_count or offer.gpu_count
         ready.location = ready.location or offer.location
         ready.ssh_user = pcfg.ssh_user
+        ready.name = ready.name or name
+        ready.api_base = pcfg.api_base
         for line in projection_lines(config, ready.hourly_price):
             console.print(line)
         return ready
@@ -286,6 +386,70 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
         reason = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
         _abandon(provider, kind, instance.id, pcfg, console, reason, err)
         raise  # unreachable: _abandon always raises
+
+
+def _cloud_choice(offers: list[Offer], chosen: Offer) -> str:
+    """', in the community cloud (secure costs $x/h)' when clouds were compared."""
+    if not chosen.cloud:
+        return ""
+    others = [o for o in offers if o.cloud and o.cloud != chosen.cloud]
+    text = f", in the {chosen.cloud.lower()} cloud"
+    if others:
+        text += f" (cheaper than {others[0].cloud.lower()} at {_money(others[0].hourly_price)}/h)"
+    return text
+
+
+def _recover_unknown_create(provider: Provider, kind: str, name: str, pcfg: RunpodConfig | VastaiConfig,
+                            console: Console, record: Callable[[Instance], None], reason: str,
+                            cause: BaseException) -> None:
+    """The create may have made an instance without saying so: find it by name, record it, terminate it."""
+    label = PROVIDER_NAMES[kind]
+    console.print(f"[yellow]{reason}[/yellow]: the {label} rental may exist anyway; looking for instances named {name}")
+    found: Optional[list[Instance]] = None
+    problem = ""
+    for attempt in range(FIND_ATTEMPTS):
+        try:
+            found = provider.find_by_name(name)
+        except ProviderError as err:
+            problem = str(err)
+        if found:
+            break
+        if attempt + 1 < FIND_ATTEMPTS:
+            time.sleep(pcfg.poll_interval_s)
+    manual = provider.manual_find_command(name)
+    if found is None:
+        raise ProvisionError(
+            f"renting failed ({reason}) and {label}'s instance list could not be read ({problem}). An instance named "
+            f"{name!r} may exist and bill: find it with {manual} and terminate it to stop charges",
+            instance_id=name, terminated=False,
+        ) from cause
+    if not found:
+        raise ProvisionError(
+            f"renting failed ({reason}); no {label} instance named {name!r} exists, so nothing bills. If one shows up "
+            f"later, find it with {manual}",
+            instance_id=name, terminated=True,
+        ) from cause
+    still_running = []
+    for instance in found:
+        instance.name, instance.api_base = name, pcfg.api_base
+        record(instance)
+        console.print(f"found {label} instance {instance.id} named {name}: terminating it")
+        try:
+            terminate_and_confirm(provider, instance.id, pcfg.terminate_timeout_s, pcfg.poll_interval_s)
+        except (ProviderError, KeyboardInterrupt) as err:
+            still_running.append(f"{instance.id} ({err}; {provider.manual_terminate_command(instance.id)})")
+    if still_running:
+        raise ProvisionError(
+            f"renting failed ({reason}); {label} made instance(s) named {name!r} anyway and terminating failed: "
+            + "; ".join(still_running) + ". They may still be running: terminate them with `launcher down` or the "
+            "commands above to stop charges",
+            instance_id=found[-1].id, terminated=False,
+        ) from cause
+    raise ProvisionError(
+        f"renting failed ({reason}); {label} had made instance(s) {', '.join(i.id for i in found)} named {name!r} anyway: "
+        "terminated and confirmed gone, so nothing bills",
+        instance_id=found[-1].id, terminated=True,
+    ) from cause
 
 
 def _abandon(provider: Provider, kind: str, instance_id: str, pcfg: RunpodConfig | VastaiConfig,
@@ -318,26 +482,31 @@ def describe(config: LauncherConfig, instance_id: str) -> Optional[Instance]:
     return instance
 
 
-def terminate(config: LauncherConfig, instance_id: str) -> None:
-    """Terminate and confirm it is gone; UserError with the id and manual command if not confirmed."""
-    if config.box.kind == "ssh":
+def terminate_recorded(record: dict, config: Optional[LauncherConfig] = None) -> None:
+    """Terminate a recorded instance through the provider recorded with it, and confirm it is gone.
+
+    ``config`` only lends the API key variable and timeouts when it names the same provider;
+    a mismatch is refused (``record_mismatch``). Raises UserError with the instance id and the
+    provider's manual command when the disappearance is not confirmed.
+    """
+    if record.get("provider") == "static":
         return  # a static host is not ours to stop
-    provider = make_provider(config)
-    pcfg = _provider_config(config)
-    _terminate_or_explain(provider, config.box.kind, instance_id, pcfg.terminate_timeout_s, pcfg.poll_interval_s)
+    if config is not None:
+        problem = record_mismatch(config, record, teardown=True)
+        if problem:
+            raise UserError(problem)
+    cfg = _recorded_provider_config(record, config)
+    provider = _rented_provider(record["provider"], cfg)
+    _terminate_or_explain(provider, record["provider"], str(record["id"]), cfg.terminate_timeout_s, cfg.poll_interval_s)
 
 
 def terminate_by_id(kind: str, instance_id: str, api_base: str | None = None, *,
                     timeout_s: float | None = None, poll_interval_s: float | None = None) -> None:
-    """``terminate`` for the on-box agent: provider defaults, the API key from the environment."""
-    if kind == "runpod":
-        cfg: RunpodConfig | VastaiConfig = RunpodConfig(**({"api_base": api_base} if api_base else {}))
-        provider: Provider = RunpodProvider(cfg, load_api_key("runpod", cfg.api_key_env), **HTTP_OPTIONS)
-    elif kind == "vastai":
-        cfg = VastaiConfig(**({"api_base": api_base} if api_base else {}))
-        provider = VastaiProvider(cfg, load_api_key("vastai", cfg.api_key_env), **HTTP_OPTIONS)
-    else:
+    """``terminate_recorded`` for the on-box agent: provider defaults, the API key from the environment."""
+    if kind not in RENTED_KINDS:
         raise UserError(f"cannot terminate a {kind!r} box by id: only runpod and vastai rentals are terminated")
+    cfg = _recorded_provider_config({"provider": kind, "id": instance_id, "api_base": api_base}, None)
+    provider = _rented_provider(kind, cfg)
     _terminate_or_explain(provider, kind, instance_id, timeout_s or cfg.terminate_timeout_s, poll_interval_s or cfg.poll_interval_s)
 
 

@@ -34,7 +34,8 @@ class Offer:
     location: Optional[str] = None
     reliability: Optional[float] = None
     disk_gb: Optional[float] = None
-    note: str = ""                   # e.g. "spot", "stock: High"
+    note: str = ""                   # e.g. "spot", "stock: HIGH"
+    cloud: Optional[str] = None      # RunPod: SECURE or COMMUNITY, always explicit when renting
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Instance:
     state: str = UNKNOWN
     location: Optional[str] = None
     raw_state: Optional[str] = field(default=None, compare=False)
+    name: Optional[str] = None             # the unique name/label the launcher gave it (recovery looks it up)
+    api_base: Optional[str] = None         # the API it was rented through: teardown goes there, whatever the config says
 
     @property
     def ssh_ready(self) -> bool:
@@ -78,13 +81,28 @@ class ProviderError(UserError):
     Messages carry the provider's own error text, never the API key.
     """
 
-    def __init__(self, message: str, status: Optional[int] = None):
+    def __init__(self, message: str, status: Optional[int] = None, data: object = None):
         super().__init__(message)
         self.status = status
+        self.data = data  # the parsed error body, for providers whose errors carry facts (Vast's new_contract)
+
+    @property
+    def may_have_created(self) -> bool:
+        """For a create: no usable answer (dropped, timed out) or a 5xx/408 - the rental may exist."""
+        return self.status is None or self.status >= 500 or self.status == 408
 
 
 class TransientProviderError(ProviderError):
     """Rate limited (HTTP 429), a 5xx, or a connection error that outlived the retries."""
+
+
+class CreatedButFailed(ProviderError):
+    """The provider said the create failed but named the instance it made (Vast: ``success: false``
+    with a ``new_contract``): it exists and bills, so it is recorded and destroyed."""
+
+    def __init__(self, message: str, instance_id: str):
+        super().__init__(message)
+        self.instance_id = instance_id
 
 
 class ProvisionError(UserError):
@@ -118,8 +136,14 @@ class Provider(Protocol):
     def get(self, instance_id: str) -> Optional[Instance]:
         """The instance as the provider sees it now; None when it no longer exists."""
 
+    def find_by_name(self, name: str) -> list[Instance]:
+        """Instances that carry the unique name/label the launcher gave a create (recovery)."""
+
     def terminate(self, instance_id: str) -> None:
         """Ask the provider to destroy the instance (stops all charges). Gone already is fine."""
 
     def manual_terminate_command(self, instance_id: str) -> str:
         """The provider's own CLI/console way to terminate, for messages."""
+
+    def manual_find_command(self, name: str) -> str:
+        """The provider's own CLI way to list instances by the launcher's name, for messages."""

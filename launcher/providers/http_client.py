@@ -10,12 +10,20 @@
   A request that is not idempotent (creating a rental) is retried on 429 only: a 5xx or a
   dropped connection after the request was sent may mean the rental exists, and a blind
   retry could rent twice.
-- Anything else that is not 2xx raises ``ProviderError`` with the status and the provider's
-  own error text (JSON ``error``/``message``/``msg``/``errors`` fields when present).
+- Anything else that is not 2xx raises ``ProviderError`` with the status, the provider's own
+  error text and the parsed body (``ProviderError.data``). Error shapes understood: RunPod v2's
+  problem details ``{"title", "status", "detail", "errors": [...]}`` (docs.runpod.io, REST v2
+  "Reading a 422"), Vast's ``{"success": false, "error": code, "msg": text}``, GraphQL's
+  ``{"errors": [{"message"}]}``, and plain text (Vast answers 429 in plain text, with no
+  Retry-After, so the exponential backoff applies).
+- A create whose request was sent but whose answer never came (dropped connection, timeout,
+  garbled status line) raises ``TransientProviderError`` with ``status`` None: the caller treats
+  that, and any 5xx/408 (``ProviderError.may_have_created``), as "the rental may exist".
 """
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import socket
@@ -60,6 +68,14 @@ def _retry_after_seconds(value: Optional[str]) -> Optional[float]:
 
 def error_text(data: Any, fallback: str) -> str:
     """The provider's own error message from a JSON body, else the raw text (shortened)."""
+    if isinstance(data, dict) and isinstance(data.get("title"), str) and "status" in data:
+        # RFC 9457 problem details (RunPod v2): title, detail and every validation error, which
+        # name the offending field ("$: additional properties 'x' not allowed")
+        parts = [data["title"]] + [data[k] for k in ("detail",) if isinstance(data.get(k), str)]
+        for item in data.get("errors") or []:
+            parts.append(item if isinstance(item, str) else str(item.get("message") or item.get("detail") or item)
+                         if isinstance(item, dict) else str(item))
+        return ": ".join(parts[:2]) + ("" if len(parts) <= 2 else " (" + "; ".join(parts[2:]) + ")")
     if isinstance(data, dict):
         texts = [data.get(k) for k in ("message", "msg", "detail", "error")]
         texts = [t for t in texts if isinstance(t, str) and t]
@@ -156,10 +172,10 @@ class JsonHttpClient:
                 last_problem = f"HTTP {err.code}: {message}"
                 retryable = err.code == 429 or (idempotent and err.code in RETRY_STATUSES)
                 if not retryable:
-                    raise ProviderError(f"{what} failed with {last_problem}", status=err.code) from None
+                    raise ProviderError(f"{what} failed with {last_problem}", status=err.code, data=parsed.data) from None
                 retry_after = _retry_after_seconds(err.headers.get("Retry-After") if err.headers else None)
                 status: Optional[int] = err.code
-            except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as err:
+            except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", err)
                 last_problem = f"connection error: {self.scrub(str(reason))}"
                 if not idempotent:

@@ -1,84 +1,70 @@
-"""RunPod pods: price lookup, create with the user's SSH key, wait for a public SSH port, terminate.
+"""RunPod pods on REST API v2: price catalog, create with the user's SSH key, poll, terminate.
 
-Two APIs, one client (``box.runpod.api`` picks which creates/queries/terminates):
+Coded from RunPod's published v2 description as of 2026-11-25:
+- docs.runpod.io/api-reference-v2/overview and .../migrate-from-v1 (base URL
+  ``https://api.runpod.io/v2``, bearer auth; REST v1 retires on 1 December 2026),
+- docs.runpod.io/api-reference-v2/pods/create-a-pod, .../pods/list-pods,
+  .../catalog/list-gpu-types (OpenAPI 3.1, "Runpod REST API 2.0.0"),
+- RunPod's own migration reference, github.com/runpod/runpod-plugins-official
+  plugins/runpod/skills/runpod-migrate/reference/{rest-v1-to-v2,graphql-to-v2,breaking-changes}.md
+  (checked by RunPod against the live API and its openapi.json),
+- cross-checked with a third-party v2 client (crates.io ``overbrainer``, src/runpod/types.rs).
 
-REST (default), https://rest.runpod.io/v1, documented at docs.runpod.io/api-reference:
-  POST   /pods            body {name, imageName, gpuTypeIds, gpuCount, cloudType, containerDiskInGb,
-                          volumeInGb, volumeMountPath, ports ["22/tcp"], env {PUBLIC_KEY}, interruptible,
-                          supportPublicIp}  -> 201 + Pod
-  GET    /pods/{podId}    -> Pod {id, desiredStatus, costPerHr, adjustedCostPerHr, publicIp,
-                          portMappings {"22": 10341}, gpu {displayName, count}, machine {location, ...}}
-                          (404 once the pod is gone)
-  DELETE /pods/{podId}    -> 204
-  Errors: non-2xx with a JSON body such as {"error": "...", "status": 400}.
-  cloudType is SECURE or COMMUNITY there; with ``cloud_type: ALL`` the field is left out (RunPod's default).
+Endpoints and fields used:
+  GET    /v2/catalog/gpus?include=AVAILABILITY&product=POD&count=N&cloud=SECURE|COMMUNITY
+         -> {"gpus": [{id, name, price: {secure, community}, availability: HIGH|MEDIUM|LOW|NONE}]}
+         (``product`` is required with ``include``; a 400 without it)
+  POST   /v2/pods  body {name, image, cloud, gpu: {id, count}, disk, mounts: {persistent: {size, path}},
+         ports: ["22/tcp"], env: {PUBLIC_KEY}} -> 201 Pod. Every request body has
+         ``additionalProperties: false``: an unknown field is a 422 that names it. ``cloud`` has no
+         ALL: the launcher always names one (with ``cloud_type: ALL`` it compares both clouds'
+         catalog prices and rents the cheaper). ``ports`` has no default in v2: 22/tcp is explicit.
+  GET    /v2/pods/{id} -> Pod {id, name, status: PROVISIONING|STARTING|RUNNING|EXITED|ERROR|TERMINATED,
+         cost ($/h actually billed), gpu {id, count}, dataCenterId,
+         runtime {ports: [{private, public, type, ip}]} (null unless RUNNING)}; 404 once gone
+  GET    /v2/pods -> {"pods": [...]} (no server-side filters: the name is matched here)
+  DELETE /v2/pods/{id} -> 204; 404 once gone
+  Errors: problem details {title, status, detail, errors: [...]} (see http_client.error_text).
+  A 404 counts as "gone" only in that shape: a 404 page from a wrong base URL is an error.
 
-GraphQL, https://api.runpod.io/graphql, documented at docs.runpod.io/sdks/graphql/manage-pods
-(and the runpod/docs repository, graphql-api/create-pod.md):
-  mutation podFindAndDeployOnDemand(input: PodFindAndDeployOnDemandInput!) { id machineId ... }
-  mutation podRentInterruptable(input: PodRentInterruptableInput! with bidPerGpu) { id ... }
-  query pod(input: {podId}) { id desiredStatus costPerHr machine {location}
-                              runtime { ports { ip isIpPublic privatePort publicPort type } } }
-  mutation podTerminate(input: {podId})
-  query gpuTypes(input: {id}) { id displayName securePrice communityPrice secureSpotPrice
-                                communitySpotPrice lowestPrice(input: {gpuCount}) {
-                                uninterruptablePrice minimumBidPrice stockStatus } }
-  GraphQL answers HTTP 200 with an ``errors`` list on failure: that is a failure here.
-  Inputs travel as GraphQL variables, never spliced into the query text.
+GraphQL (https://api.runpod.io/graphql, deprecated, retirement announced for early 2027) is
+kept for one thing REST v2 does not have: spot pods ("podRentInterruptable ... v2 has no
+spot/interruptible pods", graphql-to-v2.md). With ``interruptible: true`` the offer price is
+``gpuTypes { secureSpotPrice communitySpotPrice }`` and the pod is created by
+``podRentInterruptable(input: {..., cloudType, bidPerGpu})``; everything after the create
+(status, price, terminate) goes through REST v2 like any other pod.
 
-RunPod's images read the ``PUBLIC_KEY`` environment variable into root's authorized_keys and
-start sshd; port 22 is exposed as TCP so the pod gets a public IP and a mapped port. REST has
-no price catalog, so the offer shown before renting always comes from GraphQL ``gpuTypes``;
-after creation the pod's own ``costPerHr`` is the live price.
-Manual termination: ``runpodctl remove pod <id>`` or the Pods page of the RunPod console.
+RunPod's images read ``PUBLIC_KEY`` into root's authorized_keys and start sshd.
+Manual termination: ``runpodctl pod delete <id>`` or the Pods page of the RunPod console.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
+from urllib.parse import quote, urlencode
 
 from launcher.config import RunpodConfig
 from launcher.providers.base import (
     RUNNING, STARTING, STOPPED, TERMINATED, UNKNOWN, Instance, Offer, ProviderError,
 )
-from launcher.providers.http_client import JsonHttpClient, error_text
+from launcher.providers.http_client import JsonHttpClient, Response, error_text
 
 KIND = "runpod"
+CLOUDS = ("SECURE", "COMMUNITY")
 
 _STATES = {
-    "RUNNING": RUNNING, "CREATED": STARTING, "RESTARTING": STARTING, "PROVISIONING": STARTING,
-    "STARTING": STARTING, "EXITED": STOPPED, "PAUSED": STOPPED, "TERMINATED": TERMINATED,
-    "DEAD": TERMINATED,
+    "PROVISIONING": STARTING, "STARTING": STARTING, "RUNNING": RUNNING,
+    "EXITED": STOPPED, "ERROR": STOPPED, "TERMINATED": TERMINATED,
 }
 
-GPU_TYPES_QUERY = """
-query GpuTypes($input: GpuTypeFilter, $lowest: GpuLowestPriceInput) {
-  gpuTypes(input: $input) {
-    id displayName memoryInGb securePrice communityPrice secureSpotPrice communitySpotPrice
-    lowestPrice(input: $lowest) { uninterruptablePrice minimumBidPrice stockStatus }
-  }
-}"""
-
-DEPLOY_ON_DEMAND = """
-mutation Deploy($input: PodFindAndDeployOnDemandInput!) {
-  podFindAndDeployOnDemand(input: $input) { id desiredStatus costPerHr machineId imageName }
+SPOT_PRICES_QUERY = """
+query GpuTypes($input: GpuTypeFilter) {
+  gpuTypes(input: $input) { id displayName secureSpotPrice communitySpotPrice }
 }"""
 
 DEPLOY_SPOT = """
 mutation DeploySpot($input: PodRentInterruptableInput!) {
-  podRentInterruptable(input: $input) { id desiredStatus costPerHr machineId imageName }
+  podRentInterruptable(input: $input) { id desiredStatus costPerHr }
 }"""
-
-POD_QUERY = """
-query Pod($input: PodFilter!) {
-  pod(input: $input) {
-    id name desiredStatus costPerHr gpuCount
-    machine { gpuDisplayName location }
-    runtime { uptimeInSeconds ports { ip isIpPublic privatePort publicPort type } }
-  }
-}"""
-
-TERMINATE = """
-mutation Terminate($input: PodTerminateInput!) { podTerminate(input: $input) }"""
 
 
 def _float(value: Any) -> Optional[float]:
@@ -86,6 +72,11 @@ def _float(value: Any) -> Optional[float]:
         return None if value is None or value == "" else float(value)
     except (TypeError, ValueError):
         return None
+
+
+def is_problem_details(data: Any, status: int) -> bool:
+    """RunPod v2's own error body (not a proxy's or a wrong URL's page)."""
+    return isinstance(data, dict) and (data.get("status") == status or "title" in data or "detail" in data)
 
 
 class RunpodProvider:
@@ -96,7 +87,161 @@ class RunpodProvider:
         self.rest = JsonHttpClient(config.api_base, api_key, "RunPod", **http_options)
         self.graphql_http = JsonHttpClient(config.graphql_url, api_key, "RunPod GraphQL", **http_options)
 
-    # -- GraphQL plumbing ------------------------------------------------------------------
+    def clouds(self) -> tuple[str, ...]:
+        return CLOUDS if self.config.cloud_type == "ALL" else (self.config.cloud_type,)
+
+    # -- offers ----------------------------------------------------------------------------
+    def offers(self, limit: int = 5) -> list[Offer]:
+        """One offer per cloud asked for, cheapest first; clouds out of stock are left out."""
+        cfg = self.config
+        result = self._spot_offers() if cfg.interruptible else self._catalog_offers()
+        if cfg.max_price is not None:
+            result = [o for o in result if o.hourly_price is None or o.hourly_price <= cfg.max_price]
+        result.sort(key=lambda o: (o.hourly_price is None, o.hourly_price or 0.0))
+        return result[:limit]
+
+    def _catalog_offers(self) -> list[Offer]:
+        cfg = self.config
+        result = []
+        for cloud in self.clouds():
+            query = urlencode({"include": "AVAILABILITY", "product": "POD", "count": cfg.gpu_count, "cloud": cloud})
+            reply = self.rest.request("GET", f"/catalog/gpus?{query}")
+            gpus = reply.data.get("gpus") if isinstance(reply.data, dict) else None
+            if not isinstance(gpus, list):
+                raise ProviderError(f"RunPod's GPU catalog answered without a gpus list: {reply.text[:200]!r}")
+            for gpu in gpus:
+                if not isinstance(gpu, dict) or gpu.get("id") != cfg.gpu_type:
+                    continue
+                per_gpu = _float((gpu.get("price") or {}).get(cloud.lower()))
+                stock = str(gpu.get("availability") or "UNKNOWN")
+                if per_gpu is None or per_gpu <= 0 or stock == "NONE":
+                    continue  # not offered in this cloud, or no stock for this GPU count
+                result.append(Offer(
+                    provider=KIND, offer_id=None, gpu_name=gpu.get("name") or cfg.gpu_type, gpu_count=cfg.gpu_count,
+                    hourly_price=per_gpu * cfg.gpu_count, location=f"{cloud.lower()} cloud (RunPod picks the data center)",
+                    note=f"on-demand, stock: {stock}", cloud=cloud,
+                ))
+        return result
+
+    def _spot_offers(self) -> list[Offer]:
+        cfg = self.config
+        data = self.graphql(SPOT_PRICES_QUERY, {"input": {"id": cfg.gpu_type}})
+        result = []
+        for gpu in data.get("gpuTypes") or []:
+            if gpu.get("id") != cfg.gpu_type:
+                continue
+            for cloud in self.clouds():
+                per_gpu = _float(gpu.get("secureSpotPrice" if cloud == "SECURE" else "communitySpotPrice"))
+                if per_gpu is None or per_gpu <= 0:
+                    continue
+                result.append(Offer(
+                    provider=KIND, offer_id=None, gpu_name=gpu.get("displayName") or cfg.gpu_type, gpu_count=cfg.gpu_count,
+                    hourly_price=per_gpu * cfg.gpu_count, location=f"{cloud.lower()} cloud (RunPod picks the data center)",
+                    note="spot (may be preempted), bid = this price", cloud=cloud,
+                ))
+        return result
+
+    # -- create ----------------------------------------------------------------------------
+    def create_body(self, offer: Offer, public_key: str, name: str) -> dict:
+        cfg = self.config
+        body: dict[str, Any] = {
+            "name": name,
+            "image": cfg.image,
+            "cloud": offer.cloud or self.clouds()[0],
+            "gpu": {"id": cfg.gpu_type, "count": cfg.gpu_count},
+            "disk": cfg.container_disk_gb,
+            "ports": ["22/tcp"],
+            "env": {"PUBLIC_KEY": public_key},
+        }
+        if cfg.volume_gb:
+            body["mounts"] = {"persistent": {"size": cfg.volume_gb, "path": "/workspace"}}
+        return body
+
+    def create(self, offer: Offer, public_key: str, name: str) -> Instance:
+        if self.config.interruptible:
+            return self._create_spot(offer, public_key, name)
+        reply = self.rest.request("POST", "/pods", self.create_body(offer, public_key, name), idempotent=False)
+        pod = reply.data if isinstance(reply.data, dict) else {}
+        if not pod.get("id"):
+            raise ProviderError(f"RunPod answered the create without a pod id: {error_text(reply.data, reply.text)}",
+                                status=None)  # a 2xx without an id: the pod may exist, look it up
+        return self._from_pod(pod)
+
+    def _create_spot(self, offer: Offer, public_key: str, name: str) -> Instance:
+        cfg = self.config
+        pod_input: dict[str, Any] = {
+            "name": name, "imageName": cfg.image, "gpuTypeId": cfg.gpu_type, "gpuCount": cfg.gpu_count,
+            "cloudType": offer.cloud or self.clouds()[0], "containerDiskInGb": cfg.container_disk_gb,
+            "volumeInGb": cfg.volume_gb, "volumeMountPath": "/workspace", "ports": "22/tcp",
+            "supportPublicIp": True, "startSsh": True, "env": [{"key": "PUBLIC_KEY", "value": public_key}],
+            "bidPerGpu": round((offer.hourly_price or 0.0) / max(1, cfg.gpu_count), 4),
+        }
+        data = self.graphql(DEPLOY_SPOT, {"input": pod_input}, idempotent=False)
+        pod = data.get("podRentInterruptable")
+        if not isinstance(pod, dict) or not pod.get("id"):
+            raise ProviderError("RunPod GraphQL rented no spot pod (no capacity at this bid?)")
+        return Instance(id=str(pod["id"]), provider=KIND, ssh_user=cfg.ssh_user, hourly_price=_float(pod.get("costPerHr")),
+                        gpu_name=cfg.gpu_type, gpu_count=cfg.gpu_count, state=STARTING, name=name,
+                        api_base=cfg.api_base)
+
+    def after_create(self, instance_id: str, public_key: str) -> None:
+        """Nothing to do: the key went in with the create call (``PUBLIC_KEY``)."""
+
+    # -- query -----------------------------------------------------------------------------
+    def get(self, instance_id: str) -> Optional[Instance]:
+        reply = self.rest.request("GET", f"/pods/{quote(instance_id, safe='')}", allow_statuses=(404,))
+        if self._gone(reply):
+            return None
+        if not isinstance(reply.data, dict) or not reply.data.get("id"):
+            raise ProviderError(f"RunPod answered GET /pods/{instance_id} without a pod: {reply.text[:200]!r}")
+        return self._from_pod(reply.data)
+
+    def find_by_name(self, name: str) -> list[Instance]:
+        reply = self.rest.request("GET", "/pods")
+        pods = reply.data.get("pods") if isinstance(reply.data, dict) else None
+        if not isinstance(pods, list):
+            raise ProviderError(f"RunPod's pod list answered without a pods list: {reply.text[:200]!r}")
+        return [self._from_pod(p) for p in pods if isinstance(p, dict) and p.get("name") == name and p.get("id")]
+
+    @staticmethod
+    def _gone(reply: Response) -> bool:
+        if reply.status != 404:
+            return False
+        if not is_problem_details(reply.data, 404):
+            raise ProviderError(f"RunPod answered 404 in a shape that is not RunPod's (wrong box.runpod.api_base?): "
+                                f"{reply.text[:200]!r}", status=404)
+        return True
+
+    def _from_pod(self, pod: dict) -> Instance:
+        raw = str(pod.get("status") or "")
+        host = port = None
+        runtime = pod.get("runtime") if isinstance(pod.get("runtime"), dict) else {}
+        for p in runtime.get("ports") or []:
+            if isinstance(p, dict) and p.get("private") == 22 and p.get("type", "tcp") == "tcp" and p.get("ip") and p.get("public"):
+                host, port = p["ip"], int(p["public"])
+                break
+        gpu = pod.get("gpu") if isinstance(pod.get("gpu"), dict) else {}
+        return Instance(
+            id=str(pod["id"]), provider=KIND, ssh_host=host, ssh_port=port, ssh_user=self.config.ssh_user,
+            hourly_price=_float(pod.get("cost")), gpu_name=gpu.get("id") or self.config.gpu_type,
+            gpu_count=gpu.get("count") or self.config.gpu_count, state=_STATES.get(raw, UNKNOWN),
+            location=pod.get("dataCenterId"), raw_state=raw or None, name=pod.get("name"), api_base=self.config.api_base,
+        )
+
+    # -- terminate -------------------------------------------------------------------------
+    def terminate(self, instance_id: str) -> None:
+        reply = self.rest.request("DELETE", f"/pods/{quote(instance_id, safe='')}", allow_statuses=(404,))
+        self._gone(reply)  # a 404 must be RunPod's own "no such pod", not a wrong URL
+
+    @staticmethod
+    def manual_terminate_command(instance_id: str) -> str:
+        return f"`runpodctl pod delete {instance_id}` (or terminate it on the Pods page of the RunPod console)"
+
+    @staticmethod
+    def manual_find_command(name: str) -> str:
+        return f"`runpodctl pod list --all --name {name}` (then `runpodctl pod delete <id>`)"
+
+    # -- GraphQL plumbing (spot pods only) -------------------------------------------------
     def graphql(self, query: str, variables: dict, *, idempotent: bool = True) -> dict:
         """POST one GraphQL document; an ``errors`` field (even with HTTP 200) is a failure."""
         reply = self.graphql_http.request("POST", "", {"query": query, "variables": variables}, idempotent=idempotent)
@@ -106,142 +251,3 @@ class RunpodProvider:
         if not isinstance(data.get("data"), dict):
             raise ProviderError(f"RunPod GraphQL answered without data: {reply.text[:200]!r}", status=reply.status)
         return data["data"]
-
-    # -- offers ----------------------------------------------------------------------------
-    def offers(self, limit: int = 5) -> list[Offer]:
-        cfg = self.config
-        lowest: dict[str, Any] = {"gpuCount": cfg.gpu_count}
-        if cfg.cloud_type != "ALL":
-            lowest["secureCloud"] = cfg.cloud_type == "SECURE"
-        data = self.graphql(GPU_TYPES_QUERY, {"input": {"id": cfg.gpu_type}, "lowest": lowest})
-        result = []
-        for gpu in data.get("gpuTypes") or []:
-            if gpu.get("id") != cfg.gpu_type:
-                continue
-            low = gpu.get("lowestPrice") or {}
-            per_gpu = _float(low.get("minimumBidPrice") if cfg.interruptible else low.get("uninterruptablePrice"))
-            if per_gpu is None:  # fall back to the list price of the chosen cloud
-                key = ("communitySpotPrice" if cfg.cloud_type == "COMMUNITY" else "secureSpotPrice") if cfg.interruptible \
-                    else ("communityPrice" if cfg.cloud_type == "COMMUNITY" else "securePrice")
-                per_gpu = _float(gpu.get(key))
-            stock = low.get("stockStatus")
-            note = ", ".join(x for x in ("spot" if cfg.interruptible else "on-demand", f"stock: {stock}" if stock else "") if x)
-            result.append(Offer(
-                provider=KIND, offer_id=None, gpu_name=gpu.get("displayName") or cfg.gpu_type, gpu_count=cfg.gpu_count,
-                hourly_price=None if per_gpu is None else per_gpu * cfg.gpu_count,
-                location=f"{cfg.cloud_type.lower()} cloud (RunPod picks the data center)", note=note,
-            ))
-        if cfg.max_price is not None:
-            result = [o for o in result if o.hourly_price is None or o.hourly_price <= cfg.max_price]
-        return result[:limit]
-
-    # -- create ----------------------------------------------------------------------------
-    def create(self, offer: Offer, public_key: str, name: str) -> Instance:
-        cfg = self.config
-        if cfg.api == "graphql":
-            return self._create_graphql(offer, public_key, name)
-        body: dict[str, Any] = {
-            "name": name,
-            "imageName": cfg.image,
-            "gpuTypeIds": [cfg.gpu_type],
-            "gpuCount": cfg.gpu_count,
-            "containerDiskInGb": cfg.container_disk_gb,
-            "volumeInGb": cfg.volume_gb,
-            "volumeMountPath": "/workspace",
-            "ports": ["22/tcp"],
-            "env": {"PUBLIC_KEY": public_key},
-            "interruptible": cfg.interruptible,
-            "supportPublicIp": True,
-        }
-        if cfg.cloud_type != "ALL":
-            body["cloudType"] = cfg.cloud_type
-        reply = self.rest.request("POST", "/pods", body, idempotent=False)
-        pod = reply.data if isinstance(reply.data, dict) else {}
-        if not pod.get("id"):
-            raise ProviderError(f"RunPod created no pod: {error_text(reply.data, reply.text)}", status=reply.status)
-        return self._from_rest(pod)
-
-    def _create_graphql(self, offer: Offer, public_key: str, name: str) -> Instance:
-        cfg = self.config
-        pod_input: dict[str, Any] = {
-            "name": name, "imageName": cfg.image, "gpuTypeId": cfg.gpu_type, "gpuCount": cfg.gpu_count,
-            "cloudType": cfg.cloud_type, "containerDiskInGb": cfg.container_disk_gb, "volumeInGb": cfg.volume_gb,
-            "volumeMountPath": "/workspace", "ports": "22/tcp", "supportPublicIp": True, "startSsh": True,
-            "env": [{"key": "PUBLIC_KEY", "value": public_key}],
-        }
-        if cfg.interruptible:
-            per_gpu = (offer.hourly_price or 0) / max(1, cfg.gpu_count)
-            pod_input["bidPerGpu"] = round(per_gpu, 4)
-            data = self.graphql(DEPLOY_SPOT, {"input": pod_input}, idempotent=False)
-            pod = data.get("podRentInterruptable")
-        else:
-            data = self.graphql(DEPLOY_ON_DEMAND, {"input": pod_input}, idempotent=False)
-            pod = data.get("podFindAndDeployOnDemand")
-        if not isinstance(pod, dict) or not pod.get("id"):
-            raise ProviderError("RunPod GraphQL created no pod (no capacity for this GPU type?)")
-        return Instance(
-            id=str(pod["id"]), provider=KIND, ssh_user=cfg.ssh_user, hourly_price=_float(pod.get("costPerHr")),
-            gpu_name=cfg.gpu_type, gpu_count=cfg.gpu_count, state=_STATES.get(str(pod.get("desiredStatus")), STARTING),
-            raw_state=pod.get("desiredStatus"),
-        )
-
-    def after_create(self, instance_id: str, public_key: str) -> None:
-        """Nothing to do: the key went in with the create call (``PUBLIC_KEY``)."""
-
-    # -- query -----------------------------------------------------------------------------
-    def get(self, instance_id: str) -> Optional[Instance]:
-        if self.config.api == "graphql":
-            data = self.graphql(POD_QUERY, {"input": {"podId": instance_id}})
-            pod = data.get("pod")
-            return None if not pod else self._from_graphql(pod)
-        reply = self.rest.request("GET", f"/pods/{instance_id}", allow_statuses=(404,))
-        if reply.status == 404 or not isinstance(reply.data, dict) or not reply.data.get("id"):
-            return None
-        return self._from_rest(reply.data)
-
-    def _from_rest(self, pod: dict) -> Instance:
-        raw = str(pod.get("desiredStatus") or "")
-        mappings = pod.get("portMappings") or {}
-        port = mappings.get("22") if isinstance(mappings, dict) else None
-        gpu = pod.get("gpu") or {}
-        machine = pod.get("machine") or {}
-        price = _float(pod.get("adjustedCostPerHr"))
-        if price is None:
-            price = _float(pod.get("costPerHr"))
-        return Instance(
-            id=str(pod["id"]), provider=KIND, ssh_host=pod.get("publicIp") or None,
-            ssh_port=int(port) if port else None, ssh_user=self.config.ssh_user, hourly_price=price,
-            gpu_name=gpu.get("displayName") or pod.get("gpuTypeId") or self.config.gpu_type,
-            gpu_count=gpu.get("count") or pod.get("gpuCount") or self.config.gpu_count,
-            state=_STATES.get(raw, UNKNOWN), location=machine.get("location") or machine.get("dataCenterId"),
-            raw_state=raw or None,
-        )
-
-    def _from_graphql(self, pod: dict) -> Instance:
-        raw = str(pod.get("desiredStatus") or "")
-        host = port = None
-        for p in ((pod.get("runtime") or {}).get("ports") or []):
-            if p.get("privatePort") == 22 and p.get("isIpPublic") and p.get("type", "tcp") == "tcp":
-                host, port = p.get("ip"), p.get("publicPort")
-                break
-        machine = pod.get("machine") or {}
-        state = _STATES.get(raw, UNKNOWN)
-        if state == RUNNING and not pod.get("runtime"):
-            state = STARTING  # desired RUNNING, container not up yet
-        return Instance(
-            id=str(pod["id"]), provider=KIND, ssh_host=host, ssh_port=int(port) if port else None,
-            ssh_user=self.config.ssh_user, hourly_price=_float(pod.get("costPerHr")),
-            gpu_name=machine.get("gpuDisplayName") or self.config.gpu_type,
-            gpu_count=pod.get("gpuCount") or self.config.gpu_count, state=state,
-            location=machine.get("location"), raw_state=raw or None,
-        )
-
-    # -- terminate -------------------------------------------------------------------------
-    def terminate(self, instance_id: str) -> None:
-        if self.config.api == "graphql":
-            self.graphql(TERMINATE, {"input": {"podId": instance_id}})
-            return
-        self.rest.request("DELETE", f"/pods/{instance_id}", allow_statuses=(404,))
-
-    def manual_terminate_command(self, instance_id: str) -> str:
-        return f"`runpodctl remove pod {instance_id}` (or terminate it on the Pods page of the RunPod console)"

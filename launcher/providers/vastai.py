@@ -1,19 +1,34 @@
 """Vast.ai instances: search offers, rent one with the user's SSH key, wait for SSH, destroy.
 
-The REST API at https://console.vast.ai/api/v0, documented at docs.vast.ai/api-reference:
+The REST API at https://console.vast.ai/api/v0, documented at docs.vast.ai/api-reference and
+checked on 2026-11-25 against the official client, github.com/vast-ai/vast-cli (commit
+55679830, 2026-08-06: vastai/api/offers.py ``search_offers``, vastai/api/instances.py
+``create_instance``/``show_instance``/``show_instances``/``destroy_instance``, vastai/api/client.py):
   POST   /bundles/              search offers; body is the query JSON, e.g.
                                 {"gpu_name": {"eq": "RTX 4090"}, "num_gpus": {"eq": 1},
                                  "reliability": {"gte": 0.98}, "verified": {"eq": true},
                                  "rentable": {"eq": true}, "rented": {"eq": false},
                                  "direct_port_count": {"gte": 1}, "disk_space": {"gte": 60},
                                  "dph_total": {"lte": 0.5}, "order": [["dph_total", "asc"]],
-                                 "type": "on-demand", "limit": 5}
+                                 "type": "on-demand", "limit": 5, "allocated_storage": 60}
+                                ``allocated_storage`` (GB) is what the offer's ``dph_total`` prices
+                                the disk at: the official client always sends it (5 GB when not
+                                told), so it is set to ``disk_gb`` here and the price shown is the
+                                price the bill shows.
                                 -> {"offers": [{id, gpu_name, num_gpus, dph_total, geolocation,
                                    reliability, disk_space, verification, direct_port_count, ...}]}
                                 (docs.vast.ai/api-reference/search/search-offers)
   PUT    /asks/{offer_id}/      create an instance from the offer; body {client_id, image, disk,
-                                runtype, onstart, label} -> {"success": true, "new_contract": 1234568}
-                                (docs.vast.ai/api-reference/instances/create-instance)
+                                runtype, onstart, label, cancel_unavail} -> {"success": true,
+                                "new_contract": 1234568} (docs.vast.ai/api-reference/instances/create-instance).
+                                ``cancel_unavail: true``: if the machine is no longer available the
+                                create is cancelled instead of leaving a stopped instance that bills
+                                storage. An answer with ``success: false`` *and* a ``new_contract``
+                                means the instance exists (dstack's client treats it so): it is
+                                reported as ``CreatedButFailed`` and destroyed by the caller.
+  GET    /api/v1/instances/?select_filters={"label": {"in": [name]}}
+                                -> {"instances": [...], "next_token"}: instances by the launcher's
+                                unique label (recovery after a create whose answer was lost)
   POST   /instances/{id}/ssh/   attach an SSH public key {"ssh_key": "ssh-ed25519 ..."}
                                 (docs.vast.ai/api-reference, "attach ssh-key")
   GET    /instances/{id}/       -> {"instances": {id, actual_status, ssh_host, ssh_port,
@@ -23,6 +38,8 @@ The REST API at https://console.vast.ai/api/v0, documented at docs.vast.ai/api-r
                                 (docs.vast.ai/api-reference/instances/show-instance)
   DELETE /instances/{id}/       destroy -> {"success": true}
 Auth: ``Authorization: Bearer <key>``. ``dph_total`` is the whole instance's $/h, disk included.
+Rate limits: HTTP 429 with a plain-text body and no Retry-After (the official client backs off
+itself): JsonHttpClient's exponential backoff applies.
 
 SSH: with ``direct_port`` the launcher uses the machine's own address (``public_ipaddr`` and the
 host port mapped to 22/tcp, as ``vastai ssh-url`` does); otherwise Vast's proxy
@@ -41,8 +58,11 @@ import shlex
 from typing import Any, Optional
 
 from launcher.config import VastaiConfig
+import json
+from urllib.parse import quote_plus
+
 from launcher.providers.base import (
-    RUNNING, STARTING, STOPPED, UNKNOWN, Instance, Offer, ProviderError,
+    RUNNING, STARTING, STOPPED, UNKNOWN, CreatedButFailed, Instance, Offer, ProviderError,
 )
 from launcher.providers.http_client import JsonHttpClient, error_text
 
@@ -92,6 +112,7 @@ class VastaiProvider:
             "order": [["dph_total", "asc"]],
             "type": "on-demand",
             "limit": limit,
+            "allocated_storage": cfg.disk_gb,  # so dph_total includes the disk that is rented
         }
         if cfg.verified:
             query["verified"] = {"eq": True}
@@ -135,15 +156,26 @@ class VastaiProvider:
             "runtype": "ssh_direct" if cfg.direct_port else "ssh_proxy",
             "onstart": onstart_script(public_key),
             "label": name,
+            "cancel_unavail": True,
         }
-        reply = self.http.request("PUT", f"/asks/{offer.offer_id}/", body, idempotent=False)
+        try:
+            reply = self.http.request("PUT", f"/asks/{offer.offer_id}/", body, idempotent=False)
+        except ProviderError as err:  # an error status may still name the instance it made
+            if isinstance(err.data, dict) and err.data.get("new_contract"):
+                raise CreatedButFailed(f"Vast.ai answered the create with an error ({err}) but made instance "
+                                       f"{err.data['new_contract']}", str(err.data["new_contract"])) from None
+            raise
         data = reply.data if isinstance(reply.data, dict) else {}
         new_id = data.get("new_contract")
-        if not data.get("success") or not new_id:
+        if new_id and data.get("success") is not True:
+            raise CreatedButFailed(f"Vast.ai answered the create with success: false ({error_text(data, reply.text)}) "
+                                   f"but made instance {new_id}", str(new_id))
+        if not new_id:
             raise ProviderError(f"Vast.ai did not rent offer {offer.offer_id}: {error_text(data, reply.text)}", status=reply.status)
         return Instance(
             id=str(new_id), provider=KIND, ssh_user=cfg.ssh_user, hourly_price=offer.hourly_price,
             gpu_name=offer.gpu_name, gpu_count=offer.gpu_count, state=STARTING, location=offer.location,
+            name=name, api_base=cfg.api_base,
         )
 
     def after_create(self, instance_id: str, public_key: str) -> None:
@@ -153,8 +185,11 @@ class VastaiProvider:
             raise ProviderError(f"Vast.ai did not attach the SSH key to instance {instance_id}: {error_text(reply.data, reply.text)}")
 
     def get(self, instance_id: str) -> Optional[Instance]:
-        reply = self.http.request("GET", f"/instances/{instance_id}/", allow_statuses=(404,))
-        if reply.status == 404 or not isinstance(reply.data, dict):
+        reply = self.http.request("GET", f"/instances/{instance_id}/?owner=me", allow_statuses=(404,))
+        if not isinstance(reply.data, dict):  # a 404 page from a wrong URL is not "destroyed"
+            raise ProviderError(f"Vast.ai answered GET /instances/{instance_id}/ with HTTP {reply.status} and no JSON: "
+                                f"{reply.text[:200]!r} (is box.vastai.api_base right?)", status=reply.status)
+        if reply.status == 404:
             return None
         inst = reply.data.get("instances")
         if isinstance(inst, list):
@@ -166,18 +201,50 @@ class VastaiProvider:
         ports = inst.get("ports")
         if self.config.direct_port and isinstance(ports, dict) and ports.get("22/tcp") and inst.get("public_ipaddr"):
             host, port = inst["public_ipaddr"], ports["22/tcp"][0].get("HostPort")
+        return self._instance(inst, instance_id, host, port, raw)
+
+    def _instance(self, inst: dict, instance_id: str, host, port, raw: str) -> Instance:
         return Instance(
             id=str(inst.get("id", instance_id)), provider=KIND, ssh_host=(host or None),
             ssh_port=int(port) if port else None, ssh_user=self.config.ssh_user,
             hourly_price=_float(inst.get("dph_total")), gpu_name=inst.get("gpu_name"),
             gpu_count=inst.get("num_gpus"), state=_STATES.get(raw, STARTING if not raw else UNKNOWN),
-            location=inst.get("geolocation"), raw_state=raw or None,
+            location=inst.get("geolocation"), raw_state=raw or None, name=inst.get("label"),
+            api_base=self.config.api_base,
         )
+
+    def find_by_name(self, name: str) -> list[Instance]:
+        """Instances labelled ``name``, through the paginated v1 list the official client uses."""
+        root = self.config.api_base.rstrip("/").rsplit("/api/v0", 1)[0]
+        params = {"select_filters": {"label": {"in": [name]}}, "order_by": [{"col": "id", "dir": "asc"}], "limit": 25}
+        found: list[Instance] = []
+        for _ in range(100):  # pages
+            query = "&".join(f"{k}={quote_plus(json.dumps(v))}" for k, v in params.items())
+            reply = self.http.request("GET", f"{root}/api/v1/instances/?{query}")
+            data = reply.data if isinstance(reply.data, dict) else {}
+            rows = data.get("instances")
+            if not isinstance(rows, list):
+                raise ProviderError(f"Vast.ai's instance list answered without instances: {reply.text[:200]!r}")
+            for inst in rows:
+                if isinstance(inst, dict) and inst.get("label") == name and inst.get("id") is not None:
+                    found.append(self._instance(inst, str(inst["id"]), inst.get("ssh_host"), inst.get("ssh_port"),
+                                                str(inst.get("actual_status") or "")))
+            if not data.get("next_token"):
+                return found
+            params["after_token"] = data["next_token"]
+        raise ProviderError("Vast.ai's instance list did not end after 100 pages")
 
     def terminate(self, instance_id: str) -> None:
         reply = self.http.request("DELETE", f"/instances/{instance_id}/", allow_statuses=(404,))
+        if reply.status == 404 and not isinstance(reply.data, dict):
+            raise ProviderError(f"Vast.ai answered 404 with no JSON (is box.vastai.api_base right?): {reply.text[:200]!r}", status=404)
         if reply.status != 404 and isinstance(reply.data, dict) and reply.data.get("success") is False:
             raise ProviderError(f"Vast.ai did not destroy instance {instance_id}: {error_text(reply.data, reply.text)}")
 
-    def manual_terminate_command(self, instance_id: str) -> str:
+    @staticmethod
+    def manual_terminate_command(instance_id: str) -> str:
         return f"`vastai destroy instance {instance_id}` (or destroy it on the Instances page of the Vast.ai console)"
+
+    @staticmethod
+    def manual_find_command(name: str) -> str:
+        return f"`vastai show instances --label {name}` (then `vastai destroy instance <id>`)"
