@@ -46,8 +46,14 @@ class StaticProvider:
     def get(self, instance_id: str) -> Optional[Instance]:
         return self.instance
 
+    def find_by_name(self, name: str) -> list[Instance]:
+        return [self.instance]
+
     def terminate(self, instance_id: str) -> None:
         return None  # not ours to stop
 
     def manual_terminate_command(self, instance_id: str) -> str:
         return "(a static host is not rented by the launcher: stop it wherever it runs)"
+
+    def manual_find_command(self, name: str) -> str:
+        return self.manual_terminate_command(name)
