@@ -106,6 +106,31 @@ def test_up_rents_from_fake_runpod_bootstraps_over_ssh_and_down_terminates(
     subprocess.run(sshd.ssh_argv(f"rm -rf {remote_workdir}"), capture_output=True, timeout=60)
 
 
+@pytest.mark.slow
+def test_up_rents_from_fake_vast_at_the_price_the_bill_shows_and_down_destroys(
+        sshd: SSHTarget, box_python: Path, remote_workdir: str, tmp_path: Path):
+    project = _project_copy(tmp_path / "project")
+    env = {"VAST_API_KEY": API_KEY, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    with LateSshd(sshd.port, resets=1) as late, FakeVast(ssh_host=sshd.host, ssh_port=late.port) as fake:
+        config = _write_config(project, "fake_vast.yaml", {
+            "kind": "vastai", "identity_file": str(sshd.identity_file), "python": str(box_python), "workdir": remote_workdir,
+            "vastai": {"api_base": fake.api_base, "ssh_user": sshd.user, "disk_gb": 240, "max_price": 0.375,
+                       "ready_timeout_s": 30, "poll_interval_s": 0.2, "terminate_timeout_s": 30}})
+        up = _launcher(project, env, "up", "--yes", "--config", str(config))
+        assert up.returncode == 0, f"up failed\nstdout:\n{up.stdout}\nstderr:\n{up.stderr}"
+        [search] = fake.calls("POST", "/bundles/")
+        assert search.body["allocated_storage"] == 240
+        # offer 3002 would look cheaper without the disk ($0.282/h) and bill $0.38/h, over max_price
+        assert [r.path for r in fake.calls("PUT")] == ["/api/v0/asks/3003/"]
+        assert "$0.373" in up.stdout and "Live price" not in up.stdout  # shown = billed
+        instance = json.loads((project / ".launcher" / "state.json").read_text())["instance"]
+        assert instance["hourly_price"] == pytest.approx(0.34 + 0.10 * 240 / 720)
+        assert instance["api_base"] == fake.api_base and instance["name"].startswith("llm-box-")
+        down = _launcher(project, env, "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert fake.alive() == [] and "billing stopped" in down.stdout
+
+
 def _write_config(project: Path, name: str, box: dict) -> Path:
     path = project / "configs" / name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,7 @@ def provision_instance(config, root: Path, config_path: Optional[str], console: 
     """Reuse the recorded rented instance when it is still there; else rent one (recorded at once)."""
     import launcher.providers as providers
 
-    state = load_state(root)
-    check_config_matches_record(config, config_path, state)  # never rent over a recorded rental of another provider
-    recorded = state.get("instance")
+    recorded = load_state(root).get("instance")  # bring_up checked that it matches the config
     if recorded and recorded.get("provider") == config.box.kind:
         current = providers.describe(config, recorded["id"])
         if current is not None and current.ssh_ready:
