@@ -35,7 +35,8 @@ Knobs (attributes, change them between calls): ``rate_limit_burst`` (next N requ
 query of a created machine answers 500), ``delete_fails``, ``ready_after`` (status polls before
 the machine runs), ``linger_after_delete``, ``live_price`` (the instance's real $/h per GPU,
 unlike the catalog's), ``create_then_fail`` ("500": the machine is made, the answer is a 500;
-"drop": made, then the connection closes without an answer), Vast's ``create_half_fails``
+"drop": made, then the connection closes without an answer; "hang": made, and no answer ever
+comes, so the client times out), Vast's ``create_half_fails``
 (``success: false`` with a ``new_contract``), RunPod's ``stock`` per cloud, ``graphql_errors``.
 
 ``LateSshd``: a TCP port that, like a freshly published port of a rented box, accepts and
@@ -71,6 +72,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     text: Optional[str] = None     # a plain-text body instead of JSON
     drop: bool = False             # close the connection without any answer
+    hang: bool = False             # never answer (until the server stops): the client times out
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -89,6 +91,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw.decode(errors="replace")
         rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         reply = fake.dispatch(rec)
+        if reply.hang:
+            fake.stopping.wait()
+            reply.drop = True
         if reply.drop:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -119,6 +124,7 @@ class FakeServer:
         self.lock = threading.Lock()
         self.rate_limit_burst = 0
         self.server_errors = 0
+        self.stopping = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.fake = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -132,6 +138,7 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -330,8 +337,8 @@ class FakeRunPod(FakeServer):
         self.polls[pod_id] = 0
         if self.create_then_fail == "500":
             return problem(500, "Internal Server Error", "upstream timeout")
-        if self.create_then_fail == "drop":
-            return Reply(0, drop=True)
+        if self.create_then_fail in ("drop", "hang"):
+            return Reply(0, drop=self.create_then_fail == "drop", hang=self.create_then_fail == "hang")
         return Reply(201, self._view(self.pods[pod_id]))
 
     def _advance(self, pod_id: str) -> Optional[dict]:
@@ -518,8 +525,8 @@ class FakeVast(FakeServer):
                                "msg": "Error starting container, please try another machine"})
         if self.create_then_fail == "500":
             return Reply(500, {"success": False, "error": "server_error", "msg": "internal error"})
-        if self.create_then_fail == "drop":
-            return Reply(0, drop=True)
+        if self.create_then_fail in ("drop", "hang"):
+            return Reply(0, drop=self.create_then_fail == "drop", hang=self.create_then_fail == "hang")
         return Reply(200, {"success": True, "new_contract": iid})
 
     def _advance(self, iid: int) -> Optional[dict]:

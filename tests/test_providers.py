@@ -459,9 +459,11 @@ def test_provision_terminates_a_machine_that_never_gets_a_public_port(kind, tmp_
 
 
 @pytest.mark.parametrize("kind", ["runpod", "vastai"])
-@pytest.mark.parametrize("failure", ["500", "drop"])
-def test_provision_finds_and_terminates_what_a_failed_create_made(kind, failure, tmp_path, keyed, fast_http):
-    """A 5xx or a dropped connection after the provider made the machine: pre-v2 code lost it."""
+@pytest.mark.parametrize("failure", ["500", "drop", "hang"])
+def test_provision_finds_and_terminates_what_a_failed_create_made(kind, failure, tmp_path, keyed, fast_http, monkeypatch):
+    """A 5xx, a dropped connection or a timeout after the provider made the machine: pre-v2 code lost it."""
+    if failure == "hang":  # the create never answers: the client's own timeout ends the wait
+        monkeypatch.setattr(providers, "HTTP_OPTIONS", {**FAST, "timeout": 1})
     with (FakeRunPod() if kind == "runpod" else FakeVast()) as fake:
         fake.create_then_fail = failure
         recorded: list[Instance] = []
