@@ -128,8 +128,23 @@ class FileStore(Store):
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def object_sha256(self, key: str) -> Optional[str]:
+        return self.hash_object(key)
+
+    def hash_object(self, key: str) -> Optional[str]:
         path = self._path(key)
         return sha256_file(path) if path.is_file() else None
+
+    def abort_stale_uploads(self, prefix: str) -> list[str]:
+        """Temporary files of copies that were cut off (atomic_writer's ``.<name>.*.tmp``)."""
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        removed = []
+        if base.is_dir():
+            for path in base.rglob(".*.tmp"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(key)
+        return sorted(removed)
 
     def remove_tree(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The store, both kinds: file:// and a real S3 server over HTTP (rclone serve s3).
+"""The store, both kinds: file:// and real S3 servers over HTTP: rclone serve s3, moto's server,
+and a strict proxy that refuses what Backblaze B2 refuses (tests/harness/s3proxy.py).
 
 Checkpoints are uploaded files first and manifest last; `latest` is the newest whose manifest
 exists and whose files are all stored; downloads verify every sha256 and are resumable.
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from launcher.secrets import box_secret_env, render_env_file, write_env_file
 from launcher.store import ChecksumError, StoreError, open_store
 from launcher.store_file import FileStore
 from launcher.store_s3 import S3Store
+from tests.harness.s3proxy import StrictS3Proxy
+from tests.harness.s3server import MotoS3Server, S3Endpoint
 from trainer.errors import UserError
 from trainer.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
 
@@ -39,13 +43,45 @@ def s3_storage(s3_server, bucket: str, prefix: str = "team/runs") -> StorageConf
     return StorageConfig(url=f"s3://{bucket}/{prefix}", endpoint_url=s3_server.endpoint_url, region=s3_server.region, addressing_style="path")
 
 
-@pytest.fixture(params=["file", "s3"])
+S3_KINDS = ["rclone", "moto", "b2"]  # b2: the strict B2-like proxy in front of rclone
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory) -> S3Endpoint:
+    """moto's S3 server, a second real S3 implementation beside rclone."""
+    server = MotoS3Server(tmp_path_factory.mktemp("moto"))
+    endpoint = server.start()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def strict_proxy(s3_server):
+    """A B2-like proxy in front of rclone serve s3 (refuses checksum headers; clock; faults)."""
+    proxy = StrictS3Proxy(s3_server.endpoint_url)
+    proxy.url = proxy.start()
+    yield proxy
+    assert not proxy.refused, f"the strict proxy refused: {proxy.refused}"
+    proxy.stop()
+
+
+@pytest.fixture(params=["file", *S3_KINDS])
 def store(request, tmp_path):
     if request.param == "file":
         return FileStore(tmp_path / "store")
-    s3_server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3Store(s3_storage(s3_server, bucket), env=s3_server.env())
+    server, bucket = s3_endpoint_for(request, request.param)
+    return S3Store(s3_storage(server, bucket), env=server.env())
+
+
+def s3_endpoint_for(request, kind: str) -> tuple[S3Endpoint, str]:
+    """(endpoint, new bucket) of one S3 implementation: rclone, moto, or b2 (rclone behind the strict proxy)."""
+    server = request.getfixturevalue("moto_server" if kind == "moto" else "s3_server")
+    bucket = f"bucket-{uuid.uuid4().hex[:10]}"
+    server.client().create_bucket(Bucket=bucket)
+    if kind == "b2":
+        proxy = request.getfixturevalue("strict_proxy")
+        server = S3Endpoint(proxy.url, server.access_key, server.secret_key, server.region, server.data_dir)
+    return server, bucket
 
 
 def test_small_objects_round_trip(store, tmp_path):
