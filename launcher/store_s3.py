@@ -178,6 +178,9 @@ class S3Store(Store):
             yield
         except ClientError as exc:
             raise self._client_error(action, where, exc) from None
+        except _transient_errors() as exc:  # before BotoCoreError: some of these are BotoCoreErrors
+            raise StoreError(f"{action} {where}: the connection to {self.endpoint} kept breaking ({type(exc).__name__}: {exc}); "
+                             f"tried {_RETRIES} times. Check the network and retry.") from None
         except NoCredentialsError:
             raise StoreError("no S3 credentials: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or storage.profile.") from None
         except BotoCoreError as exc:
@@ -190,9 +193,6 @@ class S3Store(Store):
                 f"{action} {where} failed at {self.endpoint}: {exc}. The transfer was retried; if the store refuses "
                 "this request every time, check that storage.endpoint_url is an S3-compatible endpoint and the bucket allows writes."
             ) from None
-        except _transient_errors() as exc:
-            raise StoreError(f"{action} {where}: the connection to {self.endpoint} kept breaking ({type(exc).__name__}: {exc}); "
-                             f"tried {_RETRIES} times. Check the network and retry.") from None
 
     def _client_error(self, action: str, where: str, exc) -> StoreError:
         error = exc.response.get("Error", {})

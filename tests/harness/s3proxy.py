@@ -22,6 +22,7 @@ closed: an IncompleteRead), ``reset`` (the connection is closed with no answer) 
 """
 from __future__ import annotations
 
+import calendar
 import http.client
 import socket
 import threading
@@ -80,7 +81,8 @@ class StrictS3Proxy:
                     f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Error>\n    <Code>{code}</Code>\n'
                     f"    <Message>{message}</Message>\n</Error>\n"
                 ).encode()
-                self.send_response(status)
+                self.send_response_only(status)  # its own Date header below: this server's clock
+                self.send_header("Server", "strict-s3-proxy")
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Date", formatdate(time.time() + proxy.clock_offset, usegmt=True))
@@ -102,7 +104,7 @@ class StrictS3Proxy:
                         return self._error(400, "InvalidArgument", f"Unsupported header '{lower}' received for this API call.")
                 amz_date = self.headers.get("x-amz-date")
                 if amz_date:
-                    sent = time.mktime(time.strptime(amz_date, "%Y%m%dT%H%M%SZ")) - time.timezone
+                    sent = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
                     if abs(time.time() + proxy.clock_offset - sent) > SKEW_LIMIT_S:
                         return self._error(403, "RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.")
                 length = int(self.headers.get("Content-Length") or 0)
@@ -127,10 +129,12 @@ class StrictS3Proxy:
                 for name, value in response.getheaders():
                     if name.lower() not in ("connection", "transfer-encoding", "content-length"):
                         self.send_header(name, value)
+                if self.command == "HEAD":  # no body: the object's length as the server said it
+                    self.send_header("Content-Length", response.getheader("Content-Length", "0"))
+                    self.end_headers()
+                    return
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if self.command == "HEAD":
-                    return
                 if fault == "truncate":
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()

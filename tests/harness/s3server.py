@@ -34,7 +34,8 @@ class S3Endpoint:
         return boto3.client(
             "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key, region_name=self.region,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
+                          request_checksum_calculation="when_required", response_checksum_validation="when_required"),
         )
 
 
