@@ -48,6 +48,17 @@ class FileStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str):
+        """A full disk or a folder we may not write is a StoreError paragraph, not a traceback."""
+        try:
+            yield
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise
+        except OSError as exc:
+            raise StoreError(f"{action} {self.describe(key)} failed: {exc.strerror or exc}. Check that the store folder "
+                             f"{self.root} is writable and its disk has room (storage.url).") from None
+
     def _copy(self, src: Path, dest: Path, progress: Optional[TransferProgress], direction: str) -> None:
         limit = max_bandwidth(direction)
         started, sent = time.monotonic(), 0
@@ -63,7 +74,8 @@ class FileStore(Store):
                         time.sleep(ahead)
 
     def put_file(self, local: Path, key: str, *, sha256: Optional[str] = None, progress: Optional[TransferProgress] = None) -> None:
-        self._copy(Path(local), self._path(key), progress, "upload")
+        with self._errors("upload to", key):
+            self._copy(Path(local), self._path(key), progress, "upload")
 
     def get_file(self, key: str, local: Path, *, progress: Optional[TransferProgress] = None) -> None:
         src = self._path(key)
@@ -78,7 +90,7 @@ class FileStore(Store):
             return None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        with atomic_writer(self._path(key)) as f:
+        with self._errors("write of", key), atomic_writer(self._path(key)) as f:
             f.write(data)
 
     def sync_bytes(self, key: str, data: bytes, append: bool = False) -> int:

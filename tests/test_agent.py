@@ -105,6 +105,16 @@ class Run:
                 proc.wait(5)
 
 
+def s3_server_client(run: "Run"):
+    """A plain boto3 client on the run's S3 endpoint (to look at what the store API hides)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=run.storage.endpoint_url, aws_access_key_id=run.env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=run.env["AWS_SECRET_ACCESS_KEY"], region_name=run.env["AWS_DEFAULT_REGION"],
+                        config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required"))
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -211,10 +221,14 @@ def test_kill_mid_upload_keeps_previous_latest_and_next_agent_finishes(s3_run):
     assert listed["step_000200"].complete is False
     assert store.latest_checkpoint(RUN).name == "step_000100"
     first_mtime = store.stat(first_key).mtime
+    client = s3_server_client(run)
+    assert client.list_multipart_uploads(Bucket=store.bucket).get("Uploads"), "the kill left no multipart upload to clean up"
 
-    run.start_agent()  # the next agent finishes the upload
+    run.start_agent()  # the next agent aborts the killed one's multipart upload, then finishes the upload
     latest = wait_for(lambda: (c := store.latest_checkpoint(RUN)) and c.name == "step_000200" and c, 60, "step 200 to become latest")
     assert latest.step == 200
+    assert not client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")  # nothing billed and invisible left
+    assert "aborted an unfinished upload of demo/checkpoints/step_000200/part1.bin" in (run.run_dir / "agent.log").read_text()
     assert store.stat(first_key).mtime == first_mtime  # already stored: not sent again
     run.finish()
     code, out = run.agent_output()
