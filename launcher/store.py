@@ -168,6 +168,11 @@ class Store(ABC):
     def hash_object(self, key: str) -> Optional[str]:
         """The sha256 of the object's stored bytes (read back), or None when there is no such object."""
 
+    def verify_object(self, key: str, local: Path, sha256: str) -> bool:
+        """Whether the stored bytes of ``key`` hash to ``sha256`` (``local`` is the file uploaded
+        as it; stores with their own checksum use it to avoid reading the object back)."""
+        return self.hash_object(key) == sha256
+
     def abort_stale_uploads(self, prefix: str) -> list[str]:
         """Abort unfinished uploads under ``prefix`` (S3 multipart uploads, half-copied files);
         returns their keys. Call it only when no upload of this prefix is running."""
@@ -227,8 +232,8 @@ class Store(ABC):
 
         A file already stored with the same size and recorded sha256 is not sent again, so an
         interrupted upload is finished by the next call. With ``verify`` every stored object is
-        then read back and hashed (``hash_object``): one whose bytes do not match is uploaded
-        again, and the manifest, which makes the folder complete, is written only when all
+        then checked (``verify_object``: the store's own checksum where it has one, else read
+        back and hashed): one whose bytes do not match is uploaded again, and the manifest, which makes the folder complete, is written only when all
         match. If a different manifest is stored under ``prefix`` it is deleted first: the
         folder is not complete while it is replaced. ``unchanged()`` is asked before the
         manifest goes up; False raises FolderChanged (the caller starts over with the new
@@ -254,13 +259,14 @@ class Store(ABC):
                 todo.append(name)
         sent = self._send(local_dir, prefix, manifest, todo, progress, unchanged)
         if verify:
-            bad = [name for name, entry in sorted(manifest.files.items()) if self.hash_object(f"{prefix}/{name}") != entry["sha256"]]
+            bad = [name for name, entry in sorted(manifest.files.items())
+                   if not self.verify_object(f"{prefix}/{name}", local_dir / name, entry["sha256"])]
             if bad:
                 if same:  # the stored copy was "complete": it is not while it is repaired
                     self.delete(manifest_key)
                     same = False
                 sent += self._send(local_dir, prefix, manifest, bad, progress, unchanged)
-                still = [n for n in bad if self.hash_object(f"{prefix}/{n}") != manifest.files[n]["sha256"]]
+                still = [n for n in bad if self.hash_object(f"{prefix}/{n}") != manifest.files[n]["sha256"]]  # the bytes decide
                 if still:
                     raise StoreError(
                         f"{self.describe(prefix)}: {', '.join(still)} read back with different bytes than were uploaded, twice. "

@@ -423,9 +423,11 @@ def test_agent_aborts_stale_uploads_verifies_and_applies_retention(b2_run, stric
     # storage.keep (3): the last three, final/ and the best by validation loss (step 200)
     assert [c.name for c in store.checkpoints(RUN)] == ["step_000200", "step_000300", "step_000400", "step_000500", "final"]
     assert "step_000100" in out and ("deleted stored checkpoint step_000100" in out or "older than the 3 kept" in out)
-    # every stored object read back (GET) before its checkpoint's manifest went up
-    gets = [r for r in strict_proxy.requests if r.startswith("GET ") and "/step_000500/part0.bin" in r]
-    assert gets, "the agent never read the uploaded checkpoint back"
+    # every stored object checked (HEAD: its ETag against the local file) before the manifest went up
+    part = [r.split()[0] for r in strict_proxy.requests if "/step_000500/part0.bin" in r]
+    manifest = [i for i, r in enumerate(strict_proxy.requests) if r.startswith("PUT ") and "/step_000500/manifest.json" in r]
+    assert "PUT" in part and "HEAD" in part[part.index("PUT"):], part
+    assert manifest and max(i for i, r in enumerate(strict_proxy.requests) if "/step_000500/part0.bin" in r) < manifest[0]
 
 
 def test_restore_skips_a_corrupt_latest_and_says_why(run):

@@ -438,3 +438,18 @@ def test_newest_verifying_checkpoint_is_chosen_and_the_bad_one_named(store, tmp_
     verify_manifest(out, check_hashes=True)
     assert [name for name, _ in skipped] == ["step_000200"] and "part1.bin" in skipped[0][1]
     assert not (tmp_path / "out" / "step_000200").exists() and not (tmp_path / "out" / ".step_000200.partial").exists()
+
+
+def test_bit_rot_inside_the_server_is_found_and_repaired(request, tmp_path):
+    """Bytes changed on the S3 server's own disk (metadata untouched) are caught by verification."""
+    store, server, bucket = s3_kind_store(request, "rclone")
+    ckpt = make_checkpoint(tmp_path / "runs" / RUN, 100)
+    store.upload_checkpoint(RUN, ckpt)
+    on_disk = server.data_dir / bucket / "team" / "runs" / RUN / "checkpoints" / "step_000100" / "part0.bin"
+    with open(on_disk, "r+b") as f:  # in place: the server's metadata (kept beside the file) stays
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0x01]))
+    assert store.upload_checkpoint(RUN, ckpt) == (ckpt / "part0.bin").stat().st_size
+    assert on_disk.read_bytes() == (ckpt / "part0.bin").read_bytes()
