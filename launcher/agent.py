@@ -430,7 +430,7 @@ def restore(run_dir: Path, store: Store, run: str, project_root: Path, progress:
 
             def target_of(c):
                 folder = run_dir / c.rel
-                if folder.exists():
+                if folder.exists() and not is_complete(folder, check_hashes=False):
                     import shutil
 
                     shutil.rmtree(folder)  # an incomplete local copy: the stored one replaces it

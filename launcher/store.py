@@ -173,6 +173,9 @@ class Store(ABC):
         as it; stores with their own checksum use it to avoid reading the object back)."""
         return self.hash_object(key) == sha256
 
+    def will_verify(self, local: Path) -> None:
+        """``local`` is about to be uploaded and then verified (S3: hash it beside its upload)."""
+
     def abort_stale_uploads(self, prefix: str) -> list[str]:
         """Abort unfinished uploads under ``prefix`` (S3 multipart uploads, half-copied files);
         returns their keys. Call it only when no upload of this prefix is running."""
@@ -257,7 +260,7 @@ class Store(ABC):
                 if info is not None and info.size == int(entry["size"]) and self.object_sha256(key) == entry["sha256"]:
                     continue
                 todo.append(name)
-        sent = self._send(local_dir, prefix, manifest, todo, progress, unchanged)
+        sent = self._send(local_dir, prefix, manifest, todo, progress, unchanged, verify)
         if verify:
             bad = [name for name, entry in sorted(manifest.files.items())
                    if not self.verify_object(f"{prefix}/{name}", local_dir / name, entry["sha256"])]
@@ -265,7 +268,7 @@ class Store(ABC):
                 if same:  # the stored copy was "complete": it is not while it is repaired
                     self.delete(manifest_key)
                     same = False
-                sent += self._send(local_dir, prefix, manifest, bad, progress, unchanged)
+                sent += self._send(local_dir, prefix, manifest, bad, progress, unchanged, verify)
                 still = [n for n in bad if self.hash_object(f"{prefix}/{n}") != manifest.files[n]["sha256"]]  # the bytes decide
                 if still:
                     raise StoreError(
@@ -283,7 +286,7 @@ class Store(ABC):
         return sent
 
     def _send(self, local_dir: Path, prefix: str, manifest: Manifest, names: list[str], progress: TransferProgress,
-              unchanged: Optional[Callable[[], bool]]) -> int:
+              unchanged: Optional[Callable[[], bool]], verify: bool) -> int:
         """Upload ``names`` (listed in ``manifest``) from ``local_dir``; sizes are checked first."""
         for name in names:
             local, size = local_dir / name, int(manifest.files[name]["size"])
@@ -297,6 +300,8 @@ class Store(ABC):
         try:
             for name in names:
                 entry = manifest.files[name]
+                if verify:
+                    self.will_verify(local_dir / name)
                 self.put_file(local_dir / name, f"{prefix}/{name}", sha256=entry["sha256"], progress=progress)
                 sent += int(entry["size"])
         finally:

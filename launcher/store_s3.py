@@ -259,16 +259,20 @@ class S3Store(Store):
             pending = self._hashing.pop((str(local), st.st_size, st.st_mtime_ns), None)
         return pending.result() if pending is not None else _local_etags(local, self.upload_config.multipart_chunksize)
 
+    def will_verify(self, local: Path) -> None:
+        """Hash ``local`` (``_local_etags``) on a thread while it uploads, for ``verify_object``."""
+        st = Path(local).stat()
+        if st.st_size == 0:
+            return
+        with self._hash_lock:
+            if len(self._hashing) > 64:  # never collected (a failed upload): do not grow without bound
+                self._hashing.clear()
+            self._hashing[(str(local), st.st_size, st.st_mtime_ns)] = self._hash_pool.submit(
+                _local_etags, Path(local), self.upload_config.multipart_chunksize)
+
     def put_file(self, local: Path, key: str, *, sha256: Optional[str] = None, progress: Optional[TransferProgress] = None) -> None:
         if Path(local).stat().st_size == 0:
             return self._put_empty(key, sha256)
-        if sha256:  # verification follows: hash the local file while it uploads, not after
-            st = Path(local).stat()
-            with self._hash_lock:
-                if len(self._hashing) > 64:
-                    self._hashing.clear()
-                self._hashing[(str(local), st.st_size, st.st_mtime_ns)] = self._hash_pool.submit(
-                    _local_etags, Path(local), self.upload_config.multipart_chunksize)
         extra = {"Metadata": {"sha256": sha256}} if sha256 else None
         with self._errors("upload to", key):
             self._retrying(lambda: self.client.upload_file(
