@@ -8,14 +8,18 @@ and restore a run from the store onto a fresh box.
 wait on an upload; it runs at idle CPU priority (SCHED_IDLE) so training threads come first. Every ``agent.sync_interval`` seconds it
 uploads changed small files (logs, metrics, status, config, ...); a background thread uploads
 each new checkpoint once its manifest exists (files first, manifest last) and, once, the
-prepared ``tokenizer/`` and ``data/`` folders. When training ends (status.json says
+prepared ``tokenizer/`` and ``data/`` folders. Each checkpoint is verified in the store before
+its manifest marks it complete, then retention (``storage.keep``, launcher/store_retention.py)
+deletes the stored checkpoints the run no longer keeps. Unfinished multipart uploads of the run
+(a killed agent's) are aborted when the agent starts and after a failed upload. When training ends (status.json says
 finished/failed/stopped, its pid is gone, or the tmux window wrote train.exit), or on SIGTERM/SIGINT/SIGHUP, it makes a final flush,
 logs "agent: final flush done" and exits 0. Budget watch: spent cost >= ``budget.max_cost`` while
 training runs sends SIGTERM to the trainer (which stops with a final checkpoint). Idle watch:
 after training ends on a rented box with ``agent.shutdown_when_done``, it waits
 ``agent.idle_minutes`` and terminates the instance through the provider.
 
-``restore`` downloads the latest complete checkpoint (verified), the run's logs and metrics
+``restore`` downloads the latest complete checkpoint that verifies (a corrupt newer one is
+skipped, with a line saying which and why), the run's logs and metrics
 (metrics cut at the checkpoint's step, so the resumed curve has no duplicates), and the prepared
 tokenizer and data when stored.
 

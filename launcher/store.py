@@ -10,7 +10,11 @@ The object's full name is ``<prefix>/<key>`` (S3) or ``DIR/<key>`` (file).
 Checkpoints live under ``<run>/checkpoints/step_NNNNNN/`` and ``<run>/final/``. A checkpoint is
 uploaded files first and its ``manifest.json`` (sizes, sha256) last, so a half-uploaded one has
 no manifest. ``latest_checkpoint`` is the newest one whose manifest exists and whose listed
-files are all in the store with the listed sizes; downloads verify every sha256.
+files are all in the store with the listed sizes; downloads verify every sha256, and
+``download_newest_verified`` falls back to older complete checkpoints when one does not.
+An upload takes the manifest once, at its start, sends exactly what it lists, checks what the
+store holds (``verify_object``) and re-sends what differs before the manifest goes up.
+Retention (which checkpoints a run keeps) lives in store_retention.py.
 
 No torch here: the laptop and the on-box agent both use this module.
 """

@@ -56,14 +56,15 @@ T = TypeVar("T")
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
-    """Transport errors worth another try: the connection broke, or a body arrived cut short."""
+    """Transport errors worth another try: a body that broke while it was read. (botocore retries
+    connection errors and timeouts before a response itself: not repeated here, or a wrong
+    endpoint would take minutes to fail.)"""
     import http.client
 
-    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+    from botocore.exceptions import IncompleteReadError, ResponseStreamingError
     from urllib3.exceptions import ProtocolError
 
-    return (ConnectionClosedError, EndpointConnectionError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError,
-            ProtocolError, http.client.IncompleteRead, ConnectionResetError, BrokenPipeError)
+    return (IncompleteReadError, ResponseStreamingError, ProtocolError, http.client.IncompleteRead, ConnectionResetError, BrokenPipeError)
 
 
 def _env_int(name: str, default: int, low: int) -> int:
@@ -186,7 +187,7 @@ class S3Store(Store):
             raise self._client_error(action, where, exc) from None
         except _transient_errors() as exc:  # before BotoCoreError: some of these are BotoCoreErrors
             raise StoreError(f"{action} {where}: the connection to {self.endpoint} kept breaking ({type(exc).__name__}: {exc}); "
-                             f"tried {_RETRIES} times. Check the network and retry.") from None
+                             f"tried {_RETRIES} times. Check the network (and storage.endpoint_url), then retry.") from None
         except NoCredentialsError:
             raise StoreError("no S3 credentials: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or storage.profile.") from None
         except BotoCoreError as exc:
@@ -223,8 +224,8 @@ class S3Store(Store):
                 f"{action} {where}: {self.endpoint} refused a header ({message}). This store does not accept a header "
                 "boto3 sends; upgrade llm-box, and report the header if it persists."
             )
-        return StoreError(f"{action} {where} failed at {self.endpoint}: {code} {message}. Check the bucket's permissions "
-                          "and storage settings, then retry.".replace(":  .", ":").strip())
+        return StoreError(f"{action} {where} failed at {self.endpoint}: {code or 'HTTP error'} {message}".rstrip()
+                          + ". Check the bucket's permissions and the storage settings, then retry.")
 
     def _retrying(self, call: Callable[[], T]) -> T:
         """``call()``, tried again with backoff when the transport breaks (see the module doc)."""
