@@ -453,3 +453,12 @@ def test_bit_rot_inside_the_server_is_found_and_repaired(request, tmp_path):
         f.write(bytes([byte[0] ^ 0x01]))
     assert store.upload_checkpoint(RUN, ckpt) == (ckpt / "part0.bin").stat().st_size
     assert on_disk.read_bytes() == (ckpt / "part0.bin").read_bytes()
+
+
+def test_storage_keep_defaults_to_three_and_is_checked():
+    from trainer.configlib import validate
+    from trainer.errors import ConfigError
+
+    assert validate(StorageConfig, {}, "run.yaml: storage").keep == 3
+    with pytest.raises(ConfigError, match="keep"):
+        validate(StorageConfig, {"keep": 0}, "run.yaml: storage")
