@@ -8,14 +8,18 @@ and restore a run from the store onto a fresh box.
 wait on an upload; it runs at idle CPU priority (SCHED_IDLE) so training threads come first. Every ``agent.sync_interval`` seconds it
 uploads changed small files (logs, metrics, status, config, ...); a background thread uploads
 each new checkpoint once its manifest exists (files first, manifest last) and, once, the
-prepared ``tokenizer/`` and ``data/`` folders. When training ends (status.json says
+prepared ``tokenizer/`` and ``data/`` folders. Each checkpoint is verified in the store before
+its manifest marks it complete, then retention (``storage.keep``, launcher/store_retention.py)
+deletes the stored checkpoints the run no longer keeps. Unfinished multipart uploads of the run
+(a killed agent's) are aborted when the agent starts and after a failed upload. When training ends (status.json says
 finished/failed/stopped, its pid is gone, or the tmux window wrote train.exit), or on SIGTERM/SIGINT/SIGHUP, it makes a final flush,
 logs "agent: final flush done" and exits 0. Budget watch: spent cost >= ``budget.max_cost`` while
 training runs sends SIGTERM to the trainer (which stops with a final checkpoint). Idle watch:
 after training ends on a rented box with ``agent.shutdown_when_done``, it waits
 ``agent.idle_minutes`` and terminates the instance through the provider.
 
-``restore`` downloads the latest complete checkpoint (verified), the run's logs and metrics
+``restore`` downloads the latest complete checkpoint that verifies (a corrupt newer one is
+skipped, with a line saying which and why), the run's logs and metrics
 (metrics cut at the checkpoint's step, so the resumed curve has no duplicates), and the prepared
 tokenizer and data when stored.
 
@@ -36,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from launcher.store import PREPARED, RichProgress, Store, TransferProgress, checkpoint_rel, human_bytes, open_store
+from launcher.store import PREPARED, RichProgress, Store, StoreError, TransferProgress, checkpoint_rel, human_bytes, open_store
 from trainer.atomic import atomic_write_bytes
 from trainer.errors import UserError, cli_main
 from trainer.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
@@ -172,6 +176,7 @@ class Mirror:
         self.failures = 0
         self.budget_hit = False
         self.worker_error: Optional[str] = None
+        self.keep = int(cfg["storage"].keep)
 
     # -- small files -----------------------------------------------------------
     def sync_small(self, force: bool = False) -> None:
@@ -229,18 +234,54 @@ class Mirror:
         for folder in self.pending_checkpoints():
             try:
                 manifest = read_manifest(folder)
+                if self.pruned_on_arrival(folder, manifest):
+                    log.info("agent: checkpoint %s is older than the %d kept in the store (storage.keep); not uploaded", folder.name, self.keep)
+                    self.uploaded.add((folder.name, manifest.created))
+                    continue
                 log.info("agent: uploading checkpoint %s (%s) to %s", folder.name, human_bytes(manifest.total_bytes), self.store.describe(f"{self.run}/{checkpoint_rel(folder.name)}"))
                 started = time.monotonic()
-                sent = self.store.upload_checkpoint(self.run, folder, progress=LogProgress())
+                sent = self.store.upload_checkpoint(self.run, folder, progress=LogProgress())  # verified before its manifest goes up
                 self.uploaded.add((folder.name, manifest.created))
                 took = time.monotonic() - started
-                log.info("agent: checkpoint %s stored (%s sent in %.1fs)", folder.name, human_bytes(sent), took)
+                log.info("agent: checkpoint %s stored and verified (%s sent in %.1fs)", folder.name, human_bytes(sent), took)
+                self.apply_retention()
             except FileNotFoundError:
                 log.info("agent: checkpoint %s vanished before its upload finished (pruned by the trainer); skipped", folder.name)
             except Exception as exc:
                 self.failures += 1
                 self.worker_error = f"{folder.name}: {exc}"
                 log.warning("agent: upload of checkpoint %s failed: %s (will retry)", folder.name, exc)
+                self.abort_stale_uploads()
+
+    def abort_stale_uploads(self) -> None:
+        """Unfinished multipart uploads of this run are billed and invisible: abort them (only
+        called when no upload of this agent is running: at start and after a failed upload)."""
+        try:
+            aborted = self.store.abort_stale_uploads(f"{self.run}/")
+        except Exception as exc:
+            log.warning("agent: could not list or abort unfinished uploads: %s (a bucket lifecycle rule cleans them up; see the README)", exc)
+            return
+        for key in aborted:
+            log.info("agent: aborted an unfinished upload of %s", key)
+
+    def pruned_on_arrival(self, folder: Path, manifest: Manifest) -> bool:
+        """An old local checkpoint that retention would delete as soon as it is stored."""
+        if folder.name == "final":
+            return False
+        from launcher.store import CheckpointInfo
+        from launcher.store_retention import would_be_pruned
+
+        val_loss = manifest.meta.get("val_loss")
+        candidate = CheckpointInfo(self.run, folder.name, int(manifest.meta.get("step", -1)), manifest.total_bytes, manifest.created, True,
+                                   float(val_loss) if isinstance(val_loss, (int, float)) else None)
+        return would_be_pruned(self.store.checkpoints(self.run), candidate, self.keep)
+
+    def apply_retention(self) -> None:
+        from launcher.store_retention import prune
+
+        plan = prune(self.store, self.run, self.keep)
+        for ckpt, why in plan.delete:
+            log.info("agent: deleted stored checkpoint %s (%s, %s freed; storage.keep: %d)", ckpt.name, why, human_bytes(ckpt.size_bytes), self.keep)
 
     def upload_prepared(self) -> None:
         for sub, meta_name in PREPARED_DIRS.items():
@@ -340,6 +381,7 @@ class Mirror:
     # -- the loop --------------------------------------------------------------
     def loop(self) -> int:
         log.info("agent: mirroring %s to %s every %.0fs", self.run_dir, self.store.describe(self.run), self.interval)
+        self.abort_stale_uploads()  # a killed agent's multipart uploads
         worker = threading.Thread(target=self.worker, name="checkpoint-uploads", daemon=True)
         worker.start()
         reason = None
@@ -389,11 +431,22 @@ def restore(run_dir: Path, store: Store, run: str, project_root: Path, progress:
         if target.is_dir() and is_complete(target, check_hashes=False):
             print(f"checkpoint {ckpt.name} (step {ckpt.step}) is already here")
         else:
-            if target.exists():
-                import shutil
+            def skipped(bad, why: str) -> None:
+                print(f"skipped stored checkpoint {bad.name} (step {bad.step}): {why}", flush=True)
 
-                shutil.rmtree(target)  # an incomplete local copy: the stored one replaces it
-            store.download_checkpoint(run, ckpt.name, target, progress=progress)
+            def target_of(c):
+                folder = run_dir / c.rel
+                if folder.exists() and not is_complete(folder, check_hashes=False):
+                    import shutil
+
+                    shutil.rmtree(folder)  # an incomplete local copy: the stored one replaces it
+                return folder
+
+            found = store.download_newest_verified(run, target_of, progress=progress, on_skip=skipped)
+            if found is None:
+                raise StoreError(f"no stored checkpoint of run {run!r} verifies (see the lines above): every complete one has a "
+                                 f"corrupt or missing file in {store.describe(run)}. Start the run afresh, or repair the store from a copy.")
+            ckpt, target = found
             restored.append(f"checkpoint {ckpt.name} (step {ckpt.step}, {human_bytes(ckpt.size_bytes)}, sha256 verified) -> {target}")
     for name in RESTORED_FILES:
         local = run_dir / name

@@ -5,6 +5,7 @@
     launcher logs --follow                   # watch; Ctrl-C leaves the job running
     launcher status                          # step, loss, tokens/s, ETA, $ spent / $ projected
     launcher fetch-checkpoint                # latest (or --step N) from the store
+    launcher prune                           # delete old checkpoints from the store
     launcher down                            # stop paying
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import click
 from trainer.errors import cli_main
 
 # Module names under launcher.commands; each defines ``command`` (a click.Command).
-COMMAND_MODULES = ("up", "run", "logs", "status", "stop", "down", "ssh", "fetch_checkpoint")
+COMMAND_MODULES = ("up", "run", "logs", "status", "stop", "down", "ssh", "fetch_checkpoint", "prune")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -123,6 +123,7 @@ class StorageConfig(Config):
     addressing_style: Literal["auto", "path", "virtual"] = Field("auto", description="S3 addressing style; path for most self-hosted servers.")
     credentials: Literal["env", "profile"] = Field("env", description="env: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment; profile: a named AWS profile.")
     profile: Optional[str] = Field(None, description="AWS profile name when credentials is profile.")
+    keep: int = Field(3, ge=1, description="Step checkpoints kept in the store per run (the last N; final/, the best by validation loss and the newest are always kept).")
 
     @model_validator(mode="after")
     def _check(self) -> "StorageConfig":

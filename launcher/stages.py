@@ -265,7 +265,10 @@ def _restore_run(ctx: RunContext) -> str:
     write_secrets(ctx)  # the store's credentials: a new box (or one after `launcher down`) has no secrets file yet
     command = f"{_secrets_prefix()} {_restore_commands(ctx)[0]}"
     out = _run_logged(ctx, f"bash -c {shlex.quote(command)}", "restoring the run from the store")
-    return (out.strip().splitlines() or ["restored"])[-1]
+    lines = out.strip().splitlines()
+    # a corrupt stored checkpoint skipped for an older one that verifies: the user must see which and why
+    shown = [line for line in lines if line.startswith(("skipped stored checkpoint", "restored checkpoint")) or line.endswith("is already here")]
+    return "; ".join(shown) or (lines or ["restored"])[-1]
 
 
 # ---- tokenizer / data / benchmark ------------------------------------------------------------

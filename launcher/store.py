@@ -10,7 +10,11 @@ The object's full name is ``<prefix>/<key>`` (S3) or ``DIR/<key>`` (file).
 Checkpoints live under ``<run>/checkpoints/step_NNNNNN/`` and ``<run>/final/``. A checkpoint is
 uploaded files first and its ``manifest.json`` (sizes, sha256) last, so a half-uploaded one has
 no manifest. ``latest_checkpoint`` is the newest one whose manifest exists and whose listed
-files are all in the store with the listed sizes; downloads verify every sha256.
+files are all in the store with the listed sizes; downloads verify every sha256, and
+``download_newest_verified`` falls back to older complete checkpoints when one does not.
+An upload takes the manifest once, at its start, sends exactly what it lists, checks what the
+store holds (``verify_object``) and re-sends what differs before the manifest goes up.
+Retention (which checkpoints a run keeps) lives in store_retention.py.
 
 No torch here: the laptop and the on-box agent both use this module.
 """
@@ -24,13 +28,14 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from trainer.errors import UserError
 from trainer.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_manifest
 
 PREPARED = "_prepared"  # <run>/_prepared/tokenizer, <run>/_prepared/data
 _STEP_RE = re.compile(r"^step_(\d+)$")
+_CHANGED_RETRIES = 3  # a checkpoint folder rewritten during its upload is uploaded again, whole, this often
 
 
 class StoreError(UserError):
@@ -39,6 +44,10 @@ class StoreError(UserError):
 
 class ChecksumError(StoreError):
     """A downloaded object does not match the sha256 in its manifest."""
+
+
+class FolderChanged(StoreError):
+    """The local folder was rewritten while it was uploaded (its manifest changed)."""
 
 
 @dataclass
@@ -57,6 +66,7 @@ class CheckpointInfo:
     size_bytes: int
     created: float  # manifest's creation time, else the newest object's mtime
     complete: bool  # manifest present and every listed file stored with its size
+    val_loss: Optional[float] = None  # from the manifest's meta, when the trainer recorded one
 
     @property
     def rel(self) -> str:
@@ -154,9 +164,26 @@ class Store(ABC):
         """Size, mtime (and sha256 where kept) of one object, or None."""
 
     def object_sha256(self, key: str) -> Optional[str]:
-        """The sha256 recorded for an uploaded object, or None when unknown."""
+        """The sha256 recorded for an uploaded object, or None when unknown (cheap: no bytes read)."""
         info = self.stat(key)
         return info.sha256 if info else None
+
+    @abstractmethod
+    def hash_object(self, key: str) -> Optional[str]:
+        """The sha256 of the object's stored bytes (read back), or None when there is no such object."""
+
+    def verify_object(self, key: str, local: Path, sha256: str) -> bool:
+        """Whether the stored bytes of ``key`` hash to ``sha256`` (``local`` is the file uploaded
+        as it; stores with their own checksum use it to avoid reading the object back)."""
+        return self.hash_object(key) == sha256
+
+    def will_verify(self, local: Path) -> None:
+        """``local`` is about to be uploaded and then verified (S3: hash it beside its upload)."""
+
+    def abort_stale_uploads(self, prefix: str) -> list[str]:
+        """Abort unfinished uploads under ``prefix`` (S3 multipart uploads, half-copied files);
+        returns their keys. Call it only when no upload of this prefix is running."""
+        return []
 
     def describe(self, key: str = "") -> str:
         """Where ``key`` is, for messages: ``s3://bucket/prefix/key`` or ``/path/key``."""
@@ -203,47 +230,86 @@ class Store(ABC):
         prefix: str,
         manifest: Manifest,
         *,
-        manifest_file: Optional[Path] = None,
+        manifest_bytes: Optional[bytes] = None,
         progress: Optional[TransferProgress] = None,
+        verify: bool = True,
+        unchanged: Optional[Callable[[], bool]] = None,
     ) -> int:
-        """Upload the files ``manifest`` lists, then the manifest. Returns bytes sent.
+        """Upload exactly the files ``manifest`` lists, then the manifest. Returns bytes sent.
 
-        A file already stored with the same size and sha256 is skipped, so an interrupted
-        upload is finished by the next call. If a different manifest is stored under
-        ``prefix`` it is deleted first: the folder is not complete while it is replaced.
+        A file already stored with the same size and recorded sha256 is not sent again, so an
+        interrupted upload is finished by the next call. With ``verify`` every stored object is
+        then checked (``verify_object``: the store's own checksum where it has one, else read
+        back and hashed): one whose bytes do not match is uploaded again, and the manifest, which makes the folder complete, is written only when all
+        match. If a different manifest is stored under ``prefix`` it is deleted first: the
+        folder is not complete while it is replaced. ``unchanged()`` is asked before the
+        manifest goes up; False raises FolderChanged (the caller starts over with the new
+        manifest). ``manifest_bytes``: the manifest exactly as read at the start.
         """
         local_dir = Path(local_dir)
         progress = progress or TransferProgress()
+        manifest_key = f"{prefix}/{MANIFEST_NAME}"
         objects = {o.key: o for o in self.list(prefix + "/")}
-        stored = self.read_manifest(prefix) if f"{prefix}/{MANIFEST_NAME}" in objects else None
-        if stored is not None and stored.files == manifest.files and self.tree_complete(prefix, manifest, objects):
+        stored = self.read_manifest(prefix) if manifest_key in objects else None
+        same = stored is not None and stored.files == manifest.files and self.tree_complete(prefix, manifest, objects)
+        if same and not verify:
             return 0
-        if f"{prefix}/{MANIFEST_NAME}" in objects:
-            self.delete(f"{prefix}/{MANIFEST_NAME}")
         todo = []
-        for name, entry in sorted(manifest.files.items()):
-            key = f"{prefix}/{name}"
-            info = objects.get(key)
-            if info is not None and info.size == int(entry["size"]) and self.object_sha256(key) == entry["sha256"]:
-                continue
-            local = local_dir / name
-            size = local.stat().st_size if local.is_file() else -1
-            if size != int(entry["size"]):
-                raise StoreError(f"{local} is {size} bytes but its manifest says {entry['size']}: the local folder changed; not uploading {prefix}.")
-            todo.append((local, key, entry))
+        if not same:
+            if manifest_key in objects:
+                self.delete(manifest_key)
+            for name, entry in sorted(manifest.files.items()):
+                key = f"{prefix}/{name}"
+                info = objects.get(key)
+                if info is not None and info.size == int(entry["size"]) and self.object_sha256(key) == entry["sha256"]:
+                    continue
+                todo.append(name)
+        sent = self._send(local_dir, prefix, manifest, todo, progress, unchanged, verify)
+        if verify:
+            bad = [name for name, entry in sorted(manifest.files.items())
+                   if not self.verify_object(f"{prefix}/{name}", local_dir / name, entry["sha256"])]
+            if bad:
+                if same:  # the stored copy was "complete": it is not while it is repaired
+                    self.delete(manifest_key)
+                    same = False
+                sent += self._send(local_dir, prefix, manifest, bad, progress, unchanged, verify)
+                still = [n for n in bad if self.hash_object(f"{prefix}/{n}") != manifest.files[n]["sha256"]]  # the bytes decide
+                if still:
+                    raise StoreError(
+                        f"{self.describe(prefix)}: {', '.join(still)} read back with different bytes than were uploaded, twice. "
+                        "The store is corrupting data or something else writes there; the checkpoint is not marked complete. "
+                        "Check the bucket and endpoint, then run the upload again."
+                    )
+        if same:
+            return sent
+        if unchanged is not None and not unchanged():
+            raise FolderChanged(f"{local_dir} changed while it was uploaded")
+        # last: the manifest makes the folder complete
+        data = manifest_bytes if manifest_bytes is not None else (json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n").encode()
+        self.write_bytes(manifest_key, data)
+        return sent
+
+    def _send(self, local_dir: Path, prefix: str, manifest: Manifest, names: list[str], progress: TransferProgress,
+              unchanged: Optional[Callable[[], bool]], verify: bool) -> int:
+        """Upload ``names`` (listed in ``manifest``) from ``local_dir``; sizes are checked first."""
+        for name in names:
+            local, size = local_dir / name, int(manifest.files[name]["size"])
+            actual = local.stat().st_size if local.is_file() else -1
+            if actual != size:
+                if unchanged is not None and not unchanged():
+                    raise FolderChanged(f"{local_dir} changed while it was uploaded")
+                raise StoreError(f"{local} is {actual} bytes but its manifest says {size}: the local folder changed; not uploading {prefix}.")
         sent = 0
-        progress.start(f"upload {prefix}", sum(int(e["size"]) for _, _, e in todo))
+        progress.start(f"upload {prefix}", sum(int(manifest.files[n]["size"]) for n in names))
         try:
-            for local, key, entry in todo:
-                self.put_file(local, key, sha256=entry["sha256"], progress=progress)
+            for name in names:
+                entry = manifest.files[name]
+                if verify:
+                    self.will_verify(local_dir / name)
+                self.put_file(local_dir / name, f"{prefix}/{name}", sha256=entry["sha256"], progress=progress)
                 sent += int(entry["size"])
         finally:
             progress.finish()
-        # last: the manifest makes the folder complete
-        if manifest_file is not None:
-            self.put_file(manifest_file, f"{prefix}/{MANIFEST_NAME}")
-        else:
-            self.write_text(f"{prefix}/{MANIFEST_NAME}", json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n")
         return sent
 
     def download_tree(
@@ -335,8 +401,10 @@ class Store(ABC):
             manifest = self.read_manifest(prefix) if f"{prefix}/{MANIFEST_NAME}" in objs else None
             if manifest is not None:
                 step = int(manifest.meta.get("step", step))
+                val_loss = manifest.meta.get("val_loss")
                 result.append(CheckpointInfo(run, name, step, manifest.total_bytes, manifest.created or max(o.mtime for o in objs.values()),
-                                             self.tree_complete(prefix, manifest, objs)))
+                                             self.tree_complete(prefix, manifest, objs),
+                                             float(val_loss) if isinstance(val_loss, (int, float)) else None))
             else:
                 result.append(CheckpointInfo(run, name, step, sum(o.size for o in objs.values()), max(o.mtime for o in objs.values()), False))
         result.sort(key=lambda c: (c.step, c.name == "final", c.created))
@@ -347,20 +415,69 @@ class Store(ABC):
         complete = [c for c in self.checkpoints(run) if c.complete and (include_final or c.name != "final")]
         return complete[-1] if complete else None
 
-    def upload_checkpoint(self, run: str, local_dir: Path, progress: Optional[TransferProgress] = None) -> int:
+    def upload_checkpoint(self, run: str, local_dir: Path, progress: Optional[TransferProgress] = None, verify: bool = True) -> int:
         """Upload a local checkpoint folder (its manifest must be there): files first, manifest last.
 
-        Files already stored with the same size and sha256 are skipped. Returns bytes sent.
+        The manifest is read once, at the start, and exactly the files it lists are uploaded;
+        the same bytes are stored as the manifest at the end. If the folder is rewritten
+        meanwhile (its manifest.json changes), the upload starts over with the new manifest,
+        as a whole. With ``verify`` the stored bytes are read back and hashed before the
+        manifest marks the checkpoint complete (see ``upload_tree``). Returns bytes sent.
         """
         local_dir = Path(local_dir)
-        manifest = verify_manifest(local_dir, check_hashes=False)
-        name = local_dir.name
-        prefix = f"{run}/{checkpoint_rel(name)}"
-        return self.upload_tree(local_dir, prefix, manifest, manifest_file=local_dir / MANIFEST_NAME, progress=progress)
+        prefix = f"{run}/{checkpoint_rel(local_dir.name)}"
+        manifest_path = local_dir / MANIFEST_NAME
+        for _ in range(_CHANGED_RETRIES):
+            verify_manifest(local_dir, check_hashes=False)
+            snapshot = manifest_path.read_bytes()
+            manifest = Manifest.from_json(json.loads(snapshot))
+
+            def unchanged() -> bool:
+                try:
+                    return manifest_path.read_bytes() == snapshot
+                except FileNotFoundError:
+                    return False
+
+            try:
+                return self.upload_tree(local_dir, prefix, manifest, manifest_bytes=snapshot, progress=progress,
+                                               verify=verify, unchanged=unchanged)
+            except FolderChanged:  # what was sent stays stored; the next pass skips what still matches
+                if not manifest_path.is_file():
+                    raise FileNotFoundError(manifest_path) from None  # deleted (pruned locally): nothing to upload
+        raise StoreError(f"{local_dir} kept changing while it was uploaded ({_CHANGED_RETRIES} tries); "
+                         "it is not stored as complete. Upload it again once the trainer has finished writing it.")
 
     def download_checkpoint(self, run: str, name: str, out_dir: Path, progress: Optional[TransferProgress] = None) -> Manifest:
         """Download checkpoint ``name`` of ``run`` into ``out_dir`` (verified; resumable; renamed at the end)."""
         return self.download_tree(f"{run}/{checkpoint_rel(name)}", Path(out_dir), progress=progress)
+
+    def download_newest_verified(
+        self,
+        run: str,
+        target: Callable[[CheckpointInfo], Path],
+        *,
+        include_final: bool = True,
+        progress: Optional[TransferProgress] = None,
+        on_skip: Callable[[CheckpointInfo, str], None] = lambda c, why: None,
+        candidates: Optional[list[CheckpointInfo]] = None,
+    ) -> Optional[tuple[CheckpointInfo, Path]]:
+        """Download the newest complete checkpoint whose every file verifies, into ``target(c)``.
+
+        A checkpoint that fails (a stored file's bytes do not match its sha256, or a file is
+        gone) is reported through ``on_skip(c, why)``, its partial download is removed, and the
+        next older one is tried. None when no complete checkpoint verifies.
+        """
+        if candidates is None:
+            candidates = [c for c in self.checkpoints(run) if c.complete and (include_final or c.name != "final")]
+        for ckpt in reversed(candidates):
+            out = Path(target(ckpt))
+            try:
+                self.download_checkpoint(run, ckpt.name, out, progress=progress)
+                return ckpt, out
+            except StoreError as exc:
+                shutil.rmtree(out.parent / f".{out.name}.partial", ignore_errors=True)
+                on_skip(ckpt, str(exc))
+        return None
 
 
 def _matches(folder: Path, manifest: Manifest) -> bool:

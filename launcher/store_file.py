@@ -48,6 +48,17 @@ class FileStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str):
+        """A full disk or a folder we may not write is a StoreError paragraph, not a traceback."""
+        try:
+            yield
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise
+        except OSError as exc:
+            raise StoreError(f"{action} {self.describe(key)} failed: {exc.strerror or exc}. Check that the store folder "
+                             f"{self.root} is writable and its disk has room (storage.url).") from None
+
     def _copy(self, src: Path, dest: Path, progress: Optional[TransferProgress], direction: str) -> None:
         limit = max_bandwidth(direction)
         started, sent = time.monotonic(), 0
@@ -63,7 +74,8 @@ class FileStore(Store):
                         time.sleep(ahead)
 
     def put_file(self, local: Path, key: str, *, sha256: Optional[str] = None, progress: Optional[TransferProgress] = None) -> None:
-        self._copy(Path(local), self._path(key), progress, "upload")
+        with self._errors("upload to", key):
+            self._copy(Path(local), self._path(key), progress, "upload")
 
     def get_file(self, key: str, local: Path, *, progress: Optional[TransferProgress] = None) -> None:
         src = self._path(key)
@@ -78,7 +90,7 @@ class FileStore(Store):
             return None
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        with atomic_writer(self._path(key)) as f:
+        with self._errors("write of", key), atomic_writer(self._path(key)) as f:
             f.write(data)
 
     def sync_bytes(self, key: str, data: bytes, append: bool = False) -> int:
@@ -128,8 +140,23 @@ class FileStore(Store):
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def object_sha256(self, key: str) -> Optional[str]:
+        return self.hash_object(key)
+
+    def hash_object(self, key: str) -> Optional[str]:
         path = self._path(key)
         return sha256_file(path) if path.is_file() else None
+
+    def abort_stale_uploads(self, prefix: str) -> list[str]:
+        """Temporary files of copies that were cut off (atomic_writer's ``.<name>.*.tmp``)."""
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        removed = []
+        if base.is_dir():
+            for path in base.rglob(".*.tmp"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(key)
+        return sorted(removed)
 
     def remove_tree(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)

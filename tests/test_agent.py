@@ -19,7 +19,7 @@ import pytest
 from launcher.agent import store_config_json
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig
 from launcher.store import open_store
-from tests.test_store import make_checkpoint, s3_storage
+from tests.test_store import make_checkpoint, moto_server, s3_endpoint_for, s3_storage, strict_proxy  # noqa: F401 (fixtures)
 from trainer.config import BudgetConfig
 from trainer.manifest import sha256_file, verify_manifest, write_manifest
 
@@ -103,6 +103,16 @@ class Run:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+def s3_server_client(run: "Run"):
+    """A plain boto3 client on the run's S3 endpoint (to look at what the store API hides)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=run.storage.endpoint_url, aws_access_key_id=run.env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=run.env["AWS_SECRET_ACCESS_KEY"], region_name=run.env["AWS_DEFAULT_REGION"],
+                        config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required"))
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
@@ -211,10 +221,14 @@ def test_kill_mid_upload_keeps_previous_latest_and_next_agent_finishes(s3_run):
     assert listed["step_000200"].complete is False
     assert store.latest_checkpoint(RUN).name == "step_000100"
     first_mtime = store.stat(first_key).mtime
+    client = s3_server_client(run)
+    assert client.list_multipart_uploads(Bucket=store.bucket).get("Uploads"), "the kill left no multipart upload to clean up"
 
-    run.start_agent()  # the next agent finishes the upload
+    run.start_agent()  # the next agent aborts the killed one's multipart upload, then finishes the upload
     latest = wait_for(lambda: (c := store.latest_checkpoint(RUN)) and c.name == "step_000200" and c, 60, "step 200 to become latest")
     assert latest.step == 200
+    assert not client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")  # nothing billed and invisible left
+    assert "aborted an unfinished upload of demo/checkpoints/step_000200/part1.bin" in (run.run_dir / "agent.log").read_text()
     assert store.stat(first_key).mtime == first_mtime  # already stored: not sent again
     run.finish()
     code, out = run.agent_output()
@@ -372,3 +386,65 @@ def test_train_exit_file_ends_the_mirror_even_without_status(tmp_path):
         assert r.store().read_text(f"{RUN}/train.stderr") == "Traceback: boom\n"
     finally:
         r.cleanup()
+
+
+# ----------------------------------------------------------------------------- issue 14
+@pytest.fixture
+def b2_run(request, tmp_path):
+    """A run whose store is rclone behind the strict B2-like proxy (tests/harness/s3proxy.py)."""
+    server, bucket = s3_endpoint_for(request, "b2")
+    r = Run(tmp_path, s3_storage(server, bucket), server.env())
+    r.bucket, r.server = bucket, server
+    yield r
+    r.cleanup()
+
+
+def test_agent_aborts_stale_uploads_verifies_and_applies_retention(b2_run, strict_proxy):
+    run = b2_run
+    store = run.store()
+    client = run.server.client()
+    stale_key = f"team/runs/{RUN}/checkpoints/step_000400/model.bin"  # a killed agent's multipart upload
+    stale = client.create_multipart_upload(Bucket=run.bucket, Key=stale_key)["UploadId"]
+    client.upload_part(Bucket=run.bucket, Key=stale_key, UploadId=stale, PartNumber=1, Body=b"x" * 1024)
+    other = client.create_multipart_upload(Bucket=run.bucket, Key="team/runs/another-run/model.bin")["UploadId"]
+    for step, loss in ((100, 3.0), (200, 2.0), (300, 2.5), (400, 2.6), (500, 2.7)):
+        make_checkpoint(run.run_dir, step)
+        folder = run.run_dir / "checkpoints" / f"step_{step:06d}"
+        write_manifest(folder, meta={"step": step, "val_loss": loss})
+    make_checkpoint(run.run_dir, 500, final=True)
+    run.start_trainer()
+    run.start_agent()
+    run.finish()
+    code, out = run.agent_output(timeout=120)
+    assert code == 0, out
+    assert f"aborted an unfinished upload of {RUN}/checkpoints/step_000400/model.bin" in out
+    assert [u["UploadId"] for u in client.list_multipart_uploads(Bucket=run.bucket).get("Uploads", [])] == [other]
+    assert "checkpoint step_000500 stored and verified" in out
+    # storage.keep (3): the last three, final/ and the best by validation loss (step 200)
+    assert [c.name for c in store.checkpoints(RUN)] == ["step_000200", "step_000300", "step_000400", "step_000500", "final"]
+    assert "step_000100" in out and ("deleted stored checkpoint step_000100" in out or "older than the 3 kept" in out)
+    # every stored object checked (HEAD: its ETag against the local file) before the manifest went up
+    part = [r.split()[0] for r in strict_proxy.requests if "/step_000500/part0.bin" in r]
+    manifest = [i for i, r in enumerate(strict_proxy.requests) if r.startswith("PUT ") and "/step_000500/manifest.json" in r]
+    assert "PUT" in part and "HEAD" in part[part.index("PUT"):], part
+    assert manifest and max(i for i, r in enumerate(strict_proxy.requests) if "/step_000500/part0.bin" in r) < manifest[0]
+
+
+def test_restore_skips_a_corrupt_latest_and_says_why(run):
+    store = run.store()
+    source = run.project.parent / "old-box" / "runs" / RUN
+    store.upload_checkpoint(RUN, make_checkpoint(source, 100))
+    store.upload_checkpoint(RUN, make_checkpoint(source, 200))
+    store.write_text(f"{RUN}/metrics.jsonl", "".join(json.dumps({"step": s}) + "\n" for s in (100, 150, 200)))
+    key = f"{RUN}/checkpoints/step_000200/part0.bin"
+    good = store.read_bytes(key)
+    store.write_bytes(key, bytes([good[0] ^ 0xFF]) + good[1:])  # one flipped byte, same size
+    run.start_agent(action="restore")
+    code, out = run.agent_output()
+    assert code == 0, out
+    assert "skipped stored checkpoint step_000200 (step 200)" in out and "part0.bin" in out
+    assert "restored checkpoint step_000100" in out
+    verify_manifest(run.run_dir / "checkpoints" / "step_000100", check_hashes=True)
+    assert not (run.run_dir / "checkpoints" / "step_000200").exists()
+    assert not (run.run_dir / "checkpoints" / ".step_000200.partial").exists()
+    assert [json.loads(line)["step"] for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()] == [100]

@@ -14,7 +14,7 @@ import pytest
 from launcher.config import StorageConfig
 from launcher.store import open_store
 from tests.test_store import make_checkpoint, s3_storage
-from trainer.manifest import sha256_file, verify_manifest
+from trainer.manifest import sha256_file, verify_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "demo"
@@ -138,3 +138,66 @@ def test_latest_waits_for_the_final_upload_when_training_has_ended(project):
     assert proc.returncode == 0, err
     assert "training ended at step 200; waiting" in out
     assert verify_manifest(project.root / "checkpoints" / RUN / "step_000200").meta["step"] == 200
+
+
+# ----------------------------------------------------------------------------- issue 14
+def test_a_corrupt_latest_is_skipped_for_the_newest_that_verifies(project):
+    project.upload(100)
+    project.upload(200)
+    key = f"{RUN}/checkpoints/step_000200/part0.bin"
+    good = project.store.read_bytes(key)
+    project.store.write_bytes(key, bytes([good[0] ^ 0x01]) + good[1:])  # one flipped bit
+    result = project.fetch()
+    assert result.returncode == 0, result.stderr
+    assert "skipped step_000200 (step 200)" in result.stderr and "part0.bin" in result.stderr
+    assert verify_manifest(project.root / "checkpoints" / RUN / "step_000100", check_hashes=True).meta["step"] == 100
+    assert not (project.root / "checkpoints" / RUN / "step_000200").exists()
+    assert not (project.root / "checkpoints" / RUN / ".step_000200.partial").exists()
+    result = project.fetch("--step", "200", "--out", "exact")  # asked for by step: no fallback
+    assert result.returncode == 1 and "part0.bin" in result.stderr and not (project.root / "exact").exists()
+
+
+def test_list_shows_the_runs_total(project):
+    project.upload(100)
+    project.store.write_text(f"{RUN}/train.log", "x" * 1000)
+    result = project.fetch("--list")
+    assert result.returncode == 0, result.stderr
+    stored = project.store.list(f"{RUN}/")
+    total = sum(o.size for o in stored)
+    assert total > 303_000  # checkpoint files + manifest + train.log
+    assert f"checkpoints: 1, 302.0 KB; run total in the store: {total / 1000:.1f} KB in {len(stored)} objects" in result.stdout
+
+
+def prune(project, *args):
+    argv = [sys.executable, "-m", "launcher", "prune", "--config", "run.yaml", *args]
+    return subprocess.run(argv, cwd=project.root, env=project.environ(), capture_output=True, text=True, timeout=60)
+
+
+def test_prune_keeps_the_last_n_final_best_and_newest(project):
+    for step, loss in ((100, 2.0), (200, 3.0), (300, 2.9), (400, 2.8)):
+        folder = make_checkpoint(project.source, step)
+        write_manifest(folder, meta={"step": step, "val_loss": loss})
+        project.store.upload_checkpoint(RUN, folder)
+    half = make_checkpoint(project.source, 50)  # an interrupted upload older than the newest: garbage
+    project.store.put_file(half / "part0.bin", f"{RUN}/checkpoints/step_000050/part0.bin")
+    result = prune(project, "--keep", "1", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would delete step_000200" in result.stdout and "would delete step_000300" in result.stdout
+    assert "would delete step_000050" in result.stdout and "dry run: 3 checkpoints" in result.stdout
+    assert [c.name for c in project.store.checkpoints(RUN)] == ["step_000050", "step_000100", "step_000200", "step_000300", "step_000400"]
+    result = prune(project, "--keep", "1")
+    assert result.returncode == 0, result.stderr
+    assert "best validation loss 2.0000" in result.stdout and "deleted 3 checkpoints" in result.stdout
+    assert [c.name for c in project.store.checkpoints(RUN)] == ["step_000100", "step_000400"]
+    assert project.store.list(f"{RUN}/checkpoints/step_000200/") == []
+    assert prune(project, "--keep", "0").returncode == 1
+
+
+def test_prune_never_deletes_the_newest_complete_checkpoint(project):
+    project.upload(100)
+    newer = make_checkpoint(project.source, 200)  # newer but incomplete: may still be uploading
+    project.store.put_file(newer / "part0.bin", f"{RUN}/checkpoints/step_000200/part0.bin")
+    result = prune(project, "--keep", "1")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to prune" in result.stdout
+    assert [c.name for c in project.store.checkpoints(RUN)] == ["step_000100", "step_000200"]

@@ -1,4 +1,5 @@
-"""The store, both kinds: file:// and a real S3 server over HTTP (rclone serve s3).
+"""The store, both kinds: file:// and real S3 servers over HTTP: rclone serve s3, moto's server,
+and a strict proxy that refuses what Backblaze B2 refuses (tests/harness/s3proxy.py).
 
 Checkpoints are uploaded files first and manifest last; `latest` is the newest whose manifest
 exists and whose files are all stored; downloads verify every sha256 and are resumable.
@@ -9,15 +10,18 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from launcher.config import LauncherConfig, StorageConfig
 from launcher.secrets import box_secret_env, render_env_file, write_env_file
-from launcher.store import ChecksumError, StoreError, open_store
+from launcher.store import ChecksumError, StoreError, TransferProgress, open_store
 from launcher.store_file import FileStore
 from launcher.store_s3 import S3Store
+from tests.harness.s3proxy import StrictS3Proxy
+from tests.harness.s3server import MotoS3Server, S3Endpoint
 from trainer.errors import UserError
 from trainer.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
 
@@ -39,13 +43,45 @@ def s3_storage(s3_server, bucket: str, prefix: str = "team/runs") -> StorageConf
     return StorageConfig(url=f"s3://{bucket}/{prefix}", endpoint_url=s3_server.endpoint_url, region=s3_server.region, addressing_style="path")
 
 
-@pytest.fixture(params=["file", "s3"])
+S3_KINDS = ["rclone", "moto", "b2"]  # b2: the strict B2-like proxy in front of rclone
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory) -> S3Endpoint:
+    """moto's S3 server, a second real S3 implementation beside rclone."""
+    server = MotoS3Server(tmp_path_factory.mktemp("moto"))
+    endpoint = server.start()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def strict_proxy(s3_server):
+    """A B2-like proxy in front of rclone serve s3 (refuses checksum headers; clock; faults)."""
+    proxy = StrictS3Proxy(s3_server.endpoint_url)
+    proxy.url = proxy.start()
+    yield proxy
+    assert not proxy.refused, f"the strict proxy refused: {proxy.refused}"
+    proxy.stop()
+
+
+@pytest.fixture(params=["file", *S3_KINDS])
 def store(request, tmp_path):
     if request.param == "file":
         return FileStore(tmp_path / "store")
-    s3_server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3Store(s3_storage(s3_server, bucket), env=s3_server.env())
+    server, bucket = s3_endpoint_for(request, request.param)
+    return S3Store(s3_storage(server, bucket), env=server.env())
+
+
+def s3_endpoint_for(request, kind: str) -> tuple[S3Endpoint, str]:
+    """(endpoint, new bucket) of one S3 implementation: rclone, moto, or b2 (rclone behind the strict proxy)."""
+    server = request.getfixturevalue("moto_server" if kind == "moto" else "s3_server")
+    bucket = f"bucket-{uuid.uuid4().hex[:10]}"
+    server.client().create_bucket(Bucket=bucket)
+    if kind == "b2":
+        proxy = request.getfixturevalue("strict_proxy")
+        server = S3Endpoint(proxy.url, server.access_key, server.secret_key, server.region, server.data_dir)
+    return server, bucket
 
 
 def test_small_objects_round_trip(store, tmp_path):
@@ -245,3 +281,184 @@ def test_empty_objects_do_not_stall_the_next_request(store, tmp_path):
     assert time.monotonic() - started < 3
     assert store.read_text(f"{RUN}/a.log") == "" and store.read_text(f"{RUN}/b.log") == ""
     assert store.read_text(f"{RUN}/c.log") == "after"
+
+
+# ----------------------------------------------------------------------------- issue 14
+def s3_kind_store(request, kind: str, prefix: str = "team/runs") -> tuple[S3Store, S3Endpoint, str]:
+    server, bucket = s3_endpoint_for(request, kind)
+    return S3Store(s3_storage(server, bucket, prefix), env=server.env()), server, bucket
+
+
+@pytest.mark.parametrize("kind", S3_KINDS)
+def test_multipart_upload_passes_a_strict_vendor(request, kind, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMBOX_S3_CHUNK_MB", "5")  # 12 MB: three parts (CreateMultipartUpload, UploadPart, Complete)
+    store, _, _ = s3_kind_store(request, kind)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(12 * 1024 * 1024))
+    store.put_file(big, f"{RUN}/big.bin", sha256=sha256_file(big))
+    assert store.hash_object(f"{RUN}/big.bin") == sha256_file(big)
+    assert store.object_sha256(f"{RUN}/big.bin") == sha256_file(big)
+
+
+def test_boto_default_checksums_are_refused_by_the_strict_proxy(request, strict_proxy, tmp_path):
+    """The proxy is strict for real: boto3's defaults (CRC32 trailers) are refused as B2 does."""
+    server, bucket = s3_endpoint_for(request, "b2")
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=server.endpoint_url, aws_access_key_id=server.access_key,
+                          aws_secret_access_key=server.secret_key, region_name=server.region,
+                          config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_supported"))
+    with pytest.raises(Exception, match="Unsupported header 'x-amz-"):
+        client.put_object(Bucket=bucket, Key="x", Body=b"data")
+    assert strict_proxy.refused
+    strict_proxy.refused.clear()  # expected here; the fixture fails a test on any other refusal
+
+
+def test_a_broken_response_is_retried(request, strict_proxy, tmp_path):
+    """Issue 18 item 10: a body cut short (IncompleteRead) or a reset connection is tried again."""
+    store, _, _ = s3_kind_store(request, "b2")
+    store.write_text(f"{RUN}/metrics.jsonl", '{"step": 1}\n' * 2000)
+    strict_proxy.inject("GET", "metrics.jsonl", "truncate")
+    assert store.read_text(f"{RUN}/metrics.jsonl") == '{"step": 1}\n' * 2000
+    strict_proxy.inject("GET", "metrics.jsonl", "reset")
+    assert store.read_text(f"{RUN}/metrics.jsonl").count("\n") == 2000
+    strict_proxy.inject("PUT", "train.log", "reset")
+    store.write_text(f"{RUN}/train.log", "after a reset\n")
+    assert store.read_text(f"{RUN}/train.log") == "after a reset\n"
+    src = tmp_path / "a.bin"
+    src.write_bytes(os.urandom(300_000))
+    store.put_file(src, f"{RUN}/a.bin")
+    strict_proxy.inject("GET", "a.bin", "truncate")
+    store.get_file(f"{RUN}/a.bin", tmp_path / "back.bin")
+    assert sha256_file(tmp_path / "back.bin") == sha256_file(src)
+    assert strict_proxy.requests.count(f"GET /{store.bucket}/team/runs/{RUN}/metrics.jsonl") >= 4
+    strict_proxy.inject("GET", "metrics.jsonl", "truncate", count=100)  # broken for good: a clear error
+    with pytest.raises(StoreError, match="kept breaking"):
+        store.read_text(f"{RUN}/metrics.jsonl")
+
+
+def test_every_s3_failure_is_a_store_error(request, strict_proxy, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMBOX_S3_CHUNK_MB", "5")
+    store, _, _ = s3_kind_store(request, "b2")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(11 * 1024 * 1024))
+    strict_proxy.inject("PUT", "uploadId=", "error:400:InvalidRequest", count=100)  # every UploadPart refused
+    with pytest.raises(StoreError, match=r"upload to .*big.bin failed at .*InvalidRequest") as info:
+        store.put_file(big, f"{RUN}/big.bin")
+    assert type(info.value).__module__ == "launcher.store"  # not boto3's S3UploadFailedError
+
+
+def test_clock_skew_is_named_not_blamed_on_credentials(request, strict_proxy):
+    store, _, _ = s3_kind_store(request, "b2")
+    store.write_text(f"{RUN}/x.txt", "x")
+    strict_proxy.clock_offset = 3600.0  # the store's clock is an hour ahead: ours looks an hour behind
+    with pytest.raises(StoreError, match=r"clock is off by about 60 minutes .*RequestTimeTooSkewed.*sync the clock"):
+        store.list(f"{RUN}/")
+    with pytest.raises(StoreError, match=r"clock is off by about 60 minutes") as info:  # HEAD: a bare 403, no error code
+        store.stat(f"{RUN}/x.txt")
+    assert "credentials" not in str(info.value)
+    strict_proxy.clock_offset = 0.0
+    assert store.stat(f"{RUN}/x.txt").size == 1
+
+
+@pytest.mark.parametrize("kind", S3_KINDS)
+def test_stale_multipart_uploads_under_the_run_are_aborted(request, kind):
+    store, server, bucket = s3_kind_store(request, kind)
+    client = server.client()
+    mine = client.create_multipart_upload(Bucket=bucket, Key=f"team/runs/{RUN}/checkpoints/step_000200/model.bin")["UploadId"]
+    client.upload_part(Bucket=bucket, Key=f"team/runs/{RUN}/checkpoints/step_000200/model.bin", UploadId=mine, PartNumber=1, Body=b"x" * 1024)
+    other = client.create_multipart_upload(Bucket=bucket, Key="team/runs/other-run/big.bin")["UploadId"]
+    assert store.abort_stale_uploads(f"{RUN}/") == [f"{RUN}/checkpoints/step_000200/model.bin"]
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in left] == [other]
+    assert store.abort_stale_uploads(f"{RUN}/") == []
+
+
+def test_file_store_removes_cut_off_copies(tmp_path):
+    store = FileStore(tmp_path / "store")
+    store.write_text(f"{RUN}/checkpoints/step_000100/a.bin", "kept")
+    cut = tmp_path / "store" / RUN / "checkpoints" / "step_000100" / ".b.bin.x1y2.tmp"
+    cut.write_bytes(b"half")
+    assert store.abort_stale_uploads(f"{RUN}/") == [f"{RUN}/checkpoints/step_000100/.b.bin.x1y2.tmp"]
+    assert not cut.exists() and store.read_text(f"{RUN}/checkpoints/step_000100/a.bin") == "kept"
+
+
+def test_reupload_repairs_a_stored_object_whose_bytes_changed(store, tmp_path):
+    local = tmp_path / "runs" / RUN
+    ckpt = make_checkpoint(local, 100)
+    store.upload_checkpoint(RUN, ckpt)
+    key = f"{RUN}/checkpoints/step_000100/part0.bin"
+    good = store.read_bytes(key)
+    store.write_bytes(key, bytes([good[0] ^ 0x01]) + good[1:])  # one flipped bit; size (and S3 metadata) unchanged...
+    if isinstance(store, S3Store):  # ...as bit rot leaves it: the recorded sha256 still claims the old bytes
+        store.client.copy_object(Bucket=store.bucket, Key=store._full(key), CopySource={"Bucket": store.bucket, "Key": store._full(key)},
+                                 Metadata={"sha256": sha256_file(ckpt / "part0.bin")}, MetadataDirective="REPLACE")
+    assert store.hash_object(key) != sha256_file(ckpt / "part0.bin")
+    assert store.upload_checkpoint(RUN, ckpt) == len(good)  # only the bad object is sent again
+    assert store.hash_object(key) == sha256_file(ckpt / "part0.bin")
+    assert store.latest_checkpoint(RUN).name == "step_000100"
+    store.download_checkpoint(RUN, "step_000100", tmp_path / "fetched")
+
+
+class RewriteDuringUpload(TransferProgress):
+    """Rewrites the checkpoint folder (new bytes, new manifest) once the first bytes are sent."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.done = folder, False
+
+    def advance(self, nbytes: int) -> None:
+        if not self.done:
+            self.done = True
+            (self.folder / "part0.bin").write_bytes(os.urandom(300_000))
+            (self.folder / "part1.bin").write_bytes(os.urandom(5_000))  # a different size too
+            write_manifest(self.folder, meta={"step": 100, "rewritten": True})
+
+
+def test_a_folder_rewritten_during_its_upload_is_uploaded_again_whole(store, tmp_path):
+    ckpt = make_checkpoint(tmp_path / "runs" / RUN, 100)
+    store.upload_checkpoint(RUN, ckpt, progress=RewriteDuringUpload(ckpt))
+    stored = store.read_manifest(f"{RUN}/checkpoints/step_000100")
+    assert stored.meta.get("rewritten") is True
+    assert stored.files == read_manifest(ckpt).files
+    out = tmp_path / "fetched"
+    store.download_checkpoint(RUN, "step_000100", out)  # every sha256 matches the stored manifest
+    assert sha256_file(out / "part0.bin") == sha256_file(ckpt / "part0.bin")
+
+
+def test_newest_verifying_checkpoint_is_chosen_and_the_bad_one_named(store, tmp_path):
+    local = tmp_path / "runs" / RUN
+    store.upload_checkpoint(RUN, make_checkpoint(local, 100))
+    store.upload_checkpoint(RUN, make_checkpoint(local, 200))
+    key = f"{RUN}/checkpoints/step_000200/part1.bin"
+    store.write_bytes(key, bytes(len(store.read_bytes(key))))
+    skipped = []
+    chosen, out = store.download_newest_verified(RUN, lambda c: tmp_path / "out" / c.name, on_skip=lambda c, why: skipped.append((c.name, why)))
+    assert chosen.name == "step_000100" and out == tmp_path / "out" / "step_000100"
+    verify_manifest(out, check_hashes=True)
+    assert [name for name, _ in skipped] == ["step_000200"] and "part1.bin" in skipped[0][1]
+    assert not (tmp_path / "out" / "step_000200").exists() and not (tmp_path / "out" / ".step_000200.partial").exists()
+
+
+def test_bit_rot_inside_the_server_is_found_and_repaired(request, tmp_path):
+    """Bytes changed on the S3 server's own disk (metadata untouched) are caught by verification."""
+    store, server, bucket = s3_kind_store(request, "rclone")
+    ckpt = make_checkpoint(tmp_path / "runs" / RUN, 100)
+    store.upload_checkpoint(RUN, ckpt)
+    on_disk = server.data_dir / bucket / "team" / "runs" / RUN / "checkpoints" / "step_000100" / "part0.bin"
+    with open(on_disk, "r+b") as f:  # in place: the server's metadata (kept beside the file) stays
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0x01]))
+    assert store.upload_checkpoint(RUN, ckpt) == (ckpt / "part0.bin").stat().st_size
+    assert on_disk.read_bytes() == (ckpt / "part0.bin").read_bytes()
+
+
+def test_storage_keep_defaults_to_three_and_is_checked():
+    from trainer.configlib import validate
+    from trainer.errors import ConfigError
+
+    assert validate(StorageConfig, {}, "run.yaml: storage").keep == 3
+    with pytest.raises(ConfigError, match="keep"):
+        validate(StorageConfig, {"keep": 0}, "run.yaml: storage")

@@ -2,11 +2,13 @@
 
     launcher fetch-checkpoint                       # the run's latest complete checkpoint
     launcher fetch-checkpoint --step 500 --out ckpt # a given step, into ckpt/
-    launcher fetch-checkpoint --list                # step, size, date of every stored checkpoint
+    launcher fetch-checkpoint --list                # step, size, date of every stored checkpoint, the run's total
 
 Files go to a temporary folder next to --out and every sha256 is checked against the
 checkpoint's manifest; the folder is renamed to --out only when all match. An interrupted
 download keeps its temporary folder and the next call downloads only what is missing.
+Without --step, a latest checkpoint that does not verify is skipped (saying which and why)
+and the next older complete one is fetched.
 """
 from __future__ import annotations
 
@@ -46,14 +48,29 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
         if chosen is None:
             what = "only incomplete checkpoints" if checkpoints else "no checkpoints"
             raise UserError(f"run {run!r} has {what} in {store.describe(run)}; check --run, or wait for the first checkpoint upload.")
-    else:
-        matches = [c for c in checkpoints if c.step == step]
-        complete = [c for c in matches if c.complete]
-        if not complete:
-            steps = ", ".join(str(c.step) for c in checkpoints if c.complete) or "none"
-            state = "is incomplete in the store (its manifest is missing or files are absent)" if matches else "is not in the store"
-            raise UserError(f"step {step} of run {run!r} {state}. Complete checkpoints: {steps}.")
-        chosen = next((c for c in complete if c.name != "final"), complete[0])
+        candidates = [c for c in store.checkpoints(run) if c.complete and (c.step, c.name == "final") <= (chosen.step, chosen.name == "final")]
+
+        def target(c):
+            click.echo(f"fetching {run}/{c.rel} (step {c.step}, {human_bytes(c.size_bytes)}) from {store.describe(run)}")
+            return Path(out_dir) if out_dir else Path("checkpoints") / run / c.name
+
+        def skipped(c, why: str) -> None:
+            click.echo(f"skipped {c.name} (step {c.step}): {why}", err=True)
+
+        found = store.download_newest_verified(run, target, progress=RichProgress(), on_skip=skipped, candidates=candidates)
+        if found is None:
+            raise UserError(f"no complete checkpoint of run {run!r} verifies: each has a corrupt or missing file (see above). "
+                            "The store's copies are damaged; re-upload from the box if it still has them.")
+        chosen, out = found
+        click.echo(f"wrote {out} ({chosen.name}, step {chosen.step}, every sha256 verified)")
+        return
+    matches = [c for c in checkpoints if c.step == step]
+    complete = [c for c in matches if c.complete]
+    if not complete:
+        steps = ", ".join(str(c.step) for c in checkpoints if c.complete) or "none"
+        state = "is incomplete in the store (its manifest is missing or files are absent)" if matches else "is not in the store"
+        raise UserError(f"step {step} of run {run!r} {state}. Complete checkpoints: {steps}.")
+    chosen = next((c for c in complete if c.name != "final"), complete[0])
     out = Path(out_dir) if out_dir else Path("checkpoints") / run / chosen.name
     click.echo(f"fetching {run}/{chosen.rel} (step {chosen.step}, {human_bytes(chosen.size_bytes)}) from {store.describe(run)}")
     manifest = store.download_checkpoint(run, chosen.name, out, progress=RichProgress())
@@ -97,3 +114,7 @@ def _print_list(store, run: str, checkpoints) -> None:
         state = "latest" if latest is not None and c.name == latest.name else ("complete" if c.complete else "incomplete")
         table.add_row(c.name, str(c.step), human_bytes(c.size_bytes), format_time(c.created), state)
     Console(width=120).print(table)
+    everything = store.list(f"{run}/")
+    ckpt_bytes = sum(c.size_bytes for c in checkpoints)
+    click.echo(f"checkpoints: {len(checkpoints)}, {human_bytes(ckpt_bytes)}; run total in the store: "
+               f"{human_bytes(sum(o.size for o in everything))} in {len(everything)} objects (logs and prepared data included)")

