@@ -131,7 +131,7 @@ def loss_memory(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, 
             with autocast(device, dtype):
                 return model(batch[:, :-1], batch[:, 1:])[1]
 
-        _, kept[model.loss_impl if impl != "plain" else "plain"] = saved_bytes_for_backward(forward)
+        _, kept[model.loss_impl if impl != "plain" else "plain"] = saved_bytes_for_backward(forward, list(model.parameters()))
         del model
         _free(device)
     return {"seq_len": seq_len, "micro_batch": micro_batch, "saved_for_backward_bytes": kept}

@@ -172,8 +172,8 @@ def test_chunked_loss_keeps_no_logits_for_backward():
     def plain():
         return torch.nn.functional.cross_entropy((hidden @ weight.t()).float(), targets)
 
-    plain_loss, plain_bytes = saved_bytes_for_backward(plain)
-    chunked_loss, chunked_bytes = saved_bytes_for_backward(lambda: linear_cross_entropy(hidden, weight, targets, "chunked", 64))
+    plain_loss, plain_bytes = saved_bytes_for_backward(plain, [weight])
+    chunked_loss, chunked_bytes = saved_bytes_for_backward(lambda: linear_cross_entropy(hidden, weight, targets, "chunked", 64), [weight])
     torch.testing.assert_close(chunked_loss, plain_loss, atol=1e-5, rtol=1e-5)
     logits_bytes = n * vocab * 4
     assert plain_bytes >= logits_bytes

@@ -109,13 +109,17 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     return _chunked_loss_only(hidden, weight, targets, chunk_tokens, compute_dtype)
 
 
-def saved_bytes_for_backward(fn) -> tuple[object, int]:
+def saved_bytes_for_backward(fn, parameters=()) -> tuple[object, int]:
     """Run ``fn()`` and count the bytes autograd keeps for backward (tensors saved by the
-    graph; parameters counted too). A device-independent stand-in for peak memory on CPU."""
+    graph, each storage once), leaving out the storages of ``parameters`` (they live anyway;
+    autograd saves views of them). A device-independent stand-in for activation memory."""
+    skip = {p.untyped_storage().data_ptr() for p in parameters}
     seen: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor):
         storage = tensor.untyped_storage()
+        if storage.data_ptr() in skip:
+            return tensor
         seen[storage.data_ptr()] = storage.nbytes()
         return tensor
 
