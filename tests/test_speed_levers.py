@@ -239,3 +239,18 @@ def test_train_then_eval_recompiles_at_most_once():
         with torch.no_grad():
             compiled(idx, targets)
     assert 1 <= len(compiled_graphs) <= 2, f"{len(compiled_graphs)} compilations"
+
+
+def test_several_loss_chunks_under_bf16_autocast_compile_without_breaks():
+    """As on a GPU: bf16 autocast around the model and the loss in several chunks."""
+    cfg = small_config()
+    model = prepare_model(Transformer(cfg), TrainConfig(speed={"loss_impl": "chunked", "loss_chunk_tokens": 16}), torch.device("cpu")).train()
+    idx = tokens(cfg, batch=2, seq=40)  # 80 tokens: 5 chunks
+
+    def step(inputs, targets):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(inputs, targets)[1]
+
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(step)(idx, torch.roll(idx, -1, dims=1))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
