@@ -9,8 +9,8 @@ call of 8 minutes always ends with a report):
 1. compiled vs eager: the project model's loss and gradient norm on one batch, compiled
    (``train.speed.compile_mode``) and eager, must agree (fp32: 1e-4, bf16 autocast: 1e-2);
 2. at every ``--seq_lens`` x ``--micro_batches``: this project's model as training runs it
-   (trainer/train_step.py, compiled, every lever on) and Hugging Face's ``LlamaForCausalLM``
-   (SDPA, eager) with the same weights, bf16 autocast on CUDA, fused AdamW on CUDA;
+   (trainer/train_step.py, compiled, every lever on but bf16 parameters) and Hugging Face's
+   ``LlamaForCausalLM`` (SDPA, eager), bf16 autocast on CUDA, fused AdamW on CUDA;
 3. each lever off (or on, for bf16 parameters) alone, at the first seq_len and a middle
    micro-batch: compile, fused loss, SDPA GQA, fused projections, bf16 parameters;
 4. memory autograd keeps for backward, plain loss vs fused loss (device independent).
@@ -197,14 +197,13 @@ def run_report(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, s
             report.measure({**base, "impl": "project", "lever": "all on"}, flops[seq_len], project_run(cfg, baseline_cfg, seq_len, micro_batch), device)
             report.measure({**base, "impl": "hf_llama", "lever": "eager"}, flops[seq_len], hf_run(seq_len, micro_batch), device)
 
-    sweep(seq_lens[0])
+    for seq_len in seq_lens:  # the targets first: MFU and the speed-up over HF at every size
+        sweep(seq_len)
     ablation_mb = micro_batches[len(micro_batches) // 2]
     for label, model_changes, train_changes in ABLATIONS:
         model_cfg = cfg.model_copy(update=model_changes)
         report.measure({"seq_len": seq_lens[0], "micro_batch": ablation_mb, "impl": "project", "lever": label}, flops[seq_lens[0]],
                        project_run(model_cfg, _merge(baseline_cfg, train_changes), seq_lens[0], ablation_mb), device)
-    for seq_len in seq_lens[1:]:
-        sweep(seq_len)
 
     hf_speed = {(r["seq_len"], r["micro_batch"]): r["tokens_per_sec"] for r in report.rows if r["impl"] == "hf_llama" and "tokens_per_sec" in r}
     for row in report.rows:
