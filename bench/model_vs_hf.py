@@ -4,9 +4,11 @@
         --micro_batches 8,16 [--steps 20] [--warmup 5] [--output_path runs/bench/model_vs_hf.json]
     python bench/model_vs_hf.py --device cpu --model_config configs/model_smoke.yaml   # a quick check
 
-For every (seq_len, micro-batch) both models run training steps back to back: forward with
-SDPA attention, float32 cross-entropy, backward, AdamW (fused on CUDA), bf16 autocast on CUDA,
-no torch.compile, so the comparison is of the model code alone. Prints a table (tokens/s, step
+For every (seq_len, micro-batch) both models run training steps back to back through the step
+training runs (trainer/train_step.py: forward, backward, clipping at 1.0, AdamW fused on CUDA),
+bf16 autocast on CUDA. HF's model runs eager with SDPA and float32 cross-entropy; the
+project's model runs with the default ``train.speed`` levers (fused loss, SDPA GQA) and, with
+``--compile``, compiled as training compiles it. Prints a table (tokens/s, step
 time, MFU, peak memory) and writes JSON. Before timing, both models' losses on the same batch
 are compared (they share weights, so they must agree). On CUDA it also checks that the
 compiled project model matches eager within bf16 tolerance (skipped on CPU).
@@ -32,7 +34,6 @@ from trainer.cli_args import add_config_args, load_configs  # noqa: E402
 from trainer.config import ModelConfig  # noqa: E402
 from trainer.errors import UserError, cli_main  # noqa: E402
 from trainer.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
-from trainer.precision import autocast  # noqa: E402
 
 # Compiled vs eager under bf16 autocast: kernels fuse and round differently, so only loose
 # agreement is expected (bf16 keeps ~3 significant digits).
@@ -63,25 +64,29 @@ def build_pair(cfg: ModelConfig, device: torch.device, seed: int):
     from trainer.hf_convert import to_hf_config, to_hf_state_dict
     from trainer.model import Transformer
 
+    from trainer.config import TrainConfig
+    from trainer.train_step import prepare_model
+
     torch.manual_seed(seed)
     ours = Transformer(cfg)
     hf = LlamaForCausalLM(to_hf_config(cfg, attn_implementation="sdpa"))
     hf.load_state_dict(to_hf_state_dict(ours), strict=True)
-    return ours.to(device).train(), HFAsProject(hf).to(device).train()
+    return prepare_model(ours.to(device), TrainConfig(), device).train(), HFAsProject(hf).to(device).train()
 
 
-def time_training(model, batch: torch.Tensor, device: torch.device, dtype: Optional[torch.dtype], steps: int, warmup: int) -> dict:
-    """Warm up, then time ``steps`` of forward, backward and AdamW on one fixed batch."""
+def time_training(model, batch: torch.Tensor, device: torch.device, dtype: Optional[torch.dtype], steps: int, warmup: int,
+                  runnable: Optional[torch.nn.Module] = None) -> dict:
+    """Warm up, then time ``steps`` training steps (trainer.train_step.TrainStep: forward,
+    backward, clipping, AdamW) on one fixed batch. ``runnable`` is the model to call (e.g. its
+    compiled wrapper); the optimizer holds ``model``'s parameters."""
+    from trainer.train_step import TrainStep
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     inputs, targets = batch[:, :-1], batch[:, 1:]
+    train_step = TrainStep(runnable if runnable is not None else model, optimizer, device, dtype, grad_clip=1.0)
 
     def step():
-        with autocast(device, dtype):
-            _, loss = model(inputs, targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
+        return train_step([(inputs, targets)], 1).loss
 
     for _ in range(warmup):
         step()
@@ -132,7 +137,8 @@ def compile_check(cfg: ModelConfig, device: torch.device, seq_len: int, micro_ba
     }
 
 
-def run(cfg: ModelConfig, device: torch.device, seq_lens: list[int], micro_batches: list[int], steps: int, warmup: int, seed: int) -> dict:
+def run(cfg: ModelConfig, device: torch.device, seq_lens: list[int], micro_batches: list[int], steps: int, warmup: int, seed: int,
+        compile_mode: Optional[str] = None) -> dict:
     from trainer.model import Transformer
 
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
@@ -149,10 +155,17 @@ def run(cfg: ModelConfig, device: torch.device, seq_lens: list[int], micro_batch
             batch = torch.randint(0, cfg.vocab_size, (micro_batch, seq_len + 1), generator=generator).to(device)
             ours, hf = build_pair(cfg, device, seed)
             loss_ours, loss_hf = initial_losses(ours, hf, batch)
+            compiled = None
+            if compile_mode is not None:
+                from trainer.config import TrainConfig
+                from trainer.train_step import compile_model
+
+                compiled = compile_model(ours, TrainConfig(compile=True, speed={"compile_mode": compile_mode}))
             for impl, model, loss in (("project", ours, loss_ours), ("hf_llama", hf, loss_hf)):
-                row = {"impl": impl, "seq_len": seq_len, "micro_batch": micro_batch, "initial_loss": loss}
+                row = {"impl": impl, "seq_len": seq_len, "micro_batch": micro_batch, "initial_loss": loss,
+                       "compiled": impl == "project" and compiled is not None}
                 try:
-                    row.update(time_training(model, batch, device, dtype, steps, warmup))
+                    row.update(time_training(model, batch, device, dtype, steps, warmup, compiled if impl == "project" else None))
                     row["mfu"] = mfu(flops_per_token, row["tokens_per_sec"], peak)
                 except Exception as error:  # noqa: BLE001 - out-of-memory is a result here, the rest a bug
                     if not is_out_of_memory(error):
@@ -214,6 +227,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu")
+    parser.add_argument("--compile", action="store_true", help="run the project's model compiled, as training does with train.compile")
+    parser.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                        help="torch.compile mode with --compile")
     parser.add_argument("--output_path", default="runs/bench/model_vs_hf.json", help="JSON to write")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
@@ -222,7 +238,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    result = run(model_cfg, device, args.seq_lens, args.micro_batches, args.steps, args.warmup, args.seed)
+    result = run(model_cfg, device, args.seq_lens, args.micro_batches, args.steps, args.warmup, args.seed,
+                 args.compile_mode if args.compile else None)
     atomic_write_json(args.output_path, result)
     print_table(result)
     print(f"wrote {args.output_path}")

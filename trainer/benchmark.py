@@ -3,15 +3,16 @@
     python -m trainer.benchmark --model_config configs/model_100m.yaml --train_config configs/train_100m.yaml \
         --output_path runs/llama100m/throughput.json [--micro_batch_size N] [--steps 20] [--warmup 5]
 
-Each step is what training does: forward, backward, gradient clipping, AdamW step, with the
-configured precision (bf16 autocast on CUDA for ``auto``) and ``torch.compile`` setting, on
-random tokens (speed does not depend on their values). Reports tokens/s, step time, MFU
+Each step is what training does (``trainer.train_step``, the code training runs): forward,
+backward, gradient clipping, AdamW step, with the configured precision (bf16 autocast on CUDA
+for ``auto``), ``train.speed`` levers and ``torch.compile`` setting and mode, on random tokens (speed does not depend on their values). Reports tokens/s, step time, MFU
 (model FLOPs per token x tokens/s / the GPU's peak dense bf16 FLOP/s; none on CPU) and peak
 memory, and writes ``throughput.json``, which ``trainer.cost`` projects the price from and
 ``trainer.train`` takes the micro-batch from.
 
 Without a micro-batch (neither ``--micro_batch_size`` nor ``train.micro_batch_size``) it finds
-the largest that fits: start at ``--max_micro_batch`` and halve on CUDA out-of-memory.
+the largest that fits: start at ``--max_micro_batch`` and halve on CUDA out-of-memory, each
+candidate run with the same (compiled, when configured) step as training.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from trainer.errors import UserError, cli_main
 from trainer.gpu_specs import mfu as compute_mfu
 from trainer.gpu_specs import peak_bf16_flops
 from trainer.precision import autocast_dtype
+from trainer.train_step import TrainStep, prepare_model
+from trainer.train_step import compile_model as compile_step_model
 
 log = logging.getLogger("trainer.benchmark")
 
@@ -122,29 +125,15 @@ def largest_fitting(attempt: Callable[[int], R], start: int, on_oom: Callable[[]
 # -- one training step, as training runs it ------------------------------------------------
 @dataclass
 class StepRunner:
-    """A model, its optimizer and a fixed random batch; ``step()`` is one training step."""
+    """The training step (trainer.train_step.TrainStep) and a fixed random batch; ``step()`` is
+    one optimizer step of one micro-batch."""
 
-    model: torch.nn.Module  # possibly compiled
-    optimizer: torch.optim.Optimizer
+    train_step: TrainStep
     inputs: torch.Tensor
     targets: torch.Tensor
-    device: torch.device
-    dtype: Optional[torch.dtype]
-    grad_clip: float
-    memory_guard: Optional[MemoryGuard] = None
 
     def step(self) -> torch.Tensor:
-        ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
-        with ctx:
-            _, loss = self.model(self.inputs, self.targets)
-        if self.memory_guard is not None:
-            self.memory_guard(self.inputs.size(0))
-        loss.backward()
-        if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return self.train_step([(self.inputs, self.targets)], 1).loss
 
 
 def build_runner(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: int, device: torch.device,
@@ -152,14 +141,14 @@ def build_runner(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: in
     from trainer.model import Transformer
 
     torch.manual_seed(train_cfg.seed)
-    model = Transformer(model_cfg).to(device)
+    model = prepare_model(Transformer(model_cfg).to(device), train_cfg, device)
     model.train()
     optimizer = model.configure_optimizer(train_cfg.weight_decay, train_cfg.lr, (train_cfg.beta1, train_cfg.beta2), train_cfg.eps, device.type)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     tokens = torch.randint(0, model_cfg.vocab_size, (micro_batch, train_cfg.seq_len + 1), generator=generator).to(device)
-    runnable = torch.compile(model) if compile_model else model
-    return StepRunner(runnable, optimizer, tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), device,
-                      autocast_dtype(train_cfg.precision, device), train_cfg.grad_clip, memory_guard)
+    runnable = compile_step_model(model, train_cfg.model_copy(update={"compile": compile_model}))
+    step = TrainStep(runnable, optimizer, device, autocast_dtype(train_cfg.precision, device), train_cfg.grad_clip, memory_guard=memory_guard)
+    return StepRunner(step, tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
 
 
 def _synchronize(device: torch.device) -> None:
@@ -249,14 +238,11 @@ def run_benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.
             ) from None
         searched = False
     else:
-        # Find the fit with single eager steps (fast; compiled code needs no more memory), then
-        # time the chosen size with the configured settings, halving again should that not fit.
-        fit, _ = largest_fitting(
-            lambda mb: measure(model_cfg, train_cfg, mb, device, 1, 0, False, guard),
-            max_micro_batch, on_oom=lambda: _free_memory(device))
+        # Every candidate runs the step training runs (compiled when configured: its memory
+        # differs from eager), so the size found is the size that fits in training.
         _, result = largest_fitting(
             lambda mb: measure(model_cfg, train_cfg, mb, device, steps, warmup, train_cfg.compile, guard),
-            fit, on_oom=lambda: _free_memory(device))
+            max_micro_batch, on_oom=lambda: _free_memory(device))
         searched = True
 
     with torch.device("meta"):
@@ -285,6 +271,8 @@ def run_benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.
         "peak_memory_kind": result.peak_memory_kind,
         "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
         "compile": train_cfg.compile,
+        "compile_mode": train_cfg.speed.compile_mode if train_cfg.compile else None,
+        "speed": train_cfg.speed.to_dict(),
         "steps": steps,
         "warmup": warmup,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -33,6 +33,8 @@ class ModelConfig(Config):
     norm_eps: float = Field(1e-5, gt=0, description="RMSNorm epsilon.")
     tie_embeddings: bool = Field(True, description="Share the LM head with the token embedding.")
     init_std: float = Field(0.02, gt=0, description="Std of the normal initialisation of weights.")
+    fused_qkv: bool = Field(True, description="One matmul for Q, K and V (same function; checkpoints of either layout load, the HF export splits it).")
+    fused_gate_up: bool = Field(True, description="One matmul for the SwiGLU gate and up projections (same function; checkpoints of either layout load).")
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "ModelConfig":
@@ -79,6 +81,16 @@ class ChecksConfig(Config):
     overfit_microset: OverfitCheckConfig = Field(default_factory=OverfitCheckConfig, description="The micro-set overfit check.")
 
 
+class SpeedConfig(Config):
+    """Throughput levers (issue 16); each leaves the loss the same within float rounding."""
+
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field("default", description="torch.compile mode when train.compile is on; max-autotune searches kernels (slower start).")
+    loss_impl: Literal["auto", "plain", "chunked", "liger"] = Field("auto", description="LM head + loss: plain builds the full fp32 logits; chunked never does; liger uses liger-kernel's fused kernel; auto: liger on CUDA when installed, else chunked.")
+    loss_chunk_tokens: int = Field(4096, ge=1, description="Tokens per chunk of the chunked loss (its logits are the only ones alive at a time).")
+    sdpa_gqa: bool = Field(True, description="Let SDPA broadcast the KV heads (enable_gqa, torch >= 2.5) instead of copying them per query head.")
+    param_dtype: Literal["fp32", "bf16"] = Field("fp32", description="Parameters and residual stream dtype; bf16 halves their memory traffic but rounds the weight updates (see docs/performance.md).")
+
+
 class TrainConfig(Config):
     """How to train: data, batch, optimizer, schedule, logging, checkpoints, checks, budget."""
 
@@ -118,6 +130,7 @@ class TrainConfig(Config):
 
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="Sanity checks before the main loop.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Hourly rate and the spending cap.")
+    speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Throughput levers: compile mode, fused loss, SDPA GQA, bf16 parameters.")
 
 
 HUB_C4 = {"name": "c4", "type": "hub", "path": "allenai/c4", "config": "en", "split": "train", "text_field": "text", "weight": 0.8}

@@ -1,7 +1,9 @@
 """Map between ``trainer.model.Transformer`` and Hugging Face's ``LlamaForCausalLM``.
 
 The two share one layout (same rotary convention, no biases, same norms), so conversion is a
-renaming of tensors. Used by the parity test (tests/test_model.py) and the export step.
+renaming of tensors, plus splitting the fused projections (``qkv_proj`` into HF's q/k/v,
+``gate_up_proj`` into gate/up; issue 16) and joining them again on the way back. Used by the
+parity test (tests/test_model.py) and the export step.
 """
 from __future__ import annotations
 
@@ -69,11 +71,51 @@ def _ours_to_hf_name(name: str) -> str:
     raise KeyError(f"no Hugging Face name for parameter {name!r}")
 
 
+# fused name -> the separate names it holds, in row order
+_FUSED = {
+    "attn.qkv_proj.weight": ("attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"),
+    "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+}
+
+
+def _fused_sizes(fused: str, cfg: ModelConfig) -> tuple[int, ...]:
+    if fused.startswith("attn."):
+        return (cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim)
+    return (cfg.ffn_hidden, cfg.ffn_hidden)
+
+
+def unfuse_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict with every fused projection split into its separate tensors."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        match = _LAYER_RE.match(name)
+        if match and match.group(2) in _FUSED:
+            parts = _FUSED[match.group(2)]
+            for part, piece in zip(parts, tensor.split(_fused_sizes(match.group(2), cfg), dim=0)):
+                out[f"layers.{match.group(1)}.{part}"] = piece
+        else:
+            out[name] = tensor
+    return out
+
+
+def fuse_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The reverse, for the projections that ``cfg`` fuses."""
+    wanted = {fused: parts for fused, parts in _FUSED.items()
+              if (cfg.fused_qkv if fused.startswith("attn.") else cfg.fused_gate_up)}
+    out = dict(state)
+    for layer in range(cfg.n_layers):
+        for fused, parts in wanted.items():
+            keys = [f"layers.{layer}.{part}" for part in parts]
+            if all(key in out for key in keys):
+                out[f"layers.{layer}.{fused}"] = torch.cat([out.pop(key) for key in keys], dim=0)
+    return out
+
+
 def to_hf_state_dict(model) -> dict[str, torch.Tensor]:
     """State dict with ``LlamaForCausalLM`` names. With tied embeddings ``lm_head.weight`` is
     the same tensor as ``model.embed_tokens.weight`` (HF's own state_dict lists both)."""
-    state = model.state_dict()  # rope tables are non-persistent, so weights only
-    return {_ours_to_hf_name(name): tensor for name, tensor in state.items()}
+    state = unfuse_state_dict(model.state_dict(), model.config)  # rope tables are non-persistent, so weights only
+    return {_ours_to_hf_name(name): tensor.contiguous() for name, tensor in state.items()}
 
 
 def from_hf_state_dict(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -94,4 +136,4 @@ def from_hf_state_dict(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> d
         state[f"layers.{match.group(1)}.{reverse_layer[match.group(2)]}"] = tensor
     if "lm_head.weight" not in state and cfg.tie_embeddings and "embed.weight" in state:
         state["lm_head.weight"] = state["embed.weight"]
-    return state
+    return fuse_state_dict(state, cfg)

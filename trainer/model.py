@@ -8,6 +8,13 @@ The shape comes from ``trainer.config.ModelConfig``. The layout matches Hugging 
 ``trainer.hf_convert`` maps weights 1:1. The model holds no optimizer state, parallelism or
 checkpoint logic; it only owns its optimizer groups, FLOP estimate and ``generate``.
 
+Throughput levers (issue 16): Q, K and V come from one fused matmul (``model.fused_qkv``) and
+the SwiGLU gate and up projections from another (``model.fused_gate_up``); checkpoints of either
+layout load into either (a load hook splits or joins the tensors) and ``trainer.hf_convert``
+maps both to Hugging Face's separate names. Grouped-query attention uses SDPA's ``enable_gqa``
+(torch >= 2.5) instead of repeating the KV heads, and the loss can skip the full logits
+(``configure_speed``, trainer/linear_cross_entropy.py).
+
     python -m trainer.model --model_config configs/model_100m.yaml   # prints the exact count
 """
 from __future__ import annotations
@@ -21,6 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trainer.config import ModelConfig
+from trainer.linear_cross_entropy import DEFAULT_CHUNK_TOKENS, linear_cross_entropy
+
+# SDPA's enable_gqa (broadcast KV heads inside the kernel) arrived in torch 2.5.
+SDPA_HAS_GQA = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
 
 class RMSNorm(nn.Module):
@@ -84,16 +95,27 @@ class Attention(nn.Module):
         self.n_heads = config.n_heads
         self.n_kv_heads = config.kv_heads
         self.head_dim = config.head_dim
-        self.q_proj = nn.Linear(config.d_model, config.n_heads * config.head_dim, bias=False)
-        self.k_proj = nn.Linear(config.d_model, config.kv_heads * config.head_dim, bias=False)
-        self.v_proj = nn.Linear(config.d_model, config.kv_heads * config.head_dim, bias=False)
+        self.use_sdpa_gqa = SDPA_HAS_GQA  # configure_speed may turn it off
+        self.qkv_sizes = (config.n_heads * config.head_dim, config.kv_heads * config.head_dim, config.kv_heads * config.head_dim)
+        self.fused = config.fused_qkv
+        if self.fused:
+            self.qkv_proj = nn.Linear(config.d_model, sum(self.qkv_sizes), bias=False)
+        else:
+            self.q_proj = nn.Linear(config.d_model, self.qkv_sizes[0], bias=False)
+            self.k_proj = nn.Linear(config.d_model, self.qkv_sizes[1], bias=False)
+            self.v_proj = nn.Linear(config.d_model, self.qkv_sizes[2], bias=False)
         self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.d_model, bias=False)
+        self.register_load_state_dict_pre_hook(_layout_hook("qkv_proj", ("q_proj", "k_proj", "v_proj"), self.fused))
 
     def forward(self, x, cos, sin, layer: int = 0, cache: Optional[KVCache] = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.fused:
+            q, k, v = self.qkv_proj(x).split(self.qkv_sizes, dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
         mask, causal = None, True
@@ -107,23 +129,54 @@ class Attention(nn.Module):
                     mask = torch.arange(k.size(2), device=x.device)[None, :] <= q_pos
         # Grouped-query attention: each KV head serves n_heads / n_kv_heads query heads
         # (head j uses KV head j // n_rep, as HF's repeat_kv does).
+        # With enable_gqa SDPA does that mapping itself, without copying K and V n_rep times.
         n_rep = self.n_heads // self.n_kv_heads
-        if n_rep > 1:
+        gqa = {}
+        if n_rep > 1 and self.use_sdpa_gqa:
+            gqa = {"enable_gqa": True}
+        elif n_rep > 1:
             k = k.repeat_interleave(n_rep, dim=1)
             v = v.repeat_interleave(n_rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, **gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
 class SwiGLU(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
-        self.up_proj = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
+        self.fused = config.fused_gate_up
+        if self.fused:
+            self.gate_up_proj = nn.Linear(config.d_model, 2 * config.ffn_hidden, bias=False)  # gate rows, then up rows
+        else:
+            self.gate_proj = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
+            self.up_proj = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
         self.down_proj = nn.Linear(config.ffn_hidden, config.d_model, bias=False)
+        self.register_load_state_dict_pre_hook(_layout_hook("gate_up_proj", ("gate_proj", "up_proj"), self.fused))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.fused:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.silu(gate) * up)
+
+
+def _layout_hook(fused: str, parts: tuple[str, ...], want_fused: bool):
+    """A load_state_dict pre-hook that accepts both layouts: separate ``parts`` weights are
+    concatenated (rows, in order) into a fused module, a fused weight is split for a separate
+    one. So checkpoints written before the fusion (issue 16) still load."""
+
+    def hook(module, state_dict, prefix, *_):
+        fused_key = f"{prefix}{fused}.weight"
+        part_keys = [f"{prefix}{part}.weight" for part in parts]
+        if want_fused and fused_key not in state_dict and all(key in state_dict for key in part_keys):
+            state_dict[fused_key] = torch.cat([state_dict.pop(key) for key in part_keys], dim=0)
+        elif not want_fused and fused_key in state_dict and not any(key in state_dict for key in part_keys):
+            sizes = [getattr(module, part).weight.size(0) for part in parts]
+            for key, tensor in zip(part_keys, state_dict.pop(fused_key).split(sizes, dim=0)):
+                state_dict[key] = tensor
+
+    return hook
 
 
 class Block(nn.Module):
@@ -149,6 +202,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        self.loss_impl, self.loss_chunk_tokens = "plain", DEFAULT_CHUNK_TOKENS  # see configure_speed
         cos, sin = rotary_tables(config.head_dim, config.max_seq_len, config.rope_theta)
         # Not persistent: rebuilt from the config, so checkpoints hold weights only.
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -156,7 +210,7 @@ class Transformer(nn.Module):
         self.apply(self._init_weights)
         # Residual output projections scaled down by depth (GPT-2 / nanoGPT).
         for name, param in self.named_parameters():
-            if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(param, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layers))
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -177,14 +231,35 @@ class Transformer(nn.Module):
             cache.pos += T
         return self.norm(x)
 
-    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """idx [B, T] -> logits [B, T, vocab] and, given targets [B, T], the mean cross-entropy
-        (targets of -1 are ignored)."""
-        logits = self.lm_head(self._trunk(idx))
+        (targets of -1 are ignored). With targets and a fused loss (``configure_speed``) the
+        logits are never built and None is returned in their place."""
+        hidden = self._trunk(idx)
+        if targets is not None and self.loss_impl != "plain":
+            return None, linear_cross_entropy(hidden, self.lm_head.weight, targets, self.loss_impl, self.loss_chunk_tokens)
+        logits = self.lm_head(hidden)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    # -- throughput levers -----------------------------------------------------------------
+    def configure_speed(self, loss_impl: str = "plain", loss_chunk_tokens: int = DEFAULT_CHUNK_TOKENS, sdpa_gqa: bool = True) -> "Transformer":
+        """Runtime choices that change speed and memory, not the function computed:
+        ``loss_impl`` plain / chunked / liger (trainer/linear_cross_entropy.py) and SDPA's
+        ``enable_gqa`` (ignored where torch lacks it)."""
+        self.loss_impl, self.loss_chunk_tokens = loss_impl, loss_chunk_tokens
+        for layer in self.layers:
+            layer.attn.use_sdpa_gqa = sdpa_gqa and SDPA_HAS_GQA
+        return self
+
+    def cast_parameters(self, dtype: torch.dtype) -> "Transformer":
+        """Parameters (and so the residual stream) in ``dtype``; the rotary tables stay float32."""
+        cos, sin = self.rope_cos, self.rope_sin
+        self.to(dtype)
+        self.rope_cos, self.rope_sin = cos, sin
+        return self
 
     # -- sizes -----------------------------------------------------------------------------
     def num_parameters(self, exclude_embeddings: bool = False) -> int:

@@ -40,9 +40,10 @@ from trainer.errors import UserError, cli_main
 from trainer.manifest import ManifestError, verify_manifest
 from trainer.metrics_log import RunLog, train_line
 from trainer.model import Transformer
-from trainer.precision import autocast, autocast_dtype, device_name, enable_fast_matmul, peak_flops
+from trainer.precision import autocast_dtype, device_name, enable_fast_matmul, peak_flops
 from trainer.run_control import StopSignals, lock_run_dir, share_main_result
 from trainer.schedule import CosineSchedule
+from trainer.train_step import StepMonitor, TrainStep, compile_model, prepare_model
 from trainer.validation import evaluate, fixed_prompt_sample, load_tokenizer
 
 _CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the repository's, wherever the run starts
@@ -220,7 +221,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         ckpt.load_weights(raw_model, resume_from)
         start_step, tokens_seen, prior_elapsed, last_val = state.step, state.tokens_seen, state.elapsed_s, state.val_loss
         log.log(f"resuming from {resume_from} at step {start_step} ({tokens_seen:,} tokens seen)")
-    raw_model.to(device)
+    prepare_model(raw_model.to(device), train_cfg, device)  # train.speed levers
     make_optimizer = lambda m, lr: m.configure_optimizer(train_cfg.weight_decay, lr, (train_cfg.beta1, train_cfg.beta2), train_cfg.eps, device.type)  # noqa: E731
     optimizer = make_optimizer(raw_model, train_cfg.lr)
     if resume_from is not None:
@@ -255,8 +256,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     ddp_model, optimizer = accelerator.prepare(raw_model, optimizer)  # DDP-wrapped when world > 1
     model = ddp_model
     if train_cfg.compile:
-        log.log("compiling the model (torch.compile): the first steps are slow")
-        model = torch.compile(ddp_model)
+        log.log(f"compiling the model (torch.compile, mode {train_cfg.speed.compile_mode}): the first steps are slow")
+        model = compile_model(ddp_model, train_cfg)
+    train_step = TrainStep(model, optimizer, device, amp_dtype, train_cfg.grad_clip, backward=accelerator.backward,
+                           no_sync=lambda: accelerator.no_sync(ddp_model), clip_grad_norm=accelerator.clip_grad_norm_)
+    monitor = StepMonitor(device)
     schedule = CosineSchedule(train_cfg.lr, train_cfg.warmup_steps, plan.max_steps, train_cfg.min_lr_ratio)
     sampler = WindowSampler(data_dir / "train.bin", train_cfg.seq_len, plan.micro_batch_size, train_cfg.seed, rank, model_cfg.vocab_size, device)
     tokenizer = load_tokenizer(train_cfg, model_cfg.vocab_size, log.log) if is_main else None
@@ -281,7 +285,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     def fail_non_finite(what: str, lr: float) -> None:
         latest = ckpt.latest_checkpoint(run_dir)
         raise UserError(
-            f"{what} at step {step + 1} (lr {lr:.3e}); the run is stopped and no checkpoint was written from it. "
+            f"{what} by step {step} (lr {lr:.3e}); the run is stopped and no checkpoint was written from it. "
             f"The last good checkpoint is {latest or 'none (none was written yet)'}. Lower train.lr, raise "
             f"train.warmup_steps or check the data, then rerun (it resumes from that checkpoint)."
         )
@@ -320,46 +324,37 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
             lr = schedule.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(plan.grad_accum):
-                inputs, targets = sampler.get(step, micro)
-                if first_batch_sha is None:
-                    first_batch_sha = hashlib.sha256(inputs.cpu().numpy().tobytes()).hexdigest()
-                # Gradients are all-reduced once per step, on the last micro-batch.
-                sync = contextlib.nullcontext() if micro == plan.grad_accum - 1 else accelerator.no_sync(ddp_model)
-                with sync:
-                    with autocast(device, amp_dtype):
-                        _, loss = model(inputs, targets)
-                    accelerator.backward(loss / plan.grad_accum)
-                loss_sum += loss.detach().float()
-            max_norm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else float("inf")
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-
-            # One small collective per step: the mean loss and whether any rank must stop.
-            over_budget = budget.hourly_rate > 0 and spent() >= budget.max_cost
-            flags = torch.tensor(
-                [loss_sum.item() / plan.grad_accum, float(not math.isfinite(float(grad_norm))),
-                 float(signals.requested is not None), float(over_budget)],
-                device=device, dtype=torch.float64)
-            if world > 1:
-                flags = accelerator.reduce(flags, reduction="sum")
-                flags[0] /= world
-            last_loss = flags[0].item()
-            if not math.isfinite(last_loss):
-                fail_non_finite(f"the loss became {last_loss}", lr)
-            if flags[1].item() > 0:
-                fail_non_finite(f"the gradient norm became non-finite (loss {last_loss:.4f})", lr)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            def micro_batches():
+                nonlocal first_batch_sha
+                for micro in range(plan.grad_accum):
+                    inputs, targets = sampler.get(step, micro)
+                    if first_batch_sha is None:
+                        first_batch_sha = hashlib.sha256(inputs.cpu().numpy().tobytes()).hexdigest()
+                    yield inputs, targets
+            monitor.add(train_step(micro_batches(), plan.grad_accum))
             step += 1
             tokens_seen += plan.tokens_per_step
             interval_tokens += plan.tokens_per_step
+
+            # Reading the device waits for it: only at log, eval and checkpoint steps (one small
+            # collective then: mean loss, grad norm, any non-finite step, whether a rank must stop).
+            over_budget = budget.hourly_rate > 0 and spent() >= budget.max_cost
+            host_flags = [float(signals.requested is not None), float(over_budget)]
+            due = (step % train_cfg.log_interval == 0 or step % train_cfg.eval_interval == 0
+                   or step % train_cfg.checkpoint_interval == 0 or step == plan.max_steps
+                   or (options.stop_at_step is not None and step >= options.stop_at_step))
+            flags = [0.0, 0.0, 0.0, 0.0, 0.0]
+            if due or (world == 1 and any(host_flags)):
+                flags = monitor.read(host_flags, lambda t: accelerator.reduce(t, reduction="sum"), world)
+                last_loss, grad_norm = flags[0], flags[1]
+                if not math.isfinite(last_loss) or flags[2] > 0:
+                    fail_non_finite(f"the loss or gradient norm became non-finite (last loss {last_loss:.4f}, gradient norm {grad_norm:.4g})", lr)
             interval_time += time.perf_counter() - t0
 
             stop_reason = None
-            if flags[2].item() > 0:
+            if flags[3] > 0:
                 stop_reason = "signal"
-            elif flags[3].item() > 0:
+            elif flags[4] > 0:
                 stop_reason = "budget"
             elif options.stop_at_step is not None and step >= options.stop_at_step and step < plan.max_steps:
                 stop_reason = "stop_at_step"
