@@ -125,7 +125,7 @@ def validation_starts(n_tokens: int, seq_len: int, eval_tokens: int, seed: int) 
     window when ``eval_tokens`` asks for more than the file holds."""
     n_chunks = (n_tokens - 1) // seq_len
     if n_chunks < 1:
-        raise UserError(f"a validation file holds {n_tokens} tokens, fewer than one window of seq_len {seq_len} + 1; use a smaller seq_len or more validation data.")
+        raise UserError(f"a validation file holds {n_tokens} tokens, fewer than one window of seq_len {seq_len} + 1; pass a smaller --seq_len (train.seq_len when training) or build more validation data.")
     wanted = max(1, -(-eval_tokens // seq_len))
     chosen = np.random.default_rng(seed).choice(n_chunks, size=min(wanted, n_chunks), replace=False)
     return np.sort(chosen) * seq_len
