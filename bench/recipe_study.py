@@ -46,8 +46,8 @@ ARMS = {
     "lr1.5e-3-seed2": ("lr 1.5e-3, another seed (noise)", {"lr": CENTER_LR, "seed": 2024}),
     "lr1.5e-3-final0": ("lr 1.5e-3, decay to 0", {"lr": CENTER_LR, "min_lr_ratio": 0.0}),
     "lr3e-3-final0": ("lr 3e-3, decay to 0 (SmolLM-135M's lr and floor)", {"lr": 3e-3, "min_lr_ratio": 0.0}),
-    "warmup1%": ("lr 1.5e-3, 1% warmup", {"lr": CENTER_LR, "warmup_frac": 0.01}),
-    "warmup20%": ("lr 1.5e-3, 20% warmup", {"lr": CENTER_LR, "warmup_frac": 0.2}),
+    "warmup1pct": ("lr 1.5e-3, 1% warmup", {"lr": CENTER_LR, "warmup_frac": 0.01}),
+    "warmup20pct": ("lr 1.5e-3, 20% warmup", {"lr": CENTER_LR, "warmup_frac": 0.2}),
     "batch512": ("lr 1.5e-3, half the batch (2x steps)", {"lr": CENTER_LR, "batch_tokens": BASE_BATCH_TOKENS // 2}),
     "batch2048": ("lr 1.5e-3, double the batch (half the steps)", {"lr": CENTER_LR, "batch_tokens": BASE_BATCH_TOKENS * 2}),
     "random": ("lr 1.5e-3, windows drawn with replacement (the old sampler)", {"lr": CENTER_LR, "sampling": "random"}),
@@ -89,7 +89,7 @@ def final_eval(run_dir: Path) -> dict:
 def run_arm(out_dir: Path, name: str, settings: dict) -> dict:
     run_dir = out_dir / "runs" / name
     if (run_dir / "final").is_dir() and (run_dir / "metrics.jsonl").is_file():  # finished earlier: reuse
-        return {"name": name, **settings, **_result(run_dir), "seconds": None}
+        return {"name": name, **settings, **_result(run_dir), "seconds": None}  # None: not run this time
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     started = time.time()
     result = subprocess.run(train_command(out_dir, name, settings), cwd=out_dir, env=env, capture_output=True, text=True)
@@ -100,7 +100,9 @@ def run_arm(out_dir: Path, name: str, settings: dict) -> dict:
 
 def _result(run_dir: Path) -> dict:
     record = final_eval(run_dir)
-    return {"val_loss": record["val_loss"], "val_bpb": record.get("val_bpb"), "tokens_seen": record["tokens_seen"]}
+    status = json.loads((run_dir / "status.json").read_text())
+    return {"val_loss": record["val_loss"], "val_bpb": record.get("val_bpb"), "tokens_seen": record["tokens_seen"],
+            "train_seconds": round(status["elapsed_s"], 1)}
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -147,7 +149,8 @@ def main(argv=None) -> None:
             print(f"{name}: val loss {r['val_loss']:.4f}, bits/byte {r['val_bpb']}, {r['seconds']} s", flush=True)
     record = {"command": " ".join(["python", "bench/recipe_study.py", *(argv if argv is not None else sys.argv[1:])]),
               "tokens_per_arm": args.tokens, "seq_len": SEQ_LEN, "model_config": "configs/model_smoke.yaml",
-              "wall_seconds": round(time.time() - started, 1), "results": results}
+              "wall_seconds": round(time.time() - started, 1), "train_seconds_all_arms": round(sum(r["train_seconds"] for r in results), 1),
+              "results": results}
     (out_dir / "recipe_study.json").write_text(json.dumps(record, indent=2) + "\n")
     print()
     print(markdown_table(results))

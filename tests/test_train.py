@@ -528,3 +528,53 @@ def test_no_micro_batch_logits_outlive_their_backward():
     loss_sum = accumulate(Probe(), get_batch, 3, torch.device("cpu"), None)
     assert len(alive) == 3 and all(ref() is None for ref in alive), "the last micro-batch's logits outlived its backward"
     assert loss_sum.requires_grad is False and all(p.grad is not None for p in model.parameters())
+
+
+# -- validation per source -----------------------------------------------------------------------
+def test_validation_per_source_in_the_log_status_and_eval(tmp_path, tokenizer_model):
+    """Data of two sources (named like the real mix): each eval logs loss and bits per byte for the
+    mix and for c4 and wikipedia apart; status.json, `launcher status` and eval.json show c4's."""
+    import itertools
+
+    from launcher.commands.status import render, summarize
+    from rich.console import Console
+
+    from trainer.config import DataMixConfig, SourceConfig
+    from trainer.data import build_memmaps
+    from trainer.eval import evaluate_checkpoint
+    from trainer.stdlib_corpus import iter_stdlib_documents
+
+    text = "".join(itertools.islice(iter_stdlib_documents(), 400))
+    docs = [text[i:i + 600] for i in range(0, min(len(text), 600_000), 600)]  # many short documents: both sources reach val
+    for name, part in (("c4", docs[0::2]), ("wikipedia", docs[1::2])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in part))
+    mix = DataMixConfig(sources=[SourceConfig(name="c4", type="json", path=str(tmp_path / "c4.jsonl"), weight=0.8),
+                                 SourceConfig(name="wikipedia", type="json", path=str(tmp_path / "wikipedia.jsonl"), weight=0.2)], val_every=4)
+    meta = build_memmaps(mix, tokenizer_model, tmp_path / "data", 30_000, 6_000, workers=0, progress=False)
+    assert {v["source"] for v in meta["val_sources"]} == {"c4", "wikipedia"} and all(v["tokens"] > 8 * 33 for v in meta["val_sources"]), meta["val_sources"]
+
+    args = tiny_args(tmp_path, "src", "--set", "model.vocab_size=300", "--set", f"train.tokenizer_model={tokenizer_model}", "--set", "train.checks.overfit_microset.enabled=false", steps=3)
+    assert main(args) == 0
+    run = tmp_path / "runs/src"
+    evals = [m for m in read_metrics(run) if m["type"] == "eval"]
+    assert set(evals[-1]["val_sources"]) == {"c4", "wikipedia"}
+    c4 = evals[-1]["val_sources"]["c4"]
+    assert 0 < c4["bpb"] < c4["loss"] and evals[-1]["val_bpb"] > 0  # ~3 bytes a token: fewer bits per byte than nats per token
+    assert c4["loss"] != evals[-1]["val_sources"]["wikipedia"]["loss"] != evals[-1]["val_loss"]
+    assert re.search(r"eval step 3: val loss \S+ \(\S+ bits/byte\); c4 \S+ \(\S+ bits/byte\); wikipedia ", (run / "train.log").read_text())
+
+    status = json.loads((run / "status.json").read_text())
+    assert status["val_sources"]["c4"] == c4 and status["val_bpb"] == evals[-1]["val_bpb"]
+    summary = summarize("local", "src", {"source": "box", "status": status, "session_alive": False}, None, None)
+    console = Console(width=200, record=True)
+    console.print(render(summary))
+    shown = console.export_text()
+    assert f"val loss c4" in shown and f"{c4['loss']:.4f} ({c4['bpb']:.4f} bits/byte)" in shown
+
+    # trainer.eval scores the same windows: its c4 figures are the training's
+    result = evaluate_checkpoint(run / "final", tokenizer_model, max_new_tokens=4)
+    written = json.loads((run / "final/eval.json").read_text())
+    assert set(written["sources"]) == {"c4", "wikipedia"}
+    assert written["sources"]["c4"]["val_loss"] == pytest.approx(c4["loss"], rel=1e-5)
+    assert written["sources"]["c4"]["bits_per_byte"] == pytest.approx(c4["bpb"], rel=1e-5)
+    assert result["val_loss"] == pytest.approx(evals[-1]["val_loss"], rel=1e-5)

@@ -256,4 +256,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: str | os.Path
     path = Path(folder) / "optimizer.pt"
     if not path.exists():
         raise CheckpointError(f"{folder} has no optimizer.pt; it cannot be resumed from exactly.")
+    if torch.device(map_location).type == "cpu":  # accelerate's CPU ranks are "cpu:N", which torch.load cannot restore to
+        map_location = "cpu"
     optimizer.load_state_dict(torch.load(path, map_location=map_location, weights_only=False))
