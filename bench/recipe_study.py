@@ -12,7 +12,7 @@ cosine to 10%, ~5% warmup: Pythia-160M's); the table shows each arm against it, 
 same run. A second seed of one arm shows how much of a difference is noise. Prints a Markdown
 table (for docs/training-recipe.md) and writes <out_dir>/recipe_study.json.
 
-Compute: 12 arms x 122,880 tokens (120 steps of the baseline), about 15 minutes on 2 CPU cores
+Compute: 13 arms x 122,880 tokens (120 steps of the baseline), about 15 minutes on 2 CPU cores
 shared with other work (~800 tokens/s an arm), --jobs 2.
 """
 from __future__ import annotations
@@ -51,6 +51,7 @@ ARMS = {
     "batch512": ("lr 1.5e-3, half the batch (2x steps)", {"lr": CENTER_LR, "batch_tokens": BASE_BATCH_TOKENS // 2}),
     "batch2048": ("lr 1.5e-3, double the batch (half the steps)", {"lr": CENTER_LR, "batch_tokens": BASE_BATCH_TOKENS * 2}),
     "random": ("lr 1.5e-3, windows drawn with replacement (the old sampler)", {"lr": CENTER_LR, "sampling": "random"}),
+    "random-seed2": ("as random, another seed (noise)", {"lr": CENTER_LR, "sampling": "random", "seed": 2024}),
 }
 
 
