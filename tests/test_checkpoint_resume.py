@@ -187,6 +187,9 @@ def test_resume_mid_epoch_records_and_keeps_the_stream_position(tmp_path):
     assert saved["sampling"] == "epoch" and saved["global_batch"] == 8 and saved["next_sample"] == 40
     assert saved["epoch"] == 0 and saved["position_in_epoch"] == 40 and saved["n_windows"] == (60_000 - 1) // 32
     assert saved["train_tokens"] == 60_000 and saved["seq_len"] == 32
+    trainer_state = json.loads((tmp_path / "runs/pos/checkpoints/step_000005/trainer_state.json").read_text())
+    assert trainer_state["val_scores"]["mix"]["loss"] == trainer_state["val_loss"]  # the step-4 eval, shown again on resume
+    assert ckpt.load_training_state(tmp_path / "runs/pos/checkpoints/step_000005").val_scores == trainer_state["val_scores"]
 
 
 def test_resume_with_another_micro_batch_keeps_the_global_batches(tmp_path):

@@ -83,7 +83,10 @@ def check_data(data_dir: Path, vocab_size: int, seq_len: int) -> dict:
 
 
 class WindowSampler:
-    """Batches of ``batch_size`` windows of ``seq_len + 1`` tokens -> (inputs, targets)."""
+    """Batches of ``batch_size`` windows of ``seq_len + 1`` tokens -> (inputs, targets).
+
+    ``windows`` reads given offsets (training and validation); ``get``/``offsets`` draw random
+    ones keyed by (seed, rank, step, micro), used only for the overfit check's one batch."""
 
     def __init__(self, path: Path, seq_len: int, batch_size: int, seed: int, rank: int, vocab_size: int, device: torch.device):
         self.path = Path(path)
@@ -114,9 +117,6 @@ class WindowSampler:
 
     def get(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.windows(self.offsets(step, micro))
-
-    def state_dict(self, step: int) -> dict:
-        return {"next_step": step, "seed": self.seed, "seq_len": self.seq_len, "micro_batch_size": self.batch_size, "path": str(self.path)}
 
 
 def validation_starts(n_tokens: int, seq_len: int, eval_tokens: int, seed: int) -> np.ndarray:

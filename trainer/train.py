@@ -278,7 +278,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     log.log(f"data order: {train_cfg.sampling} sampling over {sampler.stream.n_windows:,} windows of {train_cfg.seq_len + 1} tokens, "
             f"{sampler.global_batch} per step; starting at epoch {sampler.epoch(start_step):.3f}")
     val_sets = validation_sets(data_dir, train_cfg, model_cfg.vocab_size, log.log)
-    last_eval: dict = {}
+    last_eval: dict = (state.val_scores if state is not None else None) or {}  # a resume shows the last eval until the next
     tokenizer = load_tokenizer(train_cfg, model_cfg.vocab_size, log.log) if is_main else None
     flops_per_token = raw_model.flops_per_token(train_cfg.seq_len)
     peak = peak_flops(device)
@@ -296,7 +296,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     def snapshot() -> ckpt.TrainingState:
         rngs = gather_object([ckpt.capture_rng_state()]) if world > 1 else [ckpt.capture_rng_state()]
         return ckpt.TrainingState(step=step, tokens_seen=tokens_seen, elapsed_s=elapsed(), cost_spent=spent(), val_loss=last_val,
-                                  world_size=world, data_state=sampler.state_dict(step), scheduler_state=schedule.state_dict(step), rng_states=rngs)
+                                  world_size=world, data_state=sampler.state_dict(step), scheduler_state=schedule.state_dict(step), rng_states=rngs,
+                                  val_scores=last_eval or None)
 
     def fail_non_finite(what: str, lr: float) -> None:
         latest = ckpt.latest_checkpoint(run_dir)
