@@ -177,3 +177,72 @@ def test_prune_keeps_the_newest(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000003", "step_000004"]
     assert (run / "final/manifest.json").exists()
     assert ckpt.latest_checkpoint(run) == run / "final"  # final wins the tie at step 4
+
+
+# -- the sample stream across a resume --------------------------------------------------------------
+def test_resume_mid_epoch_records_and_keeps_the_stream_position(tmp_path):
+    make_data(tmp_path / "data")
+    assert main([*run_args(tmp_path, "pos"), "--stop_at_step", "5"]) == 0
+    saved = json.loads((tmp_path / "runs/pos/checkpoints/step_000005/data_state.json").read_text())
+    assert saved["sampling"] == "epoch" and saved["global_batch"] == 8 and saved["next_sample"] == 40
+    assert saved["epoch"] == 0 and saved["position_in_epoch"] == 40 and saved["n_windows"] == (60_000 - 1) // 32
+    assert saved["train_tokens"] == 60_000 and saved["seq_len"] == 32
+    trainer_state = json.loads((tmp_path / "runs/pos/checkpoints/step_000005/trainer_state.json").read_text())
+    assert trainer_state["val_scores"]["mix"]["loss"] == trainer_state["val_loss"]  # the step-4 eval, shown again on resume
+    assert ckpt.load_training_state(tmp_path / "runs/pos/checkpoints/step_000005").val_scores == trainer_state["val_scores"]
+
+
+def test_resume_with_another_micro_batch_keeps_the_global_batches(tmp_path):
+    """Micro-batch 8 -> 4 (gradient accumulation 2 -> 4): the same 16 sequences per step, in the same order."""
+    make_data(tmp_path / "data")
+    bigger = ("--set", "train.tokens_per_step=512")
+    assert main(run_args(tmp_path, "straight", 8, *bigger, "--set", "train.micro_batch_size=8")) == 0
+    assert main([*run_args(tmp_path, "moved", 8, *bigger, "--set", "train.micro_batch_size=8"), "--stop_at_step", "4"]) == 0
+    assert main(run_args(tmp_path, "moved", 8, *bigger, "--set", "train.micro_batch_size=4")) == 0
+    log = (tmp_path / "runs/moved/train.log").read_text()
+    assert "micro-batch 8 x 2 accumulation x 1 ranks -> 4 x 4 x 1" in log
+    straight, moved = curve(tmp_path / "runs/straight"), curve(tmp_path / "runs/moved")
+    assert sorted(straight, key=str) == sorted(moved, key=str)
+    for key, loss in straight.items():
+        assert moved[key] == pytest.approx(loss, abs=2e-5), key
+    a, b = final_weights(tmp_path / "runs/straight"), final_weights(tmp_path / "runs/moved")
+    assert all(torch.allclose(a[k], b[k], atol=2e-5, rtol=0) for k in a)
+
+
+def test_a_micro_batch_that_does_not_divide_is_lowered(tmp_path):
+    make_data(tmp_path / "data")
+    assert main([*run_args(tmp_path, "odd", 6), "--stop_at_step", "2"]) == 0  # 8 sequences per step
+    assert main(run_args(tmp_path, "odd", 6, "--set", "train.micro_batch_size=3")) == 0
+    log = (tmp_path / "runs/odd/train.log").read_text()
+    assert "micro-batch lowered from 3 to 2" in log and "2 x 4 x 1" in log
+
+
+@pytest.mark.parametrize("change, message", [
+    (("--set", "train.seq_len=16"), "seq_len: checkpoint 32, now 16"),
+    (("--set", "train.seed=9"), "seed: checkpoint 1337, now 9"),
+    (("--set", "train.sampling=random"), "sampling: checkpoint 'epoch', now 'random'"),
+])
+def test_a_resume_that_would_change_the_stream_is_refused_before_training(tmp_path, change, message):
+    make_data(tmp_path / "data")
+    assert main([*run_args(tmp_path, "fixed"), "--stop_at_step", "2"]) == 0
+    before = (tmp_path / "runs/fixed/metrics.jsonl").read_text()
+    with pytest.raises(UserError, match="cannot resume with the same sample stream: " + message.replace("(", r"\(")):
+        main(run_args(tmp_path, "fixed", 10, *change))
+    assert (tmp_path / "runs/fixed/metrics.jsonl").read_text() == before  # nothing trained
+
+
+def test_keep_stream_rules():
+    from trainer.stream_resume import keep_stream
+
+    saved = {"global_batch": 16, "next_sample": 32, "seq_len": 32, "seed": 1, "sampling": "epoch", "train_tokens": 100, "train_sha256": "a"}
+    current = {k: saved[k] for k in ("seq_len", "seed", "sampling", "train_tokens", "train_sha256")}
+    lines = []
+    assert keep_stream(saved, current, 8, 1, 2, lines.append) == (8, 2)
+    assert keep_stream(saved, current, 8, 2, 2, lines.append) == (8, 1)
+    assert keep_stream(saved, current, 16, 4, 2, lines.append) == (4, 1) and "lowered from 16 to 4" in lines[-1]
+    with pytest.raises(UserError, match="16 sequences per step, which 3 ranks cannot share"):
+        keep_stream(saved, current, 8, 3, 2, lines.append)
+    with pytest.raises(UserError, match="train_sha256: checkpoint 'a', now 'b'"):
+        keep_stream(saved, {**current, "train_sha256": "b"}, 8, 1, 2, lines.append)
+    with pytest.raises(UserError, match="does not belong to it"):
+        keep_stream(saved, current, 8, 1, 3, lines.append)

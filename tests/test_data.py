@@ -129,6 +129,22 @@ def test_memmaps_hold_exactly_the_mix_in_order(tmp_path, run_python, mix_yaml, t
         assert processor.encode(expected[split][len(docs)])[: len(tail)] == tail
         markers[split] = {processor.decode(d.tolist()).split(" ", 1)[0] for d in docs}
     assert not markers["train"] & markers["val"], "a val document reached train"
+    # each source's validation split apart: exactly its val documents, in order, summing to val.bin
+    assert [(v["source"], v["file"]) for v in meta["val_sources"]] == [("alpha", "val_alpha.bin"), ("beta", "val_beta.bin")]
+    assert sum(v["tokens"] for v in meta["val_sources"]) == val_n
+    assert [v["tokens"] for v in meta["val_sources"]] == [s["val_tokens"] for s in meta["sources"]]
+    by_source = {0: [], 1: []}
+    for doc in MixedStream(load_mix(mix_yaml)):
+        if doc.is_val:
+            by_source[doc.source].append(doc.text)
+        if min(len(v) for v in by_source.values()) > 200:
+            break
+    for index, entry in enumerate(meta["val_sources"]):
+        tokens = np.fromfile(tmp_path / "data" / entry["file"], dtype=np.uint16)
+        assert len(tokens) == entry["tokens"] and sha256_file(tmp_path / "data" / entry["file"]) == entry["sha256"]
+        docs = split_docs(tokens, eos=2)
+        assert len(docs) > 5
+        assert [processor.decode(d.tolist()) for d in docs] == by_source[index][:len(docs)]
     # weights 3:1 -> roughly three alpha documents per beta document
     alpha, beta = (s["documents"] for s in meta["sources"])
     assert 2.0 < alpha / beta < 4.5
@@ -195,6 +211,9 @@ def test_up_to_date_is_quick_and_exact(tmp_path, run_python, mix_yaml, tok_model
     assert data.is_up_to_date(out, config, tok_model, 5000, 500)
     assert not data.is_up_to_date(out, config, tok_model, 5001, 500)
     assert not data.is_up_to_date(out, config.model_copy(update={"seed": 99}), tok_model, 5000, 500)
+    (out / "val_beta.bin").rename(out / "moved.bin")  # a missing per-source split is not up to date
+    assert not data.is_up_to_date(out, config, tok_model, 5000, 500)
+    (out / "moved.bin").rename(out / "val_beta.bin")
     with open(out / "val.bin", "ab") as f:  # a damaged file is not up to date
         f.write(b"\0\0")
     assert not data.is_up_to_date(out, config, tok_model, 5000, 500)
@@ -233,6 +252,8 @@ def test_interrupted_build_resumes_to_the_same_bytes(tmp_path, mix_yaml, tok_mod
     assert json.loads((out / "data_meta.json").read_text())["resumed"] is True
     for split in ("train", "val"):
         assert sha256_file(out / f"{split}.bin") == sha256_file(reference / f"{split}.bin")
+    for name in ("val_alpha.bin", "val_beta.bin"):  # the per-source splits resume too
+        assert sha256_file(out / name) == sha256_file(reference / name)
     ref_meta = json.loads((reference / "data_meta.json").read_text())
     assert json.loads((out / "data_meta.json").read_text())["sources"] == ref_meta["sources"]
 

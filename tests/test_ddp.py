@@ -61,3 +61,49 @@ def test_two_process_ddp_run(tmp_path):
     assert [m["step"] for m in train] == [1, 2, 3, 4] and train[-1]["tokens_seen"] == 4 * 512
     assert "lm_head.weight" not in load_file(str(final / "model.safetensors"))
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_resume_from_one_rank_on_two_keeps_the_global_batches(tmp_path):
+    """1 rank (micro-batch 4 x 4 accumulation) stops at step 2; 2 ranks (4 x 2 x 2) resume it: the
+    same 16 sequences per step in the same order, so the losses follow the uninterrupted run."""
+    from trainer.train import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    text = np.random.default_rng(0).integers(0, VOCAB, size=997)
+    np.resize(text, 60_000).astype(np.uint16).tofile(data / "train.bin")
+    np.resize(text[::-1], 6_000).astype(np.uint16).tofile(data / "val.bin")
+    (data / "data_meta.json").write_text(json.dumps({"vocab_size": VOCAB, "eos_id": 0, "train_tokens": 60_000, "val_tokens": 6_000, "dtype": "uint16", "tokenizer_sha256": "t"}))
+
+    def sets(run: str) -> list[str]:
+        values = {
+            "model.vocab_size": VOCAB, "model.d_model": 64, "model.n_layers": 2, "model.ffn_hidden": 128, "model.max_seq_len": 64,
+            "train.runs_dir": tmp_path / "runs", "train.data_dir": data, "train.run_name": run, "train.tokenizer_model": "null",
+            "train.seq_len": 32, "train.micro_batch_size": 4, "train.tokens_per_step": 512, "train.max_steps": 4,
+            "train.log_interval": 1, "train.eval_interval": 2, "train.eval_tokens": 256, "train.checkpoint_interval": 2,
+            "train.checks.overfit_microset.enabled": "false",
+        }
+        configs = ["--model_config", str(REPO / "configs/model_smoke.yaml"), "--train_config", str(REPO / "configs/train_smoke.yaml")]
+        return configs + [item for key, value in values.items() for item in ("--set", f"{key}={value}")]
+
+    assert main(sets("straight")) == 0
+    assert main([*sets("moved"), "--stop_at_step", "2"]) == 0
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trainer.train", *sets("moved")]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    log = (tmp_path / "runs/moved/train.log").read_text()
+    assert "world size 2" in log and "micro-batch 4 x 4 accumulation x 1 ranks -> 4 x 2 x 2" in log
+
+    def curve(run: str) -> dict:
+        records = [json.loads(line) for line in (tmp_path / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+        return {(r["type"], r["step"]): r["loss"] if r["type"] == "train" else r["val_loss"] for r in records}
+
+    straight, moved = curve("straight"), curve("moved")
+    assert sorted(straight) == sorted(moved) and len(straight) == 6
+    for key, loss in straight.items():
+        assert abs(moved[key] - loss) < 2e-5, (key, loss, moved[key])
+    state = json.loads((tmp_path / "runs/moved/final/data_state.json").read_text())
+    assert (state["world_size"], state["grad_accum"], state["global_batch"], state["next_sample"]) == (2, 2, 16, 64)

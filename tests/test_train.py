@@ -20,7 +20,7 @@ import torch
 from trainer import checkpoint as ckpt
 from trainer.batches import WindowSampler
 from trainer.checks import CheckFailed, overfit_microset
-from trainer.config import OverfitCheckConfig, TrainConfig
+from trainer.config import ModelConfig, OverfitCheckConfig, TrainConfig
 from trainer.errors import UserError
 from trainer.manifest import verify_manifest
 from trainer.model import Transformer
@@ -443,3 +443,138 @@ def test_detach_with_each_multiplexer(tmp_path, tool):
             launch_detached([sys.executable, "-c", "pass"], session, tmp_path, tool)
     finally:
         stop_session(session, tool)
+
+
+# -- epoch sampling, the shared training step --------------------------------------------------
+def batches_for(path: Path, micro: int, accum: int, world: int, rank: int, sampling: str = "epoch"):
+    from trainer.batches import TrainBatches
+
+    return TrainBatches(path, 32, micro, accum, world, rank, seed=7, vocab_size=65535, device=torch.device("cpu"), sampling=sampling)
+
+
+def step_starts(path: Path, step: int, micro: int, accum: int, world: int) -> list[int]:
+    """The window starts of one optimizer step, over all ranks and micro-batches, in rank order."""
+    return [int(s) for rank in range(world) for m in range(accum) for s in batches_for(path, micro, accum, world, rank).starts(step, m)]
+
+
+def test_one_epoch_uses_every_window_exactly_once_across_ranks(tmp_path):
+    path = tmp_path / "train.bin"
+    np.arange(64 * 32 + 1, dtype=np.uint16).tofile(path)  # 64 windows of 33 tokens (neighbours share one)
+    windows = np.arange(64) * 32
+    for epoch in range(2):
+        seen = [s for step in range(epoch * 8, epoch * 8 + 8) for s in step_starts(path, step, micro=2, accum=2, world=2)]
+        assert sorted(seen) == windows.tolist(), f"epoch {epoch} did not use every window exactly once"
+        ranks = [{int(s) for step in range(epoch * 8, epoch * 8 + 8) for m in range(2) for s in batches_for(path, 2, 2, 2, r).starts(step, m)} for r in range(2)]
+        assert not ranks[0] & ranks[1] and len(ranks[0]) == len(ranks[1]) == 32  # disjoint halves
+    first, second = (step_starts(path, s, 2, 2, 2) for s in (0, 8))
+    assert first != second  # each epoch has its own permutation
+    assert batches_for(path, 2, 2, 2, 0).epoch(12) == 1.5
+    x, y = batches_for(path, 2, 2, 2, 1).get(3, 1)
+    assert torch.equal(x[:, 1:], y[:, :-1]) and (x[:, 0] % 32 == 0).all()  # windows begin on a window boundary
+
+
+def test_the_stream_does_not_depend_on_micro_batch_or_ranks(tmp_path):
+    """Same global batches in the same order whatever the layout (8 sequences per step)."""
+    path = tmp_path / "train.bin"
+    np.arange(50 * 32 + 20, dtype=np.uint16).tofile(path)  # 50 windows: steps straddle epochs
+    for sampling in ("epoch", "random"):
+        layouts = [(8, 1, 1), (4, 2, 1), (2, 4, 1), (4, 1, 2), (1, 2, 4)]
+        for step in (0, 5, 6, 13):
+            got = [[int(s) for r in range(w) for m in range(a) for s in batches_for(path, mb, a, w, r, sampling).starts(step, m)] for mb, a, w in layouts]
+            assert all(g == got[0] for g in got), (sampling, step)
+    # step 6 holds samples 48..55: the last two windows of epoch 0, then six of epoch 1
+    straddle = step_starts(path, 6, 8, 1, 1)
+    assert len(set(straddle[:2]) | set(straddle[2:])) == 8
+
+
+def test_random_sampling_draws_with_replacement(tmp_path):
+    path = tmp_path / "train.bin"
+    np.arange(64 * 32 + 1, dtype=np.uint16).tofile(path)
+    drawn = [s for step in range(8) for s in step_starts_random(path, step)]
+    assert len(set(drawn)) < 64 and any(s % 32 for s in drawn)  # repeats and windows at any offset
+
+
+def step_starts_random(path: Path, step: int) -> list[int]:
+    return [int(s) for m in range(2) for s in batches_for(path, 4, 2, 1, 0, "random").starts(step, m)]
+
+
+def test_no_micro_batch_logits_outlive_their_backward():
+    """The shared step (training and benchmark) keeps nothing of micro-batch m while m + 1 runs
+    or after the last backward (clipping and the optimizer step come after it)."""
+    import weakref
+
+    from trainer.train_step import accumulate
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=1, n_heads=2, ffn_hidden=64, max_seq_len=32))
+    alive = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, inputs, targets):
+            logits, loss = self.inner(inputs, targets)
+            alive.append(weakref.ref(logits))
+            return logits, loss
+
+    data = torch.randint(0, VOCAB, (3, 4, 17))
+
+    def get_batch(micro):
+        assert all(ref() is None for ref in alive), f"logits of an earlier micro-batch are alive at micro-batch {micro}"
+        return data[micro, :, :-1], data[micro, :, 1:]
+
+    loss_sum = accumulate(Probe(), get_batch, 3, torch.device("cpu"), None)
+    assert len(alive) == 3 and all(ref() is None for ref in alive), "the last micro-batch's logits outlived its backward"
+    assert loss_sum.requires_grad is False and all(p.grad is not None for p in model.parameters())
+
+
+# -- validation per source -----------------------------------------------------------------------
+def test_validation_per_source_in_the_log_status_and_eval(tmp_path, tokenizer_model):
+    """Data of two sources (named like the real mix): each eval logs loss and bits per byte for the
+    mix and for c4 and wikipedia apart; status.json, `launcher status` and eval.json show c4's."""
+    import itertools
+
+    from launcher.commands.status import render, summarize
+    from rich.console import Console
+
+    from trainer.config import DataMixConfig, SourceConfig
+    from trainer.data import build_memmaps
+    from trainer.eval import evaluate_checkpoint
+    from trainer.stdlib_corpus import iter_stdlib_documents
+
+    text = "".join(itertools.islice(iter_stdlib_documents(), 400))
+    docs = [text[i:i + 600] for i in range(0, min(len(text), 600_000), 600)]  # many short documents: both sources reach val
+    for name, part in (("c4", docs[0::2]), ("wikipedia", docs[1::2])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in part))
+    mix = DataMixConfig(sources=[SourceConfig(name="c4", type="json", path=str(tmp_path / "c4.jsonl"), weight=0.8),
+                                 SourceConfig(name="wikipedia", type="json", path=str(tmp_path / "wikipedia.jsonl"), weight=0.2)], val_every=4)
+    meta = build_memmaps(mix, tokenizer_model, tmp_path / "data", 30_000, 6_000, workers=0, progress=False)
+    assert {v["source"] for v in meta["val_sources"]} == {"c4", "wikipedia"} and all(v["tokens"] > 8 * 33 for v in meta["val_sources"]), meta["val_sources"]
+
+    args = tiny_args(tmp_path, "src", "--set", "model.vocab_size=300", "--set", f"train.tokenizer_model={tokenizer_model}", "--set", "train.checks.overfit_microset.enabled=false", steps=3)
+    assert main(args) == 0
+    run = tmp_path / "runs/src"
+    evals = [m for m in read_metrics(run) if m["type"] == "eval"]
+    assert set(evals[-1]["val_sources"]) == {"c4", "wikipedia"}
+    c4 = evals[-1]["val_sources"]["c4"]
+    assert 0 < c4["bpb"] < c4["loss"] and evals[-1]["val_bpb"] > 0  # ~3 bytes a token: fewer bits per byte than nats per token
+    assert c4["loss"] != evals[-1]["val_sources"]["wikipedia"]["loss"] != evals[-1]["val_loss"]
+    assert re.search(r"eval step 3: val loss \S+ \(\S+ bits/byte\); c4 \S+ \(\S+ bits/byte\); wikipedia ", (run / "train.log").read_text())
+
+    status = json.loads((run / "status.json").read_text())
+    assert status["val_sources"]["c4"] == c4 and status["val_bpb"] == evals[-1]["val_bpb"]
+    summary = summarize("local", "src", {"source": "box", "status": status, "session_alive": False}, None, None)
+    console = Console(width=200, record=True)
+    console.print(render(summary))
+    shown = console.export_text()
+    assert f"val loss c4" in shown and f"{c4['loss']:.4f} ({c4['bpb']:.4f} bits/byte)" in shown
+
+    # trainer.eval scores the same windows: its c4 figures are the training's
+    result = evaluate_checkpoint(run / "final", tokenizer_model, max_new_tokens=4)
+    written = json.loads((run / "final/eval.json").read_text())
+    assert set(written["sources"]) == {"c4", "wikipedia"}
+    assert written["sources"]["c4"]["val_loss"] == pytest.approx(c4["loss"], rel=1e-5)
+    assert written["sources"]["c4"]["bits_per_byte"] == pytest.approx(c4["bpb"], rel=1e-5)
+    assert result["val_loss"] == pytest.approx(evals[-1]["val_loss"], rel=1e-5)

@@ -3,9 +3,14 @@
     python -m trainer.benchmark --model_config configs/model_100m.yaml --train_config configs/train_100m.yaml \
         --output_path runs/llama100m/throughput.json [--micro_batch_size N] [--steps 20] [--warmup 5]
 
-Each step is what training does (``trainer.train_step``, the code training runs): forward,
-backward, gradient clipping, AdamW step, with the configured precision (bf16 autocast on CUDA
-for ``auto``), ``train.speed`` levers and ``torch.compile`` setting and mode, on random tokens (speed does not depend on their values). Reports tokens/s, step time, MFU
+Each step is what training does, through the same code (``trainer.train_step``): the
+micro-batches of gradient accumulation (forward, backward), gradient clipping, AdamW step, with
+the configured precision (bf16 autocast on CUDA for ``auto``), ``train.speed`` levers and
+``torch.compile`` setting and mode, on random tokens (speed does not depend on their values).
+Accumulation is capped at ``BENCH_GRAD_ACCUM`` micro-batches per step: each micro-batch frees
+its activations in its own backward, so the peak of a step with 2 micro-batches (gradients held
+while the next one runs) is the peak of one with 32, measured in a fraction of the time.
+Reports tokens/s, step time, MFU
 (model FLOPs per token x tokens/s / the GPU's peak dense bf16 FLOP/s; none on CPU) and peak
 memory, and writes ``throughput.json``, which ``trainer.cost`` projects the price from and
 ``trainer.train`` takes the micro-batch from.
@@ -52,6 +57,7 @@ DEFAULT_MICRO_BATCH_CPU = 8
 # On CUDA a micro-batch whose peak memory exceeds this share of the device counts as not
 # fitting: training also evaluates, samples and fragments memory over hours.
 CUDA_MEMORY_HEADROOM = 0.92
+BENCH_GRAD_ACCUM = 2  # see the module doc: the second micro-batch runs on top of held gradients
 
 
 # -- device and precision ------------------------------------------------------------------
@@ -126,18 +132,19 @@ def largest_fitting(attempt: Callable[[int], R], start: int, on_oom: Callable[[]
 @dataclass
 class StepRunner:
     """The training step (trainer.train_step.TrainStep) and a fixed random batch; ``step()`` is
-    one optimizer step of one micro-batch."""
+    one optimizer step of ``grad_accum`` micro-batches."""
 
     train_step: TrainStep
     inputs: torch.Tensor
     targets: torch.Tensor
+    grad_accum: int = 1
 
     def step(self) -> torch.Tensor:
-        return self.train_step([(self.inputs, self.targets)], 1).loss
+        return self.train_step([(self.inputs, self.targets)] * self.grad_accum, self.grad_accum).loss
 
 
 def build_runner(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: int, device: torch.device,
-                 compile_model: bool, memory_guard: Optional[MemoryGuard] = None) -> StepRunner:
+                 compile_model: bool, memory_guard: Optional[MemoryGuard] = None, grad_accum: int = 1) -> StepRunner:
     from trainer.model import Transformer
 
     torch.manual_seed(train_cfg.seed)
@@ -148,7 +155,14 @@ def build_runner(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: in
     tokens = torch.randint(0, model_cfg.vocab_size, (micro_batch, train_cfg.seq_len + 1), generator=generator).to(device)
     runnable = compile_step_model(model, train_cfg.model_copy(update={"compile": compile_model}))
     step = TrainStep(runnable, optimizer, device, autocast_dtype(train_cfg.precision, device), train_cfg.grad_clip, memory_guard=memory_guard)
-    return StepRunner(step, tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+    return StepRunner(step, tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), grad_accum)
+
+
+def bench_grad_accum(train_cfg: TrainConfig, micro_batch: int) -> int:
+    """Micro-batches per benchmark step: training's accumulation (one GPU), capped at BENCH_GRAD_ACCUM."""
+    from trainer.train import plan_batches
+
+    return min(BENCH_GRAD_ACCUM, plan_batches(train_cfg, micro_batch, 1).grad_accum)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -171,7 +185,8 @@ def measure(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: int, de
     """Warm up (compilation, allocator, cuDNN choices), then time ``steps`` training steps."""
     _free_memory(device)
     _reset_peak_memory(device)
-    runner = build_runner(model_cfg, train_cfg, micro_batch, device, compile_model, memory_guard)
+    grad_accum = bench_grad_accum(train_cfg, micro_batch)
+    runner = build_runner(model_cfg, train_cfg, micro_batch, device, compile_model, memory_guard, grad_accum)
     try:
         for _ in range(warmup):
             runner.step()
@@ -182,7 +197,7 @@ def measure(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: int, de
         _synchronize(device)
         elapsed = time.perf_counter() - start
         peak, kind = peak_memory_bytes(device)
-        tokens = micro_batch * train_cfg.seq_len * steps
+        tokens = micro_batch * train_cfg.seq_len * grad_accum * steps
         return Measurement(micro_batch, tokens / elapsed, elapsed / steps, peak, kind, float(loss))
     finally:
         del runner
@@ -262,6 +277,7 @@ def run_benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.
         "flops_per_token": flops_per_token,
         "micro_batch_size": result.micro_batch_size,
         "micro_batch_searched": searched,
+        "grad_accum": bench_grad_accum(train_cfg, result.micro_batch_size),  # micro-batches per timed step
         "seq_len": train_cfg.seq_len,
         "tokens_per_sec": result.tokens_per_sec,
         "step_time_s": result.step_time_s,

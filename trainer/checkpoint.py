@@ -65,6 +65,7 @@ class TrainingState:
     data_state: dict
     scheduler_state: dict
     rng_states: list  # one dict per rank, index = rank
+    val_scores: Optional[dict] = None  # the last eval: {"mix" | source: {"loss", "bpb"}}, shown again after a resume
 
 
 def capture_rng_state() -> dict:
@@ -118,6 +119,7 @@ def save_checkpoint(
         trainer_state = {
             "step": state.step, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_s,
             "cost_spent": state.cost_spent, "val_loss": state.val_loss, "world_size": state.world_size,
+            "val_scores": state.val_scores,
         }
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
         from trainer.manifest import write_manifest  # last: it hashes everything above
@@ -249,6 +251,7 @@ def load_training_state(folder: str | os.PathLike) -> TrainingState:
         elapsed_s=float(trainer_state.get("elapsed_s", 0.0)), cost_spent=float(trainer_state.get("cost_spent", 0.0)),
         val_loss=trainer_state.get("val_loss"), world_size=int(trainer_state.get("world_size", 1)),
         data_state=data_state, scheduler_state=scheduler_state, rng_states=rng_states,
+        val_scores=trainer_state.get("val_scores"),
     )
 
 
@@ -256,4 +259,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, folder: str | os.Path
     path = Path(folder) / "optimizer.pt"
     if not path.exists():
         raise CheckpointError(f"{folder} has no optimizer.pt; it cannot be resumed from exactly.")
+    if torch.device(map_location).type == "cpu":  # accelerate's CPU ranks are "cpu:N", which torch.load cannot restore to
+        map_location = "cpu"
     optimizer.load_state_dict(torch.load(path, map_location=map_location, weights_only=False))

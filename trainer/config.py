@@ -105,6 +105,7 @@ class TrainConfig(Config):
     tokens_per_step: int = Field(524288, ge=1, description="Tokens per optimizer step over all GPUs; reached by gradient accumulation.")
     target_tokens: int = Field(2_000_000_000, ge=1, description="Tokens to train on in total; sets the number of steps and the cost projection.")
     max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps (overrides target_tokens for the schedule).")
+    sampling: Literal["epoch", "random"] = Field("epoch", description="epoch: every window of train.bin once per epoch, in a seeded permutation split across ranks; random: windows drawn with replacement (for comparison only, see docs/training-recipe.md).")
 
     lr: float = Field(6e-4, ge=0, description="Peak learning rate.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay floor as a fraction of lr.")

@@ -1,5 +1,7 @@
 """Tokenize the data mix into ``train.bin`` and ``val.bin``: uint16 memmaps of exactly the
-requested token counts, and ``data_meta.json`` written last.
+requested token counts, and ``data_meta.json`` written last. ``val_<source>.bin`` holds each
+source's part of val.bin apart (C4 and Wikipedia each on their own), so training and
+trainer.eval report the loss on each source as well as on the mix.
 
     python -m trainer.data --data_config configs/data_c4_wiki.yaml \
         --tokenizer_model tokenizer/spm.model --out_dir data --train_tokens N --val_tokens M
@@ -42,6 +44,11 @@ CHUNK_BYTES = 1 << 20  # text per chunk handed to a worker: big enough to amorti
 CHUNK_DOCS = 2048
 
 
+def val_source_file(source_name: str) -> str:
+    """The file holding one source's validation tokens (its part of val.bin, in order)."""
+    return f"val_{source_name}.bin"
+
+
 def fingerprint(data_config: DataMixConfig, tokenizer_sha256: str, train_tokens: int, val_tokens: int) -> dict:
     """What makes two builds the same: equal fingerprints, equal bytes."""
     return {"data_config": data_config.to_dict(), "tokenizer_sha256": tokenizer_sha256, "train_tokens": train_tokens, "val_tokens": val_tokens, "dtype": "uint16"}
@@ -64,8 +71,12 @@ def is_up_to_date(out_dir: str | os.PathLike, data_config: DataMixConfig, tokeni
     if {key: meta.get(key) for key in expected} != expected:
         return False
     itemsize = np.dtype(DTYPE).itemsize
-    for split, count in (("train", train_tokens), ("val", val_tokens)):
-        path = Path(out_dir) / f"{split}.bin"
+    files = [(f"{split}.bin", count) for split, count in (("train", train_tokens), ("val", val_tokens))]
+    if not isinstance(meta.get("val_sources"), list):  # built before the per-source split
+        return False
+    files += [(entry["file"], entry["tokens"]) for entry in meta["val_sources"]]
+    for name, count in files:
+        path = Path(out_dir) / name
         if not path.is_file() or path.stat().st_size != count * itemsize:
             return False
     return True
@@ -90,16 +101,20 @@ class _Build:
         self.sources = _empty_counts(data_config)
         self.mix_state: Optional[dict] = None
         self.files: dict = {}
+        self.source_files: dict = {}  # source index -> its val_<name>.bin.tmp
 
     def tmp_path(self, split: str) -> Path:
         return self.out_dir / f"{split}.bin.tmp"
+
+    def source_tmp_path(self, source: int) -> Path:
+        return self.out_dir / (val_source_file(self.sources[source]["name"]) + ".tmp")
 
     @property
     def state_path(self) -> Path:
         return self.out_dir / STATE_NAME
 
     def discard(self) -> None:
-        for path in (*(self.tmp_path(s) for s in SPLITS), self.state_path):
+        for path in (*(self.tmp_path(s) for s in SPLITS), *(self.source_tmp_path(i) for i in range(len(self.sources))), self.state_path):
             path.unlink(missing_ok=True)
 
     def open(self) -> bool:
@@ -109,6 +124,9 @@ class _Build:
         try:
             state = json.loads(self.state_path.read_text())
             sizes_ok = all(self.tmp_path(s).is_file() and self.tmp_path(s).stat().st_size >= state["written"][s] * itemsize for s in SPLITS)
+            sizes_ok = sizes_ok and all(
+                self.source_tmp_path(i).is_file() and self.source_tmp_path(i).stat().st_size >= counts["val_tokens"] * itemsize
+                for i, counts in enumerate(state["sources"]))
             if state["fingerprint"] == self.fp and sizes_ok:
                 self.written, self.sources, self.mix_state = dict(state["written"]), state["sources"], state["mix"]
                 resumed = True
@@ -122,6 +140,11 @@ class _Build:
             f.truncate(self.written[split] * itemsize)
             f.seek(0, os.SEEK_END)
             self.files[split] = f
+        for index, counts in enumerate(self.sources):
+            f = open(self.source_tmp_path(index), "r+b" if resumed else "wb")
+            f.truncate(counts["val_tokens"] * itemsize)
+            f.seek(0, os.SEEK_END)
+            self.source_files[index] = f
         return resumed
 
     def full(self, split: str) -> bool:
@@ -133,6 +156,7 @@ class _Build:
     def add_chunk(self, docs: list[tuple[int, bool, int]], flat: np.ndarray, lengths: np.ndarray) -> int:
         """Append a tokenized chunk (cutting at the targets); return the tokens written."""
         parts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+        source_parts: dict[int, list[np.ndarray]] = {}
         before = sum(self.written.values())
         offset = 0
         for (source, is_val, nbytes), length in zip(docs, lengths.tolist()):
@@ -140,6 +164,8 @@ class _Build:
             take = min(length, self.targets[split] - self.written[split])
             if take > 0:
                 parts[split].append(flat[offset : offset + take])
+                if is_val:
+                    source_parts.setdefault(source, []).append(flat[offset : offset + take])
                 self.written[split] += take
                 counts = self.sources[source]
                 counts["documents"] += 1
@@ -150,21 +176,23 @@ class _Build:
         for split in SPLITS:
             if parts[split]:
                 self.files[split].write(np.concatenate(parts[split]).tobytes())
+        for source, pieces in source_parts.items():
+            self.source_files[source].write(np.concatenate(pieces).tobytes())
         return sum(self.written.values()) - before
 
     def save_resume_point(self, mix_state: dict) -> None:
-        for f in self.files.values():
+        for f in (*self.files.values(), *self.source_files.values()):
             f.flush()  # the OS has the bytes before the state says they exist
         atomic_write_json(self.state_path, {"fingerprint": self.fp, "written": self.written, "sources": self.sources, "mix": mix_state})
 
     def close(self) -> None:
-        for f in self.files.values():
+        for f in (*self.files.values(), *self.source_files.values()):
             if f.closed:
                 continue
             f.flush()
             os.fsync(f.fileno())
             f.close()
-        self.files = {}
+        self.files, self.source_files = {}, {}
 
 
 def _chunks(mix, build: _Build, chunk_bytes: int) -> Iterator[tuple[tuple[list, dict], list[str]]]:
@@ -265,6 +293,11 @@ def build_memmaps(
         final = out_dir / f"{split}.bin"
         os.replace(build.tmp_path(split), final)
         hashes[split] = sha256_file(final)
+    val_sources = []
+    for index, counts in enumerate(build.sources):
+        name = val_source_file(counts["name"])
+        os.replace(build.source_tmp_path(index), out_dir / name)
+        val_sources.append({"source": counts["name"], "file": name, "tokens": counts["val_tokens"], "sha256": sha256_file(out_dir / name)})
     meta = {
         **fp,
         "vocab_size": info["vocab_size"],
@@ -277,6 +310,7 @@ def build_memmaps(
         "eos_between_documents": True,
         "sources": build.sources,
         "files": {split: {"name": f"{split}.bin", "tokens": build.targets[split], "sha256": hashes[split]} for split in SPLITS},
+        "val_sources": val_sources,
         "seconds": round(time.time() - started, 2),
         "resumed": resumed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

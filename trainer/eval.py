@@ -6,7 +6,9 @@
 Scores a fixed number of validation tokens: non-overlapping windows of ``seq_len + 1`` tokens
 of ``<data_dir>/val.bin`` chosen with ``seed``, so two checkpoints (or two runs) are scored on
 the same text. Bits per byte (see trainer/bits_per_byte.py) compares runs with different
-tokenizers. Greedy samples continue a few prompts, each started after EOS like a document in
+tokenizers. When the data has several sources, each source's validation split (val_<name>.bin,
+see trainer/data.py) is scored the same way and reported under "sources" (C4 apart from
+Wikipedia: the goal is a loss on C4, not on the mix). Greedy samples continue a few prompts, each started after EOS like a document in
 the training stream. Writes ``<checkpoint>/eval.json`` and, when the run folder has a
 ``metrics.jsonl``, redraws ``<run>/loss_curve.png``. Defaults for data_dir, eval_tokens, seed
 and seq_len come from the checkpoint's config.yaml.
@@ -26,6 +28,7 @@ import torch
 import yaml
 
 from trainer.atomic import atomic_write_json
+from trainer.batches import read_data_meta, validation_starts
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
 from trainer.errors import UserError, cli_main
 
@@ -92,15 +95,21 @@ def load_val_tokens(data_dir: Path, model_vocab: int) -> tuple[np.ndarray, Optio
 
 
 def pick_windows(n_tokens: int, seq_len: int, eval_tokens: int, seed: int) -> np.ndarray:
-    """Start offsets of non-overlapping windows (seq_len inputs + 1 target) chosen with ``seed``."""
+    """Start offsets of non-overlapping windows (seq_len inputs + 1 target) chosen with ``seed``:
+    the windows training evaluates on (trainer.batches.validation_starts)."""
     n_chunks = (n_tokens - 1) // seq_len
-    if n_chunks < 1:
-        raise UserError(f"val.bin has {n_tokens} tokens, fewer than one window of seq_len {seq_len} + 1; pass a smaller --seq_len.")
-    wanted = max(1, math.ceil(eval_tokens / seq_len))
-    if wanted > n_chunks:
-        log.warning("asked for %d eval tokens; val.bin has %d windows of %d: using all of them", eval_tokens, n_chunks, seq_len)
-    chosen = np.random.default_rng(seed).choice(n_chunks, size=min(wanted, n_chunks), replace=False)
-    return np.sort(chosen) * seq_len
+    if n_chunks >= 1 and math.ceil(eval_tokens / seq_len) > n_chunks:
+        log.warning("asked for %d eval tokens; the file has %d windows of %d: using all of them", eval_tokens, n_chunks, seq_len)
+    return validation_starts(n_tokens, seq_len, eval_tokens, seed)
+
+
+def source_val_files(data_dir: Path) -> list[tuple[str, Path]]:
+    """(source name, val_<name>.bin) for each source of a data build with several sources."""
+    meta = read_data_meta(data_dir) or {}
+    entries = meta.get("val_sources") or []
+    if len(entries) < 2:  # one source: its split is val.bin itself
+        return []
+    return [(e["source"], data_dir / e["file"]) for e in entries if (data_dir / e["file"]).is_file()]
 
 
 # -- scoring -------------------------------------------------------------------------------
@@ -176,7 +185,17 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
     if eos_id is None and sp.eos_id() >= 0:
         eos_id = sp.eos_id()
     starts = pick_windows(len(tokens), seq_len, eval_tokens, seed)
-    result = score(model, tokens, starts, seq_len, batch_size, device, token_byte_lengths(sp), starts_with_space(sp), eos_id)
+    byte_lengths, leading_space = token_byte_lengths(sp), starts_with_space(sp)
+    result = score(model, tokens, starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id)
+    sources = {}
+    for name, path in source_val_files(data_dir):
+        source_tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        if len(source_tokens) < seq_len + 1:
+            log.warning("%s holds fewer than one window of %d tokens: no score for source %s", path, seq_len + 1, name)
+            continue
+        source_starts = pick_windows(len(source_tokens), seq_len, eval_tokens, seed)
+        sources[name] = {**score(model, source_tokens, source_starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id),
+                         "windows": int(len(source_starts))}
     from trainer.manifest import read_manifest
 
     meta = read_manifest(checkpoint).meta
@@ -190,6 +209,7 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
         "seq_len": seq_len,
         "seed": seed,
         "windows": int(len(starts)),
+        "sources": sources,
         "samples": sample(model, sp, prompts, max_new_tokens, eos_id, device),
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
@@ -240,6 +260,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     )
     print(f"val_loss {result['val_loss']:.4f}  perplexity {result['perplexity']:.2f}  bits/byte {result['bits_per_byte']:.4f}  "
           f"({result['tokens']:,} tokens, {result['windows']} windows of {result['seq_len']}, seed {result['seed']})")
+    for name, scored in result["sources"].items():
+        print(f"  {name}: val_loss {scored['val_loss']:.4f}  perplexity {scored['perplexity']:.2f}  bits/byte {scored['bits_per_byte']:.4f}  "
+              f"({scored['tokens']:,} tokens)")
     for item in result["samples"]:
         print(f"  {item['prompt']!r} -> {item['completion']!r}")
     print(f"wrote {Path(result['checkpoint']) / EVAL_NAME}")

@@ -32,7 +32,7 @@ import yaml
 
 from trainer import checkpoint as ckpt
 from trainer.atomic import atomic_write_text
-from trainer.batches import WindowSampler, check_data, read_data_meta
+from trainer.batches import TrainBatches, WindowSampler, check_data, read_data_meta
 from trainer.checks import overfit_microset
 from trainer.cli_args import add_config_args, load_configs
 from trainer.config import ModelConfig, TrainConfig
@@ -43,8 +43,9 @@ from trainer.model import Transformer
 from trainer.precision import autocast_dtype, device_name, enable_fast_matmul, peak_flops
 from trainer.run_control import StopSignals, lock_run_dir, share_main_result
 from trainer.schedule import CosineSchedule
+from trainer.stream_resume import describe_change, keep_stream
 from trainer.train_step import StepMonitor, TrainStep, compile_model, prepare_model
-from trainer.validation import evaluate, fixed_prompt_sample, load_tokenizer
+from trainer.validation import evaluate, fixed_prompt_sample, format_eval, load_tokenizer, validation_sets
 
 _CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the repository's, wherever the run starts
 SMOKE_MODEL_CONFIG = str(_CONFIGS / "model_smoke.yaml")
@@ -181,6 +182,19 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     train_cfg = train_cfg.model_copy(deep=True)
     train_cfg.micro_batch_size = micro_batch
     plan = plan_batches(train_cfg, micro_batch, world)
+    train_sha256 = ((read_data_meta(data_dir) or {}).get("files") or {}).get("train", {}).get("sha256")
+    if resume_from is not None:  # keep the checkpoint's global batch and sample stream on this hardware
+        saved = ckpt.load_training_state(resume_from)
+        current = {"sampling": train_cfg.sampling, "seed": train_cfg.seed, "seq_len": train_cfg.seq_len,
+                   "train_tokens": data_facts["train_tokens"], "train_sha256": train_sha256}
+        kept_micro, kept_accum = keep_stream(saved.data_state, current, micro_batch, world, saved.step, log.log)
+        if kept_accum:
+            train_cfg.micro_batch_size = kept_micro
+            kept_tokens = kept_micro * kept_accum * world * train_cfg.seq_len
+            plan = BatchPlan(kept_micro, kept_accum, world, kept_tokens, train_cfg.max_steps or math.ceil(train_cfg.target_tokens / kept_tokens))
+            change = describe_change(saved.data_state, kept_micro, kept_accum, world)
+            if change:
+                log.log(change)
     amp_dtype = autocast_dtype(train_cfg.precision, device)
     enable_fast_matmul(device)
 
@@ -262,7 +276,12 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
                            no_sync=lambda: accelerator.no_sync(ddp_model), clip_grad_norm=accelerator.clip_grad_norm_)
     monitor = StepMonitor(device)
     schedule = CosineSchedule(train_cfg.lr, train_cfg.warmup_steps, plan.max_steps, train_cfg.min_lr_ratio)
-    sampler = WindowSampler(data_dir / "train.bin", train_cfg.seq_len, plan.micro_batch_size, train_cfg.seed, rank, model_cfg.vocab_size, device)
+    sampler = TrainBatches(data_dir / "train.bin", train_cfg.seq_len, plan.micro_batch_size, plan.grad_accum, world, rank,
+                           train_cfg.seed, model_cfg.vocab_size, device, train_cfg.sampling, train_sha256)
+    log.log(f"data order: {train_cfg.sampling} sampling over {sampler.stream.n_windows:,} windows of {train_cfg.seq_len + 1} tokens, "
+            f"{sampler.global_batch} per step; starting at epoch {sampler.epoch(start_step):.3f}")
+    val_sets = validation_sets(data_dir, train_cfg, model_cfg.vocab_size, log.log)
+    last_eval: dict = (state.val_scores if state is not None else None) or {}  # a resume shows the last eval until the next
     tokenizer = load_tokenizer(train_cfg, model_cfg.vocab_size, log.log) if is_main else None
     flops_per_token = raw_model.flops_per_token(train_cfg.seq_len)
     peak = peak_flops(device)
@@ -280,7 +299,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     def snapshot() -> ckpt.TrainingState:
         rngs = gather_object([ckpt.capture_rng_state()]) if world > 1 else [ckpt.capture_rng_state()]
         return ckpt.TrainingState(step=step, tokens_seen=tokens_seen, elapsed_s=elapsed(), cost_spent=spent(), val_loss=last_val,
-                                  world_size=world, data_state=sampler.state_dict(step), scheduler_state=schedule.state_dict(step), rng_states=rngs)
+                                  world_size=world, data_state=sampler.state_dict(step), scheduler_state=schedule.state_dict(step), rng_states=rngs,
+                                  val_scores=last_eval or None)
 
     def fail_non_finite(what: str, lr: float) -> None:
         latest = ckpt.latest_checkpoint(run_dir)
@@ -309,7 +329,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
 
     def status(state_name: str) -> None:
         log.status(state_name, step=step, max_steps=plan.max_steps, tokens_seen=tokens_seen, loss=last_loss, val_loss=last_val,
-                   tokens_per_sec=tokens_per_sec, elapsed_s=elapsed(), cost_spent=spent(), world_size=world)
+                   tokens_per_sec=tokens_per_sec, elapsed_s=elapsed(), cost_spent=spent(), world_size=world,
+                   val_bpb=(last_eval.get("mix") or {}).get("bpb"), val_sources={k: v for k, v in last_eval.items() if k != "mix"},
+                   epoch=sampler.epoch(step))
 
     final_state = "finished"
     try:
@@ -324,6 +346,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
             lr = schedule.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if sampler.stream.sampling == "epoch" and int(sampler.epoch(step)) > int(sampler.epoch(step - 1)) and step > 0:
+                log.log(f"epoch {int(sampler.epoch(step))} begins at step {step}: every window of train.bin was used once per epoch so far")
+
             def micro_batches():
                 nonlocal first_batch_sha
                 for micro in range(plan.grad_accum):
@@ -364,17 +389,19 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
                 tokens_per_sec = interval_tokens / max(interval_time, 1e-9)
                 mfu = flops_per_token * tokens_per_sec / (peak * world) if peak else None
                 log.metrics({"type": "train", "step": step, "tokens_seen": tokens_seen, "loss": last_loss, "lr": lr,
-                             "grad_norm": float(grad_norm), "tokens_per_sec": tokens_per_sec, "mfu": mfu,
+                             "grad_norm": float(grad_norm), "tokens_per_sec": tokens_per_sec, "mfu": mfu, "epoch": sampler.epoch(step),
                              "elapsed_s": elapsed(), "cost_spent": spent(), "time": time.time()})
-                log.log(train_line(step, plan.max_steps, last_loss, lr, float(grad_norm), tokens_per_sec, mfu, elapsed(), spent()))
+                log.log(train_line(step, plan.max_steps, last_loss, lr, float(grad_norm), tokens_per_sec, mfu, elapsed(), spent()) + f" | epoch {sampler.epoch(step):.3f}")
                 status("running")
                 interval_tokens, interval_time = 0, 0.0
 
             if step % train_cfg.eval_interval == 0 or step == plan.max_steps:
                 t_eval = time.time()
-                last_val = evaluate(model, data_dir / "val.bin", train_cfg, plan.micro_batch_size, accelerator, amp_dtype, model_cfg.vocab_size)
-                log.metrics({"type": "eval", "step": step, "tokens_seen": tokens_seen, "val_loss": last_val, "elapsed_s": elapsed(), "time": time.time()})
-                log.log(f"eval step {step}: val loss {last_val:.4f} ({time.time() - t_eval:.1f} s)")
+                last_eval = evaluate(model, val_sets, train_cfg, plan.micro_batch_size, accelerator, amp_dtype, model_cfg.vocab_size)
+                last_val = last_eval["mix"]["loss"]
+                log.metrics({"type": "eval", "step": step, "tokens_seen": tokens_seen, "val_loss": last_val, "val_bpb": last_eval["mix"]["bpb"],
+                             "val_sources": {k: v for k, v in last_eval.items() if k != "mix"}, "elapsed_s": elapsed(), "time": time.time()})
+                log.log(f"eval step {step}: {format_eval(last_eval)} ({time.time() - t_eval:.1f} s)")
                 log.plot_loss_curve()
                 if tokenizer is not None:
                     text = fixed_prompt_sample(raw_model, tokenizer, train_cfg, device, amp_dtype, step)

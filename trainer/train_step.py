@@ -8,6 +8,12 @@ step (forward and backward over the micro-batches, clipping, AdamW) without read
 back from the device, and ``StepMonitor`` gathers what the loop must know (loss, gradient
 norm, any non-finite value since the last read) into one host read, taken only at log,
 eval and checkpoint steps: every ``.item()`` waits for the GPU to drain its queue.
+
+``accumulate`` runs the micro-batches of a step (forward, backward, loss summed). Each
+micro-batch's logits and activations are released by its own backward: the forward's logits
+are never bound to a name (only the loss is kept, detached), so nothing of micro-batch ``m``
+is alive while ``m + 1`` runs, nor during clipping and the optimizer step (issue 15): the
+peak memory the benchmark measures is the peak training reaches.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from trainer.config import TrainConfig
 from trainer.linear_cross_entropy import resolve_impl
 from trainer.precision import autocast
 
+Batch = tuple[torch.Tensor, torch.Tensor]
 PARAM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -40,6 +47,31 @@ def compile_model(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.nn.Mo
         return model
     mode = train_cfg.speed.compile_mode
     return torch.compile(model, mode=None if mode == "default" else mode)
+
+
+def accumulate(model: torch.nn.Module, get_batch: Callable[[int], Batch], grad_accum: int, device: torch.device,
+               amp_dtype: Optional[torch.dtype], backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+               no_sync: Optional[Callable[[], ContextManager]] = None,
+               after_forward: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """Forward and backward ``grad_accum`` micro-batches; returns the sum of their mean losses
+    (on the device, detached).
+
+    ``backward`` (accelerator.backward under DDP), ``no_sync`` (DDP's: gradients are all-reduced
+    once, on the last micro-batch) and ``after_forward(micro_batch_size)`` (the benchmark's
+    memory guard) are the only differences between callers."""
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(grad_accum):
+        inputs, targets = get_batch(micro)
+        last = micro == grad_accum - 1
+        with contextlib.nullcontext() if last or no_sync is None else no_sync():
+            with autocast(device, amp_dtype):
+                loss = model(inputs, targets)[1]  # the logits are not kept: backward frees what they hold
+            if after_forward is not None:
+                after_forward(inputs.size(0))
+            backward(loss / grad_accum)
+        loss_sum += loss.detach().float()
+        del inputs, targets, loss
+    return loss_sum
 
 
 @dataclass
@@ -66,17 +98,9 @@ class TrainStep:
     memory_guard: Optional[Callable[[int], None]] = None  # see trainer.benchmark.MemoryGuard
 
     def __call__(self, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], grad_accum: int) -> StepResult:
-        loss_sum = torch.zeros((), device=self.device)
-        for micro, (inputs, targets) in enumerate(micro_batches):
-            last = micro == grad_accum - 1
-            sync = contextlib.nullcontext() if last or self.no_sync is None else self.no_sync()
-            with sync:
-                with autocast(self.device, self.amp_dtype):
-                    _, loss = self.model(inputs, targets)
-                if self.memory_guard is not None:
-                    self.memory_guard(inputs.size(0))
-                self.backward(loss / grad_accum)
-            loss_sum += loss.detach().float()
+        batches = iter(micro_batches)
+        loss_sum = accumulate(self.model, lambda micro: next(batches), grad_accum, self.device, self.amp_dtype,
+                              backward=self.backward, no_sync=self.no_sync, after_forward=self.memory_guard)
         max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
         grad_norm = self.clip_grad_norm(self.model.parameters(), max_norm)
         self.optimizer.step()

@@ -1,12 +1,16 @@
-"""Validation loss on fixed windows, and the fixed-prompt sample written at each eval."""
+"""Validation loss and bits per byte on fixed windows of the mix and of each source, and the
+fixed-prompt sample written at each eval."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
+import numpy as np
 import torch
 
-from trainer.batches import WindowSampler, validation_offsets
+from trainer.batches import TOKEN_DTYPE, WindowSampler, read_data_meta, validation_starts
+from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
 from trainer.config import TrainConfig
 from trainer.model import Transformer
 from trainer.precision import autocast
@@ -29,26 +33,100 @@ def load_tokenizer(train_cfg: TrainConfig, vocab_size: int, log: Callable[[str],
     return tokenizer
 
 
+# -- validation sets ---------------------------------------------------------------------------
+@dataclass
+class ValidationSet:
+    """Fixed windows of one validation file: the mix (val.bin) or one source (val_<name>.bin)."""
+
+    name: str
+    path: Path
+    starts: np.ndarray
+    window_bytes: Optional[np.ndarray]  # UTF-8 bytes each window's targets decode to; None without a tokenizer
+
+
+def byte_tables(train_cfg: TrainConfig, vocab_size: int):
+    """(byte length per token, word-initial flags) of the run's tokenizer for bits per byte, or None."""
+    path = Path(train_cfg.tokenizer_model) if train_cfg.tokenizer_model else None
+    if path is None or not path.is_file():
+        return None
+    import sentencepiece as spm
+
+    tokenizer = spm.SentencePieceProcessor(model_file=str(path))
+    if tokenizer.get_piece_size() > vocab_size:
+        return None
+    return token_byte_lengths(tokenizer), starts_with_space(tokenizer)
+
+
+def validation_sets(data_dir: Path, train_cfg: TrainConfig, vocab_size: int, log: Callable[[str], None]) -> list[ValidationSet]:
+    """The mix and, when the data has several sources, each source apart (data_meta.json's val_sources)."""
+    meta = read_data_meta(data_dir) or {}
+    files = [("mix", data_dir / "val.bin")]
+    sources = meta.get("val_sources") or []
+    if len(sources) > 1:  # with one source its split is val.bin itself
+        for entry in sources:
+            path = data_dir / entry["file"]
+            if not path.is_file() or entry["tokens"] < train_cfg.seq_len + 1:
+                log(f"warning: validation split {path} is missing or shorter than one window: no val loss for {entry['source']}")
+                continue
+            files.append((entry["source"], path))
+    tables = byte_tables(train_cfg, vocab_size)
+    eos_id = meta.get("eos_id")
+    sets = []
+    for name, path in files:
+        n_tokens = path.stat().st_size // np.dtype(TOKEN_DTYPE).itemsize
+        starts = validation_starts(n_tokens, train_cfg.seq_len, train_cfg.eval_tokens, train_cfg.seed)
+        window_bytes = None
+        if tables is not None:
+            tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+            windows = [np.asarray(tokens[s:s + train_cfg.seq_len + 1], dtype=np.int64) for s in starts]
+            del tokens
+            if max(int(w.max()) for w in windows) >= len(tables[0]):
+                log(f"warning: {path} holds token ids beyond the tokenizer {train_cfg.tokenizer_model}: it was built with another one, no bits per byte")
+            else:
+                window_bytes = np.array([count_bytes(w[1:], w[:-1], tables[0], tables[1], eos_id) for w in windows])
+        sets.append(ValidationSet(name, path, starts, window_bytes))
+    return sets
+
+
 # -- eval and samples ---------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, val_path: Path, train_cfg: TrainConfig, micro_batch_size: int, accelerator, amp_dtype, vocab_size: int) -> float:
-    """Mean loss over fixed validation windows, split across ranks and averaged over all."""
+def evaluate(model, val_sets: list[ValidationSet], train_cfg: TrainConfig, micro_batch_size: int, accelerator, amp_dtype,
+             vocab_size: int) -> dict[str, dict]:
+    """{set name: {"loss", "bpb"}} over each set's fixed windows, split across ranks and summed
+    over all; "bpb" (bits per byte) is None without a tokenizer."""
     device = accelerator.device
-    sampler = WindowSampler(val_path, train_cfg.seq_len, micro_batch_size, train_cfg.seed, 0, vocab_size, device)
-    n_windows = max(1, train_cfg.eval_tokens // train_cfg.seq_len)
-    offsets = validation_offsets(sampler.n_tokens, train_cfg.seq_len, n_windows, train_cfg.seed)
-    offsets = offsets[accelerator.process_index::accelerator.num_processes]
-    sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss * tokens, tokens
+    rank, world = accelerator.process_index, accelerator.num_processes
+    sums = torch.zeros(len(val_sets), 3, device=device, dtype=torch.float64)  # loss * tokens, tokens, bytes
     model.eval()
-    for start in range(0, len(offsets), micro_batch_size):
-        inputs, targets = sampler.windows(offsets[start:start + micro_batch_size])
-        with autocast(device, amp_dtype):
-            _, loss = model(inputs, targets)
-        sums[0] += loss.double() * targets.numel()
-        sums[1] += targets.numel()
+    for index, val_set in enumerate(val_sets):
+        reader = WindowSampler(val_set.path, train_cfg.seq_len, micro_batch_size, train_cfg.seed, 0, vocab_size, device)
+        mine = np.arange(rank, len(val_set.starts), world)
+        for first in range(0, len(mine), micro_batch_size):
+            chunk = mine[first:first + micro_batch_size]
+            inputs, targets = reader.windows(val_set.starts[chunk])
+            with autocast(device, amp_dtype):
+                loss = model(inputs, targets)[1]
+            sums[index, 0] += loss.double() * targets.numel()
+            sums[index, 1] += targets.numel()
+            if val_set.window_bytes is not None:
+                sums[index, 2] += float(val_set.window_bytes[chunk].sum())
     model.train()
-    sums = accelerator.reduce(sums, reduction="sum") if accelerator.num_processes > 1 else sums
-    return (sums[0] / sums[1]).item()
+    sums = accelerator.reduce(sums, reduction="sum") if world > 1 else sums
+    results = {}
+    for index, val_set in enumerate(val_sets):
+        nats, tokens, n_bytes = sums[index].tolist()
+        bpb = bits_per_byte(nats, int(n_bytes)) if val_set.window_bytes is not None and n_bytes > 0 else None
+        results[val_set.name] = {"loss": nats / tokens, "bpb": bpb}
+    return results
+
+
+def format_eval(results: dict[str, dict]) -> str:
+    """"val loss 3.2100 (1.0234 bits/byte); c4 3.3000 (1.05 bits/byte); wikipedia ..." for the log."""
+    parts = []
+    for name, result in results.items():
+        label = "val loss" if name == "mix" else name
+        parts.append(f"{label} {result['loss']:.4f}" + (f" ({result['bpb']:.4f} bits/byte)" if result["bpb"] is not None else ""))
+    return "; ".join(parts)
 
 
 @torch.no_grad()

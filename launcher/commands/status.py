@@ -97,6 +97,8 @@ def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], r
         "max_steps": status.get("max_steps"),
         "loss": status.get("loss"),
         "val_loss": status.get("val_loss"),
+        "val_bpb": status.get("val_bpb"),
+        "val_sources": status.get("val_sources") or {},  # per source: {"loss", "bpb"} (C4 apart from Wikipedia)
         "tokens_seen": status.get("tokens_seen"),
         "tokens_per_sec": status.get("tokens_per_sec"),
         "elapsed_s": status.get("elapsed_s"),
@@ -139,7 +141,9 @@ def render(summary: dict) -> Table:
     step = summary["step"]
     table.add_row("step", f"{_fmt(step)} / {_fmt(summary['max_steps'])}")
     table.add_row("loss", _fmt(summary["loss"], ".4f"))
-    table.add_row("val loss", _fmt(summary["val_loss"], ".4f"))
+    table.add_row("val loss", _fmt(summary["val_loss"], ".4f") + (f" ({summary['val_bpb']:.4f} bits/byte)" if summary.get("val_bpb") is not None else ""))
+    for source, scores in (summary.get("val_sources") or {}).items():
+        table.add_row(f"val loss {source}", _fmt(scores.get("loss"), ".4f") + (f" ({scores['bpb']:.4f} bits/byte)" if scores.get("bpb") is not None else ""))
     table.add_row("tokens/s", _fmt(summary["tokens_per_sec"], ",.0f"))
     table.add_row("elapsed", _duration(summary["elapsed_s"]))
     table.add_row("ETA", _duration(summary["eta_s"]))
