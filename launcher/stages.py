@@ -32,10 +32,12 @@ from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
 from launcher.tmux_job import Window, session_name
 from trainer.errors import UserError
+from trainer.run_control import TRAINER_STARTING
 
 STAMP_DIR = ".launcher/stamps"
 SECRETS_PATH = "~/.llm-box/secrets.env"  # on a remote box; the local box keeps it in the project
 LOCAL_SECRETS_PATH = ".launcher/secrets.env"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TQDM_QUIET_INTERVAL = 30  # seconds between progress lines when the output is not a terminal
 BOOTSTRAP = "infra/bootstrap.sh"
 COST_OVER_BUDGET_EXIT = 3
@@ -193,6 +195,8 @@ def _run_logged(ctx: RunContext, command: str, what: str, remedy: str = "", time
             pieces, buf = split_progress_lines(buf)
             for raw, is_update in pieces:
                 line = raw.decode(errors="replace").rstrip()
+                if not tty:
+                    line = ANSI_ESCAPE.sub("", line)  # tqdm's cursor moves for nested bars mean nothing in a file
                 if not line:
                     continue
                 if is_update and tty:
@@ -409,6 +413,12 @@ def secrets_path(box: Box) -> str:
     return LOCAL_SECRETS_PATH if box.kind == "local" else SECRETS_PATH
 
 
+def _cache_exports(ctx: RunContext) -> str:
+    # a tmux window gets the tmux server's environment, not ours: the local box's cache folders explicitly
+    env = ctx.box.cache_env() if ctx.box.kind == "local" else {}  # type: ignore[attr-defined]
+    return "".join(f"export {k}={shlex.quote(v)}; " for k, v in env.items())
+
+
 def _secrets_prefix(ctx: RunContext) -> str:
     # the secrets reach the processes' environment from a mode-600 file, never their argv
     path = ctx.secrets_path
@@ -439,13 +449,13 @@ def has_agent(ctx: RunContext) -> bool:
 
 def train_windows(ctx: RunContext) -> list[Window]:
     rd = shlex.quote(ctx.run_dir)
-    train = (f"{_secrets_prefix(ctx)} export PYTHONUNBUFFERED=1; mkdir -p {rd}; "
+    train = (f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; mkdir -p {rd}; "
              # stderr (tracebacks, "error: ..." lines) also kept in a file for `launcher status`;
              # tee -i ignores the Ctrl-C that `launcher stop` sends, so it outlives the trainer
              f"{train_command(ctx)} 2> >(tee -ia {rd}/train.stderr >&2); echo $? > {rd}/train.exit")
     windows = [Window("train", train)]
     if has_agent(ctx):
-        windows.append(Window("agent", f"{_secrets_prefix(ctx)} export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"))
+        windows.append(Window("agent", f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"))
     return windows
 
 
@@ -499,6 +509,7 @@ def _train_run(ctx: RunContext) -> str:
     ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/train.exit", timeout=30)
     tmux_job.start(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)
     ctx.started_session = ctx.session
+    write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)  # until the trainer's first status.json
     agent = "with the store agent" if has_agent(ctx) else "WITHOUT a store agent (launcher/agent.py missing)"
     secrets = f"{count} secret variable(s) in {ctx.secrets_path}" if count else "no secrets needed"
     return f"started in {ctx.multiplexer} session {ctx.session!r} {agent}; {secrets}"

@@ -18,6 +18,7 @@ RUN_STATES = ("preparing", "running", *ENDED_STATES)
 LAUNCHER_PHASES = ("setup", "restore", "tokenizer", "data", "benchmark", "cost")
 TRAINER_PHASES = ("setup", "overfit-check", "training", "eval", "checkpoint")
 RUN_PHASES = (*LAUNCHER_PHASES, *TRAINER_PHASES[1:], *ENDED_STATES)
+TRAINER_STARTING = "the trainer is starting"  # the launcher's "progress" between starting tmux and the trainer's first write
 
 
 def lock_run_dir(run_dir: Path):

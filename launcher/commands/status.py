@@ -22,6 +22,7 @@ from launcher.box import Box, BoxUnreachable, ConnectionLost
 from launcher.console import make_console
 from launcher.state import box_for_command, load_command_context, run_name
 from trainer.run_control import ENDED_STATES as END_STATES
+from trainer.run_control import TRAINER_STARTING
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
 STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -81,12 +82,16 @@ def _json(data: Optional[bytes | str]) -> Optional[dict]:
     return value if isinstance(value, dict) else None
 
 
-def training_state(status: Optional[dict], session_alive: bool) -> str:
+def training_state(status: Optional[dict], session_alive: bool, exit_code: Optional[int] = None) -> str:
     state = (status or {}).get("state")
+    if state == "preparing" and not session_alive and exit_code is not None and (status or {}).get("progress") == TRAINER_STARTING:
+        return f"failed (the trainer exited with code {exit_code} before it started)"
     if state is None:
         return "starting" if session_alive else "not started"
     if state == "running" and not session_alive:
         return "failed (process gone)"
+    if state == "preparing" and session_alive:
+        return "starting"  # the launcher started the trainer, which has not written status.json yet
     return str(state)
 
 
@@ -112,7 +117,7 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     exit_text = (box.get_file(f"{rd}/train.exit") or b"").decode().strip()
     exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
     stderr_tail = ""
-    if status is None or training_state(status, alive).startswith("failed"):
+    if status is None or training_state(status, alive, exit_code).startswith("failed"):
         err = box.get_file(f"{rd}/train.stderr") or b""
         stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
     return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code,
@@ -131,7 +136,7 @@ def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], r
     status = data.get("status") or {}
     cost = data.get("cost") or {}
     if data["source"] == "box":
-        state = training_state(data.get("status"), data["session_alive"])
+        state = training_state(data.get("status"), data["session_alive"], data.get("exit_code"))
     else:
         state = str(status.get("state") or "unknown") + " (stored copy)"
     eta = eta_seconds(status) if status else None
