@@ -70,3 +70,33 @@ def test_console_off_a_terminal_does_not_wrap(tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**launcher_env(ROOT), "COLUMNS": "80"},
                          capture_output=True, text=True, timeout=60).stdout.splitlines()
     assert out == [f"    $ python -m trainer.train --out {long_path}", "False"]
+
+
+def test_wandb_key_travels_as_a_secret_only(tmp_path: Path):
+    from launcher.config import load_launcher_config
+    from launcher.secrets import box_secret_env, render_env_file
+    from trainer.config import TrainConfig
+    from trainer.errors import UserError
+
+    config = load_launcher_config(ROOT / "configs" / "quickstart.yaml")
+    wandb_cfg = TrainConfig(trackers=["tensorboard", "wandb"])
+    assert box_secret_env(config, {}, TrainConfig()) == {}  # TensorBoard alone needs no secret
+    env = box_secret_env(config, {"WANDB_API_KEY": "k-123"}, wandb_cfg)
+    assert env == {"WANDB_API_KEY": "k-123"} and "export WANDB_API_KEY=k-123" in render_env_file(env)
+    assert box_secret_env(config, {"WANDB_MODE": "offline"}, wandb_cfg) == {"WANDB_MODE": "offline"}
+    try:
+        box_secret_env(config, {}, wandb_cfg)
+        raise AssertionError("no error without WANDB_API_KEY")
+    except UserError as exc:
+        assert "WANDB_API_KEY" in str(exc) and "WANDB_MODE=offline" in str(exc)
+
+    # the dry run shows how the key travels (a mode-600 file sourced in the session), never the key
+    from tests.launcher_helpers import copy_project, launcher
+
+    project = copy_project(tmp_path / "project")
+    secret = "wandb-key-that-must-not-show"
+    dry = launcher(project, "run", "--dry-run", "--set", 'run.set=["train.run_name=quickstart", "train.trackers=[tensorboard, wandb]"]',
+                   env={"WANDB_API_KEY": secret, "HOME": str(tmp_path)})
+    assert dry.returncode == 0, dry.stderr
+    assert secret not in dry.stdout + dry.stderr and ".launcher/secrets.env" in dry.stdout
+    assert not (project / ".launcher").exists()
