@@ -67,6 +67,7 @@ class RunContext:
     multiplexer: str = "tmux"
     sync_stats: object = None
     started_session: Optional[str] = None
+    probe_box: bool = True  # --dry-run may read the box (False: it was never connected)
     notes: dict = field(default_factory=dict)
 
     # ---- names ------------------------------------------------------------------------------
@@ -584,13 +585,16 @@ def run_stages(ctx: RunContext, stages: list[Stage], dry_run: bool = False) -> N
 
 
 def _would(ctx: RunContext, stage: Stage) -> str:
-    """What the stage would do now, for --dry-run: its is_done check only reads the box."""
+    """What the stage would do now, for --dry-run: its is_done check only reads the box. A box never
+    connected (no `launcher up` yet) is not contacted: that would record its host key."""
+    if not ctx.probe_box:
+        return "would run unless already up to date (not checked: the box was never connected; `launcher up` first)"
     try:
         reason = stage.is_done(ctx)
-    except UserError as exc:
-        return f"would stop here: {exc}"
     except BoxError as exc:
         return f"(cannot tell whether it is up to date: {exc})"
+    except UserError as exc:
+        return f"would stop here: {exc}"
     return f"would be skipped: {reason}" if reason else "would run:"
 
 

@@ -69,8 +69,9 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
                      instance_id=instance.get("id") if instance else None)
     stages = build_stages(ctx)
     if dry_run:
+        ctx.probe_box = box.kind == "local" or bool(state.get("box"))
         try:
-            complete = finished_run(ctx)
+            complete = finished_run(ctx) if ctx.probe_box else None
             if complete:
                 console.print(f"dry run: {complete}", highlight=False)
                 return
