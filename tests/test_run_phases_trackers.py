@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,38 +19,28 @@ from trainer.train import main
 REPO = Path(__file__).resolve().parent.parent
 
 
-def watch_phases(status_path: Path, seen: list, stop: threading.Event) -> None:
-    """Collect every distinct (phase, progress) that status.json shows while the trainer runs."""
-    while not stop.is_set():
-        try:
-            data = json.loads(status_path.read_text())
-            key = (data.get("phase"), data.get("progress"))
-            if not seen or seen[-1] != key:
-                seen.append(key)
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.002)
-
-
-def test_phases_progress_and_tensorboard_match_metrics(tmp_path: Path, capsys):
+def test_phases_progress_and_tensorboard_match_metrics(tmp_path: Path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import trainer.metrics_log
 
     make_data(tmp_path / "data")
     run_dir = tmp_path / "runs" / "t"
-    seen: list = []
-    stop = threading.Event()
-    watcher = threading.Thread(target=watch_phases, args=(run_dir / "status.json", seen, stop), daemon=True)
-    watcher.start()
-    try:
-        main(tiny_args(tmp_path, "t", "--set", "train.checks.overfit_microset.steps=20"))
-    finally:
-        stop.set()
-        watcher.join()
+    seen: list = []  # every (phase, progress) status.json was written with, in order
+    write = trainer.metrics_log.atomic_write_json
+
+    def recording_write(path, record, *args, **kwargs):
+        if Path(path).name == "status.json" and (not seen or seen[-1] != (record["phase"], record["progress"])):
+            seen.append((record["phase"], record["progress"]))
+        return write(path, record, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.metrics_log, "atomic_write_json", recording_write)
+    main(tiny_args(tmp_path, "t", "--set", "train.checks.overfit_microset.steps=20"))
     log = (run_dir / "train.log").read_text()
     # the overfit check reports progress (every 2nd of its 20 steps) in train.log and status.json
     assert [f"overfit check: step {n}/20" in log for n in range(2, 21, 2)] == [True] * 10, log
     phases = [p for p, _ in seen]
-    assert {"overfit-check", "training", "finished"} <= set(phases), seen
+    assert {"setup", "overfit-check", "training", "eval", "checkpoint", "finished"} <= set(phases), seen
     assert set(phases) <= set(RUN_PHASES), seen
     assert any(p == "overfit-check" and prog and prog.startswith("20/20 steps, loss") for p, prog in seen), seen
     assert phases.index("overfit-check") < phases.index("training") < phases.index("finished")

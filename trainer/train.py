@@ -45,7 +45,7 @@ from trainer.precision import autocast, autocast_dtype, device_name, enable_fast
 from trainer.run_control import StopSignals, lock_run_dir, share_main_result
 from trainer.schedule import CosineSchedule
 from trainer.trackers import accelerator_kwargs as tracker_kwargs
-from trainer.trackers import start_trackers
+from trainer.trackers import finish_trackers, start_trackers
 from trainer.validation import evaluate, fixed_prompt_sample, load_tokenizer
 
 _CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the repository's, wherever the run starts
@@ -447,8 +447,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         raise
     finally:
         signals.restore()
-        if train_cfg.trackers:
-            accelerator.end_training()  # flushes and closes the event files / the W&B run
+        finish_trackers(accelerator)  # flushes and closes the event files / the W&B run
         log.close()
         if lock is not None:
             lock.close()
