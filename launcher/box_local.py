@@ -1,7 +1,9 @@
 """``LocalBox``: this machine. The project folder is the workdir; nothing is synced.
 
 Commands run under ``bash -c`` with the project folder as the current folder, in their own
-process group so Ctrl-C can stop the whole command (and nothing else) and say so.
+process group so Ctrl-C can stop the whole command (and nothing else) and say so. Their caches
+(the offline corpus, matplotlib's font list) go to .launcher/cache/ in the project: the local
+box writes nothing outside the project (``cache_env``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from typing import Iterator, Optional, Sequence
 
 from launcher.box import Box, BoxError, ProgressFn, RunResult, SyncStats
 from trainer.atomic import atomic_write_text
+
+
+LOCAL_CACHE_DIR = ".launcher/cache"
 
 
 class LocalBox(Box):
@@ -33,7 +38,13 @@ class LocalBox(Box):
         return "this machine (local box)"
 
     def _env(self) -> dict:
-        return {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.cache_env()}
+
+    def cache_env(self) -> dict:
+        """Cache folders inside the project (XDG_CACHE_HOME is where the trainer's corpus cache and most
+        tools write; matplotlib keeps its own under MPLCONFIGDIR)."""
+        cache = self.project_root / LOCAL_CACHE_DIR
+        return {"XDG_CACHE_HOME": str(cache), "MPLCONFIGDIR": str(cache / "matplotlib")}
 
     def run(self, cmd: str, check: bool = True, timeout: Optional[float] = None, cwd: bool = True) -> RunResult:
         proc = subprocess.Popen(

@@ -1,10 +1,12 @@
 """The secrets a box needs, gathered on the laptop and handed over as environment only.
 
 ``box_secret_env(config)`` collects them (S3 keys from this shell's environment or from a named
-AWS profile; the provider's API key when the box is rented). ``render_env_file(env)`` turns them
-into ``export KEY='value'`` lines; the run command writes that to ``~/.llm-box/secrets.env`` on
-the box with mode 600 and sources it in the tmux session. Secrets never go on a command line,
-into a log, into store.json or into the synced project folder.
+AWS profile; the provider's API key when the box is rented; WANDB_API_KEY when the run logs to
+Weights & Biases). ``render_env_file(env)`` turns them into ``export KEY='value'`` lines; the run
+command writes that with mode 600 to ``~/.llm-box/secrets.env`` on a remote box (to
+``.launcher/secrets.env`` in the project for the local box, and not at all when there are none)
+and sources it in the tmux session. Secrets never go on a command line, into a log, into
+store.json or into the synced project folder.
 """
 from __future__ import annotations
 
@@ -30,10 +32,12 @@ def _provider_key(kind: str, env_name: str, env: Mapping[str, str]) -> Optional[
     return None
 
 
-def box_secret_env(config, env: Optional[Mapping[str, str]] = None) -> dict[str, str]:
-    """Environment variables the box needs (S3 credentials, provider API key); may be empty."""
+def box_secret_env(config, env: Optional[Mapping[str, str]] = None, train_config=None) -> dict[str, str]:
+    """Environment variables the box needs (S3 credentials, provider API key, W&B key); may be empty."""
     env = os.environ if env is None else env
     result: dict[str, str] = {}
+    if train_config is not None and "wandb" in train_config.trackers:
+        result.update(_wandb_env(env))
     storage = config.storage
     if storage.url.startswith("s3://"):
         if storage.credentials == "env":
@@ -80,6 +84,23 @@ def box_secret_env(config, env: Optional[Mapping[str, str]] = None) -> dict[str,
                 f"set (nor ~/.config/llm-box/{'runpod' if kind == 'runpod' else 'vast'}_key). Export {env_name}, or set "
                 "agent.shutdown_when_done: false."
             )
+    return result
+
+
+def _wandb_env(env: Mapping[str, str]) -> dict[str, str]:
+    """W&B's environment, as documented at https://docs.wandb.ai/guides/track/environment-variables/
+    (read 2026-11-25): WANDB_API_KEY "must be set if wandb login hasn't been run on the remote
+    machine"; WANDB_MODE=offline keeps runs local (synced later with `wandb sync`), so needs no key."""
+    result = {k: env[k] for k in ("WANDB_MODE", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_BASE_URL") if env.get(k)}
+    if env.get("WANDB_API_KEY"):
+        result["WANDB_API_KEY"] = env["WANDB_API_KEY"]
+    elif env.get("WANDB_MODE") not in ("offline", "disabled"):
+        raise UserError(
+            "train.trackers includes wandb, but WANDB_API_KEY is not set in this shell. Export it (an API key from "
+            "your W&B User Settings, https://wandb.ai/settings) and run again; it reaches the box as a mode-600 file, never on a command line "
+            "or in a config. Or set WANDB_MODE=offline to keep the W&B run files in the run folder, or drop wandb "
+            "from train.trackers."
+        )
     return result
 
 

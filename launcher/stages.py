@@ -16,6 +16,8 @@ time, never correctness.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -30,9 +32,13 @@ from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
 from launcher.tmux_job import Window, session_name
 from trainer.errors import UserError
+from trainer.run_control import TRAINER_STARTING
 
 STAMP_DIR = ".launcher/stamps"
-SECRETS_PATH = "~/.llm-box/secrets.env"
+SECRETS_PATH = "~/.llm-box/secrets.env"  # on a remote box; the local box keeps it in the project
+LOCAL_SECRETS_PATH = ".launcher/secrets.env"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+TQDM_QUIET_INTERVAL = 30  # seconds between progress lines when the output is not a terminal
 BOOTSTRAP = "infra/bootstrap.sh"
 COST_OVER_BUDGET_EXIT = 3
 
@@ -61,6 +67,7 @@ class RunContext:
     multiplexer: str = "tmux"
     sync_stats: object = None
     started_session: Optional[str] = None
+    probe_box: bool = True  # --dry-run may read the box (False: it was never connected)
     notes: dict = field(default_factory=dict)
 
     # ---- names ------------------------------------------------------------------------------
@@ -81,6 +88,10 @@ class RunContext:
         return shlex.quote(self.box.python) if self.box.kind == "local" else self.box.python
 
     @property
+    def secrets_path(self) -> str:
+        return secrets_path(self.box)
+
+    @property
     def rate(self) -> float:
         return float(self.hourly_rate if self.hourly_rate is not None else self.config.budget.hourly_rate)
 
@@ -89,7 +100,20 @@ class RunContext:
         sets = [*self.config.run.overrides,
                 f"train.budget.hourly_rate={self.rate}", f"train.budget.max_cost={self.config.budget.max_cost}",
                 f"train.run_name={self.run_name}"]
-        return [arg for s in sets for arg in ("--set", s)]
+        by_key: dict[str, str] = {}  # each key once: the last value wins, as it would on the trainer's command line
+        for item in sets:
+            key = item.partition("=")[0].strip()
+            by_key.pop(key, None)
+            by_key[key] = item
+        return [arg for s in by_key.values() for arg in ("--set", s)]
+
+    def train_config(self):
+        """The trainer's TrainConfig as this run resolves it (train_config file + run.set): no torch needed."""
+        from trainer.config import SECTIONS, TrainConfig
+        from trainer.configlib import load_config
+
+        run = self.config.run
+        return load_config(TrainConfig, self.project_root / run.train_config_path, run.overrides, "train", SECTIONS)
 
     def model_train_args(self) -> list[str]:
         run = self.config.run
@@ -118,6 +142,17 @@ def _py(ctx: RunContext, module: str, args: list[str]) -> str:
     return f"{ctx.python} -m {module} {shlex.join(args)}"
 
 
+def split_progress_lines(buf: bytes) -> tuple[list[tuple[bytes, bool]], bytes]:
+    """Complete pieces of ``buf`` and the unfinished rest. A piece ended by a bare carriage return
+    is a progress update (True), one ended by a newline a line (False)."""
+    pieces: list[tuple[bytes, bool]] = []
+    start = 0
+    for match in re.finditer(rb"\r\n|\n|\r(?!$)", buf):
+        pieces.append((buf[start:match.start()], match.group() == b"\r"))
+        start = match.end()
+    return pieces, buf[start:]
+
+
 def _stamp_path(ctx: RunContext, stage: str) -> str:
     return f"{STAMP_DIR}/{stage}"
 
@@ -140,20 +175,44 @@ def _write_stamp(ctx: RunContext, stage: str, fingerprint: str) -> None:
     ctx.box.put_text(_stamp_path(ctx, stage), fingerprint + "\n")
 
 
-def _run_logged(ctx: RunContext, command: str, what: str, remedy: str = "", timeout: Optional[float] = None) -> str:
-    """Run a trainer step on the box, its output shown dimmed as it comes (long steps)."""
+def _run_logged(ctx: RunContext, command: str, what: str, remedy: str = "", timeout: Optional[float] = None,
+                tee: Optional[str] = None) -> str:
+    """Run a trainer step on the box, its output shown dimmed as it comes (long steps).
+
+    Progress bars (tqdm's carriage-return updates) redraw in place on a terminal; off one, tqdm
+    is told to update at most every TQDM_QUIET_INTERVAL seconds and each update is a line.
+    ``tee``: a file on the box that also gets the output (train.log, for `launcher logs`)."""
     lines: list[str] = []
-    stream = ctx.box.stream(f"{command} 2>&1")
+    tty = ctx.console.is_terminal
+    shell = command if tty else f"export TQDM_MININTERVAL={TQDM_QUIET_INTERVAL}; {command}"
+    if tee:
+        shell = f"set -o pipefail; mkdir -p {shlex.quote(os.path.dirname(tee))}; ({shell}) 2>&1 | tee -a {shlex.quote(tee)}"
+    stream = ctx.box.stream(f"bash -c {shlex.quote(shell)} 2>&1" if tee else f"{shell} 2>&1")
+    in_place = False  # a bar is drawn on the current terminal line
     try:
         buf = b""
         for chunk in stream:
             buf += chunk
-            *complete, buf = buf.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace").rstrip("\r")
+            pieces, buf = split_progress_lines(buf)
+            for raw, is_update in pieces:
+                line = raw.decode(errors="replace").rstrip()
+                if not tty:
+                    line = ANSI_ESCAPE.sub("", line)  # tqdm's cursor moves for nested bars mean nothing in a file
+                if not line:
+                    continue
+                if is_update and tty:
+                    ctx.console.file.write(f"\r      {line[:max(10, ctx.console.width - 7)]}\x1b[K")
+                    ctx.console.file.flush()
+                    in_place = True
+                    continue
+                if in_place:
+                    ctx.console.file.write("\r\x1b[K")
+                    in_place = False
                 lines.append(line)
                 ctx.console.print(f"      {line}", style="dim", markup=False, highlight=False)
-        if buf:
+        if in_place:
+            ctx.console.file.write("\n")
+        if buf.strip():
             lines.append(buf.decode(errors="replace"))
     finally:
         stream.close()
@@ -263,7 +322,7 @@ def _restore_commands(ctx: RunContext) -> list[str]:
 def _restore_run(ctx: RunContext) -> str:
     write_store_config(ctx)
     write_secrets(ctx)  # the store's credentials: a new box (or one after `launcher down`) has no secrets file yet
-    command = f"{_secrets_prefix()} {_restore_commands(ctx)[0]}"
+    command = f"{_secrets_prefix(ctx)} {_restore_commands(ctx)[0]}"
     out = _run_logged(ctx, f"bash -c {shlex.quote(command)}", "restoring the run from the store")
     lines = out.strip().splitlines()
     # a corrupt stored checkpoint skipped for an older one that verifies: the user must see which and why
@@ -311,7 +370,8 @@ def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable
         return _stamp_done(ctx, name, fp(ctx), outputs(ctx))
 
     def run(ctx: RunContext) -> str:
-        out = _run_logged(ctx, command(ctx), what)
+        # the benchmark's progress lines also go to train.log, where `launcher logs --follow` shows them
+        out = _run_logged(ctx, command(ctx), what, tee=f"{ctx.run_dir}/train.log" if name == "benchmark" else None)
         _write_stamp(ctx, name, fp(ctx))
         last = [l for l in out.strip().splitlines() if l.strip()]
         return last[-1] if last else "done"
@@ -351,9 +411,22 @@ def _cost_run(ctx: RunContext) -> str:
 
 
 # ---- train -----------------------------------------------------------------------------------
-def _secrets_prefix() -> str:
+def secrets_path(box: Box) -> str:
+    """Where the box keeps its secrets file: in the project for the local box (nothing written
+    outside it), in the box user's home for a remote one (the synced project must never hold it)."""
+    return LOCAL_SECRETS_PATH if box.kind == "local" else SECRETS_PATH
+
+
+def _cache_exports(ctx: RunContext) -> str:
+    # a tmux window gets the tmux server's environment, not ours: the local box's cache folders explicitly
+    env = ctx.box.cache_env() if ctx.box.kind == "local" else {}  # type: ignore[attr-defined]
+    return "".join(f"export {k}={shlex.quote(v)}; " for k, v in env.items())
+
+
+def _secrets_prefix(ctx: RunContext) -> str:
     # the secrets reach the processes' environment from a mode-600 file, never their argv
-    return f"set -a; [ -f {SECRETS_PATH} ] && . {SECRETS_PATH}; set +a;"
+    path = ctx.secrets_path
+    return f"set -a; [ -f {path} ] && . {path}; set +a;"
 
 
 def train_command(ctx: RunContext) -> str:
@@ -380,13 +453,13 @@ def has_agent(ctx: RunContext) -> bool:
 
 def train_windows(ctx: RunContext) -> list[Window]:
     rd = shlex.quote(ctx.run_dir)
-    train = (f"{_secrets_prefix()} export PYTHONUNBUFFERED=1; mkdir -p {rd}; "
+    train = (f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; mkdir -p {rd}; "
              # stderr (tracebacks, "error: ..." lines) also kept in a file for `launcher status`;
              # tee -i ignores the Ctrl-C that `launcher stop` sends, so it outlives the trainer
              f"{train_command(ctx)} 2> >(tee -ia {rd}/train.stderr >&2); echo $? > {rd}/train.exit")
     windows = [Window("train", train)]
     if has_agent(ctx):
-        windows.append(Window("agent", f"{_secrets_prefix()} export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"))
+        windows.append(Window("agent", f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"))
     return windows
 
 
@@ -401,18 +474,23 @@ def write_store_config(ctx: RunContext) -> None:
 
 
 def write_secrets(ctx: RunContext) -> int:
-    """Write the box's secrets file (mode 600); returns how many variables (never their values)."""
+    """Write the box's secrets file (mode 600); returns how many variables (never their values).
+    With none to hand over, no file is written (and a stale one is removed)."""
     from launcher.secrets import box_secret_env, render_env_file
 
-    env = box_secret_env(ctx.config)
-    ctx.box.put_text(SECRETS_PATH, render_env_file(env), mode=0o600)
+    env = box_secret_env(ctx.config, train_config=ctx.train_config())
+    if not env:
+        ctx.box.run(f"rm -f {ctx.secrets_path}", check=False, timeout=30, cwd=ctx.box.kind == "local")
+        return 0
+    ctx.box.put_text(ctx.secrets_path, render_env_file(env), mode=0o600)
     return len(env)
 
 
 def _train_commands(ctx: RunContext) -> list[str]:
     from launcher.tmux_job import start_commands
 
-    return [f"(write {ctx.run_dir}/store.json and {SECRETS_PATH} (mode 600) over SFTP)",
+    how = "directly on this machine" if ctx.box.kind == "local" else "over SFTP"
+    return [f"(write {ctx.run_dir}/store.json, and {ctx.secrets_path} (mode 600) if the box needs secrets, {how})",
             *start_commands(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)]
 
 
@@ -435,8 +513,10 @@ def _train_run(ctx: RunContext) -> str:
     ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/train.exit", timeout=30)
     tmux_job.start(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)
     ctx.started_session = ctx.session
+    write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)  # until the trainer's first status.json
     agent = "with the store agent" if has_agent(ctx) else "WITHOUT a store agent (launcher/agent.py missing)"
-    return f"started in {ctx.multiplexer} session {ctx.session!r} {agent}; {count} secret variable(s) in {SECRETS_PATH}"
+    secrets = f"{count} secret variable(s) in {ctx.secrets_path}" if count else "no secrets needed"
+    return f"started in {ctx.multiplexer} session {ctx.session!r} {agent}; {secrets}"
 
 
 # ---- the list ----------------------------------------------------------------------------------
@@ -470,10 +550,10 @@ def run_stages(ctx: RunContext, stages: list[Stage], dry_run: bool = False) -> N
     console = ctx.console
     total = len(stages)
     if dry_run:
-        console.print(f"[bold]dry run[/bold]: the commands `launcher run` would run on {ctx.box.label} "
-                      "(a stage is skipped at run time when its output is already valid); nothing is changed.")
+        console.print(f"[bold]dry run[/bold]: the commands `launcher run` would run on {escape(ctx.box.label)}; "
+                      "nothing is changed.", highlight=False)
         for i, stage in enumerate(stages, 1):
-            console.print(f"[bold][{i}/{total}] {stage.name}[/bold]")
+            console.print(f"[bold][{i}/{total}] {stage.name}[/bold] {escape(_would(ctx, stage))}", highlight=False)
             if stage.describe is not None:
                 lines = stage.describe(ctx)
             else:
@@ -490,18 +570,94 @@ def run_stages(ctx: RunContext, stages: list[Stage], dry_run: bool = False) -> N
                 console.print(f"[bold]{label}[/bold] [cyan]skipped[/cyan]: {escape(reason)}", highlight=False)
                 continue
             console.print(f"[bold]{label}[/bold] running ...")
+            write_launcher_phase(ctx, stage.name)
             summary = stage.run(ctx)
         except KeyboardInterrupt:
             console.print(f"[bold]{label}[/bold] [red]interrupted[/red]")
+            write_launcher_phase(ctx, stage.name, "stopped", f"stopped during {stage.name} (Ctrl-C in launcher run)")
             raise StageInterrupted(
                 f"interrupted during stage '{stage.name}' on {ctx.box.label}: the command running there was stopped; "
                 f"{stage.interrupted}. Stages before it are complete. `launcher status` shows the box."
             ) from None
         except (UserError, BoxError):
             console.print(f"[bold]{label}[/bold] [red]failed[/red]")
+            write_launcher_phase(ctx, stage.name, "failed", f"failed during {stage.name}")
             raise
         console.print(f"[bold]{label}[/bold] [green]done[/green] in {time.monotonic() - start:.1f} s: {escape(summary)}",
                       highlight=False)
+
+
+def _would(ctx: RunContext, stage: Stage) -> str:
+    """What the stage would do now, for --dry-run: its is_done check only reads the box. A box never
+    connected (no `launcher up` yet) is not contacted: that would record its host key."""
+    if not ctx.probe_box:
+        return "would run unless already up to date (not checked: the box was never connected; `launcher up` first)"
+    try:
+        reason = stage.is_done(ctx)
+    except BoxError as exc:
+        return f"(cannot tell whether it is up to date: {exc})"
+    except UserError as exc:
+        return f"would stop here: {exc}"
+    return f"would be skipped: {reason}" if reason else "would run:"
+
+
+def write_launcher_phase(ctx: RunContext, stage: str, state: str = "preparing", progress: Optional[str] = None) -> None:
+    """Put the stage in the run's status.json (phase; docs/status-json.md), keeping the last figures a
+    previous run left there. Only the stages that prepare a run are phases; the trainer takes over after."""
+    import json
+
+    from trainer.run_control import LAUNCHER_PHASES
+
+    if stage not in LAUNCHER_PHASES:
+        return
+    path = f"{ctx.run_dir}/status.json"
+    try:
+        previous = json.loads(ctx.box.get_file(path) or b"{}")
+    except (ValueError, BoxError):
+        previous = {}
+    record = {k: v for k, v in (previous if isinstance(previous, dict) else {}).items() if k != "pid"}  # no trainer runs yet
+    record.update(state=state, phase=stage, progress=progress, updated=time.time())
+    try:
+        ctx.box.put_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    except BoxError:
+        pass  # the stage itself reports an unreachable box
+
+
+def finished_run(ctx: RunContext) -> Optional[str]:
+    """A message when the run on the box has finished everything this config asks for, else None.
+
+    The steps asked for are train.max_steps, else train.target_tokens over the tokens per step
+    the run trained with (its config.yaml); a larger value than the finished step trains further."""
+    import json
+    import math
+
+    import yaml
+
+    try:
+        status = json.loads(ctx.box.get_file(f"{ctx.run_dir}/status.json") or b"{}")
+        resolved = yaml.safe_load(ctx.box.get_file(f"{ctx.run_dir}/config.yaml") or b"{}") or {}
+    except ValueError:
+        return None
+    if not isinstance(status, dict) or status.get("state") != "finished" or not isinstance(status.get("step"), int):
+        return None
+    train_cfg = ctx.train_config()
+    tokens_per_step = (resolved.get("runtime") or {}).get("tokens_per_step") if isinstance(resolved, dict) else None
+    if train_cfg.max_steps:
+        asked = train_cfg.max_steps
+    elif isinstance(tokens_per_step, int) and tokens_per_step > 0:
+        asked = math.ceil(train_cfg.target_tokens / tokens_per_step)
+    else:
+        asked = status.get("max_steps") or status["step"]
+    if status["step"] < asked:
+        return None
+    figures = ", ".join(f"{label} {status[key]:.4f}" for key, label in (("loss", "loss"), ("val_loss", "val loss"))
+                        if isinstance(status.get(key), (int, float)))
+    where = f" in {ctx.config_path}" if ctx.config_path else ""
+    return (f"run {ctx.run_name!r} is complete: it finished at step {status['step']}/{status.get('max_steps', asked)}"
+            f"{' (' + figures + ')' if figures else ''} on {ctx.box.label}, and this config asks for no more. Nothing was "
+            f"run or changed. To train it further, raise train.max_steps or train.target_tokens under run.set{where} "
+            "(training resumes from its final checkpoint); to start a fresh run, give it a new run.name. "
+            "`launcher status` shows its figures, `launcher fetch-checkpoint` downloads it.")
 
 
 # ---- small things ------------------------------------------------------------------------------
@@ -510,17 +666,42 @@ def _kb(n: int) -> str:
 
 
 class progress_bar:
-    """A rich progress bar (0..100) for sync and bootstrap; transient, so the log stays tidy."""
+    """A rich progress bar (0..100) for sync and bootstrap; transient, so the log stays tidy.
+    Off a terminal (a file, a CI log), a plain line per step of the work or per 10% instead."""
 
     def __init__(self, console: Console, description: str):
-        self.progress = Progress(TextColumn("      {task.description}"), BarColumn(), TaskProgressColumn(),
-                                 TimeElapsedColumn(), console=console, transient=True)
+        self.console = console
         self.description = description
+        self.progress = None
+        if console.is_terminal:
+            self.progress = Progress(TextColumn("      {task.description}"), BarColumn(), TaskProgressColumn(),
+                                     TimeElapsedColumn(), console=console, transient=True)
 
     def __enter__(self):
+        if self.progress is None:
+            return _LineProgress(self.console, self.description), 0
         self.progress.start()
         self.task = self.progress.add_task(self.description, total=100)
         return self.progress, self.task
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
+
+
+class _LineProgress:
+    """progress_bar's stand-in off a terminal: the same ``update`` calls, printed as lines."""
+
+    def __init__(self, console: Console, description: str):
+        self.console = console
+        self.description = description
+        self.shown = (None, -1)  # (description, tens of percent) last printed
+
+    def update(self, task, completed: Optional[float] = None, description: Optional[str] = None) -> None:
+        if description is not None:
+            self.description = description
+        done = int(completed or 0)
+        if (self.description, done // 10) == self.shown:
+            return
+        self.shown = (self.description, done // 10)
+        self.console.print(f"      {self.description}: {done}%", markup=False, highlight=False)

@@ -8,7 +8,10 @@
    the stored step, never from step 1 -> down.
 2. The embedded default (issue 10): README.md's quick-start commands, read from the README
    itself, in a fresh copy of the project: local box, file:// store, the quickstart config
-   (shortened with --set).
+   (shortened with --set). With them (issue 18), what a curious newcomer tries and what each
+   command says: on a run that never started, --dry-run, the phases and progress lines, a
+   second `launcher run` on the finished run, `down`'s account, and nothing written outside
+   the project (HOME is an empty folder for the whole journey).
 """
 from __future__ import annotations
 
@@ -190,9 +193,44 @@ def readme_quickstart_commands() -> list[str]:
     return code
 
 
+def check_status_json(text: str) -> dict:
+    """`launcher status --json` output, checked against its documented schema (docs/status-json.md)."""
+    from launcher.commands.status import STATUS_FIELDS
+
+    data = json.loads(text)
+    assert set(data) == set(STATUS_FIELDS), data
+    kinds = {"integer": int, "number": float, "string": str, "boolean": bool, "object": dict, "null": type(None)}
+    for name, (types, _) in STATUS_FIELDS.items():
+        assert any(type(data[name]) is kinds[t] for t in types), (name, data[name], types)
+    return data
+
+
+def newcomer_before_any_run(project: Path, env: dict) -> None:
+    """What a newcomer tries before `launcher run`: each says the run has not started, nothing else."""
+    follow = launcher(project, "logs", "--follow", env=env, timeout=120)
+    assert follow.returncode == 1 and "has not started" in follow.stderr, follow
+    assert "tmux session" not in follow.stderr + follow.stdout, follow
+    stop = ok(launcher(project, "stop", env=env))
+    assert "nothing to stop" in stop.stdout and "has not started" in stop.stdout, stop.stdout
+    assert "None" not in stop.stdout and "--resume" not in stop.stdout, stop.stdout
+    status = check_status_json(ok(launcher(project, "status", "--json", env=env)).stdout)
+    assert status["state"] == "not started" and status["step"] is None and status["phase"] is None, status
+    dry = ok(launcher(project, "run", "--dry-run", *QUICKSTART_SHORTER, env=env))
+    trainer_lines = [line for line in dry.stdout.splitlines() if " -m trainer." in line]
+    assert len(trainer_lines) >= 5, dry.stdout  # tokenizer, data, benchmark, cost, train
+    for line in trainer_lines:
+        assert line.count("train.run_name=") <= 1, line
+    assert "over SFTP" not in dry.stdout and "directly on this machine" in dry.stdout, dry.stdout
+    assert "sync would be skipped" in dry.stdout and "tokenizer would run" in dry.stdout, dry.stdout
+    assert not (project / ".launcher").exists() and not (project / "runs").exists()
+
+
 def test_quickstart_commands_from_the_readme(tmp_path: Path, run_python):
     commands = readme_quickstart_commands()
     assert commands == README_QUICKSTART, "README.md's quick start changed: bring this test in line with it"
+    home = tmp_path / "home"  # the user's home: the local box must write nothing there
+    home.mkdir()
+    env = {"HOME": str(home)}
     project = copy_project(tmp_path / "fresh")
     for leftover in (".launcher", "runs", "data", "tokenizer", "checkpoints"):
         assert not (project / leftover).exists()
@@ -201,28 +239,43 @@ def test_quickstart_commands_from_the_readme(tmp_path: Path, run_python):
     assert subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0, \
         "a quickstart run is going on this machine (tmux session llmbox-quickstart); let it finish first"
     started = False
+    newcomer_before_any_run(project, env)
+    run_dir = project / "runs" / "quickstart"
 
     try:
         for command in commands:
             argv = shlex.split(command)
             if argv[:2] == ["launcher", "run"]:
                 started = True
-                result = ok(launcher(project, *argv[1:], *QUICKSTART_SHORTER, timeout=300))
+                result = ok(launcher(project, *argv[1:], *QUICKSTART_SHORTER, env=env, timeout=300))
                 for stage in ("sync", "setup", "tokenizer", "data", "benchmark", "cost", "train"):
                     assert f"] {stage} " in result.stdout, result.stdout
                 assert "Cost projection" in result.stdout and "training started" in result.stdout
+                # output to a file: no carriage-return soup, no cursor moves, a benchmark that says how far it is
+                assert "\r" not in result.stdout and "\x1b" not in result.stdout, result.stdout
+                assert "benchmark: micro-batch" in result.stdout and "step 20/20" in result.stdout, result.stdout
+                assert "tensorboard --logdir runs/quickstart" in result.stdout, result.stdout
             elif argv[:3] == ["launcher", "logs", "--follow"]:
-                followed = follow_logs_until(project, finished_line(30), 180, args=tuple(argv[1:]))
+                followed = follow_logs_until(project, finished_line(30), 180, env=env, args=tuple(argv[1:]))
                 assert followed.returncode == 0 and "Training has finished" in followed.stderr, followed
-                wait_for(lambda: "agent: final flush done" in (project / "runs/quickstart/agent.log").read_text(), 60,
+                wait_for(lambda: "agent: final flush done" in (run_dir / "agent.log").read_text(), 60,
                          "the agent's final flush to the store")
+                log = (run_dir / "train.log").read_text()
+                assert "benchmark: micro-batch 8: step 20/20" in log and "overfit check: step 25/25" in log, log
             elif argv[0] == "launcher":
-                result = ok(launcher(project, *argv[1:]))
+                result = ok(launcher(project, *argv[1:], env=env))
                 if argv[1] == "status":
                     assert "finished" in result.stdout and "30 / 30" in result.stdout, result.stdout
+                    status = check_status_json(ok(launcher(project, "status", "--json", env=env)).stdout)
+                    assert status["phase"] == "finished" and status["exit_code"] == 0 and status["step"] == 30, status
+                    again_is_a_no_op(project, env)
                 elif argv[1] == "fetch-checkpoint":
                     assert "step 30" in result.stdout and "every sha256 verified" in result.stdout, result.stdout
                     verify_manifest(project / "checkpoints" / "quickstart" / "final", check_hashes=True)
+                elif argv[1] == "down":
+                    assert result.stdout.count("down:") == 1 and "nothing to stop" not in result.stdout, result.stdout
+                    assert "run 'quickstart' had already finished at step 30/30" in result.stdout, result.stdout
+                    assert "run stopped" not in result.stdout, result.stdout
             else:
                 assert argv[0] == "python", argv
                 evaluate(run_python, project, *argv[1:])
@@ -239,3 +292,15 @@ def test_quickstart_commands_from_the_readme(tmp_path: Path, run_python):
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert (project / "checkpoints" / "quickstart" / "final" / "eval.json").is_file()
     assert (store / "final" / MANIFEST_NAME).is_file()
+    assert list(store.glob("events.out.tfevents.*")), list(store.iterdir())  # TensorBoard's events, mirrored
+    assert [p for p in home.rglob("*")] == [], "the local box wrote outside the project"
+
+
+def again_is_a_no_op(project: Path, env: dict) -> None:
+    """`launcher run` on the finished run: says it is complete and how to train further, changes nothing."""
+    watched = [project / "runs/quickstart/status.json", project / "runs/quickstart/train.log", project / ".launcher/state.json"]
+    before = [p.read_bytes() for p in watched]
+    again = ok(launcher(project, "run", *QUICKSTART_SHORTER, env=env))
+    assert "is complete" in again.stdout and "train.max_steps" in again.stdout and "run.name" in again.stdout, again.stdout
+    assert "training started" not in again.stdout and "] cost" not in again.stdout, again.stdout
+    assert [p.read_bytes() for p in watched] == before

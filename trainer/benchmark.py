@@ -58,6 +58,7 @@ DEFAULT_MICRO_BATCH_CPU = 8
 # fitting: training also evaluates, samples and fragments memory over hours.
 CUDA_MEMORY_HEADROOM = 0.92
 BENCH_GRAD_ACCUM = 2  # see the module doc: the second micro-batch runs on top of held gradients
+PROGRESS_REPORTS = 5  # progress lines per timed loop
 
 
 # -- device and precision ------------------------------------------------------------------
@@ -188,12 +189,18 @@ def measure(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: int, de
     grad_accum = bench_grad_accum(train_cfg, micro_batch)
     runner = build_runner(model_cfg, train_cfg, micro_batch, device, compile_model, memory_guard, grad_accum)
     try:
-        for _ in range(warmup):
+        what = f"benchmark: micro-batch {micro_batch}"
+        t0 = time.perf_counter()
+        for done in range(1, warmup + 1):
             runner.step()
+            if warmup > 1 and _report_now(done, warmup):
+                progress_line(f"{what}: warm-up {done}/{warmup} ({time.perf_counter() - t0:.1f} s)")
         _synchronize(device)
         start = time.perf_counter()
-        for _ in range(steps):
+        for done in range(1, steps + 1):
             loss = runner.step()
+            if steps > 1 and _report_now(done, steps):
+                progress_line(f"{what}: step {done}/{steps} ({time.perf_counter() - start:.1f} s)")
         _synchronize(device)
         elapsed = time.perf_counter() - start
         peak, kind = peak_memory_bytes(device)
@@ -201,6 +208,16 @@ def measure(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: int, de
         return Measurement(micro_batch, tokens / elapsed, elapsed / steps, peak, kind, float(loss))
     finally:
         del runner
+
+
+def _report_now(done: int, total: int) -> bool:
+    """About PROGRESS_REPORTS lines per loop: a slow CPU takes minutes here, and the user should see it move."""
+    return done == total or done % max(1, total // PROGRESS_REPORTS) == 0
+
+
+def progress_line(text: str) -> None:
+    """One plain line on stdout (the launcher shows it and keeps it in train.log)."""
+    print(text, flush=True)
 
 
 def fits_with_headroom(device: torch.device, guard: Optional[MemoryGuard]) -> Optional[MemoryGuard]:

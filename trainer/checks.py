@@ -10,13 +10,16 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from trainer.config import OverfitCheckConfig
 from trainer.errors import UserError
 from trainer.precision import autocast
+
+
+PROGRESS_REPORTS = 10  # progress lines per overfit check
 
 
 class CheckFailed(UserError):
@@ -52,11 +55,14 @@ def overfit_microset(
     make_optimizer: Callable[[torch.nn.Module, float], torch.optim.Optimizer],
     autocast_dtype=None,
     log: Callable[[str], None] = print,
+    progress: Optional[Callable[[int, float], None]] = None,
 ) -> OverfitResult:
     """Train a deep copy of ``model`` on ``batch`` for ``check.steps`` steps at a constant ``lr``.
 
     Raises CheckFailed (a UserError) giving the initial and final loss when the loss does not
     fall below initial / ``check.min_drop_factor``. ``model`` itself is left untouched.
+    ``progress(steps_done, loss)`` is called about every tenth of the steps (a slow CPU takes
+    minutes here, and the user should see it move).
     """
     inputs, targets = batch
     probe = copy.deepcopy(model)
@@ -64,6 +70,7 @@ def overfit_microset(
     optimizer = make_optimizer(probe, lr)
     device = inputs.device
     initial = final = float("nan")
+    every = max(1, check.steps // PROGRESS_REPORTS)
     for step in range(check.steps):
         with autocast(device, autocast_dtype):
             _, loss = probe(inputs, targets)
@@ -83,6 +90,8 @@ def overfit_microset(
         if all(p.grad is None for p in probe.parameters()):
             raise CheckFailed(f"overfit check: backward produced no gradient for any parameter (initial loss {initial:.4f}). {_CAUSES}")
         optimizer.step()
+        if progress is not None and ((step + 1) % every == 0 or step + 1 == check.steps):
+            progress(step + 1, value)
     with torch.no_grad(), autocast(device, autocast_dtype):  # the loss after the last update
         final = probe(inputs, targets)[1].item()
     del probe, optimizer

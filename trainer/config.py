@@ -130,6 +130,8 @@ class TrainConfig(Config):
     sample_temperature: float = Field(0.0, ge=0, description="0 means greedy (deterministic); above 0 samples with the run seed.")
 
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="Sanity checks before the main loop.")
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"], description="Experiment trackers through accelerate: tensorboard (event files in the run folder) and/or wandb (key from WANDB_API_KEY, a secret); [] for none.")
+    cpu_threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; None picks the cores other processes leave free at start (trainer/cpu_threads.py).")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Hourly rate and the spending cap.")
     speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Throughput levers: compile mode, fused loss, SDPA GQA, bf16 parameters.")
 

@@ -10,9 +10,10 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from trainer.atomic import atomic_write_json
+from trainer.run_control import ENDED_STATES
 
 
 def _clean(value):
@@ -28,6 +29,9 @@ class RunLog:
         self.enabled = enabled
         self._log_file = None
         self._console = True
+        self.phase_name = "setup"  # status.json's "phase": what the run is doing now (docs/status-json.md)
+        self._status_fields: dict = {}
+        self.tracker_sink: Optional[Callable[[dict], None]] = None  # TensorBoard / W&B (trainer/trackers.py)
         if enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.run_dir / "train.log", "a", encoding="utf-8", buffering=1)
@@ -50,17 +54,37 @@ class RunLog:
             self._log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] error: {message}\n")
 
     def metrics(self, record: dict) -> None:
-        """One JSON object per line in metrics.jsonl (``type`` is "train" or "eval")."""
+        """One JSON object per line in metrics.jsonl (``type`` is "train" or "eval"); also to the trackers."""
         if not self.enabled:
             return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        if self.tracker_sink is not None:
+            self.tracker_sink(record)
 
     def status(self, state: str, **fields) -> None:
-        """Replace status.json (read by ``launcher status``) in one rename."""
+        """Replace status.json (read by ``launcher status``) in one rename. An ended state is also the phase."""
         if not self.enabled:
             return
-        record = {"state": state, **{k: _clean(v) for k, v in fields.items()}, "updated": time.time(), "pid": os.getpid()}
+        progress = None
+        if state in ENDED_STATES:
+            if state != "finished" and self.phase_name not in ENDED_STATES:
+                progress = f"{state} during {self.phase_name}"  # the phase it ended in stays readable
+            self.phase_name = state
+        self._status_fields = {k: _clean(v) for k, v in fields.items()}
+        self._state = state
+        self._write_status(progress)
+
+    def phase(self, name: str, progress: Optional[str] = None) -> None:
+        """Enter a phase (or report progress in it): status.json keeps the last figures, with the new phase."""
+        if not self.enabled:
+            return
+        self.phase_name = name
+        self._write_status(progress)
+
+    def _write_status(self, progress: Optional[str]) -> None:
+        record = {"state": getattr(self, "_state", "running"), "phase": self.phase_name, "progress": progress,
+                  **self._status_fields, "updated": time.time(), "pid": os.getpid()}
         atomic_write_json(self.run_dir / "status.json", record)
 
     def append_sample(self, text: str) -> None:

@@ -34,6 +34,7 @@ from trainer import checkpoint as ckpt
 from trainer.atomic import atomic_write_text
 from trainer.batches import TrainBatches, WindowSampler, check_data, read_data_meta
 from trainer.checks import overfit_microset
+from trainer.cpu_threads import apply_cpu_threads
 from trainer.cli_args import add_config_args, load_configs
 from trainer.config import ModelConfig, TrainConfig
 from trainer.errors import UserError, cli_main
@@ -44,6 +45,8 @@ from trainer.precision import autocast_dtype, device_name, enable_fast_matmul, p
 from trainer.run_control import StopSignals, lock_run_dir, share_main_result
 from trainer.schedule import CosineSchedule
 from trainer.stream_resume import describe_change, keep_stream
+from trainer.trackers import accelerator_kwargs as tracker_kwargs
+from trainer.trackers import finish_trackers, start_trackers
 from trainer.train_step import StepMonitor, TrainStep, compile_model, prepare_model
 from trainer.validation import evaluate, fixed_prompt_sample, format_eval, load_tokenizer, validation_sets
 
@@ -152,7 +155,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     from accelerate.utils import gather_object
 
     # Precision and compilation are this config's business, not accelerate's environment.
-    accelerator = Accelerator(mixed_precision="no", dynamo_backend="no")
+    threads_line = apply_cpu_threads(train_cfg.cpu_threads)  # before any torch work: a busy CPU must not collapse speed
+    accelerator = Accelerator(mixed_precision="no", dynamo_backend="no", **tracker_kwargs(train_cfg))
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
     run_dir = Path(train_cfg.runs_dir) / train_cfg.run_name
@@ -200,6 +204,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
 
     log.log(f"run {train_cfg.run_name}: {run_dir.resolve()} (pid {os.getpid()})")
     log.log(f"device {device_name(device)}, world size {world}, precision {amp_dtype or torch.float32}, compile {train_cfg.compile}")
+    log.log(threads_line)
     log.log(f"data {data_dir}: {data_facts['train_tokens']:,} train / {data_facts['val_tokens']:,} val tokens")
     log.log(
         f"batch: {plan.micro_batch_size} x {train_cfg.seq_len} tokens per micro-batch ({micro_source}), "
@@ -249,6 +254,17 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         np.random.seed(train_cfg.seed + rank)
         torch.manual_seed(train_cfg.seed + rank)
 
+    if resume_from is not None and start_step >= plan.max_steps:
+        # A finished run: rewriting status.json would lose its figures; say how to train further.
+        log.log(f"nothing to do: run {train_cfg.run_name} is already at step {start_step} of {plan.max_steps}; status.json "
+                "is left as it was. Train further with a larger train.max_steps / train.target_tokens, or a new train.run_name.")
+        log.close()
+        if lock is not None:
+            lock.close()
+        return "finished"
+
+    log.phase("setup")  # status.json says the trainer has started (the launcher's stages wrote "preparing")
+
     # 4. Overfit check on a fresh run (a resumed one passed it already).
     check = train_cfg.checks.overfit_microset
     if check.enabled and resume_from is None:
@@ -257,7 +273,12 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
             batch = WindowSampler(data_dir / "train.bin", check_seq, check.batch_size, train_cfg.seed, 0, model_cfg.vocab_size, device).get(0, 0)
             lr = check.lr if check.lr is not None else train_cfg.lr
             log.log(f"overfit check: {check.steps} steps on one batch of {check.batch_size}x{check_seq} tokens at lr {lr:g}")
-            overfit_microset(raw_model, batch, check, lr, make_optimizer, amp_dtype, log.log)
+            log.phase("overfit-check", f"0/{check.steps} steps")
+
+            def progress(done: int, loss: float) -> None:
+                log.log(f"overfit check: step {done}/{check.steps}, loss {loss:.4f}")
+                log.phase("overfit-check", f"{done}/{check.steps} steps, loss {loss:.4f}")
+            overfit_microset(raw_model, batch, check, lr, make_optimizer, amp_dtype, log.log, progress=progress)
         try:
             share_main_result(accelerator, run_check)
         except UserError as exc:
@@ -267,6 +288,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
             raise
 
     # 5. Fit.
+    if is_main:
+        log.tracker_sink = start_trackers(accelerator, train_cfg, resolved, log.log)
     ddp_model, optimizer = accelerator.prepare(raw_model, optimizer)  # DDP-wrapped when world > 1
     model = ddp_model
     if train_cfg.compile:
@@ -322,9 +345,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         state = snapshot()  # a collective: every rank takes part
         if is_main:
             t0 = time.time()
+            log.phase("checkpoint", str(folder))
             ckpt.save_checkpoint(folder, raw_model, optimizer, state, resolved)
             removed = ckpt.prune_checkpoints(run_dir, train_cfg.keep_last)
             log.log(f"{what} checkpoint: {folder} ({time.time() - t0:.1f} s)" + (f"; removed {len(removed)} old" if removed else ""))
+            log.phase("training")
         accelerator.wait_for_everyone()
 
     def status(state_name: str) -> None:
@@ -337,6 +362,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     try:
         if step >= plan.max_steps:
             log.log(f"nothing to do: already at step {step} of {plan.max_steps}")
+        log.phase_name = "training"
         status("running")
         if is_main:
             ckpt.prune_checkpoints(run_dir, train_cfg.keep_last)  # leftovers of a killed write
@@ -397,11 +423,13 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
 
             if step % train_cfg.eval_interval == 0 or step == plan.max_steps:
                 t_eval = time.time()
+                log.phase("eval")
                 last_eval = evaluate(model, val_sets, train_cfg, plan.micro_batch_size, accelerator, amp_dtype, model_cfg.vocab_size)
                 last_val = last_eval["mix"]["loss"]
                 log.metrics({"type": "eval", "step": step, "tokens_seen": tokens_seen, "val_loss": last_val, "val_bpb": last_eval["mix"]["bpb"],
                              "val_sources": {k: v for k, v in last_eval.items() if k != "mix"}, "elapsed_s": elapsed(), "time": time.time()})
                 log.log(f"eval step {step}: {format_eval(last_eval)} ({time.time() - t_eval:.1f} s)")
+                log.phase("training")
                 log.plot_loss_curve()
                 if tokenizer is not None:
                     text = fixed_prompt_sample(raw_model, tokenizer, train_cfg, device, amp_dtype, step)
@@ -441,6 +469,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         raise
     finally:
         signals.restore()
+        finish_trackers(accelerator)  # flushes and closes the event files / the W&B run
         log.close()
         if lock is not None:
             lock.close()

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 import click
-from rich.console import Console
-
 from launcher import tmux_job
 from launcher.box import BoxUnreachable, ConnectionLost
-from launcher.commands.stop import stop_training
-from launcher.stages import SECRETS_PATH
+from launcher.commands.status import training_state
+from launcher.commands.stop import at_step, stop_training
+from launcher.console import make_console
+from launcher.stages import secrets_path
 from launcher.state import box_for_command, clear_state, load_command_context, run_name
 
 
@@ -29,7 +29,7 @@ def command(config_path: Optional[str], timeout: float) -> None:
     """Stop the run, release the box (a rented one stops billing) and forget it."""
     root = Path.cwd()
     config, _, state = load_command_context(root, config_path, teardown=True)
-    console = Console()
+    console = make_console()
     instance = state.get("instance")
     if not state.get("box") and not instance:
         clear_state(root)
@@ -38,27 +38,44 @@ def command(config_path: Optional[str], timeout: float) -> None:
     name = run_name(config, state)
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
     box = box_for_command(config, state, root)
+    account: list[str] = []  # what down did, in order, printed once at the end
     try:
         if state.get("run"):
-            stop_training(box, name, multiplexer, console, timeout)
+            data = stop_training(box, name, multiplexer, console, timeout)
             tmux_job.kill(box, tmux_job.session_name(name), multiplexer)
-        if box.kind != "local":
-            box.run(f"rm -f {SECRETS_PATH}", check=False, timeout=30, cwd=False)
-            console.print(f"removed the secrets file {SECRETS_PATH} from {box.label}")
+            account.append(_run_account(name, data))
+        else:
+            account.append("no run was started on it")
+        path = secrets_path(box)
+        removed = box.run(f"test -f {path} && rm -f {path}", check=False, timeout=30, cwd=box.kind == "local").ok
+        account.append(f"removed the secrets file {path}" if removed else "no secrets file was on it")
     except (BoxUnreachable, ConnectionLost) as exc:
         console.print(f"[yellow]{exc}[/yellow]", highlight=False)
-        if not instance:
-            console.print("[yellow]the box could not be reached to stop training; the local state is cleared anyway."
-                          "[/yellow]")
+        account.append("the box could not be reached, so training (if any) was not stopped and its secrets file was "
+                       "not removed")
     finally:
         box.close()
     if instance and instance.get("provider") in ("runpod", "vastai"):
         import launcher.providers as providers
 
-        name = providers.PROVIDER_NAMES[instance["provider"]]
-        console.print(f"terminating {name} instance {instance['id']} (through {instance.get('api_base') or 'its default API'}) ...")
+        provider_name = providers.PROVIDER_NAMES[instance["provider"]]
+        console.print(f"terminating {provider_name} instance {instance['id']} (through {instance.get('api_base') or 'its default API'}) ...")
         providers.terminate_recorded(instance, config)  # raises with the manual command if it cannot confirm
-        console.print(f"[green]{name} confirmed instance {instance['id']} is gone: billing stopped.[/green]")
+        account.append(f"{provider_name} confirmed instance {instance['id']} is gone: billing stopped")
+    elif box.kind == "local":
+        account.append("this machine needs no releasing")
+    else:
+        account.append(f"{box.label} itself keeps running (it is yours)")
     clear_state(root)
-    what = "the box is released" if instance else f"{box.label} itself keeps running (it is yours)"
-    console.print(f"down: run stopped, local state cleared; {what}.", highlight=False)
+    console.print(f"down: {'; '.join(account)}; local state cleared.", highlight=False)
+
+
+def _run_account(name: str, data: dict) -> str:
+    status = data.get("status") or {}
+    run_state = training_state(data["status"], data["session_alive"])
+    if data.get("stop_sent"):
+        return f"training was stopped: run {name!r} {run_state}{at_step(status)}"
+    if run_state == "not started":
+        return f"run {name!r} had not started"
+    return f"run {name!r} had already {run_state}{at_step(status)}" if run_state in ("finished", "stopped", "failed") \
+        else f"run {name!r} was {run_state}{at_step(status)}"

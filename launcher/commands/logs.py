@@ -2,11 +2,11 @@
 
 ``--follow`` streams until Ctrl-C (training keeps running, and the command says so, or says that
 it has already ended) and reconnects by itself when the connection drops, without losing or
-repeating a line (log_follow.py). When the box cannot be reached, the stored copy is shown.
+repeating a line (log_follow.py). When the box cannot be reached, the stored copy is shown. On a
+run that never started there is nothing to follow, and it says so instead of waiting.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -16,6 +16,7 @@ import click
 
 from launcher import tmux_job
 from launcher.box import BoxUnreachable, ConnectionLost
+from launcher.commands.status import read_run, training_state
 from launcher.log_follow import LogFollower
 from launcher.state import box_for_command, load_command_context, run_name
 
@@ -53,14 +54,29 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
             sys.exit(1)
         _stdout("".join(text.splitlines(keepends=True)[-lines:] if lines else []))
         return
+    multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
+    hint = f" --config {config_path}" if config_path else ""
     if not follow:
         result = box.run(f"test -f {shlex.quote(path)} && tail -n {lines} {shlex.quote(path)}", check=False, timeout=60)
-        box.close()
         if not result.ok:
-            _stderr(f"no {path} on {box.label} yet: has `launcher run` started training? (`launcher status` shows the run)")
+            run_state = training_state(read_run(box, name, multiplexer)["status"], False)
+            box.close()
+            _stderr(f"no {path} on {box.label}: run {name!r} is {run_state}" + _next_step(run_state, hint))
             sys.exit(1)
+        box.close()
         _stdout(result.stdout)
         return
+    log_exists = box.run(f"test -f {shlex.quote(path)}", check=False, timeout=60).ok
+    if not log_exists:
+        data = read_run(box, name, multiplexer)
+        run_state = training_state(data["status"], data["session_alive"])
+        if run_state == "not started":
+            box.close()
+            _stderr(f"run {name!r} has not started on {box.label}: there is no {path} to follow. "
+                    f"Start it with `launcher run{hint}`.")
+            sys.exit(1)
+        phase = (data["status"] or {}).get("phase")
+        _stderr(f"logs: run {name!r} is {run_state}{f' (phase {phase})' if phase else ''}; waiting for {path} to appear ...")
 
     first = [box]
 
@@ -77,26 +93,35 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
         follower.start_at_last(lines)
         follower.follow()
     except KeyboardInterrupt:
-        ended = _ended_state(config, state, root, name)
-        if ended:
-            _stderr(f"\nstopped following. Training has {ended} on {box.label}: `launcher status` for the result, "
-                    "`launcher fetch-checkpoint` for the checkpoint.")
-        else:
-            _stderr(f"\nstopped following. Training keeps running on {box.label} in tmux session {session!r}: "
-                    "`launcher status` for progress, `launcher stop` to stop it.")
+        _stderr("\nstopped following. " + _where_it_stands(config, state, root, name, multiplexer, session, hint))
     finally:
         follower.close()
 
 
-def _ended_state(config, state: dict, root: Path, name: str) -> Optional[str]:
-    """"finished", "failed" or "stopped" when the run's status.json on the box says so; None when running or unknown."""
+def _next_step(run_state: str, hint: str) -> str:
+    if run_state == "not started":
+        return f": start it with `launcher run{hint}`."
+    if run_state in ("starting", "preparing"):
+        return f"; its log appears once training starts (`launcher status{hint}` shows the phase)."
+    return f" (`launcher status{hint}` shows the run)."
+
+
+def _where_it_stands(config, state: dict, root: Path, name: str, multiplexer: str, session: str, hint: str) -> str:
+    """What is true of the run now that the user stopped watching: never a session that is not there."""
     try:
         box = box_for_command(config, state, root)
         try:
-            status = json.loads(box.get_file(f"runs/{name}/status.json") or b"{}")
+            data = read_run(box, name, multiplexer)
+            label = box.label
         finally:
             box.close()
-    except Exception:  # unreachable or unreadable: the message for a running job is the safe one
-        return None
-    value = status.get("state") if isinstance(status, dict) else None
-    return value if value in ("finished", "failed", "stopped") else None
+    except Exception as exc:  # noqa: BLE001 - unreachable or unreadable: say exactly that
+        return f"Could not check the run on the box ({str(exc).splitlines()[0]}); `launcher status{hint}` tries again."
+    run_state = training_state(data["status"], data["session_alive"])
+    if run_state in ("finished", "failed", "stopped"):
+        return (f"Training has {run_state} on {label}: `launcher status{hint}` for the result, "
+                f"`launcher fetch-checkpoint{hint}` for the checkpoint.")
+    if data["session_alive"]:
+        return (f"Training keeps running on {label} in {multiplexer} session {session!r}: `launcher status{hint}` for "
+                f"progress, `launcher stop{hint}` to stop it.")
+    return f"Run {name!r} is {run_state} on {label}; `launcher status{hint}` shows it."

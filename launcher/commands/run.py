@@ -1,7 +1,9 @@
 """``launcher run``: sync, setup, tokenizer, data, benchmark, cost gate, then training in tmux.
 
 Each stage prints its status and is skipped when its output is already valid (stages.py).
-``--dry-run`` prints every command it would run and changes nothing (no connection is made).
+``--dry-run`` prints every command it would run and which stages are up to date (it only reads
+the box), and changes nothing. On a run that has finished all it was asked for, nothing runs:
+it says so and how to train further.
 """
 from __future__ import annotations
 
@@ -10,11 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 import click
-from rich.console import Console
-
 from launcher.box import box_spec, open_box
+from launcher.console import make_console
 from launcher.config import LauncherConfig
-from launcher.stages import RunContext, build_stages, run_stages
+from launcher.stages import RunContext, build_stages, finished_run, run_stages
 from launcher.state import load_command_context, update_state
 from trainer.config import SECTIONS, ModelConfig
 from trainer.configlib import load_config
@@ -47,7 +48,7 @@ def validate_run(config: LauncherConfig, config_path: Optional[str], root: Path)
 @click.command("run")
 @click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one, else configs/quickstart.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a launcher config key (box., run., storage., budget., agent.).")
-@click.option("--dry-run", is_flag=True, help="Print every command it would run; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print every command it would run and which stages are up to date; change nothing.")
 @click.option("--resume", is_flag=True, help="Restore the run from the store first, and resume training from its latest checkpoint.")
 @click.option("--allow-over-budget", is_flag=True, help="Train even when the projected cost is over budget.max_cost.")
 def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: bool, resume: bool, allow_over_budget: bool) -> None:
@@ -55,7 +56,7 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
     root = Path.cwd()
     config, config_path, state = load_command_context(root, config_path, overrides)
     validate_run(config, config_path, root)
-    console = Console()
+    console = make_console()
     instance = state.get("instance") if config.box.kind in ("runpod", "vastai") else None
     if config.box.kind in ("runpod", "vastai") and not instance:
         raise UserError(f"no {config.box.kind} box is recorded for this project; rent one with "
@@ -68,12 +69,24 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
                      instance_id=instance.get("id") if instance else None)
     stages = build_stages(ctx)
     if dry_run:
-        run_stages(ctx, stages, dry_run=True)
+        ctx.probe_box = box.kind == "local" or bool(state.get("box"))
+        try:
+            complete = finished_run(ctx) if ctx.probe_box else None
+            if complete:
+                console.print(f"dry run: {complete}", highlight=False)
+                return
+            run_stages(ctx, stages, dry_run=True)
+        finally:
+            box.close()
         return
     from launcher import tmux_job
 
     try:
         ctx.multiplexer = tmux_job.detect_multiplexer(box)  # also the first connection: unreachable -> clear error
+        complete = finished_run(ctx)
+        if complete:  # before anything is written: the state, status.json and train.log stay as they are
+            console.print(complete, highlight=False)
+            return
         update_state(root, config_path=config_path, box=spec, instance=instance,
                      run={"name": ctx.run_name, "tmux_session": ctx.session, "multiplexer": ctx.multiplexer,
                           "started_at": None})
@@ -87,6 +100,17 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
     console.print(
         f"[green]training started[/green] on {box.label} in {ctx.multiplexer} session {ctx.session!r}.\n"
         f"  follow:  launcher logs --follow{hint}\n  status:  launcher status{hint}\n"
-        f"  attach:  {tmux_job.attach_hint(ctx.session, ctx.multiplexer)}\n  stop:    launcher stop{hint}",
+        f"  attach:  {tmux_job.attach_hint(ctx.session, ctx.multiplexer)}\n  stop:    launcher stop{hint}"
+        + tensorboard_hint(ctx),
         highlight=False,
     )
+
+
+def tensorboard_hint(ctx: RunContext) -> str:
+    """The line that opens the run in TensorBoard, when the run logs to it (train.trackers)."""
+    if "tensorboard" not in ctx.train_config().trackers:
+        return ""
+    if ctx.box.kind == "local":
+        return f"\n  tensorboard:  tensorboard --logdir {ctx.run_dir}"
+    return (f"\n  tensorboard:  tensorboard --logdir {ctx.run_dir}  (on the box, e.g. through `launcher ssh`; the event "
+            f"files are also mirrored to the store under {ctx.run_name}/)")

@@ -1,8 +1,10 @@
 """``launcher status``: box, run, training state, step, loss, val loss, tokens/s, ETA, $ spent / projected.
 
-Reads runs/NAME/status.json and cost.json on the box (written by the trainer) and asks tmux
-whether the session is alive: status.json saying "running" with no session left is reported as
-"failed (process gone)". When the box cannot be reached, the stored copy is read instead.
+Reads runs/NAME/status.json and cost.json on the box (written by the launcher's stages and the
+trainer) and asks tmux whether the session is alive: status.json saying "running" with no session
+left is reported as "failed (process gone)". When the box cannot be reached, the stored copy is
+read instead. ``--json`` prints one object whose fields and types are STATUS_FIELDS, documented
+in docs/status-json.md.
 """
 from __future__ import annotations
 
@@ -17,9 +19,57 @@ from rich.table import Table
 
 from launcher import tmux_job
 from launcher.box import Box, BoxUnreachable, ConnectionLost
+from launcher.console import make_console
 from launcher.state import box_for_command, load_command_context, run_name
+from trainer.run_control import ENDED_STATES as END_STATES
+from trainer.run_control import TRAINER_STARTING
 
-END_STATES = ("finished", "failed", "stopped")
+# `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
+STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "run": (("string",), "the run's name (runs/<run>/ on the box, <run>/ in the store)"),
+    "box": (("string",), "where the run is: the box's label, with \"(unreachable)\" when the store's copy was read"),
+    "instance": (("object", "null"), "the rented instance (provider, id, state, hourly_price, ...); null for a box you own"),
+    "source": (("string",), "\"box\", or \"store (<url>)\" when the box could not be reached"),
+    "state": (("string",), "not started, starting, preparing, running, finished, failed, stopped, or failed (process gone); "
+                           "\" (stored copy)\" is appended when read from the store"),
+    "phase": (("string", "null"), "what the run is doing: setup, restore, tokenizer, data, benchmark, cost, overfit-check, "
+                                  "training, eval, checkpoint, or the ended state (finished, failed, stopped); null before any"),
+    "progress": (("string", "null"), "progress within the phase (\"12/25 steps, loss 3.1\") or the phase a failed run "
+                                     "ended in (\"failed during overfit-check\")"),
+    "session_alive": (("boolean",), "whether the run's tmux session is running on the box"),
+    "step": (("integer", "null"), "optimizer steps done"),
+    "max_steps": (("integer", "null"), "optimizer steps the run is planned for"),
+    "tokens_seen": (("integer", "null"), "training tokens consumed"),
+    "loss": (("number", "null"), "training loss at the last logged step"),
+    "val_loss": (("number", "null"), "validation loss at the last eval"),
+    "tokens_per_sec": (("number", "null"), "training throughput over the last log interval"),
+    "elapsed_s": (("number", "null"), "seconds of training (summed over resumes)"),
+    "eta_s": (("number", "null"), "seconds left at the current speed, while running"),
+    "hourly_rate": (("number", "null"), "$/hour of the box (the provider's live price for a rented one)"),
+    "cost_spent": (("number", "null"), "$ spent so far by training"),
+    "cost_projected": (("number", "null"), "$ the cost gate projected for the whole run (cost.json)"),
+    "max_cost": (("number", "null"), "budget.max_cost in $"),
+    "updated": (("number", "null"), "Unix time status.json was last written"),
+    "age_s": (("number", "null"), "seconds since status.json was last written"),
+    "exit_code": (("integer", "null"), "the trainer's exit code once it has exited (0: success); null while it runs"),
+    "stderr_tail": (("string", "null"), "the last lines the trainer wrote to stderr, when it failed or never started"),
+}
+_CASTS = {"integer": int, "number": float, "string": str, "boolean": bool}
+
+
+def typed(summary: dict) -> dict:
+    """The summary with each field of its documented JSON type: integers as integers, never "0"."""
+    out = {}
+    for name, (types, _) in STATUS_FIELDS.items():
+        value = summary.get(name)
+        if value is None or (types[0] == "object" and isinstance(value, dict)):
+            out[name] = value
+            continue
+        try:
+            out[name] = _CASTS[types[0]](value)
+        except (TypeError, ValueError):
+            out[name] = None
+    return out
 
 
 def _json(data: Optional[bytes | str]) -> Optional[dict]:
@@ -32,12 +82,16 @@ def _json(data: Optional[bytes | str]) -> Optional[dict]:
     return value if isinstance(value, dict) else None
 
 
-def training_state(status: Optional[dict], session_alive: bool) -> str:
+def training_state(status: Optional[dict], session_alive: bool, exit_code: Optional[int] = None) -> str:
     state = (status or {}).get("state")
+    if state == "preparing" and not session_alive and exit_code is not None and (status or {}).get("progress") == TRAINER_STARTING:
+        return f"failed (the trainer exited with code {exit_code} before it started)"
     if state is None:
         return "starting" if session_alive else "not started"
     if state == "running" and not session_alive:
         return "failed (process gone)"
+    if state == "preparing" and session_alive:
+        return "starting"  # the launcher started the trainer, which has not written status.json yet
     return str(state)
 
 
@@ -60,12 +114,13 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     status = _json(box.get_file(f"{rd}/status.json"))
     cost = _json(box.get_file(f"{rd}/cost.json"))
     alive = tmux_job.has(box, tmux_job.session_name(name), multiplexer)
-    exit_code = (box.get_file(f"{rd}/train.exit") or b"").decode().strip()
+    exit_text = (box.get_file(f"{rd}/train.exit") or b"").decode().strip()
+    exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
     stderr_tail = ""
-    if status is None or training_state(status, alive).startswith("failed"):
+    if status is None or training_state(status, alive, exit_code).startswith("failed"):
         err = box.get_file(f"{rd}/train.stderr") or b""
         stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
-    return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code or None,
+    return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code,
             "stderr_tail": stderr_tail, "source": "box"}
 
 
@@ -81,7 +136,7 @@ def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], r
     status = data.get("status") or {}
     cost = data.get("cost") or {}
     if data["source"] == "box":
-        state = training_state(data.get("status"), data["session_alive"])
+        state = training_state(data.get("status"), data["session_alive"], data.get("exit_code"))
     else:
         state = str(status.get("state") or "unknown") + " (stored copy)"
     eta = eta_seconds(status) if status else None
@@ -92,6 +147,8 @@ def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], r
         "run": name,
         "source": data["source"],
         "state": state,
+        "phase": status.get("phase"),
+        "progress": status.get("progress"),
         "session_alive": data["session_alive"],
         "step": status.get("step"),
         "max_steps": status.get("max_steps"),
@@ -136,8 +193,11 @@ def render(summary: dict) -> Table:
     table.add_row("box", summary["box"] + (f" ({summary['instance'].get('provider')} {summary['instance'].get('id')}, "
                                            f"{summary['instance'].get('state')})" if summary.get("instance") else ""))
     table.add_row("read from", summary["source"])
-    style = {"running": "green", "finished": "green", "stopped": "yellow"}.get(summary["state"], "red")
+    style = {"running": "green", "finished": "green", "stopped": "yellow", "preparing": "cyan", "starting": "cyan",
+             "not started": "yellow"}.get(summary["state"], "red")
     table.add_row("state", f"[{style}]{summary['state']}[/{style}]")
+    if summary.get("phase"):
+        table.add_row("phase", summary["phase"] + (f": {summary['progress']}" if summary.get("progress") else ""))
     step = summary["step"]
     table.add_row("step", f"{_fmt(step)} / {_fmt(summary['max_steps'])}")
     table.add_row("loss", _fmt(summary["loss"], ".4f"))
@@ -198,9 +258,9 @@ def command(config_path: Optional[str], as_json: bool) -> None:
     """Box, run, training state, step, loss, tokens/s, ETA and money."""
     root = Path.cwd()
     config, config_path, state = load_command_context(root, config_path)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     summary = collect(config, state, root, console)
     if as_json:
-        click.echo(json.dumps(summary, sort_keys=True))
+        click.echo(json.dumps(typed(summary), sort_keys=True))
     else:
-        Console().print(render(summary))
+        make_console().print(render(summary))

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from launcher import tmux_job
 from launcher.box import Box
+from launcher.console import make_console
 from launcher.commands.status import END_STATES, read_run, training_state
 from launcher.state import box_for_command, load_command_context, run_name
 from trainer.errors import UserError
@@ -24,14 +25,15 @@ from trainer.errors import UserError
 AGENT_GRACE_S = 20.0
 
 
-def stop_training(box: Box, name: str, multiplexer: str, console: Console, timeout: float) -> dict:
-    """Stop the run's training; returns the last read_run() dict. Raises UserError on timeout."""
+def stop_training(box: Box, name: str, multiplexer: str, console: Optional[Console], timeout: float) -> dict:
+    """Stop the run's training; returns the last read_run() dict, with "stop_sent" saying whether there
+    was anything to stop. Raises UserError on timeout. ``console`` None: say nothing (the caller reports)."""
+    console = console or Console(quiet=True)
     session = tmux_job.session_name(name)
     data = read_run(box, name, multiplexer)
     state = training_state(data["status"], data["session_alive"])
     if not data["session_alive"] and state != "running":
-        console.print(f"nothing to stop: run {name!r} on {box.label} is {state}.")
-        return data
+        return {**data, "stop_sent": False}
     if data["session_alive"]:
         tmux_job.interrupt(box, session, "train", multiplexer)
         console.print(f"sent Ctrl-C to the trainer in {multiplexer} session {session!r} on {box.label}; waiting for its "
@@ -48,7 +50,7 @@ def stop_training(box: Box, name: str, multiplexer: str, console: Console, timeo
         time.sleep(1.0)
         data = read_run(box, name, multiplexer)
         if not data["session_alive"]:  # the trainer and the agent (after its final flush) have exited
-            return data
+            return {**data, "stop_sent": True}
         state = (data["status"] or {}).get("state")
         trainer_gone = multiplexer == "tmux" and "train" not in tmux_job.windows(box, session, multiplexer)
         if (state in END_STATES or trainer_gone) and ended_at is None:
@@ -76,13 +78,35 @@ def command(config_path: Optional[str], timeout: float) -> None:
     config, _, state = load_command_context(root, config_path)
     name = run_name(config, state)
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
-    console = Console()
+    console = make_console()
     box = box_for_command(config, state, root)
     try:
         data = stop_training(box, name, multiplexer, console, timeout)
+        label = box.label
     finally:
         box.close()
+    console.print(stop_account(name, label, data), highlight=False)
+
+
+def stop_account(name: str, label: str, data: dict) -> str:
+    """One true sentence about the run after a stop: what was stopped, or why nothing was."""
     status = data.get("status") or {}
-    console.print(f"run {name!r}: {training_state(data['status'], data['session_alive'])} at step {status.get('step')}, "
-                  f"loss {status.get('loss')}. The box is still up: `launcher run --resume` continues, `launcher down` "
-                  "releases it.", highlight=False)
+    run_state = training_state(data["status"], data["session_alive"])
+    at = at_step(status)
+    if not data.get("stop_sent"):
+        if run_state == "not started":
+            return f"nothing to stop: run {name!r} has not started on {label}; `launcher run` starts it."
+        if run_state == "finished":
+            return f"nothing to stop: run {name!r} already finished{at} on {label}."
+        return f"nothing to stop: run {name!r} on {label} is {run_state}{at}."
+    return (f"run {name!r} {run_state}{at} on {label}. The box is still up: `launcher run` continues from the "
+            "checkpoint, `launcher down` releases it.")
+
+
+def at_step(status: dict) -> str:
+    """" at step 40/200 (loss 3.2100)", or "" when the run has no step yet: never "None"."""
+    step, max_steps, loss = status.get("step"), status.get("max_steps"), status.get("loss")
+    if not isinstance(step, int):
+        return ""
+    text = f" at step {step}" + (f"/{max_steps}" if isinstance(max_steps, int) else "")
+    return text + (f" (loss {loss:.4f})" if isinstance(loss, (int, float)) else "")
