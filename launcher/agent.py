@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Optional
 
 from launcher.store import PREPARED, RichProgress, Store, StoreError, TransferProgress, checkpoint_rel, human_bytes, open_store
-from trainer.atomic import atomic_write_bytes
-from trainer.errors import UserError, cli_main
-from trainer.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
+from runcontract.atomic import atomic_write_bytes
+from runcontract.errors import UserError, cli_main
+from runcontract.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
 
 log = logging.getLogger("launcher.agent")
 
@@ -76,8 +76,8 @@ def store_config_json(config, run_name: str, instance_id: Optional[str]) -> str:
 
 def load_store_config(path: Path) -> dict:
     from launcher.config import AgentConfig, StorageConfig
-    from trainer.config import BudgetConfig
-    from trainer.configlib import validate
+    from runcontract.config import BudgetConfig
+    from runcontract.configlib import validate
 
     try:
         data = json.loads(Path(path).read_text())

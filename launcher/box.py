@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 LAUNCHERIGNORE = ".launcherignore"
 

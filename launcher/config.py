@@ -12,8 +12,8 @@ from typing import Iterable, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from trainer.config import BudgetConfig
-from trainer.configlib import Config, apply_overrides, read_yaml, validate
+from runcontract.config import BudgetConfig
+from runcontract.configlib import Config, apply_overrides, read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
 LAUNCHER_SECTIONS = ("box", "run", "storage", "budget", "agent")

@@ -16,8 +16,8 @@ import shlex
 from pathlib import Path
 from typing import Mapping, Optional
 
-from trainer.atomic import atomic_write_text
-from trainer.errors import UserError
+from runcontract.atomic import atomic_write_text
+from runcontract.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRETS_PATH = "~/.llm-box/secrets.env"  # on the box

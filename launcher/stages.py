@@ -31,8 +31,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
 from launcher.tmux_job import Window, session_name
-from trainer.errors import UserError
-from trainer.run_control import TRAINER_STARTING
+from runcontract.errors import UserError
+from runcontract.run_folder import TRAINER_STARTING
 
 STAMP_DIR = ".launcher/stamps"
 SECRETS_PATH = "~/.llm-box/secrets.env"  # on a remote box; the local box keeps it in the project
@@ -109,8 +109,8 @@ class RunContext:
 
     def train_config(self):
         """The trainer's TrainConfig as this run resolves it (train_config file + run.set): no torch needed."""
-        from trainer.config import SECTIONS, TrainConfig
-        from trainer.configlib import load_config
+        from runcontract.config import SECTIONS, TrainConfig
+        from runcontract.configlib import load_config
 
         run = self.config.run
         return load_config(TrainConfig, self.project_root / run.train_config_path, run.overrides, "train", SECTIONS)
@@ -606,7 +606,7 @@ def write_launcher_phase(ctx: RunContext, stage: str, state: str = "preparing", 
     previous run left there. Only the stages that prepare a run are phases; the trainer takes over after."""
     import json
 
-    from trainer.run_control import LAUNCHER_PHASES
+    from runcontract.run_folder import LAUNCHER_PHASES
 
     if stage not in LAUNCHER_PHASES:
         return

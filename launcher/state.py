@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.atomic import atomic_write_json
-from trainer.errors import UserError
+from runcontract.atomic import atomic_write_json
+from runcontract.errors import UserError
 
 STATE_DIR = ".launcher"
 STATE_NAME = "state.json"

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from trainer.errors import UserError
-from trainer.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_manifest
+from runcontract.errors import UserError
+from runcontract.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_manifest
 
 PREPARED = "_prepared"  # <run>/_prepared/tokenizer, <run>/_prepared/data
 _STEP_RE = re.compile(r"^step_(\d+)$")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from launcher.store import CheckpointInfo, Store, checkpoint_rel
-from trainer.manifest import MANIFEST_NAME
+from runcontract.manifest import MANIFEST_NAME
 
 
 @dataclass

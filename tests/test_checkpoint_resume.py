@@ -11,8 +11,8 @@ import yaml
 from safetensors.torch import load_file
 
 from trainer import checkpoint as ckpt
-from trainer.config import ModelConfig
-from trainer.errors import UserError
+from runcontract.config import ModelConfig
+from runcontract.errors import UserError
 from trainer.model import Transformer
 from trainer.train import main
 

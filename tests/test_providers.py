@@ -25,7 +25,7 @@ from launcher.providers.http_client import JsonHttpClient, _retry_after_seconds
 from launcher.providers.runpod import RunpodProvider
 from launcher.providers.vastai import VastaiProvider
 from tests.fake_providers import API_KEY, FakeRunPod, FakeServer, FakeVast, Recorded, Reply, validate_pod_create
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKeyForTheLauncher test@laptop"
 FAST = {"backoff": 0.001, "max_backoff": 0.01, "max_attempts": 4, "timeout": 5}

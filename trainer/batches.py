@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 TOKEN_DTYPE = np.uint16
 _RANDOM_STREAM = 0x5A3  # seeds sampling with replacement apart from the epoch permutations

@@ -35,10 +35,10 @@ from typing import Callable, Optional, TypeVar
 
 import torch
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import ModelConfig, TrainConfig
-from trainer.errors import UserError, cli_main
+from runcontract.config import ModelConfig, TrainConfig
+from runcontract.errors import UserError, cli_main
 from trainer.gpu_specs import mfu as compute_mfu
 from trainer.gpu_specs import peak_bf16_flops
 from trainer.precision import autocast_dtype

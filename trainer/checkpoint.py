@@ -12,7 +12,7 @@ Layout of ``runs/<name>/checkpoints/step_NNNNNN/`` and ``runs/<name>/final/``:
     trainer_state.json   step, tokens seen, elapsed seconds, cost spent, val loss
     manifest.json        sizes + sha256 of all of the above, written last
 
-The folder is built under a temporary name and renamed into place (trainer.atomic.atomic_dir),
+The folder is built under a temporary name and renamed into place (runcontract.atomic.atomic_dir),
 so a folder with the final name is always whole; one without a valid manifest is never resumed.
 """
 from __future__ import annotations
@@ -31,11 +31,11 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from trainer.atomic import atomic_dir
-from trainer.config import ModelConfig
-from trainer.configlib import validate
-from trainer.errors import UserError
-from trainer.manifest import MANIFEST_NAME, ManifestError, is_complete, read_manifest, verify_manifest
+from runcontract.atomic import atomic_dir
+from runcontract.config import ModelConfig
+from runcontract.configlib import validate
+from runcontract.errors import UserError
+from runcontract.manifest import MANIFEST_NAME, ManifestError, is_complete, read_manifest, verify_manifest
 
 CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
@@ -122,7 +122,7 @@ def save_checkpoint(
             "val_scores": state.val_scores,
         }
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
-        from trainer.manifest import write_manifest  # last: it hashes everything above
+        from runcontract.manifest import write_manifest  # last: it hashes everything above
 
         write_manifest(tmp, meta={"step": state.step, "tokens_seen": state.tokens_seen, "val_loss": state.val_loss})
     return folder

@@ -29,11 +29,11 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import DataMixConfig
-from trainer.errors import UserError, cli_main
-from trainer.manifest import sha256_file
+from runcontract.config import DataMixConfig
+from runcontract.errors import UserError, cli_main
+from runcontract.manifest import sha256_file
 from trainer.tokenizer import tokenizer_info
 
 META_NAME = "data_meta.json"

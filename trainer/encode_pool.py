@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 _processor = None  # the worker process's model
 

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import yaml
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.batches import read_data_meta, validation_starts
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
-from trainer.errors import UserError, cli_main
+from runcontract.errors import UserError, cli_main
 
 log = logging.getLogger("trainer.eval")
 
@@ -196,7 +196,7 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
         source_starts = pick_windows(len(source_tokens), seq_len, eval_tokens, seed)
         sources[name] = {**score(model, source_tokens, source_starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id),
                          "windows": int(len(source_starts))}
-    from trainer.manifest import read_manifest
+    from runcontract.manifest import read_manifest
 
     meta = read_manifest(checkpoint).meta
     result.update({

@@ -25,8 +25,8 @@ from typing import Optional
 
 import torch
 
-from trainer.atomic import atomic_dir
-from trainer.errors import UserError, cli_main
+from runcontract.atomic import atomic_dir
+from runcontract.errors import UserError, cli_main
 
 log = logging.getLogger("trainer.export")
 
@@ -105,7 +105,7 @@ def export_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, out_d
     tokenizer = build_hf_tokenizer(tokenizer_model, special["bos_id"], special["eos_id"], add_bos=special["add_bos"], pad_id=special["pad_id"])
     tokenizer.model_max_length = cfg.max_seq_len
 
-    from trainer.manifest import read_manifest
+    from runcontract.manifest import read_manifest
 
     meta = read_manifest(checkpoint).meta
     with atomic_dir(out_dir) as tmp:

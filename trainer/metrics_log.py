@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from trainer.atomic import atomic_write_json
-from trainer.run_control import ENDED_STATES
+from runcontract.atomic import atomic_write_json
+from runcontract.run_folder import ENDED_STATES
 
 
 def _clean(value):
@@ -49,7 +49,7 @@ class RunLog:
                 self._console = False
 
     def error(self, message: str) -> None:
-        """Into train.log only: errors go to stderr through trainer.errors.cli_main."""
+        """Into train.log only: errors go to stderr through runcontract.errors.cli_main."""
         if self.enabled:
             self._log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] error: {message}\n")
 

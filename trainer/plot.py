@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from trainer.atomic import atomic_write_bytes
-from trainer.errors import UserError, cli_main
+from runcontract.atomic import atomic_write_bytes
+from runcontract.errors import UserError, cli_main
 
 log = logging.getLogger("trainer.plot")
 

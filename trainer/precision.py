@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 from trainer.gpu_specs import peak_bf16_flops
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:

@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import UINT16_MAX_VOCAB, DataMixConfig
-from trainer.errors import UserError, cli_main
-from trainer.manifest import sha256_file
+from runcontract.config import UINT16_MAX_VOCAB, DataMixConfig
+from runcontract.errors import UserError, cli_main
+from runcontract.manifest import sha256_file
 
 MODEL_NAME = "spm.model"
 VOCAB_NAME = "spm.vocab"

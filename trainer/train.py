@@ -31,14 +31,14 @@ import torch
 import yaml
 
 from trainer import checkpoint as ckpt
-from trainer.atomic import atomic_write_text
+from runcontract.atomic import atomic_write_text
 from trainer.batches import TrainBatches, WindowSampler, check_data, read_data_meta
 from trainer.checks import overfit_microset
 from trainer.cpu_threads import apply_cpu_threads
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import ModelConfig, TrainConfig
-from trainer.errors import UserError, cli_main
-from trainer.manifest import ManifestError, verify_manifest
+from runcontract.config import ModelConfig, TrainConfig
+from runcontract.errors import UserError, cli_main
+from runcontract.manifest import ManifestError, verify_manifest
 from trainer.metrics_log import RunLog, train_line
 from trainer.model import Transformer
 from trainer.precision import autocast_dtype, device_name, enable_fast_matmul, peak_flops

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from launcher.store import RichProgress, human_bytes, format_time, open_store
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 
 @click.command("fetch-checkpoint")

@@ -17,9 +17,9 @@ from launcher.console import make_console
 from launcher.config import LauncherConfig
 from launcher.stages import RunContext, build_stages, finished_run, run_stages
 from launcher.state import load_command_context, update_state
-from trainer.config import SECTIONS, ModelConfig
-from trainer.configlib import load_config
-from trainer.errors import ConfigError, UserError
+from runcontract.config import SECTIONS, ModelConfig
+from runcontract.configlib import load_config
+from runcontract.errors import ConfigError, UserError
 
 
 def validate_run(config: LauncherConfig, config_path: Optional[str], root: Path) -> None:

@@ -21,8 +21,8 @@ from launcher import tmux_job
 from launcher.box import Box, BoxUnreachable, ConnectionLost
 from launcher.console import make_console
 from launcher.state import box_for_command, load_command_context, run_name
-from trainer.run_control import ENDED_STATES as END_STATES
-from trainer.run_control import TRAINER_STARTING
+from runcontract.run_folder import ENDED_STATES as END_STATES
+from runcontract.run_folder import TRAINER_STARTING
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
 STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {

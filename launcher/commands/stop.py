@@ -19,7 +19,7 @@ from launcher.box import Box
 from launcher.console import make_console
 from launcher.commands.status import END_STATES, read_run, training_state
 from launcher.state import box_for_command, load_command_context, run_name
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 
 AGENT_GRACE_S = 20.0

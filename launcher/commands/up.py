@@ -17,7 +17,7 @@ from rich.table import Table
 from launcher.box import Box, BoxUnreachable, box_spec, open_box
 from launcher.state import check_config_matches_record, load_state, update_state
 from launcher.config import load_launcher_config
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 MIN_DISK_GB = 20.0
 

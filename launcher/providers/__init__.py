@@ -53,7 +53,7 @@ from launcher.providers.base import (
 from launcher.providers.runpod import RunpodProvider
 from launcher.providers.static import StaticProvider, static_instance
 from launcher.providers.vastai import VastaiProvider
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 __all__ = [
     "Instance", "Offer", "Provider", "ProviderError", "ProvisionError", "TransientProviderError",

@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from trainer.configlib import Config
+from runcontract.configlib import Config
 
 SECTIONS = ("model", "train", "data")
 UINT16_MAX_VOCAB = 65535  # token ids live in uint16 memmaps

@@ -14,7 +14,7 @@ from typing import Any, Iterable, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trainer.errors import ConfigError
+from runcontract.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
 
