@@ -32,7 +32,7 @@ from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
 from launcher.tmux_job import Window, session_name
 from runcontract.errors import UserError
-from runcontract.run_folder import TRAINER_STARTING
+from runcontract.run_folder import CONFIG_FILE, LAUNCHER_PHASES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_STARTING, run_rel
 
 STAMP_DIR = ".launcher/stamps"
 SECRETS_PATH = "~/.llm-box/secrets.env"  # on a remote box; the local box keeps it in the project
@@ -77,7 +77,7 @@ class RunContext:
 
     @property
     def run_dir(self) -> str:
-        return f"runs/{self.run_name}"
+        return run_rel(self.run_name)
 
     @property
     def session(self) -> str:
@@ -316,7 +316,7 @@ def bootstrap(box: Box, console: Console) -> str:
 
 # ---- restore (--resume) ----------------------------------------------------------------------
 def _restore_commands(ctx: RunContext) -> list[str]:
-    return [_py(ctx, "launcher.agent", ["restore", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/store.json"])]
+    return [_py(ctx, "launcher.agent", ["restore", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/{STORE_CONFIG_FILE}"])]
 
 
 def _restore_run(ctx: RunContext) -> str:
@@ -354,7 +354,7 @@ def _data_fp(ctx: RunContext) -> str:
 
 
 def _benchmark_command(ctx: RunContext) -> str:
-    return _py(ctx, "trainer.benchmark", [*ctx.model_train_args(), "--output_path", f"{ctx.run_dir}/throughput.json"])
+    return _py(ctx, "trainer.benchmark", [*ctx.model_train_args(), "--output_path", f"{ctx.run_dir}/{THROUGHPUT_FILE}"])
 
 
 def _benchmark_fp(ctx: RunContext) -> str:
@@ -371,7 +371,7 @@ def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable
 
     def run(ctx: RunContext) -> str:
         # the benchmark's progress lines also go to train.log, where `launcher logs --follow` shows them
-        out = _run_logged(ctx, command(ctx), what, tee=f"{ctx.run_dir}/train.log" if name == "benchmark" else None)
+        out = _run_logged(ctx, command(ctx), what, tee=f"{ctx.run_dir}/{TRAIN_LOG}" if name == "benchmark" else None)
         _write_stamp(ctx, name, fp(ctx))
         last = [l for l in out.strip().splitlines() if l.strip()]
         return last[-1] if last else "done"
@@ -381,7 +381,7 @@ def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable
 
 # ---- cost ------------------------------------------------------------------------------------
 def _cost_command(ctx: RunContext) -> str:
-    return _py(ctx, "trainer.cost", [*ctx.model_train_args(), "--throughput", f"{ctx.run_dir}/throughput.json",
+    return _py(ctx, "trainer.cost", [*ctx.model_train_args(), "--throughput", f"{ctx.run_dir}/{THROUGHPUT_FILE}",
                                      "--gpu_count", str(ctx.config.run.gpus)])
 
 
@@ -444,7 +444,7 @@ def train_command(ctx: RunContext) -> str:
 
 
 def agent_command(ctx: RunContext) -> str:
-    return _py(ctx, "launcher.agent", ["mirror", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/store.json"])
+    return _py(ctx, "launcher.agent", ["mirror", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/{STORE_CONFIG_FILE}"])
 
 
 def has_agent(ctx: RunContext) -> bool:
@@ -470,7 +470,7 @@ def write_store_config(ctx: RunContext) -> None:
     if ctx.hourly_rate is not None:
         config = config.model_copy(deep=True)
         config.budget.hourly_rate = ctx.hourly_rate
-    ctx.box.put_text(f"{ctx.run_dir}/store.json", store_config_json(config, ctx.run_name, ctx.instance_id))
+    ctx.box.put_text(f"{ctx.run_dir}/{STORE_CONFIG_FILE}", store_config_json(config, ctx.run_name, ctx.instance_id))
 
 
 def write_secrets(ctx: RunContext) -> int:
@@ -490,7 +490,7 @@ def _train_commands(ctx: RunContext) -> list[str]:
     from launcher.tmux_job import start_commands
 
     how = "directly on this machine" if ctx.box.kind == "local" else "over SFTP"
-    return [f"(write {ctx.run_dir}/store.json, and {ctx.secrets_path} (mode 600) if the box needs secrets, {how})",
+    return [f"(write {ctx.run_dir}/{STORE_CONFIG_FILE}, and {ctx.secrets_path} (mode 600) if the box needs secrets, {how})",
             *start_commands(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)]
 
 
@@ -537,7 +537,7 @@ def build_stages(ctx: RunContext) -> list[Stage]:
         _stamped_stage("data", _data_command, _data_fp, lambda ctx: ["data/train.bin", "data/val.bin"],
                        "preparing the data", "data preparation was stopped on the box; it is rebuilt next run"),
         _stamped_stage("benchmark", _benchmark_command, _benchmark_fp,
-                       lambda ctx: [f"{ctx.run_dir}/throughput.json"], "the throughput benchmark",
+                       lambda ctx: [f"{ctx.run_dir}/{THROUGHPUT_FILE}"], "the throughput benchmark",
                        "the benchmark was stopped on the box; it runs again next time"),
         Stage("cost", lambda ctx: [_cost_command(ctx)], _cost_run, _cost_done, "nothing was started"),
         Stage("train", _train_commands, _train_run, _train_done,
@@ -606,11 +606,9 @@ def write_launcher_phase(ctx: RunContext, stage: str, state: str = "preparing", 
     previous run left there. Only the stages that prepare a run are phases; the trainer takes over after."""
     import json
 
-    from runcontract.run_folder import LAUNCHER_PHASES
-
     if stage not in LAUNCHER_PHASES:
         return
-    path = f"{ctx.run_dir}/status.json"
+    path = f"{ctx.run_dir}/{STATUS_FILE}"
     try:
         previous = json.loads(ctx.box.get_file(path) or b"{}")
     except (ValueError, BoxError):
@@ -634,8 +632,8 @@ def finished_run(ctx: RunContext) -> Optional[str]:
     import yaml
 
     try:
-        status = json.loads(ctx.box.get_file(f"{ctx.run_dir}/status.json") or b"{}")
-        resolved = yaml.safe_load(ctx.box.get_file(f"{ctx.run_dir}/config.yaml") or b"{}") or {}
+        status = json.loads(ctx.box.get_file(f"{ctx.run_dir}/{STATUS_FILE}") or b"{}")
+        resolved = yaml.safe_load(ctx.box.get_file(f"{ctx.run_dir}/{CONFIG_FILE}") or b"{}") or {}
     except ValueError:
         return None
     if not isinstance(status, dict) or status.get("state") != "finished" or not isinstance(status.get("step"), int):

@@ -23,6 +23,7 @@ from trainer.checks import CheckFailed, overfit_microset
 from runcontract.config import ModelConfig, OverfitCheckConfig, TrainConfig
 from runcontract.errors import UserError
 from runcontract.manifest import verify_manifest
+from runcontract.run_folder import step_dir_name
 from trainer.model import Transformer
 from trainer.schedule import CosineSchedule
 from trainer.train import main, plan_batches, resolve_micro_batch
@@ -221,7 +222,7 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
             proc.kill()
     status = json.loads(status_path.read_text())
     assert status["state"] == "stopped"
-    saved = tmp_path / "runs" / "sig" / "checkpoints" / ckpt.step_dir_name(status["step"])
+    saved = tmp_path / "runs" / "sig" / "checkpoints" / step_dir_name(status["step"])
     assert verify_manifest(saved).meta["step"] == status["step"]
     assert "SIGTERM received" in (tmp_path / "runs" / "sig" / "train.log").read_text()
 

@@ -39,6 +39,7 @@ from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import UserError, cli_main
+from runcontract.run_folder import THROUGHPUT_FILE
 from trainer.gpu_specs import mfu as compute_mfu
 from trainer.gpu_specs import peak_bf16_flops
 from trainer.precision import autocast_dtype
@@ -359,7 +360,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as training does: fp32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = True
-    output = Path(args.output_path) if args.output_path else Path(train_cfg.runs_dir) / train_cfg.run_name / "throughput.json"
+    output = Path(args.output_path) if args.output_path else Path(train_cfg.runs_dir) / train_cfg.run_name / THROUGHPUT_FILE
     record = run_benchmark(
         model_cfg, train_cfg, device, steps=args.steps, warmup=args.warmup, micro_batch_size=args.micro_batch_size,
         max_micro_batch=args.max_micro_batch, peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None,

@@ -31,11 +31,11 @@ from runcontract.atomic import atomic_write_json
 from trainer.batches import read_data_meta, validation_starts
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
 from runcontract.errors import UserError, cli_main
+from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, EVAL_FILE, LOSS_CURVE_FILE, METRICS_FILE
 
 log = logging.getLogger("trainer.eval")
 
 DEFAULT_PROMPTS = ("The history of the city begins", "The function returns", "In the beginning")
-EVAL_NAME = "eval.json"
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def check_vocab(tokenizer_vocab: int, model_vocab: int, tokenizer_path, checkpoi
 def checkpoint_run_config(checkpoint: Path) -> dict:
     """The resolved config the checkpoint was trained with ({} when unreadable)."""
     try:
-        data = yaml.safe_load((checkpoint / "config.yaml").read_text())
+        data = yaml.safe_load((checkpoint / CONFIG_FILE).read_text())
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -71,7 +71,7 @@ def checkpoint_run_config(checkpoint: Path) -> dict:
 
 def run_folder_of(checkpoint: Path) -> Path:
     """runs/<name>/final -> runs/<name>; runs/<name>/checkpoints/step_N -> runs/<name>."""
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS_DIR else checkpoint.parent
 
 
 def load_val_tokens(data_dir: Path, model_vocab: int) -> tuple[np.ndarray, Optional[int]]:
@@ -214,7 +214,7 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     if write:
-        atomic_write_json(checkpoint / EVAL_NAME, result)
+        atomic_write_json(checkpoint / EVAL_FILE, result)
         redraw_loss_curve(run_folder_of(checkpoint))
     return result
 
@@ -223,11 +223,11 @@ def redraw_loss_curve(run_dir: Path) -> Optional[Path]:
     """Redraw ``run_dir/loss_curve.png`` from its metrics.jsonl; a plot problem is only a warning."""
     from trainer.plot import plot_loss_curve
 
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_FILE
     if not metrics.is_file():
         return None
     try:
-        return plot_loss_curve(metrics, run_dir / "loss_curve.png", title=f"loss: {run_dir.name}")
+        return plot_loss_curve(metrics, run_dir / LOSS_CURVE_FILE, title=f"loss: {run_dir.name}")
     except UserError as exc:
         log.warning("loss curve not drawn: %s", exc)
         return None
@@ -265,7 +265,7 @@ def main(argv: Optional[list[str]] = None) -> None:
               f"({scored['tokens']:,} tokens)")
     for item in result["samples"]:
         print(f"  {item['prompt']!r} -> {item['completion']!r}")
-    print(f"wrote {Path(result['checkpoint']) / EVAL_NAME}")
+    print(f"wrote {Path(result['checkpoint']) / EVAL_FILE}")
 
 
 if __name__ == "__main__":

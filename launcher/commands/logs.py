@@ -19,6 +19,7 @@ from launcher.box import BoxUnreachable, ConnectionLost
 from launcher.commands.status import read_run, training_state
 from launcher.log_follow import LogFollower
 from launcher.state import box_for_command, load_command_context, run_name
+from runcontract.run_folder import ENDED_STATES, TRAIN_LOG, run_rel
 
 
 def _stderr(message: str) -> None:
@@ -39,18 +40,18 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
     root = Path.cwd()
     config, config_path, state = load_command_context(root, config_path)
     name = run_name(config, state)
-    path = f"runs/{name}/train.log"
+    path = f"{run_rel(name)}/{TRAIN_LOG}"
     box = box_for_command(config, state, root)
     try:
         box.run("true", timeout=60, cwd=False)
     except (BoxUnreachable, ConnectionLost) as exc:
-        _stderr(f"{exc}\nshowing the STORED copy of {name}/train.log from {config.storage.url} instead"
+        _stderr(f"{exc}\nshowing the STORED copy of {name}/{TRAIN_LOG} from {config.storage.url} instead"
                 + (" (it cannot be followed)" if follow else ""))
         from launcher.store import open_store
 
-        text = open_store(config.storage, root).read_text(f"{name}/train.log")
+        text = open_store(config.storage, root).read_text(f"{name}/{TRAIN_LOG}")
         if text is None:
-            _stderr(f"the store has no {name}/train.log either.")
+            _stderr(f"the store has no {name}/{TRAIN_LOG} either.")
             sys.exit(1)
         _stdout("".join(text.splitlines(keepends=True)[-lines:] if lines else []))
         return
@@ -118,7 +119,7 @@ def _where_it_stands(config, state: dict, root: Path, name: str, multiplexer: st
     except Exception as exc:  # noqa: BLE001 - unreachable or unreadable: say exactly that
         return f"Could not check the run on the box ({str(exc).splitlines()[0]}); `launcher status{hint}` tries again."
     run_state = training_state(data["status"], data["session_alive"])
-    if run_state in ("finished", "failed", "stopped"):
+    if run_state in ENDED_STATES:
         return (f"Training has {run_state} on {label}: `launcher status{hint}` for the result, "
                 f"`launcher fetch-checkpoint{hint}` for the checkpoint.")
     if data["session_alive"]:

@@ -21,8 +21,7 @@ from launcher import tmux_job
 from launcher.box import Box, BoxUnreachable, ConnectionLost
 from launcher.console import make_console
 from launcher.state import box_for_command, load_command_context, run_name
-from runcontract.run_folder import ENDED_STATES as END_STATES
-from runcontract.run_folder import TRAINER_STARTING
+from runcontract.run_folder import COST_FILE, STATUS_FILE, TRAINER_STARTING, run_rel
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
 STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -110,9 +109,9 @@ def eta_seconds(status: dict) -> Optional[float]:
 
 def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     """Everything status needs from the box, as a dict."""
-    rd = f"runs/{name}"
-    status = _json(box.get_file(f"{rd}/status.json"))
-    cost = _json(box.get_file(f"{rd}/cost.json"))
+    rd = run_rel(name)
+    status = _json(box.get_file(f"{rd}/{STATUS_FILE}"))
+    cost = _json(box.get_file(f"{rd}/{COST_FILE}"))
     alive = tmux_job.has(box, tmux_job.session_name(name), multiplexer)
     exit_text = (box.get_file(f"{rd}/train.exit") or b"").decode().strip()
     exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
@@ -128,7 +127,7 @@ def read_run_from_store(config, root: Path, name: str) -> dict:
     from launcher.store import open_store
 
     store = open_store(config.storage, root)
-    return {"status": _json(store.read_text(f"{name}/status.json")), "cost": _json(store.read_text(f"{name}/cost.json")),
+    return {"status": _json(store.read_text(f"{name}/{STATUS_FILE}")), "cost": _json(store.read_text(f"{name}/{COST_FILE}")),
             "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})"}
 
 

@@ -17,9 +17,10 @@ from rich.console import Console
 from launcher import tmux_job
 from launcher.box import Box
 from launcher.console import make_console
-from launcher.commands.status import END_STATES, read_run, training_state
+from launcher.commands.status import read_run, training_state
 from launcher.state import box_for_command, load_command_context, run_name
 from runcontract.errors import UserError
+from runcontract.run_folder import ENDED_STATES
 
 
 AGENT_GRACE_S = 20.0
@@ -53,7 +54,7 @@ def stop_training(box: Box, name: str, multiplexer: str, console: Optional[Conso
             return {**data, "stop_sent": True}
         state = (data["status"] or {}).get("state")
         trainer_gone = multiplexer == "tmux" and "train" not in tmux_job.windows(box, session, multiplexer)
-        if (state in END_STATES or trainer_gone) and ended_at is None:
+        if (state in ENDED_STATES or trainer_gone) and ended_at is None:
             ended_at = time.monotonic()
             console.print(f"trainer is {state or 'gone'} at step {(data['status'] or {}).get('step')}; waiting for the "
                           "agent's final upload ...")

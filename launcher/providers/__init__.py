@@ -54,6 +54,7 @@ from launcher.providers.runpod import RunpodProvider
 from launcher.providers.static import StaticProvider, static_instance
 from launcher.providers.vastai import VastaiProvider
 from runcontract.errors import UserError
+from runcontract.run_folder import COST_FILE, run_rel
 
 __all__ = [
     "Instance", "Offer", "Provider", "ProviderError", "ProvisionError", "TransientProviderError",
@@ -186,7 +187,7 @@ def offers_table(offers: list[Offer], title: str) -> Table:
 
 def _known_run_hours(config: LauncherConfig) -> Optional[float]:
     """Hours the run needs, when a local ``runs/<name>/cost.json`` (from trainer.cost) says so."""
-    path = Path("runs") / config.run.name / "cost.json"
+    path = Path(run_rel(config.run.name)) / COST_FILE
     try:
         hours = json.loads(path.read_text()).get("hours")
     except (OSError, ValueError, AttributeError):
