@@ -31,7 +31,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
 from launcher.tmux_job import Window, session_name
-from runcontract.errors import UserError
+from runcontract.errors import EXIT_INTERRUPTED, EXIT_OVER_BUDGET, OverBudgetError, UserError
 from runcontract.run_folder import CONFIG_FILE, LAUNCHER_PHASES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_STARTING, run_rel
 
 STAMP_DIR = ".launcher/stamps"
@@ -40,17 +40,12 @@ LOCAL_SECRETS_PATH = ".launcher/secrets.env"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TQDM_QUIET_INTERVAL = 30  # seconds between progress lines when the output is not a terminal
 BOOTSTRAP = "infra/bootstrap.sh"
-COST_OVER_BUDGET_EXIT = 3
 
 
 class StageInterrupted(UserError):
     """Ctrl-C during a stage: the message says which stage and what state it left."""
 
-    exit_code = 130
-
-
-class OverBudget(UserError):
-    exit_code = 3
+    exit_code = EXIT_INTERRUPTED
 
 
 @dataclass
@@ -396,10 +391,10 @@ def _cost_run(ctx: RunContext) -> str:
     table = result.stdout.rstrip()
     if table:
         ctx.console.print(table, markup=False, highlight=False)
-    if result.exit_code == COST_OVER_BUDGET_EXIT:
+    if result.exit_code == EXIT_OVER_BUDGET:
         reason = (result.stderr.strip().splitlines() or ["projected cost over budget.max_cost"])[-1].removeprefix("error: ")
         if not ctx.allow_over_budget:
-            raise OverBudget(
+            raise OverBudgetError(
                 f"stopped before training on {ctx.box.label}: {reason}. Raise budget.max_cost (or shorten the run: "
                 "train.target_tokens / train.max_steps), or pass --allow-over-budget to train anyway."
             )

@@ -26,16 +26,10 @@ from typing import Optional
 from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
 from runcontract.config import ModelConfig, TrainConfig
-from runcontract.errors import UserError, cli_main
+from runcontract.errors import OverBudgetError, UserError, cli_main
 from runcontract.run_folder import COST_FILE, THROUGHPUT_FILE
 
 log = logging.getLogger("trainer.cost")
-
-
-class OverBudgetError(UserError):
-    """The projected cost exceeds ``budget.max_cost``."""
-
-    exit_code = 3
 
 
 @dataclass

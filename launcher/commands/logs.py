@@ -19,6 +19,7 @@ from launcher.box import BoxUnreachable, ConnectionLost
 from launcher.commands.status import read_run, training_state
 from launcher.log_follow import LogFollower
 from launcher.state import box_for_command, load_command_context, run_name
+from runcontract.errors import EXIT_USER_ERROR
 from runcontract.run_folder import ENDED_STATES, TRAIN_LOG, run_rel
 
 
@@ -52,7 +53,7 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
         text = open_store(config.storage, root).read_text(f"{name}/{TRAIN_LOG}")
         if text is None:
             _stderr(f"the store has no {name}/{TRAIN_LOG} either.")
-            sys.exit(1)
+            sys.exit(EXIT_USER_ERROR)
         _stdout("".join(text.splitlines(keepends=True)[-lines:] if lines else []))
         return
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
@@ -63,7 +64,7 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
             run_state = training_state(read_run(box, name, multiplexer)["status"], False)
             box.close()
             _stderr(f"no {path} on {box.label}: run {name!r} is {run_state}" + _next_step(run_state, hint))
-            sys.exit(1)
+            sys.exit(EXIT_USER_ERROR)
         box.close()
         _stdout(result.stdout)
         return
@@ -75,7 +76,7 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
             box.close()
             _stderr(f"run {name!r} has not started on {box.label}: there is no {path} to follow. "
                     f"Start it with `launcher run{hint}`.")
-            sys.exit(1)
+            sys.exit(EXIT_USER_ERROR)
         phase = (data["status"] or {}).get("phase")
         _stderr(f"logs: run {name!r} is {run_state}{f' (phase {phase})' if phase else ''}; waiting for {path} to appear ...")
 
