@@ -40,13 +40,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from launcher.config import RENTED_KINDS
 from launcher.store import PREPARED, RichProgress, Store, StoreError, TransferProgress, human_bytes, open_store
 from runcontract.atomic import atomic_write_bytes
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
 from runcontract.run_folder import (
     AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, ENDED_STATES, EVAL_FILE, FINAL_DIR, LOSS_CURVE_FILE, METRICS_FILE,
-    SAMPLES_FILE, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, checkpoint_rel,
+    SAMPLES_FILE, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, checkpoint_rel,
 )
 
 log = logging.getLogger("launcher.agent")
@@ -66,7 +67,7 @@ PREPARED_DIRS = {"tokenizer": "tokenizer_meta.json", "data": "data_meta.json"}
 # ----------------------------------------------------------------------------- store.json
 def store_config_json(config, run_name: str, instance_id: Optional[str]) -> str:
     """The agent's store.json for a run: where to store, budget, agent settings, provider. No secrets."""
-    kind = config.box.kind if config.box.kind in ("runpod", "vastai") else None
+    kind = config.box.kind if config.box.kind in RENTED_KINDS else None
     data = {
         "storage": config.storage.to_dict(),
         "run_name": run_name,
@@ -323,7 +324,7 @@ class Mirror:
 
     # -- watches ---------------------------------------------------------------
     def training_ended(self) -> Optional[str]:
-        exit_file = self.run_dir / "train.exit"  # the tmux train window writes the trainer's exit code
+        exit_file = self.run_dir / TRAINER_EXIT_FILE  # the tmux train window writes the trainer's exit code
         try:
             if exit_file.stat().st_mtime >= self.started - 2:
                 return f"trainer exited with code {exit_file.read_text().strip() or '?'}"

@@ -66,6 +66,8 @@ class VastaiConfig(Config):
     offers_shown: int = Field(5, ge=1, le=50, description="How many of the cheapest offers to show before renting the first.")
 
 
+RENTED_KINDS = ("runpod", "vastai")  # the box kinds rented from a provider (the others are given)
+
 class BoxConfig(Config):
     """Where commands run."""
 

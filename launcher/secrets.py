@@ -16,6 +16,7 @@ import shlex
 from pathlib import Path
 from typing import Mapping, Optional
 
+from launcher.config import RENTED_KINDS
 from runcontract.atomic import atomic_write_text
 from runcontract.errors import UserError
 
@@ -73,7 +74,7 @@ def box_secret_env(config, env: Optional[Mapping[str, str]] = None, train_config
             if frozen.token:
                 result["AWS_SESSION_TOKEN"] = frozen.token
     kind = config.box.kind
-    if kind in ("runpod", "vastai"):
+    if kind in RENTED_KINDS:
         env_name = config.box.runpod.api_key_env if kind == "runpod" else config.box.vastai.api_key_env
         value = _provider_key(kind, env_name, env)
         if value:

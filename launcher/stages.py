@@ -20,7 +20,7 @@ import os
 import re
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,7 +32,10 @@ from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
 from launcher.tmux_job import Window, session_name
 from runcontract.errors import EXIT_INTERRUPTED, EXIT_OVER_BUDGET, OverBudgetError, UserError
-from runcontract.run_folder import CONFIG_FILE, LAUNCHER_PHASES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_STARTING, run_rel
+from runcontract.run_folder import (
+    CONFIG_FILE, LAUNCHER_PHASES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, TRAINER_STARTING,
+    TRAINER_STDERR_LOG, run_rel,
+)
 
 STAMP_DIR = ".launcher/stamps"
 SECRETS_PATH = "~/.llm-box/secrets.env"  # on a remote box; the local box keeps it in the project
@@ -60,10 +63,7 @@ class RunContext:
     hourly_rate: Optional[float] = None  # live price of a rented box; None: budget.hourly_rate
     instance_id: Optional[str] = None
     multiplexer: str = "tmux"
-    sync_stats: object = None
-    started_session: Optional[str] = None
     probe_box: bool = True  # --dry-run may read the box (False: it was never connected)
-    notes: dict = field(default_factory=dict)
 
     # ---- names ------------------------------------------------------------------------------
     @property
@@ -239,7 +239,6 @@ def _sync_done(ctx: RunContext) -> Optional[str]:
 def _sync_run(ctx: RunContext) -> str:
     with progress_bar(ctx.console, "sync") as (progress, task):
         stats = ctx.box.sync(ctx.project_root, progress=lambda frac, msg: progress.update(task, completed=frac * 100))
-    ctx.sync_stats = stats
     share = (100.0 * stats.bytes_sent / stats.total_bytes) if stats.total_bytes else 0.0
     return (f"{stats.files} of {stats.total_files} files changed, {_kb(stats.bytes_sent)} sent "
             f"({share:.2f}% of {_kb(stats.total_bytes)}) by {stats.method} in {stats.seconds:.1f} s")
@@ -451,7 +450,7 @@ def train_windows(ctx: RunContext) -> list[Window]:
     train = (f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; mkdir -p {rd}; "
              # stderr (tracebacks, "error: ..." lines) also kept in a file for `launcher status`;
              # tee -i ignores the Ctrl-C that `launcher stop` sends, so it outlives the trainer
-             f"{train_command(ctx)} 2> >(tee -ia {rd}/train.stderr >&2); echo $? > {rd}/train.exit")
+             f"{train_command(ctx)} 2> >(tee -ia {rd}/{TRAINER_STDERR_LOG} >&2); echo $? > {rd}/{TRAINER_EXIT_FILE}")
     windows = [Window("train", train)]
     if has_agent(ctx):
         windows.append(Window("agent", f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"))
@@ -505,9 +504,8 @@ def _train_run(ctx: RunContext) -> str:
 
     write_store_config(ctx)
     count = write_secrets(ctx)
-    ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/train.exit", timeout=30)
+    ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/{TRAINER_EXIT_FILE}", timeout=30)
     tmux_job.start(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)
-    ctx.started_session = ctx.session
     write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)  # until the trainer's first status.json
     agent = "with the store agent" if has_agent(ctx) else "WITHOUT a store agent (launcher/agent.py missing)"
     secrets = f"{count} secret variable(s) in {ctx.secrets_path}" if count else "no secrets needed"

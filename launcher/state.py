@@ -70,13 +70,6 @@ def clear_state(project_root: Path) -> None:
     save_state(project_root, empty_state())
 
 
-def config_path_from_state(project_root: Path, given: Optional[str]) -> Optional[str]:
-    """``--config`` when given, else the one ``up``/``run`` recorded, else None (the default)."""
-    if given:
-        return given
-    return load_state(project_root).get("config_path")
-
-
 def load_command_context(project_root: Path, config_opt: Optional[str], overrides=(), teardown: bool = False):
     """(config, config_path, state) for a command: --config, else the recorded one, else the default.
 

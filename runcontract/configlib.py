@@ -27,9 +27,6 @@ class Config(BaseModel):
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 def _allowed_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (nested) config class at ``loc``, for 'unknown key' messages."""

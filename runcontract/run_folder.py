@@ -31,6 +31,8 @@ LOSS_CURVE_FILE = "loss_curve.png"
 RANKS_FILE = "ranks.json"  # the processes of a multi-GPU run
 STORE_CONFIG_FILE = "store.json"  # the launcher's store settings for the box's agent; never mirrored
 AGENT_LOG = "agent.log"  # the box agent's log (append-only)
+TRAINER_EXIT_FILE = "train.exit"  # the trainer's exit code, written by the tmux window that ran it
+TRAINER_STDERR_LOG = "train.stderr"  # the trainer's stderr, as the tmux window teed it
 # -- the files in a checkpoint folder (beside manifest.json, runcontract.manifest) ---------------
 EVAL_FILE = "eval.json"  # trainer.eval's scores of a checkpoint (in its folder; mirrored from the run folder too)
 DATA_STATE_FILE = "data_state.json"  # the data sampler's position

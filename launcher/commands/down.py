@@ -17,6 +17,7 @@ from launcher import tmux_job
 from launcher.box import BoxUnreachable, ConnectionLost
 from launcher.commands.status import training_state
 from launcher.commands.stop import at_step, stop_training
+from launcher.config import RENTED_KINDS
 from launcher.console import make_console
 from launcher.stages import secrets_path
 from launcher.state import box_for_command, clear_state, load_command_context, run_name
@@ -56,7 +57,7 @@ def command(config_path: Optional[str], timeout: float) -> None:
                        "not removed")
     finally:
         box.close()
-    if instance and instance.get("provider") in ("runpod", "vastai"):
+    if instance and instance.get("provider") in RENTED_KINDS:
         import launcher.providers as providers
 
         provider_name = providers.PROVIDER_NAMES[instance["provider"]]

@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional
 from rich.console import Console
 from rich.table import Table
 
-from launcher.config import LauncherConfig, RunpodConfig, VastaiConfig
+from launcher.config import RENTED_KINDS, LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.api_keys import load_api_key
 from launcher.providers.base import (
     STOPPED, TERMINATED, CreatedButFailed, Instance, Offer, Provider, ProviderError, ProvisionError,
@@ -62,7 +62,6 @@ __all__ = [
     "read_public_key",
 ]
 
-RENTED_KINDS = ("runpod", "vastai")
 PROVIDER_NAMES = {"runpod": "RunPod", "vastai": "Vast.ai", "static": "static"}
 # the box.kind a recorded provider goes with
 KIND_OF_PROVIDER = {"runpod": "runpod", "vastai": "vastai", "static": "ssh"}
