@@ -187,6 +187,25 @@ def test_api_key_from_env_then_mode_600_file(tmp_path):
     assert load_api_key("vastai", "VAST_API_KEY", env) == "secret-from-file"
 
 
+def test_the_key_sent_to_the_box_is_read_by_the_same_rules(tmp_path):
+    """``launcher run`` puts the provider key in the box's secrets file: from the same file, with
+    the same mode check, as ``up`` (one loader, providers/api_keys.py)."""
+    from launcher.secrets import box_secret_env
+
+    config = LauncherConfig.model_validate({"box": {"kind": "vastai"}})
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert "VAST_API_KEY" not in box_secret_env(config, env)
+    assert box_secret_env(config, {**env, "VAST_API_KEY": "from-env"})["VAST_API_KEY"] == "from-env"
+    key_file = tmp_path / "llm-box" / "vast_key"
+    key_file.parent.mkdir()
+    key_file.write_text("secret-from-file\n")
+    os.chmod(key_file, 0o644)
+    with pytest.raises(UserError, match="chmod 600"):
+        box_secret_env(config, env)
+    os.chmod(key_file, 0o600)
+    assert box_secret_env(config, env)["VAST_API_KEY"] == "secret-from-file"
+
+
 # -- RunPod REST v2 -------------------------------------------------------------------------
 def rp_config(runpod, **kw) -> RunpodConfig:
     return RunpodConfig(api_base=runpod.rest_base, graphql_url=runpod.graphql_url, **kw)
