@@ -16,6 +16,7 @@ time, never correctness.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -33,7 +34,7 @@ from launcher.config import LauncherConfig
 from launcher.tmux_job import Window, session_name
 from runcontract.errors import EXIT_INTERRUPTED, EXIT_OVER_BUDGET, OverBudgetError, UserError
 from runcontract.run_folder import (
-    CONFIG_FILE, LAUNCHER_PHASES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, TRAINER_STARTING,
+    CONFIG_FILE, COST_FILE, LAUNCHER_PHASES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, TRAINER_STARTING,
     TRAINER_STDERR_LOG, run_rel,
 )
 
@@ -385,13 +386,23 @@ def _cost_done(ctx: RunContext) -> Optional[str]:
     return None
 
 
+def _over_budget_reason(ctx: RunContext) -> str:
+    """The cost verdict's figures, from the cost.json trainer.cost wrote (never from its output)."""
+    try:
+        cost = json.loads(ctx.box.get_file(f"{ctx.run_dir}/{COST_FILE}") or b"{}")
+        return (f"projected cost ${cost['total_cost']:,.2f} ({cost['hours']:,.1f} h at ${cost['hourly_rate']:.2f}/h "
+                f"for {cost['target_tokens']:,} tokens) exceeds budget.max_cost ${cost['max_cost']:,.2f}")
+    except (ValueError, KeyError, TypeError):
+        return f"the projected cost exceeds budget.max_cost ({ctx.run_dir}/{COST_FILE} is unreadable)"
+
+
 def _cost_run(ctx: RunContext) -> str:
     result = ctx.box.run(_cost_command(ctx), check=False, timeout=300)
     table = result.stdout.rstrip()
     if table:
         ctx.console.print(table, markup=False, highlight=False)
     if result.exit_code == EXIT_OVER_BUDGET:
-        reason = (result.stderr.strip().splitlines() or ["projected cost over budget.max_cost"])[-1].removeprefix("error: ")
+        reason = _over_budget_reason(ctx)
         if not ctx.allow_over_budget:
             raise OverBudgetError(
                 f"stopped before training on {ctx.box.label}: {reason}. Raise budget.max_cost (or shorten the run: "
@@ -597,8 +608,6 @@ def _would(ctx: RunContext, stage: Stage) -> str:
 def write_launcher_phase(ctx: RunContext, stage: str, state: str = "preparing", progress: Optional[str] = None) -> None:
     """Put the stage in the run's status.json (phase; docs/status-json.md), keeping the last figures a
     previous run left there. Only the stages that prepare a run are phases; the trainer takes over after."""
-    import json
-
     if stage not in LAUNCHER_PHASES:
         return
     path = f"{ctx.run_dir}/{STATUS_FILE}"
@@ -619,7 +628,6 @@ def finished_run(ctx: RunContext) -> Optional[str]:
 
     The steps asked for are train.max_steps, else train.target_tokens over the tokens per step
     the run trained with (its config.yaml); a larger value than the finished step trains further."""
-    import json
     import math
 
     import yaml
