@@ -17,7 +17,8 @@ from runcontract.configlib import Config
 from runcontract.run_folder import RUNS_DIR
 
 SECTIONS = ("model", "train", "data")
-UINT16_MAX_VOCAB = 65535  # token ids live in uint16 memmaps
+TOKEN_DTYPE = "uint16"  # numpy dtype of the token ids in train.bin / val.bin (and data_meta.json "dtype")
+UINT16_MAX_VOCAB = 65535  # the largest vocabulary TOKEN_DTYPE holds
 
 
 class ModelConfig(Config):

@@ -25,9 +25,9 @@ from typing import Optional
 import numpy as np
 import torch
 
+from runcontract.config import TOKEN_DTYPE
 from runcontract.errors import UserError
 
-TOKEN_DTYPE = np.uint16
 _RANDOM_STREAM = 0x5A3  # seeds sampling with replacement apart from the epoch permutations
 SAMPLING_MODES = ("epoch", "random")
 

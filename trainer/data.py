@@ -31,7 +31,7 @@ import numpy as np
 
 from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
-from runcontract.config import DataMixConfig
+from runcontract.config import TOKEN_DTYPE, DataMixConfig
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import sha256_file
 from trainer.tokenizer import tokenizer_info
@@ -39,7 +39,6 @@ from trainer.tokenizer import tokenizer_info
 META_NAME = "data_meta.json"
 STATE_NAME = "data_build_state.json"
 SPLITS = ("train", "val")
-DTYPE = np.uint16
 CHUNK_BYTES = 1 << 20  # text per chunk handed to a worker: big enough to amortise the hand-off
 CHUNK_DOCS = 2048
 
@@ -51,7 +50,7 @@ def val_source_file(source_name: str) -> str:
 
 def fingerprint(data_config: DataMixConfig, tokenizer_sha256: str, train_tokens: int, val_tokens: int) -> dict:
     """What makes two builds the same: equal fingerprints, equal bytes."""
-    return {"data_config": data_config.to_dict(), "tokenizer_sha256": tokenizer_sha256, "train_tokens": train_tokens, "val_tokens": val_tokens, "dtype": "uint16"}
+    return {"data_config": data_config.to_dict(), "tokenizer_sha256": tokenizer_sha256, "train_tokens": train_tokens, "val_tokens": val_tokens, "dtype": TOKEN_DTYPE}
 
 
 def read_meta(out_dir: str | os.PathLike) -> Optional[dict]:
@@ -70,7 +69,7 @@ def is_up_to_date(out_dir: str | os.PathLike, data_config: DataMixConfig, tokeni
     expected = fingerprint(data_config, sha256_file(tokenizer_model), train_tokens, val_tokens)
     if {key: meta.get(key) for key in expected} != expected:
         return False
-    itemsize = np.dtype(DTYPE).itemsize
+    itemsize = np.dtype(TOKEN_DTYPE).itemsize
     files = [(f"{split}.bin", count) for split, count in (("train", train_tokens), ("val", val_tokens))]
     if not isinstance(meta.get("val_sources"), list):  # built before the per-source split
         return False
@@ -119,7 +118,7 @@ class _Build:
 
     def open(self) -> bool:
         """Open the temporary files, at the saved resume point if it is valid; True if resumed."""
-        itemsize = np.dtype(DTYPE).itemsize
+        itemsize = np.dtype(TOKEN_DTYPE).itemsize
         resumed = False
         try:
             state = json.loads(self.state_path.read_text())
@@ -325,7 +324,7 @@ def load_memmap(out_dir: str | os.PathLike, split: str) -> np.ndarray:
     meta = read_meta(out_dir)
     if meta is None:
         raise UserError(f"{out_dir} has no {META_NAME}: the data is missing or unfinished; run python -m trainer.data first.")
-    return np.memmap(Path(out_dir) / f"{split}.bin", dtype=DTYPE, mode="r", shape=(meta[f"{split}_tokens"],))
+    return np.memmap(Path(out_dir) / f"{split}.bin", dtype=TOKEN_DTYPE, mode="r", shape=(meta[f"{split}_tokens"],))
 
 
 def build_parser() -> argparse.ArgumentParser:

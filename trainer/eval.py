@@ -30,6 +30,7 @@ import yaml
 from runcontract.atomic import atomic_write_json
 from trainer.batches import read_data_meta, validation_starts
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
+from runcontract.config import TOKEN_DTYPE
 from runcontract.errors import UserError, cli_main
 from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, EVAL_FILE, LOSS_CURVE_FILE, METRICS_FILE
 
@@ -91,7 +92,7 @@ def load_val_tokens(data_dir: Path, model_vocab: int) -> tuple[np.ndarray, Optio
         eos_id = meta.get("eos_id")
     if val_path.stat().st_size < 4:
         raise UserError(f"{val_path} holds fewer than 2 tokens; rebuild the validation data.")
-    return np.memmap(val_path, dtype=np.uint16, mode="r"), eos_id
+    return np.memmap(val_path, dtype=TOKEN_DTYPE, mode="r"), eos_id
 
 
 def pick_windows(n_tokens: int, seq_len: int, eval_tokens: int, seed: int) -> np.ndarray:
@@ -189,7 +190,7 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
     result = score(model, tokens, starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id)
     sources = {}
     for name, path in source_val_files(data_dir):
-        source_tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        source_tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
         if len(source_tokens) < seq_len + 1:
             log.warning("%s holds fewer than one window of %d tokens: no score for source %s", path, seq_len + 1, name)
             continue
