@@ -46,8 +46,8 @@ from runcontract.atomic import atomic_write_bytes
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
 from runcontract.run_folder import (
-    AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, ENDED_STATES, EVAL_FILE, FINAL_DIR, LOSS_CURVE_FILE, METRICS_FILE,
-    SAMPLES_FILE, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, checkpoint_rel,
+    AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, DATA_META_FILE, ENDED_STATES, EVAL_FILE, FINAL_DIR, LOSS_CURVE_FILE, METRICS_FILE,
+    SAMPLES_FILE, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TOKENIZER_META_FILE, TRAINER_EXIT_FILE, checkpoint_rel,
 )
 
 log = logging.getLogger("launcher.agent")
@@ -61,7 +61,7 @@ RUN_FILES = (
 NOT_MIRRORED = {STORE_CONFIG_FILE}
 RESTORED_FILES = (CONFIG_FILE, THROUGHPUT_FILE, COST_FILE, METRICS_FILE, TRAIN_LOG, SAMPLES_FILE, EVAL_FILE, LOSS_CURVE_FILE)
 SMALL_FILE_LIMIT = 256 * 1024 * 1024
-PREPARED_DIRS = {"tokenizer": "tokenizer_meta.json", "data": "data_meta.json"}
+PREPARED_DIRS = {"tokenizer": TOKENIZER_META_FILE, "data": DATA_META_FILE}
 
 
 # ----------------------------------------------------------------------------- store.json

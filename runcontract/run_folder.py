@@ -37,6 +37,10 @@ TRAINER_STDERR_LOG = "train.stderr"  # the trainer's stderr, as the tmux window 
 EVAL_FILE = "eval.json"  # trainer.eval's scores of a checkpoint (in its folder; mirrored from the run folder too)
 DATA_STATE_FILE = "data_state.json"  # the data sampler's position
 
+# -- the prepared folders runs share (tokenizer/, data/): each is whole once its meta file is there
+TOKENIZER_META_FILE = "tokenizer_meta.json"
+DATA_META_FILE = "data_meta.json"
+
 # -- checkpoints -----------------------------------------------------------------------------------
 CHECKPOINTS_DIR = "checkpoints"  # step checkpoints: checkpoints/step_NNNNNN/
 FINAL_DIR = "final"  # the model at the end of training (or when the budget ran out)

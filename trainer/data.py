@@ -34,9 +34,9 @@ from trainer.cli_args import add_config_args, load_configs
 from runcontract.config import TOKEN_DTYPE, DataMixConfig
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import sha256_file
+from runcontract.run_folder import DATA_META_FILE
 from trainer.tokenizer import tokenizer_info
 
-META_NAME = "data_meta.json"
 STATE_NAME = "data_build_state.json"
 SPLITS = ("train", "val")
 CHUNK_BYTES = 1 << 20  # text per chunk handed to a worker: big enough to amortise the hand-off
@@ -55,7 +55,7 @@ def fingerprint(data_config: DataMixConfig, tokenizer_sha256: str, train_tokens:
 
 def read_meta(out_dir: str | os.PathLike) -> Optional[dict]:
     try:
-        return json.loads((Path(out_dir) / META_NAME).read_text())
+        return json.loads((Path(out_dir) / DATA_META_FILE).read_text())
     except (OSError, ValueError):
         return None
 
@@ -258,7 +258,7 @@ def build_memmaps(
     out_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(data_config, info["sha256"], train_tokens, val_tokens)
     # invalidate first: from here until the new meta, the folder reads as unfinished
-    (out_dir / META_NAME).unlink(missing_ok=True)
+    (out_dir / DATA_META_FILE).unlink(missing_ok=True)
     started = time.time()
     build = _Build(out_dir, fp, data_config)
     mix = MixedStream(data_config)  # opens every source now: a bad one fails before any work
@@ -314,7 +314,7 @@ def build_memmaps(
         "resumed": resumed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_json(out_dir / META_NAME, meta)
+    atomic_write_json(out_dir / DATA_META_FILE, meta)
     build.state_path.unlink(missing_ok=True)
     return meta
 
@@ -323,7 +323,7 @@ def load_memmap(out_dir: str | os.PathLike, split: str) -> np.ndarray:
     """Read-only view of a finished split (the meta must exist: unfinished builds have none)."""
     meta = read_meta(out_dir)
     if meta is None:
-        raise UserError(f"{out_dir} has no {META_NAME}: the data is missing or unfinished; run python -m trainer.data first.")
+        raise UserError(f"{out_dir} has no {DATA_META_FILE}: the data is missing or unfinished; run python -m trainer.data first.")
     return np.memmap(Path(out_dir) / f"{split}.bin", dtype=TOKEN_DTYPE, mode="r", shape=(meta[f"{split}_tokens"],))
 
 

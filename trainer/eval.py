@@ -16,7 +16,6 @@ and seq_len come from the checkpoint's config.yaml.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from datetime import datetime, timezone
@@ -77,15 +76,12 @@ def run_folder_of(checkpoint: Path) -> Path:
 
 def load_val_tokens(data_dir: Path, model_vocab: int) -> tuple[np.ndarray, Optional[int]]:
     """(val.bin as a uint16 memmap, eos id from data_meta.json)."""
-    val_path, meta_path = data_dir / "val.bin", data_dir / "data_meta.json"
+    val_path = data_dir / "val.bin"
     if not val_path.is_file():
         raise UserError(f"{val_path} does not exist; pass --data_dir with the folder trainer.data wrote (val.bin, data_meta.json).")
     eos_id = None
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as exc:
-            raise UserError(f"{meta_path} is not valid JSON ({exc}); rebuild the data with python -m trainer.data.") from None
+    meta = read_data_meta(data_dir)
+    if meta is not None:
         data_vocab = meta.get("vocab_size")
         if data_vocab is not None and int(data_vocab) != model_vocab:
             raise UserError(f"{data_dir} was tokenized with vocab_size {data_vocab}, the model has {model_vocab}: pass the data folder made with this run's tokenizer.")

@@ -27,6 +27,7 @@ import torch
 
 from runcontract.atomic import atomic_dir
 from runcontract.errors import UserError, cli_main
+from runcontract.run_folder import TOKENIZER_META_FILE
 
 log = logging.getLogger("trainer.export")
 
@@ -42,7 +43,7 @@ def tokenizer_special_ids(tokenizer_model: Path) -> dict:
 
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     ids = {"bos_id": sp.bos_id(), "eos_id": sp.eos_id(), "pad_id": sp.pad_id(), "add_bos": False}
-    meta_path = tokenizer_model.with_name("tokenizer_meta.json")
+    meta_path = tokenizer_model.with_name(TOKENIZER_META_FILE)
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
