@@ -31,6 +31,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
+from launcher.store import human_bytes
 from launcher.tmux_job import Window, session_name
 from runcontract.errors import EXIT_INTERRUPTED, EXIT_OVER_BUDGET, OverBudgetError, UserError
 from runcontract.run_folder import (
@@ -241,8 +242,8 @@ def _sync_run(ctx: RunContext) -> str:
     with progress_bar(ctx.console, "sync") as (progress, task):
         stats = ctx.box.sync(ctx.project_root, progress=lambda frac, msg: progress.update(task, completed=frac * 100))
     share = (100.0 * stats.bytes_sent / stats.total_bytes) if stats.total_bytes else 0.0
-    return (f"{stats.files} of {stats.total_files} files changed, {_kb(stats.bytes_sent)} sent "
-            f"({share:.2f}% of {_kb(stats.total_bytes)}) by {stats.method} in {stats.seconds:.1f} s")
+    return (f"{stats.files} of {stats.total_files} files changed, {human_bytes(stats.bytes_sent)} sent "
+            f"({share:.2f}% of {human_bytes(stats.total_bytes)}) by {stats.method} in {stats.seconds:.1f} s")
 
 
 # ---- setup -----------------------------------------------------------------------------------
@@ -660,10 +661,6 @@ def finished_run(ctx: RunContext) -> Optional[str]:
 
 
 # ---- small things ------------------------------------------------------------------------------
-def _kb(n: int) -> str:
-    return f"{n / 1024:.1f} kB" if n < 10 * 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
-
-
 class progress_bar:
     """A rich progress bar (0..100) for sync and bootstrap; transient, so the log stays tidy.
     Off a terminal (a file, a CI log), a plain line per step of the work or per 10% instead."""
