@@ -453,20 +453,14 @@ def agent_command(ctx: RunContext) -> str:
     return _py(ctx, "launcher.agent", ["mirror", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/{STORE_CONFIG_FILE}"])
 
 
-def has_agent(ctx: RunContext) -> bool:
-    return (ctx.project_root / "launcher" / "agent.py").is_file()
-
-
 def train_windows(ctx: RunContext) -> list[Window]:
     rd = shlex.quote(ctx.run_dir)
     train = (f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; mkdir -p {rd}; "
              # stderr (tracebacks, "error: ..." lines) also kept in a file for `launcher status`;
              # tee -i ignores the Ctrl-C that `launcher stop` sends, so it outlives the trainer
              f"{train_command(ctx)} 2> >(tee -ia {rd}/{TRAINER_STDERR_LOG} >&2); echo $? > {rd}/{TRAINER_EXIT_FILE}")
-    windows = [Window("train", train)]
-    if has_agent(ctx):
-        windows.append(Window("agent", f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"))
-    return windows
+    agent = f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"
+    return [Window("train", train), Window("agent", agent)]
 
 
 def write_store_config(ctx: RunContext) -> None:
@@ -519,9 +513,8 @@ def _train_run(ctx: RunContext) -> str:
     ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/{TRAINER_EXIT_FILE}", timeout=30)
     tmux_job.start(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)
     write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)  # until the trainer's first status.json
-    agent = "with the store agent" if has_agent(ctx) else "WITHOUT a store agent (launcher/agent.py missing)"
     secrets = f"{count} secret variable(s) in {ctx.secrets_path}" if count else "no secrets needed"
-    return f"started in {ctx.multiplexer} session {ctx.session!r} {agent}; {secrets}"
+    return f"started in {ctx.multiplexer} session {ctx.session!r} with the store agent; {secrets}"
 
 
 # ---- the list ----------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -170,8 +169,6 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         raise UserError(f"train.seq_len {train_cfg.seq_len} does not fit the model's context (model.max_seq_len {model_cfg.max_seq_len}); lower train.seq_len or raise model.max_seq_len.")
     if options.smoke and not (data_dir / "train.bin").is_file():
         def build_smoke_data():
-            if importlib.util.find_spec("trainer.smoke_data") is None:
-                raise UserError(f"--smoke needs {data_dir}/train.bin or trainer/smoke_data.py to build it; neither is there.")
             from trainer.smoke_data import ensure_smoke_data
 
             tokenizer_dir = Path(train_cfg.tokenizer_model).parent if train_cfg.tokenizer_model else data_dir / "tokenizer"
@@ -219,12 +216,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     # 2. Cost gate: refuses a run projected over budget.max_cost (unless allowed).
     if options.allow_over_budget:
         log.log("--allow_over_budget: the cost gate will not stop this run")
-    if importlib.util.find_spec("trainer.cost") is not None:
-        from trainer import cost
+    from trainer import cost
 
-        share_main_result(accelerator, lambda: cost.gate(train_cfg, model_cfg, run_dir, options.allow_over_budget))
-    else:
-        log.log("no cost gate (trainer/cost.py is absent): skipping the projection")
+    share_main_result(accelerator, lambda: cost.gate(train_cfg, model_cfg, run_dir, options.allow_over_budget))
 
     resolved = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
                 "runtime": {"world_size": world, "grad_accum": plan.grad_accum, "tokens_per_step": plan.tokens_per_step, "max_steps": plan.max_steps},
