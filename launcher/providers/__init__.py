@@ -51,7 +51,7 @@ from launcher.providers.base import (
     TransientProviderError,
 )
 from launcher.providers.runpod import RunpodProvider
-from launcher.providers.static import StaticProvider, static_instance
+from launcher.providers.static import static_instance
 from launcher.providers.vastai import VastaiProvider
 from runcontract.errors import UserError
 from runcontract.run_folder import COST_FILE, run_rel
@@ -80,11 +80,9 @@ def _provider_config(config: LauncherConfig) -> RunpodConfig | VastaiConfig:
 def make_provider(config: LauncherConfig, **http_options: Any) -> Provider:
     """The provider for ``config.box.kind``; loads the API key (env var, else mode-600 file)."""
     kind = config.box.kind
-    if kind == "ssh":
-        return StaticProvider(config)
     if kind in RENTED_KINDS:
         return _rented_provider(kind, _provider_config(config), **http_options)
-    raise UserError(f"box.kind {kind!r} rents nothing: use runpod or vastai to rent a GPU, or ssh for a host you have")
+    raise UserError(f"box.kind {kind!r} rents nothing: use runpod or vastai to rent a GPU (ssh and local boxes need no provider)")
 
 
 def _rented_provider(kind: str, cfg: RunpodConfig | VastaiConfig, **http_options: Any) -> Provider:
