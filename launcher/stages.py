@@ -35,7 +35,7 @@ from launcher.store import human_bytes
 from launcher.tmux_job import Window, session_name
 from runcontract.errors import EXIT_INTERRUPTED, EXIT_OVER_BUDGET, OverBudgetError, UserError
 from runcontract.run_folder import (
-    CONFIG_FILE, COST_FILE, LAUNCHER_PHASES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, TRAINER_STARTING,
+    CONFIG_FILE, COST_FILE, FAILED, FINISHED, LAUNCHER_PHASES, STOPPED, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, TRAINER_STARTING,
     TRAINER_STDERR_LOG, run_rel,
 )
 
@@ -572,14 +572,14 @@ def run_stages(ctx: RunContext, stages: list[Stage], dry_run: bool = False) -> N
             summary = stage.run(ctx)
         except KeyboardInterrupt:
             console.print(f"[bold]{label}[/bold] [red]interrupted[/red]")
-            write_launcher_phase(ctx, stage.name, "stopped", f"stopped during {stage.name} (Ctrl-C in launcher run)")
+            write_launcher_phase(ctx, stage.name, STOPPED, f"stopped during {stage.name} (Ctrl-C in launcher run)")
             raise StageInterrupted(
                 f"interrupted during stage '{stage.name}' on {ctx.box.label}: the command running there was stopped; "
                 f"{stage.interrupted}. Stages before it are complete. `launcher status` shows the box."
             ) from None
         except (UserError, BoxError):
             console.print(f"[bold]{label}[/bold] [red]failed[/red]")
-            write_launcher_phase(ctx, stage.name, "failed", f"failed during {stage.name}")
+            write_launcher_phase(ctx, stage.name, FAILED, f"failed during {stage.name}")
             raise
         console.print(f"[bold]{label}[/bold] [green]done[/green] in {time.monotonic() - start:.1f} s: {escape(summary)}",
                       highlight=False)
@@ -631,7 +631,7 @@ def finished_run(ctx: RunContext) -> Optional[str]:
         resolved = yaml.safe_load(ctx.box.get_file(f"{ctx.run_dir}/{CONFIG_FILE}") or b"{}") or {}
     except ValueError:
         return None
-    if not isinstance(status, dict) or status.get("state") != "finished" or not isinstance(status.get("step"), int):
+    if not isinstance(status, dict) or status.get("state") != FINISHED or not isinstance(status.get("step"), int):
         return None
     train_cfg = ctx.train_config()
     tokens_per_step = (resolved.get("runtime") or {}).get("tokens_per_step") if isinstance(resolved, dict) else None

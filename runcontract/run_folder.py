@@ -76,7 +76,8 @@ def recency(step: int, name: str) -> tuple[int, bool]:
 
 # -- status.json ---------------------------------------------------------------------------------
 # "state": preparing (the launcher's stages), running (the trainer), or an ended state.
-ENDED_STATES = ("finished", "failed", "stopped")
+FINISHED, FAILED, STOPPED = "finished", "failed", "stopped"
+ENDED_STATES = (FINISHED, FAILED, STOPPED)
 RUN_STATES = ("preparing", "running", *ENDED_STATES)
 # "phase", in the order a run goes through them; an ended run's phase is its state.
 LAUNCHER_PHASES = ("setup", "restore", "tokenizer", "data", "benchmark", "cost")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from runcontract.atomic import atomic_write_json
-from runcontract.run_folder import ENDED_STATES, LOSS_CURVE_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_LOG
+from runcontract.run_folder import ENDED_STATES, FINISHED, LOSS_CURVE_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_LOG
 
 
 def _clean(value):
@@ -68,7 +68,7 @@ class RunLog:
             return
         progress = None
         if state in ENDED_STATES:
-            if state != "finished" and self.phase_name not in ENDED_STATES:
+            if state != FINISHED and self.phase_name not in ENDED_STATES:
                 progress = f"{state} during {self.phase_name}"  # the phase it ended in stays readable
             self.phase_name = state
         self._status_fields = {k: _clean(v) for k, v in fields.items()}

@@ -38,7 +38,8 @@ from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import ManifestError, verify_manifest
 from runcontract.run_folder import (
-    CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR, RANKS_FILE, STATUS_FILE, THROUGHPUT_FILE, TRAIN_LOG, recency, step_dir_name, step_of_dir,
+    CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
+    recency, step_dir_name, step_of_dir,
 )
 from trainer.metrics_log import RunLog, train_line
 from trainer.model import Transformer
@@ -258,7 +259,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         log.close()
         if lock is not None:
             lock.close()
-        return "finished"
+        return FINISHED
 
     log.phase("setup")  # status.json says the trainer has started (the launcher's stages wrote "preparing")
 
@@ -280,7 +281,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
             share_main_result(accelerator, run_check)
         except UserError as exc:
             log.error(str(exc))
-            log.status("failed", step=0, max_steps=plan.max_steps, tokens_seen=0, loss=None, val_loss=None,
+            log.status(FAILED, step=0, max_steps=plan.max_steps, tokens_seen=0, loss=None, val_loss=None,
                        tokens_per_sec=0.0, elapsed_s=0.0, cost_spent=0.0, world_size=world)
             raise
 
@@ -355,7 +356,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
                    val_bpb=(last_eval.get("mix") or {}).get("bpb"), val_sources={k: v for k, v in last_eval.items() if k != "mix"},
                    epoch=sampler.epoch(step))
 
-    final_state = "finished"
+    final_state = FINISHED
     try:
         if step >= plan.max_steps:
             log.log(f"nothing to do: already at step {step} of {plan.max_steps}")
@@ -441,7 +442,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
                     why = f"{signals.requested} received" if stop_reason == "signal" else f"--stop_at_step {options.stop_at_step}"
                     log.log(f"stopping at step {step} ({why}); the run resumes from this checkpoint when started again")
                     save(run_dir / CHECKPOINTS_DIR / step_dir_name(step), "stop")
-                final_state = "stopped"
+                final_state = STOPPED
                 break
             if step % train_cfg.checkpoint_interval == 0 and step < plan.max_steps:
                 save(run_dir / CHECKPOINTS_DIR / step_dir_name(step), "step")
@@ -462,7 +463,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     except BaseException as exc:
         if isinstance(exc, UserError):
             log.error(str(exc))
-        status("failed")
+        status(FAILED)
         raise
     finally:
         signals.restore()

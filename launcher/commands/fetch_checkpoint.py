@@ -20,7 +20,7 @@ import click
 
 from launcher.store import RichProgress, human_bytes, format_time, open_store
 from runcontract.errors import UserError
-from runcontract.run_folder import FINAL_DIR, STATUS_FILE, recency
+from runcontract.run_folder import FINAL_DIR, FINISHED, STATUS_FILE, STOPPED, recency
 
 
 @click.command("fetch-checkpoint")
@@ -86,7 +86,7 @@ def _latest_once_uploaded(store, run: str, wait_s: float = 120.0, poll_s: float 
         status = json.loads(store.read_text(f"{run}/{STATUS_FILE}") or "{}")
     except ValueError:
         return chosen
-    ended_at = status.get("step") if status.get("state") in ("finished", "stopped") else None
+    ended_at = status.get("step") if status.get("state") in (FINISHED, STOPPED) else None
     if not isinstance(ended_at, int) or (chosen is not None and chosen.step >= ended_at):
         return chosen
     click.echo(f"training ended at step {ended_at}; waiting up to {wait_s:.0f} s for the agent to store that checkpoint")

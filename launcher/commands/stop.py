@@ -20,7 +20,7 @@ from launcher.console import make_console
 from launcher.commands.status import read_run, training_state
 from launcher.state import box_for_command, load_command_context, run_name
 from runcontract.errors import UserError
-from runcontract.run_folder import ENDED_STATES
+from runcontract.run_folder import ENDED_STATES, FINISHED
 
 
 AGENT_GRACE_S = 20.0
@@ -97,7 +97,7 @@ def stop_account(name: str, label: str, data: dict) -> str:
     if not data.get("stop_sent"):
         if run_state == "not started":
             return f"nothing to stop: run {name!r} has not started on {label}; `launcher run` starts it."
-        if run_state == "finished":
+        if run_state == FINISHED:
             return f"nothing to stop: run {name!r} already finished{at} on {label}."
         return f"nothing to stop: run {name!r} on {label} is {run_state}{at}."
     return (f"run {name!r} {run_state}{at} on {label}. The box is still up: `launcher run` continues from the "
