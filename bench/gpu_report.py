@@ -35,7 +35,8 @@ import torch  # noqa: E402
 
 from bench.model_vs_hf import HFAsProject, _int_list, time_training  # noqa: E402
 from runcontract.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from trainer.benchmark import device_description, is_out_of_memory, pick_device  # noqa: E402
+from trainer.benchmark import is_out_of_memory  # noqa: E402
+from trainer.precision import device_description, pick_device  # noqa: E402
 from runcontract.config import ModelConfig, TrainConfig  # noqa: E402
 from runcontract.configlib import load_config  # noqa: E402
 from runcontract.errors import UserError, cli_main  # noqa: E402

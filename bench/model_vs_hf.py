@@ -29,7 +29,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from runcontract.atomic import atomic_write_json  # noqa: E402
-from trainer.benchmark import device_description, is_out_of_memory, pick_device  # noqa: E402
+from trainer.benchmark import is_out_of_memory  # noqa: E402
+from trainer.precision import device_description, pick_device  # noqa: E402
 from trainer.cli_args import add_config_args, load_configs  # noqa: E402
 from runcontract.config import ModelConfig  # noqa: E402
 from runcontract.errors import UserError, cli_main  # noqa: E402

@@ -29,6 +29,7 @@ import yaml
 from runcontract.atomic import atomic_write_json
 from trainer.batches import read_data_meta, validation_starts
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
+from trainer.precision import autocast, autocast_dtype, pick_device
 from runcontract.config import TOKEN_DTYPE
 from runcontract.errors import UserError, cli_main
 from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, EVAL_FILE, LOSS_CURVE_FILE, METRICS_FILE
@@ -110,12 +111,6 @@ def source_val_files(data_dir: Path) -> list[tuple[str, Path]]:
 
 
 # -- scoring -------------------------------------------------------------------------------
-def _autocast(device: torch.device):
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 @torch.no_grad()
 def score(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int, device: torch.device,
           byte_lengths: np.ndarray, leading_space: np.ndarray, eos_id: Optional[int]) -> dict:
@@ -125,7 +120,7 @@ def score(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch_siz
         if windows.max() >= len(byte_lengths):
             raise UserError(f"val.bin holds token id {int(windows.max())}, outside the vocabulary of {len(byte_lengths)}: it was made with another tokenizer.")
         batch = torch.from_numpy(windows).to(device)
-        with _autocast(device):
+        with autocast(device, autocast_dtype("auto", device)):
             _, loss = model(batch[:, :-1], batch[:, 1:])
         n = batch[:, 1:].numel()
         total_nats += float(loss) * n  # loss is the mean over every target token
@@ -249,7 +244,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    from trainer.benchmark import pick_device
 
     result = evaluate_checkpoint(
         args.checkpoint, args.tokenizer_model, args.data_dir, args.eval_tokens, args.seed, args.seq_len,
