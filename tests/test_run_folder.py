@@ -61,3 +61,18 @@ def test_each_run_file_name_is_written_once_in_launcher_and_trainer():
                 if text in FILE_NAMES or any(text.startswith(f"/{name}") for name in FILE_NAMES) or text in ("runs", "runs/"):
                     found.append(f"{path.relative_to(ROOT)}:{line}: {text!r}")
     assert found == [], "use the names in runcontract/run_folder.py:\n" + "\n".join(found)
+
+
+def test_exit_codes_are_named_once_in_runcontract_errors():
+    """``exit_code = 3`` or ``sys.exit(1)`` outside runcontract/errors.py would be a second owner."""
+    found = []
+    for half in ("launcher", "trainer"):
+        for path in sorted((ROOT / half).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "exit_code" for t in node.targets) \
+                        and isinstance(node.value, ast.Constant):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: exit_code = {node.value.value!r}")
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "exit" \
+                        and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value not in (0, None):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: exit({node.args[0].value!r})")
+    assert found == [], "use the EXIT_* names in runcontract/errors.py:\n" + "\n".join(found)
