@@ -34,11 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import torch  # noqa: E402
 
 from bench.model_vs_hf import HFAsProject, _int_list, time_training  # noqa: E402
-from trainer.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from trainer.benchmark import device_description, is_out_of_memory, pick_device  # noqa: E402
-from trainer.config import ModelConfig, TrainConfig  # noqa: E402
-from trainer.configlib import load_config  # noqa: E402
-from trainer.errors import UserError, cli_main  # noqa: E402
+from runcontract.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from trainer.benchmark import is_out_of_memory  # noqa: E402
+from trainer.precision import device_description, pick_device  # noqa: E402
+from runcontract.config import ModelConfig, TrainConfig  # noqa: E402
+from runcontract.configlib import load_config  # noqa: E402
+from runcontract.errors import UserError, cli_main  # noqa: E402
 from trainer.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
 from trainer.linear_cross_entropy import saved_bytes_for_backward  # noqa: E402
 from trainer.train_step import compile_model, prepare_model  # noqa: E402

@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from trainer.atomic import atomic_write_json  # noqa: E402
-from trainer.benchmark import device_description, is_out_of_memory, pick_device  # noqa: E402
+from runcontract.atomic import atomic_write_json  # noqa: E402
+from trainer.benchmark import is_out_of_memory  # noqa: E402
+from trainer.precision import device_description, pick_device  # noqa: E402
 from trainer.cli_args import add_config_args, load_configs  # noqa: E402
-from trainer.config import ModelConfig  # noqa: E402
-from trainer.errors import UserError, cli_main  # noqa: E402
+from runcontract.config import ModelConfig  # noqa: E402
+from runcontract.errors import UserError, cli_main  # noqa: E402
 from trainer.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
 
 # Compiled vs eager under bf16 autocast: kernels fuse and round differently, so only loose
@@ -64,7 +65,7 @@ def build_pair(cfg: ModelConfig, device: torch.device, seed: int):
     from trainer.hf_convert import to_hf_config, to_hf_state_dict
     from trainer.model import Transformer
 
-    from trainer.config import TrainConfig
+    from runcontract.config import TrainConfig
     from trainer.train_step import prepare_model
 
     torch.manual_seed(seed)
@@ -157,7 +158,7 @@ def run(cfg: ModelConfig, device: torch.device, seq_lens: list[int], micro_batch
             loss_ours, loss_hf = initial_losses(ours, hf, batch)
             compiled = None
             if compile_mode is not None:
-                from trainer.config import TrainConfig
+                from runcontract.config import TrainConfig
                 from trainer.train_step import compile_model
 
                 compiled = compile_model(ours, TrainConfig(compile=True, speed={"compile_mode": compile_mode}))

@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trainer.errors import UserError, cli_main  # noqa: E402
+from runcontract.errors import UserError, cli_main  # noqa: E402
 
 SEQ_LEN = 128
 MICRO_BATCH = 8

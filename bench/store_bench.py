@@ -34,7 +34,7 @@ from launcher.config import StorageConfig  # noqa: E402
 from launcher.store_file import FileStore  # noqa: E402
 from launcher.store_s3 import S3Store  # noqa: E402
 from tests.harness.s3server import RcloneS3Server  # noqa: E402
-from trainer.manifest import write_manifest  # noqa: E402
+from runcontract.manifest import write_manifest  # noqa: E402
 
 _MB = 1024 * 1024
 

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.encode_pool import EncodePool, default_workers  # noqa: E402
-from trainer.errors import cli_main  # noqa: E402
+from runcontract.errors import cli_main  # noqa: E402
 from trainer.stdlib_corpus import iter_stdlib_documents  # noqa: E402
 
 CHUNK_BYTES = 1 << 20
@@ -107,7 +107,7 @@ class PeakTreeMemory:
 
 def build_peak_memory(model: Path, texts: list[str], train_tokens: int, workers: int, folder: Path) -> tuple[float, float]:
     """(peak GB, seconds) of a real data build over a local jsonl of ``texts``."""
-    from trainer.config import DataMixConfig, SourceConfig
+    from runcontract.config import DataMixConfig, SourceConfig
     from trainer.data import build_memmaps
 
     corpus = folder / f"corpus-{train_tokens}.jsonl"

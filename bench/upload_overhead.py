@@ -28,14 +28,14 @@ sys.path.insert(0, str(ROOT))
 
 from launcher.agent import store_config_json  # noqa: E402
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig  # noqa: E402
-from trainer.manifest import write_manifest  # noqa: E402
+from runcontract.manifest import write_manifest  # noqa: E402
 
 
 def build(device: str, batch: int, seq_len: int):
     import torch
 
-    from trainer.config import ModelConfig
-    from trainer.configlib import read_yaml, validate
+    from runcontract.config import ModelConfig
+    from runcontract.configlib import read_yaml, validate
     from trainer.model import Transformer
 
     config = validate(ModelConfig, read_yaml(ROOT / "configs" / "model_smoke.yaml"), "configs/model_smoke.yaml")

@@ -40,30 +40,34 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from launcher.store import PREPARED, RichProgress, Store, StoreError, TransferProgress, checkpoint_rel, human_bytes, open_store
-from trainer.atomic import atomic_write_bytes
-from trainer.errors import UserError, cli_main
-from trainer.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
+from launcher.config import RENTED_KINDS
+from launcher.store import PREPARED, RichProgress, Store, StoreError, TransferProgress, human_bytes, open_store
+from runcontract.atomic import atomic_write_bytes
+from runcontract.errors import UserError, cli_main
+from runcontract.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
+from runcontract.run_folder import (
+    AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, DATA_META_FILE, ENDED_STATES, EVAL_FILE, FINAL_DIR, LOSS_CURVE_FILE, METRICS_FILE,
+    SAMPLES_FILE, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TOKENIZER_META_FILE, TRAINER_EXIT_FILE, checkpoint_rel,
+)
 
 log = logging.getLogger("launcher.agent")
 
-END_STATES = {"finished", "failed", "stopped"}
 # Run files mirrored every sync; the append-only ones are extended in place where the store can.
-APPEND_ONLY = {"train.log", "metrics.jsonl", "agent.log"}
+APPEND_ONLY = {TRAIN_LOG, METRICS_FILE, AGENT_LOG}
 RUN_FILES = (
-    "config.yaml", "throughput.json", "cost.json", "metrics.jsonl", "train.log", "status.json",
-    "fixed_prompt_samples.txt", "loss_curve.png", "eval.json", "agent.log",
+    CONFIG_FILE, THROUGHPUT_FILE, COST_FILE, METRICS_FILE, TRAIN_LOG, STATUS_FILE,
+    SAMPLES_FILE, LOSS_CURVE_FILE, EVAL_FILE, AGENT_LOG,
 )
-NOT_MIRRORED = {"store.json"}
-RESTORED_FILES = ("config.yaml", "throughput.json", "cost.json", "metrics.jsonl", "train.log", "fixed_prompt_samples.txt", "eval.json", "loss_curve.png")
+NOT_MIRRORED = {STORE_CONFIG_FILE}
+RESTORED_FILES = (CONFIG_FILE, THROUGHPUT_FILE, COST_FILE, METRICS_FILE, TRAIN_LOG, SAMPLES_FILE, EVAL_FILE, LOSS_CURVE_FILE)
 SMALL_FILE_LIMIT = 256 * 1024 * 1024
-PREPARED_DIRS = {"tokenizer": "tokenizer_meta.json", "data": "data_meta.json"}
+PREPARED_DIRS = {"tokenizer": TOKENIZER_META_FILE, "data": DATA_META_FILE}
 
 
 # ----------------------------------------------------------------------------- store.json
 def store_config_json(config, run_name: str, instance_id: Optional[str]) -> str:
     """The agent's store.json for a run: where to store, budget, agent settings, provider. No secrets."""
-    kind = config.box.kind if config.box.kind in ("runpod", "vastai") else None
+    kind = config.box.kind if config.box.kind in RENTED_KINDS else None
     data = {
         "storage": config.storage.to_dict(),
         "run_name": run_name,
@@ -76,8 +80,8 @@ def store_config_json(config, run_name: str, instance_id: Optional[str]) -> str:
 
 def load_store_config(path: Path) -> dict:
     from launcher.config import AgentConfig, StorageConfig
-    from trainer.config import BudgetConfig
-    from trainer.configlib import validate
+    from runcontract.config import BudgetConfig
+    from runcontract.configlib import validate
 
     try:
         data = json.loads(Path(path).read_text())
@@ -110,7 +114,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_status(run_dir: Path) -> tuple[Optional[dict], float]:
-    path = run_dir / "status.json"
+    path = run_dir / STATUS_FILE
     try:
         mtime = path.stat().st_mtime
         data = json.loads(path.read_text())
@@ -135,7 +139,7 @@ def setup_logging(run_dir: Path) -> None:
     root.setLevel(logging.INFO)
     root.handlers.clear()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    for handler in (logging.FileHandler(run_dir / "agent.log"), logging.StreamHandler(sys.stdout)):
+    for handler in (logging.FileHandler(run_dir / AGENT_LOG), logging.StreamHandler(sys.stdout)):
         handler.setFormatter(fmt)
         root.addHandler(handler)
     root.propagate = False
@@ -208,11 +212,11 @@ class Mirror:
     # -- checkpoints and prepared data -----------------------------------------
     def pending_checkpoints(self) -> list[Path]:
         folders = []
-        ckpt_root = self.run_dir / "checkpoints"
+        ckpt_root = self.run_dir / CHECKPOINTS_DIR
         if ckpt_root.is_dir():
             folders += [p for p in ckpt_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if (self.run_dir / "final").is_dir():
-            folders.append(self.run_dir / "final")
+        if (self.run_dir / FINAL_DIR).is_dir():
+            folders.append(self.run_dir / FINAL_DIR)
         result = []
         for folder in folders:
             if not (folder / MANIFEST_NAME).is_file():
@@ -226,7 +230,7 @@ class Mirror:
                 result.append(folder)
 
         def order(p: Path):
-            return (p.name == "final", p.name)
+            return (p.name == FINAL_DIR, p.name)
 
         return sorted(result, key=order)
 
@@ -266,7 +270,7 @@ class Mirror:
 
     def pruned_on_arrival(self, folder: Path, manifest: Manifest) -> bool:
         """An old local checkpoint that retention would delete as soon as it is stored."""
-        if folder.name == "final":
+        if folder.name == FINAL_DIR:
             return False
         from launcher.store import CheckpointInfo
         from launcher.store_retention import would_be_pruned
@@ -320,7 +324,7 @@ class Mirror:
 
     # -- watches ---------------------------------------------------------------
     def training_ended(self) -> Optional[str]:
-        exit_file = self.run_dir / "train.exit"  # the tmux train window writes the trainer's exit code
+        exit_file = self.run_dir / TRAINER_EXIT_FILE  # the tmux train window writes the trainer's exit code
         try:
             if exit_file.stat().st_mtime >= self.started - 2:
                 return f"trainer exited with code {exit_file.read_text().strip() or '?'}"
@@ -334,7 +338,7 @@ class Mirror:
             else:
                 return None  # a previous run's status, or the trainer has not started yet
         state = status.get("state")
-        if state in END_STATES:
+        if state in ENDED_STATES:
             return f"training {state}"
         pid = status.get("pid")
         if isinstance(pid, int) and pid > 0 and not pid_alive(pid):
@@ -455,7 +459,7 @@ def restore(run_dir: Path, store: Store, run: str, project_root: Path, progress:
         data = store.read_bytes(f"{run}/{name}")
         if data is None:
             continue
-        if name == "metrics.jsonl" and ckpt is not None:
+        if name == METRICS_FILE and ckpt is not None:
             data = _metrics_until(data, ckpt.step)
         atomic_write_bytes(local, data)
         restored.append(f"{name} ({human_bytes(len(data))})")

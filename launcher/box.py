@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
-LAUNCHERIGNORE = ".launcherignore"
 
 
 class BoxError(UserError):
@@ -186,13 +185,6 @@ def command_failed(box: Box, result: RunResult, remedy: str = "") -> BoxError:
 def _short(cmd: str, limit: int = 300) -> str:
     cmd = " ".join(cmd.split())
     return cmd if len(cmd) <= limit else cmd[: limit - 3] + "..."
-
-
-def read_launcherignore(project_root: Path) -> list[str]:
-    path = Path(project_root) / LAUNCHERIGNORE
-    if not path.is_file():
-        return []
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
 # ---- which box: from the config (up/run) or from the recorded state (everything else) --------

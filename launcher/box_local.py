@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from launcher.box import Box, BoxError, ProgressFn, RunResult, SyncStats
-from trainer.atomic import atomic_write_text
+from runcontract.atomic import atomic_write_text
 
 
 LOCAL_CACHE_DIR = ".launcher/cache"

@@ -26,14 +26,10 @@ from typing import Iterator, Optional, Sequence
 
 import paramiko
 
-from launcher.box import (
-    LAUNCHERIGNORE, Box, BoxError, BoxUnreachable, ConnectionLost, ProgressFn, RunResult, SyncStats, command_failed,
-    read_launcherignore,
-)
+from launcher.box import Box, BoxError, BoxUnreachable, ConnectionLost, ProgressFn, RunResult, SyncStats, command_failed
+from launcher.project_files import LAUNCHERIGNORE, local_files, read_launcherignore
 from launcher.known_hosts import HostKeyChangedError, TrustOnFirstUsePolicy
-from launcher.ssh_commands import (
-    ALWAYS_EXCLUDED, SSHEndpoint, in_dir, proxy_command, rsync_argv, ssh_argv,
-)
+from launcher.ssh_commands import SSHEndpoint, in_dir, proxy_command, rsync_argv, ssh_argv
 
 # paramiko logs dropped sockets itself ("Socket exception: ..."); the launcher reports them
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -463,35 +459,3 @@ def _stat_int(text: str, pattern: str) -> int:
     if not match:
         return 0
     return int(re.sub(r"[,.]", "", match.group(1)) or 0)
-
-
-# ---- the SFTP fallback's view of the project tree ------------------------------------------
-def _matches(rel: str, pattern: str) -> bool:
-    """gitignore-like: ``/x`` anchored at the root, ``x/`` only folders, globs per path part."""
-    import fnmatch
-
-    folder = pattern.endswith("/")
-    pat = pattern.strip("/")
-    parts = rel.split("/")
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    if folder:
-        prefixes = prefixes[:-1]  # a folder pattern never matches the file itself
-    if pattern.startswith("/") or "/" in pat:
-        return any(fnmatch.fnmatchcase(p, pat) for p in prefixes)
-    names = parts[:-1] if folder else parts
-    return any(fnmatch.fnmatchcase(name, pat) for name in names)
-
-
-def local_files(root: Path, patterns: Sequence[str]) -> list[str]:
-    """Files to sync: git's view (tracked + untracked, not ignored) when a git tree, else a walk;
-    minus the fixed excludes, .launcherignore and ``patterns``."""
-    root = Path(root)
-    rels: list[str]
-    try:
-        out = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
-                             capture_output=True, check=True, timeout=60).stdout
-        rels = [r for r in out.decode().split("\0") if r]
-    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired):
-        rels = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
-    all_patterns = [*ALWAYS_EXCLUDED, *patterns]
-    return sorted(r for r in rels if (root / r).is_file() and not any(_matches(r, p) for p in all_patterns))

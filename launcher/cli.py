@@ -14,7 +14,7 @@ import importlib
 
 import click
 
-from trainer.errors import cli_main
+from runcontract.errors import cli_main
 
 # Module names under launcher.commands; each defines ``command`` (a click.Command).
 COMMAND_MODULES = ("up", "run", "logs", "status", "stop", "down", "ssh", "fetch_checkpoint", "prune")

@@ -12,8 +12,8 @@ from typing import Iterable, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from trainer.config import BudgetConfig
-from trainer.configlib import Config, apply_overrides, read_yaml, validate
+from runcontract.config import BudgetConfig
+from runcontract.configlib import Config, apply_overrides, read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
 LAUNCHER_SECTIONS = ("box", "run", "storage", "budget", "agent")
@@ -65,6 +65,8 @@ class VastaiConfig(Config):
     terminate_timeout_s: float = Field(180.0, gt=0, description="Seconds to wait for the provider to confirm the instance is gone.")
     offers_shown: int = Field(5, ge=1, le=50, description="How many of the cheapest offers to show before renting the first.")
 
+
+RENTED_KINDS = ("runpod", "vastai")  # the box kinds rented from a provider (the others are given)
 
 class BoxConfig(Config):
     """Where commands run."""

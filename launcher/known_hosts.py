@@ -12,8 +12,8 @@ from pathlib import Path
 
 import paramiko
 
-from trainer.atomic import atomic_write_text
-from trainer.errors import UserError
+from runcontract.atomic import atomic_write_text
+from runcontract.errors import UserError
 
 KNOWN_HOSTS_NAME = "known_hosts"
 _lock = threading.Lock()

@@ -16,20 +16,18 @@ import shlex
 from pathlib import Path
 from typing import Mapping, Optional
 
-from trainer.atomic import atomic_write_text
-from trainer.errors import UserError
+from launcher.config import RENTED_KINDS
+from launcher.providers.api_keys import key_file_path, read_key_file
+from runcontract.atomic import atomic_write_text
+from runcontract.errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRETS_PATH = "~/.llm-box/secrets.env"  # on the box
 
 
 def _provider_key(kind: str, env_name: str, env: Mapping[str, str]) -> Optional[str]:
-    if env.get(env_name):
-        return env[env_name]
-    key_file = Path.home() / ".config" / "llm-box" / f"{'runpod' if kind == 'runpod' else 'vast'}_key"
-    if key_file.is_file():
-        return key_file.read_text().strip() or None
-    return None
+    """The provider's API key as ``up`` reads it (providers/api_keys.py), or None when there is none."""
+    value = (env.get(env_name) or "").strip()
+    return value or read_key_file(key_file_path(kind, env))
 
 
 def box_secret_env(config, env: Optional[Mapping[str, str]] = None, train_config=None) -> dict[str, str]:
@@ -73,7 +71,7 @@ def box_secret_env(config, env: Optional[Mapping[str, str]] = None, train_config
             if frozen.token:
                 result["AWS_SESSION_TOKEN"] = frozen.token
     kind = config.box.kind
-    if kind in ("runpod", "vastai"):
+    if kind in RENTED_KINDS:
         env_name = config.box.runpod.api_key_env if kind == "runpod" else config.box.vastai.api_key_env
         value = _provider_key(kind, env_name, env)
         if value:

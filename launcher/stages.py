@@ -16,11 +16,12 @@ time, never correctness.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -30,9 +31,13 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
+from launcher.store import human_bytes
 from launcher.tmux_job import Window, session_name
-from trainer.errors import UserError
-from trainer.run_control import TRAINER_STARTING
+from runcontract.errors import EXIT_INTERRUPTED, EXIT_OVER_BUDGET, OverBudgetError, UserError
+from runcontract.run_folder import (
+    CONFIG_FILE, COST_FILE, FAILED, FINISHED, LAUNCHER_PHASES, STOPPED, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, TRAINER_STARTING,
+    TRAINER_STDERR_LOG, run_rel,
+)
 
 STAMP_DIR = ".launcher/stamps"
 SECRETS_PATH = "~/.llm-box/secrets.env"  # on a remote box; the local box keeps it in the project
@@ -40,17 +45,12 @@ LOCAL_SECRETS_PATH = ".launcher/secrets.env"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TQDM_QUIET_INTERVAL = 30  # seconds between progress lines when the output is not a terminal
 BOOTSTRAP = "infra/bootstrap.sh"
-COST_OVER_BUDGET_EXIT = 3
 
 
 class StageInterrupted(UserError):
     """Ctrl-C during a stage: the message says which stage and what state it left."""
 
-    exit_code = 130
-
-
-class OverBudget(UserError):
-    exit_code = 3
+    exit_code = EXIT_INTERRUPTED
 
 
 @dataclass
@@ -65,10 +65,7 @@ class RunContext:
     hourly_rate: Optional[float] = None  # live price of a rented box; None: budget.hourly_rate
     instance_id: Optional[str] = None
     multiplexer: str = "tmux"
-    sync_stats: object = None
-    started_session: Optional[str] = None
     probe_box: bool = True  # --dry-run may read the box (False: it was never connected)
-    notes: dict = field(default_factory=dict)
 
     # ---- names ------------------------------------------------------------------------------
     @property
@@ -77,7 +74,7 @@ class RunContext:
 
     @property
     def run_dir(self) -> str:
-        return f"runs/{self.run_name}"
+        return run_rel(self.run_name)
 
     @property
     def session(self) -> str:
@@ -109,8 +106,8 @@ class RunContext:
 
     def train_config(self):
         """The trainer's TrainConfig as this run resolves it (train_config file + run.set): no torch needed."""
-        from trainer.config import SECTIONS, TrainConfig
-        from trainer.configlib import load_config
+        from runcontract.config import SECTIONS, TrainConfig
+        from runcontract.configlib import load_config
 
         run = self.config.run
         return load_config(TrainConfig, self.project_root / run.train_config_path, run.overrides, "train", SECTIONS)
@@ -244,10 +241,9 @@ def _sync_done(ctx: RunContext) -> Optional[str]:
 def _sync_run(ctx: RunContext) -> str:
     with progress_bar(ctx.console, "sync") as (progress, task):
         stats = ctx.box.sync(ctx.project_root, progress=lambda frac, msg: progress.update(task, completed=frac * 100))
-    ctx.sync_stats = stats
     share = (100.0 * stats.bytes_sent / stats.total_bytes) if stats.total_bytes else 0.0
-    return (f"{stats.files} of {stats.total_files} files changed, {_kb(stats.bytes_sent)} sent "
-            f"({share:.2f}% of {_kb(stats.total_bytes)}) by {stats.method} in {stats.seconds:.1f} s")
+    return (f"{stats.files} of {stats.total_files} files changed, {human_bytes(stats.bytes_sent)} sent "
+            f"({share:.2f}% of {human_bytes(stats.total_bytes)}) by {stats.method} in {stats.seconds:.1f} s")
 
 
 # ---- setup -----------------------------------------------------------------------------------
@@ -316,7 +312,7 @@ def bootstrap(box: Box, console: Console) -> str:
 
 # ---- restore (--resume) ----------------------------------------------------------------------
 def _restore_commands(ctx: RunContext) -> list[str]:
-    return [_py(ctx, "launcher.agent", ["restore", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/store.json"])]
+    return [_py(ctx, "launcher.agent", ["restore", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/{STORE_CONFIG_FILE}"])]
 
 
 def _restore_run(ctx: RunContext) -> str:
@@ -354,7 +350,7 @@ def _data_fp(ctx: RunContext) -> str:
 
 
 def _benchmark_command(ctx: RunContext) -> str:
-    return _py(ctx, "trainer.benchmark", [*ctx.model_train_args(), "--output_path", f"{ctx.run_dir}/throughput.json"])
+    return _py(ctx, "trainer.benchmark", [*ctx.model_train_args(), "--output_path", f"{ctx.run_dir}/{THROUGHPUT_FILE}"])
 
 
 def _benchmark_fp(ctx: RunContext) -> str:
@@ -371,7 +367,7 @@ def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable
 
     def run(ctx: RunContext) -> str:
         # the benchmark's progress lines also go to train.log, where `launcher logs --follow` shows them
-        out = _run_logged(ctx, command(ctx), what, tee=f"{ctx.run_dir}/train.log" if name == "benchmark" else None)
+        out = _run_logged(ctx, command(ctx), what, tee=f"{ctx.run_dir}/{TRAIN_LOG}" if name == "benchmark" else None)
         _write_stamp(ctx, name, fp(ctx))
         last = [l for l in out.strip().splitlines() if l.strip()]
         return last[-1] if last else "done"
@@ -381,7 +377,7 @@ def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable
 
 # ---- cost ------------------------------------------------------------------------------------
 def _cost_command(ctx: RunContext) -> str:
-    return _py(ctx, "trainer.cost", [*ctx.model_train_args(), "--throughput", f"{ctx.run_dir}/throughput.json",
+    return _py(ctx, "trainer.cost", [*ctx.model_train_args(), "--throughput", f"{ctx.run_dir}/{THROUGHPUT_FILE}",
                                      "--gpu_count", str(ctx.config.run.gpus)])
 
 
@@ -391,15 +387,25 @@ def _cost_done(ctx: RunContext) -> Optional[str]:
     return None
 
 
+def _over_budget_reason(ctx: RunContext) -> str:
+    """The cost verdict's figures, from the cost.json trainer.cost wrote (never from its output)."""
+    try:
+        cost = json.loads(ctx.box.get_file(f"{ctx.run_dir}/{COST_FILE}") or b"{}")
+        return (f"projected cost ${cost['total_cost']:,.2f} ({cost['hours']:,.1f} h at ${cost['hourly_rate']:.2f}/h "
+                f"for {cost['target_tokens']:,} tokens) exceeds budget.max_cost ${cost['max_cost']:,.2f}")
+    except (ValueError, KeyError, TypeError):
+        return f"the projected cost exceeds budget.max_cost ({ctx.run_dir}/{COST_FILE} is unreadable)"
+
+
 def _cost_run(ctx: RunContext) -> str:
     result = ctx.box.run(_cost_command(ctx), check=False, timeout=300)
     table = result.stdout.rstrip()
     if table:
         ctx.console.print(table, markup=False, highlight=False)
-    if result.exit_code == COST_OVER_BUDGET_EXIT:
-        reason = (result.stderr.strip().splitlines() or ["projected cost over budget.max_cost"])[-1].removeprefix("error: ")
+    if result.exit_code == EXIT_OVER_BUDGET:
+        reason = _over_budget_reason(ctx)
         if not ctx.allow_over_budget:
-            raise OverBudget(
+            raise OverBudgetError(
                 f"stopped before training on {ctx.box.label}: {reason}. Raise budget.max_cost (or shorten the run: "
                 "train.target_tokens / train.max_steps), or pass --allow-over-budget to train anyway."
             )
@@ -444,11 +450,7 @@ def train_command(ctx: RunContext) -> str:
 
 
 def agent_command(ctx: RunContext) -> str:
-    return _py(ctx, "launcher.agent", ["mirror", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/store.json"])
-
-
-def has_agent(ctx: RunContext) -> bool:
-    return (ctx.project_root / "launcher" / "agent.py").is_file()
+    return _py(ctx, "launcher.agent", ["mirror", "--run_dir", ctx.run_dir, "--store_config", f"{ctx.run_dir}/{STORE_CONFIG_FILE}"])
 
 
 def train_windows(ctx: RunContext) -> list[Window]:
@@ -456,11 +458,9 @@ def train_windows(ctx: RunContext) -> list[Window]:
     train = (f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; mkdir -p {rd}; "
              # stderr (tracebacks, "error: ..." lines) also kept in a file for `launcher status`;
              # tee -i ignores the Ctrl-C that `launcher stop` sends, so it outlives the trainer
-             f"{train_command(ctx)} 2> >(tee -ia {rd}/train.stderr >&2); echo $? > {rd}/train.exit")
-    windows = [Window("train", train)]
-    if has_agent(ctx):
-        windows.append(Window("agent", f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"))
-    return windows
+             f"{train_command(ctx)} 2> >(tee -ia {rd}/{TRAINER_STDERR_LOG} >&2); echo $? > {rd}/{TRAINER_EXIT_FILE}")
+    agent = f"{_secrets_prefix(ctx)} {_cache_exports(ctx)}export PYTHONUNBUFFERED=1; exec {agent_command(ctx)}"
+    return [Window("train", train), Window("agent", agent)]
 
 
 def write_store_config(ctx: RunContext) -> None:
@@ -470,7 +470,7 @@ def write_store_config(ctx: RunContext) -> None:
     if ctx.hourly_rate is not None:
         config = config.model_copy(deep=True)
         config.budget.hourly_rate = ctx.hourly_rate
-    ctx.box.put_text(f"{ctx.run_dir}/store.json", store_config_json(config, ctx.run_name, ctx.instance_id))
+    ctx.box.put_text(f"{ctx.run_dir}/{STORE_CONFIG_FILE}", store_config_json(config, ctx.run_name, ctx.instance_id))
 
 
 def write_secrets(ctx: RunContext) -> int:
@@ -490,7 +490,7 @@ def _train_commands(ctx: RunContext) -> list[str]:
     from launcher.tmux_job import start_commands
 
     how = "directly on this machine" if ctx.box.kind == "local" else "over SFTP"
-    return [f"(write {ctx.run_dir}/store.json, and {ctx.secrets_path} (mode 600) if the box needs secrets, {how})",
+    return [f"(write {ctx.run_dir}/{STORE_CONFIG_FILE}, and {ctx.secrets_path} (mode 600) if the box needs secrets, {how})",
             *start_commands(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)]
 
 
@@ -510,13 +510,11 @@ def _train_run(ctx: RunContext) -> str:
 
     write_store_config(ctx)
     count = write_secrets(ctx)
-    ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/train.exit", timeout=30)
+    ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/{TRAINER_EXIT_FILE}", timeout=30)
     tmux_job.start(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)
-    ctx.started_session = ctx.session
     write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)  # until the trainer's first status.json
-    agent = "with the store agent" if has_agent(ctx) else "WITHOUT a store agent (launcher/agent.py missing)"
     secrets = f"{count} secret variable(s) in {ctx.secrets_path}" if count else "no secrets needed"
-    return f"started in {ctx.multiplexer} session {ctx.session!r} {agent}; {secrets}"
+    return f"started in {ctx.multiplexer} session {ctx.session!r} with the store agent; {secrets}"
 
 
 # ---- the list ----------------------------------------------------------------------------------
@@ -537,7 +535,7 @@ def build_stages(ctx: RunContext) -> list[Stage]:
         _stamped_stage("data", _data_command, _data_fp, lambda ctx: ["data/train.bin", "data/val.bin"],
                        "preparing the data", "data preparation was stopped on the box; it is rebuilt next run"),
         _stamped_stage("benchmark", _benchmark_command, _benchmark_fp,
-                       lambda ctx: [f"{ctx.run_dir}/throughput.json"], "the throughput benchmark",
+                       lambda ctx: [f"{ctx.run_dir}/{THROUGHPUT_FILE}"], "the throughput benchmark",
                        "the benchmark was stopped on the box; it runs again next time"),
         Stage("cost", lambda ctx: [_cost_command(ctx)], _cost_run, _cost_done, "nothing was started"),
         Stage("train", _train_commands, _train_run, _train_done,
@@ -574,14 +572,14 @@ def run_stages(ctx: RunContext, stages: list[Stage], dry_run: bool = False) -> N
             summary = stage.run(ctx)
         except KeyboardInterrupt:
             console.print(f"[bold]{label}[/bold] [red]interrupted[/red]")
-            write_launcher_phase(ctx, stage.name, "stopped", f"stopped during {stage.name} (Ctrl-C in launcher run)")
+            write_launcher_phase(ctx, stage.name, STOPPED, f"stopped during {stage.name} (Ctrl-C in launcher run)")
             raise StageInterrupted(
                 f"interrupted during stage '{stage.name}' on {ctx.box.label}: the command running there was stopped; "
                 f"{stage.interrupted}. Stages before it are complete. `launcher status` shows the box."
             ) from None
         except (UserError, BoxError):
             console.print(f"[bold]{label}[/bold] [red]failed[/red]")
-            write_launcher_phase(ctx, stage.name, "failed", f"failed during {stage.name}")
+            write_launcher_phase(ctx, stage.name, FAILED, f"failed during {stage.name}")
             raise
         console.print(f"[bold]{label}[/bold] [green]done[/green] in {time.monotonic() - start:.1f} s: {escape(summary)}",
                       highlight=False)
@@ -604,13 +602,9 @@ def _would(ctx: RunContext, stage: Stage) -> str:
 def write_launcher_phase(ctx: RunContext, stage: str, state: str = "preparing", progress: Optional[str] = None) -> None:
     """Put the stage in the run's status.json (phase; docs/status-json.md), keeping the last figures a
     previous run left there. Only the stages that prepare a run are phases; the trainer takes over after."""
-    import json
-
-    from trainer.run_control import LAUNCHER_PHASES
-
     if stage not in LAUNCHER_PHASES:
         return
-    path = f"{ctx.run_dir}/status.json"
+    path = f"{ctx.run_dir}/{STATUS_FILE}"
     try:
         previous = json.loads(ctx.box.get_file(path) or b"{}")
     except (ValueError, BoxError):
@@ -628,17 +622,16 @@ def finished_run(ctx: RunContext) -> Optional[str]:
 
     The steps asked for are train.max_steps, else train.target_tokens over the tokens per step
     the run trained with (its config.yaml); a larger value than the finished step trains further."""
-    import json
     import math
 
     import yaml
 
     try:
-        status = json.loads(ctx.box.get_file(f"{ctx.run_dir}/status.json") or b"{}")
-        resolved = yaml.safe_load(ctx.box.get_file(f"{ctx.run_dir}/config.yaml") or b"{}") or {}
+        status = json.loads(ctx.box.get_file(f"{ctx.run_dir}/{STATUS_FILE}") or b"{}")
+        resolved = yaml.safe_load(ctx.box.get_file(f"{ctx.run_dir}/{CONFIG_FILE}") or b"{}") or {}
     except ValueError:
         return None
-    if not isinstance(status, dict) or status.get("state") != "finished" or not isinstance(status.get("step"), int):
+    if not isinstance(status, dict) or status.get("state") != FINISHED or not isinstance(status.get("step"), int):
         return None
     train_cfg = ctx.train_config()
     tokens_per_step = (resolved.get("runtime") or {}).get("tokens_per_step") if isinstance(resolved, dict) else None
@@ -661,10 +654,6 @@ def finished_run(ctx: RunContext) -> Optional[str]:
 
 
 # ---- small things ------------------------------------------------------------------------------
-def _kb(n: int) -> str:
-    return f"{n / 1024:.1f} kB" if n < 10 * 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
-
-
 class progress_bar:
     """A rich progress bar (0..100) for sync and bootstrap; transient, so the log stays tidy.
     Off a terminal (a file, a CI log), a plain line per step of the work or per 10% instead."""

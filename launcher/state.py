@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from trainer.atomic import atomic_write_json
-from trainer.errors import UserError
+from runcontract.atomic import atomic_write_json
+from runcontract.errors import UserError
 
 STATE_DIR = ".launcher"
 STATE_NAME = "state.json"
@@ -68,13 +68,6 @@ def update_state(project_root: Path, **changes: Any) -> dict[str, Any]:
 def clear_state(project_root: Path) -> None:
     """Forget the box and the run (the known_hosts file and the local store are kept)."""
     save_state(project_root, empty_state())
-
-
-def config_path_from_state(project_root: Path, given: Optional[str]) -> Optional[str]:
-    """``--config`` when given, else the one ``up``/``run`` recorded, else None (the default)."""
-    if given:
-        return given
-    return load_state(project_root).get("config_path")
 
 
 def load_command_context(project_root: Path, config_opt: Optional[str], overrides=(), teardown: bool = False):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -30,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from trainer.errors import UserError
-from trainer.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_manifest
+from runcontract.errors import UserError
+from runcontract.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_manifest
+from runcontract.run_folder import CHECKPOINTS_DIR, FINAL_DIR, checkpoint_rel, recency, step_of_dir
 
 PREPARED = "_prepared"  # <run>/_prepared/tokenizer, <run>/_prepared/data
-_STEP_RE = re.compile(r"^step_(\d+)$")
 _CHANGED_RETRIES = 3  # a checkpoint folder rewritten during its upload is uploaded again, whole, this often
 
 
@@ -71,15 +70,6 @@ class CheckpointInfo:
     @property
     def rel(self) -> str:
         return checkpoint_rel(self.name)
-
-
-def checkpoint_rel(name: str) -> str:
-    """Folder of checkpoint ``name`` inside the run folder."""
-    if name == "final":
-        return "final"
-    if not _STEP_RE.match(name):
-        raise UserError(f"{name!r} is not a checkpoint name: expected step_NNNNNN or final.")
-    return f"checkpoints/{name}"
 
 
 def check_key(key: str) -> str:
@@ -382,13 +372,13 @@ class Store(ABC):
     # -- checkpoints -----------------------------------------------------------
     def checkpoints(self, run: str) -> list[CheckpointInfo]:
         """Every checkpoint folder stored for ``run`` (complete or not), oldest step first."""
-        objects = self.list(f"{run}/checkpoints/") + self.list(f"{run}/final/")
+        objects = self.list(f"{run}/{CHECKPOINTS_DIR}/") + self.list(f"{run}/{FINAL_DIR}/")
         folders: dict[str, dict[str, ObjectInfo]] = {}
         for info in objects:
             parts = info.key[len(run) + 1:].split("/")
-            if parts[0] == "final" and len(parts) >= 2:
-                name = "final"
-            elif parts[0] == "checkpoints" and len(parts) >= 3 and _STEP_RE.match(parts[1]):
+            if parts[0] == FINAL_DIR and len(parts) >= 2:
+                name = FINAL_DIR
+            elif parts[0] == CHECKPOINTS_DIR and len(parts) >= 3 and step_of_dir(parts[1]) is not None:
                 name = parts[1]
             else:
                 continue
@@ -396,8 +386,8 @@ class Store(ABC):
         result = []
         for name, objs in folders.items():
             prefix = f"{run}/{checkpoint_rel(name)}"
-            match = _STEP_RE.match(name)
-            step = int(match.group(1)) if match else -1
+            step = step_of_dir(name)
+            step = -1 if step is None else step
             manifest = self.read_manifest(prefix) if f"{prefix}/{MANIFEST_NAME}" in objs else None
             if manifest is not None:
                 step = int(manifest.meta.get("step", step))
@@ -407,12 +397,12 @@ class Store(ABC):
                                              float(val_loss) if isinstance(val_loss, (int, float)) else None))
             else:
                 result.append(CheckpointInfo(run, name, step, sum(o.size for o in objs.values()), max(o.mtime for o in objs.values()), False))
-        result.sort(key=lambda c: (c.step, c.name == "final", c.created))
+        result.sort(key=lambda c: (*recency(c.step, c.name), c.created))
         return result
 
     def latest_checkpoint(self, run: str, include_final: bool = True) -> Optional[CheckpointInfo]:
         """The newest complete checkpoint (highest step; ``final`` wins a tie), or None."""
-        complete = [c for c in self.checkpoints(run) if c.complete and (include_final or c.name != "final")]
+        complete = [c for c in self.checkpoints(run) if c.complete and (include_final or c.name != FINAL_DIR)]
         return complete[-1] if complete else None
 
     def upload_checkpoint(self, run: str, local_dir: Path, progress: Optional[TransferProgress] = None, verify: bool = True) -> int:
@@ -468,7 +458,7 @@ class Store(ABC):
         next older one is tried. None when no complete checkpoint verifies.
         """
         if candidates is None:
-            candidates = [c for c in self.checkpoints(run) if c.complete and (include_final or c.name != "final")]
+            candidates = [c for c in self.checkpoints(run) if c.complete and (include_final or c.name != FINAL_DIR)]
         for ckpt in reversed(candidates):
             out = Path(target(ckpt))
             try:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 from launcher.store import ObjectInfo, Store, StoreError, TransferProgress, check_key
-from trainer.atomic import atomic_writer
-from trainer.manifest import sha256_file
+from runcontract.atomic import atomic_writer
+from runcontract.manifest import sha256_file
 
 _CHUNK = 1 << 20
 

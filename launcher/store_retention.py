@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from launcher.store import CheckpointInfo, Store, checkpoint_rel
-from trainer.manifest import MANIFEST_NAME
+from launcher.store import CheckpointInfo, Store
+from runcontract.manifest import MANIFEST_NAME
+from runcontract.run_folder import FINAL_DIR, checkpoint_rel, recency
 
 
 @dataclass
@@ -32,11 +33,11 @@ def retention_plan(checkpoints: list[CheckpointInfo], keep: int) -> Plan:
     complete = [c for c in checkpoints if c.complete]
     newest = complete[-1] if complete else None
     reasons: dict[str, list[str]] = {}
-    steps = [c for c in complete if c.name != "final"]
+    steps = [c for c in complete if c.name != FINAL_DIR]
     for c in steps[-keep:] if keep > 0 else []:
         reasons.setdefault(c.name, []).append(f"one of the last {keep}")
     for c in complete:
-        if c.name == "final":
+        if c.name == FINAL_DIR:
             reasons.setdefault(c.name, []).append("final")
     scored = [c for c in complete if c.val_loss is not None]
     if scored:
@@ -60,7 +61,7 @@ def retention_plan(checkpoints: list[CheckpointInfo], keep: int) -> Plan:
 def would_be_pruned(stored: list[CheckpointInfo], candidate: CheckpointInfo, keep: int) -> bool:
     """Whether ``candidate``, once stored complete, would be deleted right away by retention."""
     others = [c for c in stored if c.name != candidate.name]
-    merged = sorted([*others, candidate], key=lambda c: (c.step, c.name == "final", c.created))
+    merged = sorted([*others, candidate], key=lambda c: (*recency(c.step, c.name), c.created))
     return any(c.name == candidate.name for c, _ in retention_plan(merged, keep).delete)
 
 

@@ -44,7 +44,7 @@ from typing import Callable, Iterator, Optional, TypeVar
 
 from launcher.store import ObjectInfo, Store, StoreError, TransferProgress, check_key
 from launcher.store_file import max_bandwidth
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 _MB = 1024 * 1024
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403", "InvalidToken", "ExpiredToken"}

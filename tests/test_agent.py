@@ -20,8 +20,8 @@ from launcher.agent import store_config_json
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig
 from launcher.store import open_store
 from tests.test_store import make_checkpoint, moto_server, s3_endpoint_for, s3_storage, strict_proxy  # noqa: F401 (fixtures)
-from trainer.config import BudgetConfig
-from trainer.manifest import sha256_file, verify_manifest, write_manifest
+from runcontract.config import BudgetConfig
+from runcontract.manifest import sha256_file, verify_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "demo"

@@ -38,7 +38,7 @@ def test_compiled_model_matches_eager_on_cuda():
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.model_vs_hf import compile_check
-    from trainer.config import ModelConfig
+    from runcontract.config import ModelConfig
 
     cfg = ModelConfig(vocab_size=4096, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_hidden=384, max_seq_len=256)
     check = compile_check(cfg, torch.device("cuda"), 128, 4, seed=0)

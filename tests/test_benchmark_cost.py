@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from trainer.benchmark import largest_fitting, run_benchmark
-from trainer.config import ModelConfig, TrainConfig
-from trainer.configlib import load_config
-from trainer.cost import OverBudgetError, gate, project
-from trainer.errors import UserError
+from runcontract.config import ModelConfig, TrainConfig
+from runcontract.configlib import load_config
+from trainer.cost import gate, project
+from runcontract.errors import OverBudgetError, UserError
 from trainer.gpu_specs import mfu, peak_bf16_flops
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,9 @@ import yaml
 from safetensors.torch import load_file
 
 from trainer import checkpoint as ckpt
-from trainer.config import ModelConfig
-from trainer.errors import UserError
+from runcontract.config import ModelConfig
+from runcontract.errors import UserError
+from runcontract.run_folder import step_dir_name
 from trainer.model import Transformer
 from trainer.train import main
 
@@ -170,7 +171,7 @@ def test_prune_keeps_the_newest(tmp_path):
     model = small_model()
     run = tmp_path / "run"
     for step in (1, 2, 3, 4):
-        ckpt.save_checkpoint(run / "checkpoints" / ckpt.step_dir_name(step), model, None, state(step), {})
+        ckpt.save_checkpoint(run / "checkpoints" / step_dir_name(step), model, None, state(step), {})
     ckpt.save_checkpoint(run / "final", model, None, state(4), {})
     (run / "checkpoints/.step_000005.abc.tmp").mkdir()  # a write killed half-way
     ckpt.prune_checkpoints(run, keep_last=2)

@@ -51,7 +51,7 @@ def test_status_json_schema_is_documented_and_typed():
     assert type(value["step"]) is int and type(value["max_steps"]) is int and type(value["loss"]) is float
     assert value["session_alive"] is False and value["instance"] == {"id": "x"} and value["eta_s"] is None
     assert set(value) == set(STATUS_FIELDS)
-    from trainer.run_control import RUN_PHASES
+    from runcontract.run_folder import RUN_PHASES
 
     phases = doc.split("## The run's phases")[1]
     assert {p for p in RUN_PHASES if f"`{p}`" not in phases} == set(), phases
@@ -75,8 +75,8 @@ def test_console_off_a_terminal_does_not_wrap(tmp_path: Path):
 def test_wandb_key_travels_as_a_secret_only(tmp_path: Path):
     from launcher.config import load_launcher_config
     from launcher.secrets import box_secret_env, render_env_file
-    from trainer.config import TrainConfig
-    from trainer.errors import UserError
+    from runcontract.config import TrainConfig
+    from runcontract.errors import UserError
 
     config = load_launcher_config(ROOT / "configs" / "quickstart.yaml")
     wandb_cfg = TrainConfig(trackers=["tensorboard", "wandb"])

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from launcher.config import LauncherConfig, load_launcher_config
-from trainer.config import DataMixConfig, ModelConfig, TrainConfig
-from trainer.configlib import load_config
-from trainer.errors import ConfigError
+from runcontract.config import DataMixConfig, ModelConfig, TrainConfig
+from runcontract.configlib import load_config
+from runcontract.errors import ConfigError
 
 GOOD = {"model": "configs/model_smoke.yaml", "train": "configs/train_smoke.yaml", "data": "configs/data_offline.yaml"}
 

@@ -17,9 +17,9 @@ import pytest
 import sentencepiece as spm
 
 from trainer import data, tokenizer
-from trainer.config import DataMixConfig, SourceConfig
-from trainer.errors import UserError
-from trainer.manifest import sha256_file
+from runcontract.config import DataMixConfig, SourceConfig
+from runcontract.errors import UserError
+from runcontract.manifest import sha256_file
 from trainer.mix import MixedStream, is_val_position
 from trainer.smoke_data import SMOKE_MIX, ensure_smoke_data
 
@@ -79,7 +79,7 @@ def mix_yaml(corpus, tmp_path_factory) -> Path:
 
 
 def load_mix(path: Path) -> DataMixConfig:
-    from trainer.configlib import load_config
+    from runcontract.configlib import load_config
 
     return load_config(DataMixConfig, path)
 

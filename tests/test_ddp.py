@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from trainer.manifest import verify_manifest
+from runcontract.manifest import verify_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 VOCAB = 384

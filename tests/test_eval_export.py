@@ -15,8 +15,8 @@ import torch
 
 from trainer.bits_per_byte import count_bytes, starts_with_space, token_byte_lengths
 from trainer.checkpoint import TrainingState, save_checkpoint
-from trainer.config import ModelConfig
-from trainer.errors import UserError
+from runcontract.config import ModelConfig
+from runcontract.errors import UserError
 from trainer.eval import evaluate_checkpoint, pick_windows
 from trainer.model import Transformer
 from trainer.plot import plot_loss_curve, read_loss_series

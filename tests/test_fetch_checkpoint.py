@@ -14,7 +14,7 @@ import pytest
 from launcher.config import StorageConfig
 from launcher.store import open_store
 from tests.test_store import make_checkpoint, s3_storage
-from trainer.manifest import sha256_file, verify_manifest, write_manifest
+from runcontract.manifest import sha256_file, verify_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "demo"

@@ -33,7 +33,7 @@ from tests.harness.sshd import SSHTarget
 from tests.launcher_helpers import (
     ROOT, box_shell, copy_project, follow_logs_until, launcher, ok, s3_storage, ssh_config, wait_for,
 )
-from trainer.manifest import MANIFEST_NAME, verify_manifest
+from runcontract.manifest import MANIFEST_NAME, verify_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -62,5 +62,8 @@ def test_over_budget_stops_before_training(project: Path):
     result = launcher(project, "run", "--config", "configs/poor.yaml")
     assert_clean_error(result, "stopped before training", "--allow-over-budget")
     assert result.returncode == 3
+    cost = json.loads((project / "runs" / name / "cost.json").read_text())  # the verdict's figures come from here
+    assert cost["verdict"] == "over_budget"
+    assert f"projected cost ${cost['total_cost']:,.2f}" in result.stderr and f"exceeds budget.max_cost ${cost['max_cost']:,.2f}" in result.stderr
     assert "] train" not in result.stdout
     assert subprocess.run(["tmux", "has-session", "-t", f"=llmbox-{name}"], capture_output=True).returncode != 0

@@ -226,7 +226,7 @@ def test_sync_only_sends_changes_and_sftp_fallback(sshd: SSHTarget, remote_workd
         assert first.method == method and first.files == first.total_files > 20
         again = box.sync(project)
         assert again.files == 0 and again.bytes_sent < 0.01 * again.total_bytes, again
-        changed = project / "trainer" / "errors.py"
+        changed = project / "runcontract" / "errors.py"
         changed.write_text(changed.read_text() + f"# {method}\n")
         third = box.sync(project)
         assert third.files == 1, third

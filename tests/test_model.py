@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.config import ModelConfig
-from trainer.configlib import load_config
+from runcontract.config import ModelConfig
+from runcontract.configlib import load_config
 from trainer.hf_convert import from_hf_state_dict, to_hf_config, to_hf_state_dict
 from trainer.model import Transformer, describe
 

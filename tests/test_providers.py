@@ -25,7 +25,7 @@ from launcher.providers.http_client import JsonHttpClient, _retry_after_seconds
 from launcher.providers.runpod import RunpodProvider
 from launcher.providers.vastai import VastaiProvider
 from tests.fake_providers import API_KEY, FakeRunPod, FakeServer, FakeVast, Recorded, Reply, validate_pod_create
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKeyForTheLauncher test@laptop"
 FAST = {"backoff": 0.001, "max_backoff": 0.01, "max_attempts": 4, "timeout": 5}
@@ -185,6 +185,25 @@ def test_api_key_from_env_then_mode_600_file(tmp_path):
     assert f"chmod 600 {key_file}" in str(info.value) and "secret-from-file" not in str(info.value)
     os.chmod(key_file, 0o600)
     assert load_api_key("vastai", "VAST_API_KEY", env) == "secret-from-file"
+
+
+def test_the_key_sent_to_the_box_is_read_by_the_same_rules(tmp_path):
+    """``launcher run`` puts the provider key in the box's secrets file: from the same file, with
+    the same mode check, as ``up`` (one loader, providers/api_keys.py)."""
+    from launcher.secrets import box_secret_env
+
+    config = LauncherConfig.model_validate({"box": {"kind": "vastai"}})
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert "VAST_API_KEY" not in box_secret_env(config, env)
+    assert box_secret_env(config, {**env, "VAST_API_KEY": "from-env"})["VAST_API_KEY"] == "from-env"
+    key_file = tmp_path / "llm-box" / "vast_key"
+    key_file.parent.mkdir()
+    key_file.write_text("secret-from-file\n")
+    os.chmod(key_file, 0o644)
+    with pytest.raises(UserError, match="chmod 600"):
+        box_secret_env(config, env)
+    os.chmod(key_file, 0o600)
+    assert box_secret_env(config, env)["VAST_API_KEY"] == "secret-from-file"
 
 
 # -- RunPod REST v2 -------------------------------------------------------------------------

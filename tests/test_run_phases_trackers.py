@@ -13,7 +13,7 @@ import pytest
 
 from tests.test_train import make_data, read_metrics, tiny_args
 from trainer.cpu_threads import auto_threads
-from trainer.run_control import RUN_PHASES
+from runcontract.run_folder import RUN_PHASES
 from trainer.train import main
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.config import ModelConfig, TrainConfig
-from trainer.configlib import load_config
+from runcontract.config import ModelConfig, TrainConfig
+from runcontract.configlib import load_config
 from trainer.hf_convert import to_hf_config, to_hf_state_dict
 from trainer.linear_cross_entropy import linear_cross_entropy, saved_bytes_for_backward
 from trainer.model import SDPA_HAS_GQA, Transformer

@@ -22,8 +22,8 @@ from launcher.store_file import FileStore
 from launcher.store_s3 import S3Store
 from tests.harness.s3proxy import StrictS3Proxy
 from tests.harness.s3server import MotoS3Server, S3Endpoint
-from trainer.errors import UserError
-from trainer.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
+from runcontract.errors import UserError
+from runcontract.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
 
 RUN = "demo"
 
@@ -456,8 +456,8 @@ def test_bit_rot_inside_the_server_is_found_and_repaired(request, tmp_path):
 
 
 def test_storage_keep_defaults_to_three_and_is_checked():
-    from trainer.configlib import validate
-    from trainer.errors import ConfigError
+    from runcontract.configlib import validate
+    from runcontract.errors import ConfigError
 
     assert validate(StorageConfig, {}, "run.yaml: storage").keep == 3
     with pytest.raises(ConfigError, match="keep"):

@@ -10,8 +10,8 @@ import pytest
 import sentencepiece as spm
 
 from trainer import tokenizer
-from trainer.config import DataMixConfig, SourceConfig
-from trainer.manifest import sha256_file
+from runcontract.config import DataMixConfig, SourceConfig
+from runcontract.manifest import sha256_file
 from trainer.stdlib_corpus import iter_stdlib_documents
 
 OFFLINE_MIX = DataMixConfig(sources=[SourceConfig(name="python_stdlib", type="python_stdlib")], seed=1234, val_every=20)
@@ -128,7 +128,7 @@ def test_vocab_out_of_range_is_a_clear_error(tmp_path, run_python, vocab):
 
 
 def test_tokenizer_info_rejects_a_missing_model(tmp_path):
-    from trainer.errors import UserError
+    from runcontract.errors import UserError
 
     with pytest.raises(UserError, match="does not exist"):
         tokenizer.tokenizer_info(tmp_path / "nope.model")

@@ -20,9 +20,10 @@ import torch
 from trainer import checkpoint as ckpt
 from trainer.batches import WindowSampler
 from trainer.checks import CheckFailed, overfit_microset
-from trainer.config import ModelConfig, OverfitCheckConfig, TrainConfig
-from trainer.errors import UserError
-from trainer.manifest import verify_manifest
+from runcontract.config import ModelConfig, OverfitCheckConfig, TrainConfig
+from runcontract.errors import UserError
+from runcontract.manifest import verify_manifest
+from runcontract.run_folder import step_dir_name
 from trainer.model import Transformer
 from trainer.schedule import CosineSchedule
 from trainer.train import main, plan_batches, resolve_micro_batch
@@ -135,7 +136,7 @@ class DetachedTransformer(Transformer):
 
 
 def _check_inputs(model_cfg_overrides=None):
-    from trainer.config import ModelConfig
+    from runcontract.config import ModelConfig
 
     cfg = ModelConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, max_seq_len=64)
     data = torch.randint(0, VOCAB, (2, 33), generator=torch.Generator().manual_seed(0))
@@ -221,7 +222,7 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
             proc.kill()
     status = json.loads(status_path.read_text())
     assert status["state"] == "stopped"
-    saved = tmp_path / "runs" / "sig" / "checkpoints" / ckpt.step_dir_name(status["step"])
+    saved = tmp_path / "runs" / "sig" / "checkpoints" / step_dir_name(status["step"])
     assert verify_manifest(saved).meta["step"] == status["step"]
     assert "SIGTERM received" in (tmp_path / "runs" / "sig" / "train.log").read_text()
 
@@ -539,7 +540,7 @@ def test_validation_per_source_in_the_log_status_and_eval(tmp_path, tokenizer_mo
     from launcher.commands.status import render, summarize
     from rich.console import Console
 
-    from trainer.config import DataMixConfig, SourceConfig
+    from runcontract.config import DataMixConfig, SourceConfig
     from trainer.data import build_memmaps
     from trainer.eval import evaluate_checkpoint
     from trainer.stdlib_corpus import iter_stdlib_documents

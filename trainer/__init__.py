@@ -2,6 +2,6 @@
 
 Entry points are plain commands: ``python -m trainer.<step>``.
 
-The modules ``errors``, ``atomic``, ``manifest`` and ``config`` import no torch: the launcher
-(which runs on a laptop) uses them too. Keep them that way. Nothing here imports ``launcher``.
+What the launcher shares with it (configs, errors, manifests, the run folder's names) lives in
+``runcontract``. Nothing here imports ``launcher``.
 """

@@ -25,15 +25,16 @@ from typing import Optional
 import numpy as np
 import torch
 
-from trainer.errors import UserError
+from runcontract.config import TOKEN_DTYPE
+from runcontract.errors import UserError
+from runcontract.run_folder import DATA_META_FILE
 
-TOKEN_DTYPE = np.uint16
 _RANDOM_STREAM = 0x5A3  # seeds sampling with replacement apart from the epoch permutations
 SAMPLING_MODES = ("epoch", "random")
 
 
 def read_data_meta(data_dir: Path) -> Optional[dict]:
-    path = data_dir / "data_meta.json"
+    path = data_dir / DATA_META_FILE
     if not path.is_file():
         return None
     try:
@@ -69,7 +70,7 @@ def check_data(data_dir: Path, vocab_size: int, seq_len: int) -> dict:
     meta = read_data_meta(data_dir)
     if meta is not None and "vocab_size" in meta:
         data_vocab = int(meta["vocab_size"])
-        source = f"{data_dir / 'data_meta.json'} says vocab_size {data_vocab}"
+        source = f"{data_dir / DATA_META_FILE} says vocab_size {data_vocab}"
     else:  # no metadata: look at the tokens themselves (val first, it is small)
         data_vocab = max(_max_token(val), _max_token(train)) + 1
         source = f"the largest token id in {data_dir} is {data_vocab - 1}"

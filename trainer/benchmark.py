@@ -22,10 +22,8 @@ candidate run with the same (compiled, when configured) step as training.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import logging
-import platform
 import resource
 import time
 from dataclasses import dataclass
@@ -35,13 +33,14 @@ from typing import Callable, Optional, TypeVar
 
 import torch
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import ModelConfig, TrainConfig
-from trainer.errors import UserError, cli_main
+from runcontract.config import ModelConfig, TrainConfig
+from runcontract.errors import UserError, cli_main
+from runcontract.run_folder import THROUGHPUT_FILE
 from trainer.gpu_specs import mfu as compute_mfu
 from trainer.gpu_specs import peak_bf16_flops
-from trainer.precision import autocast_dtype
+from trainer.precision import autocast_dtype, device_description, pick_device
 from trainer.train_step import TrainStep, prepare_model
 from trainer.train_step import compile_model as compile_step_model
 
@@ -62,27 +61,6 @@ PROGRESS_REPORTS = 5  # progress lines per timed loop
 
 
 # -- device and precision ------------------------------------------------------------------
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {requested} was asked for, but torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu or run on the GPU box.")
-    return torch.device(requested)
-
-
-def device_description(device: torch.device) -> tuple[str, int]:
-    """(device name, device count) as written to throughput.json."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device), torch.cuda.device_count()
-    name = platform.processor() or "cpu"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"cpu ({name})", 1
-
-
 def _free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -359,7 +337,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as training does: fp32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = True
-    output = Path(args.output_path) if args.output_path else Path(train_cfg.runs_dir) / train_cfg.run_name / "throughput.json"
+    output = Path(args.output_path) if args.output_path else Path(train_cfg.runs_dir) / train_cfg.run_name / THROUGHPUT_FILE
     record = run_benchmark(
         model_cfg, train_cfg, device, steps=args.steps, warmup=args.warmup, micro_batch_size=args.micro_batch_size,
         max_micro_batch=args.max_micro_batch, peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None,

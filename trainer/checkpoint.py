@@ -12,7 +12,7 @@ Layout of ``runs/<name>/checkpoints/step_NNNNNN/`` and ``runs/<name>/final/``:
     trainer_state.json   step, tokens seen, elapsed seconds, cost spent, val loss
     manifest.json        sizes + sha256 of all of the above, written last
 
-The folder is built under a temporary name and renamed into place (trainer.atomic.atomic_dir),
+The folder is built under a temporary name and renamed into place (runcontract.atomic.atomic_dir),
 so a folder with the final name is always whole; one without a valid manifest is never resumed.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,25 +30,19 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from trainer.atomic import atomic_dir
-from trainer.config import ModelConfig
-from trainer.configlib import validate
-from trainer.errors import UserError
-from trainer.manifest import MANIFEST_NAME, ManifestError, is_complete, read_manifest, verify_manifest
+from runcontract.atomic import atomic_dir
+from runcontract.config import ModelConfig
+from runcontract.configlib import validate
+from runcontract.errors import UserError
+from runcontract.manifest import MANIFEST_NAME, ManifestError, is_complete, read_manifest, verify_manifest
+from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, DATA_STATE_FILE, FINAL_DIR, recency, step_of_dir
 
-CHECKPOINTS_DIR = "checkpoints"
-FINAL_DIR = "final"
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
-_STEP_RE = re.compile(r"^step_(\d{6,})$")
 
 
 class CheckpointError(UserError):
     """A checkpoint cannot be used: incomplete, corrupt, or made for another model."""
-
-
-def step_dir_name(step: int) -> str:
-    return f"step_{step:06d}"
 
 
 @dataclass
@@ -109,20 +102,20 @@ def save_checkpoint(
     with atomic_dir(folder) as tmp:
         save_file(_model_tensors(model), str(tmp / MODEL_FILE), metadata={"format": "pt"})
         (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
-        (tmp / "config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(resolved_config, sort_keys=False))
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "scheduler.json").write_text(json.dumps(state.scheduler_state, indent=2) + "\n")
         for rank, rng in enumerate(state.rng_states):
             torch.save(rng, tmp / f"rng_rank{rank}.pt")
-        (tmp / "data_state.json").write_text(json.dumps(state.data_state, indent=2) + "\n")
+        (tmp / DATA_STATE_FILE).write_text(json.dumps(state.data_state, indent=2) + "\n")
         trainer_state = {
             "step": state.step, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_s,
             "cost_spent": state.cost_spent, "val_loss": state.val_loss, "world_size": state.world_size,
             "val_scores": state.val_scores,
         }
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
-        from trainer.manifest import write_manifest  # last: it hashes everything above
+        from runcontract.manifest import write_manifest  # last: it hashes everything above
 
         write_manifest(tmp, meta={"step": state.step, "tokens_seen": state.tokens_seen, "val_loss": state.val_loss})
     return folder
@@ -147,12 +140,12 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
 
 # -- finding ------------------------------------------------------------------------------------
 def _step_of(folder: Path) -> int:
-    match = _STEP_RE.match(folder.name)
-    return int(match.group(1)) if match else -1
+    step = step_of_dir(folder.name)
+    return -1 if step is None else step
 
 
 def _step_dirs(ckpt_root: Path) -> list[Path]:
-    return [p for p in ckpt_root.iterdir() if p.is_dir() and _STEP_RE.match(p.name)] if ckpt_root.is_dir() else []
+    return [p for p in ckpt_root.iterdir() if p.is_dir() and step_of_dir(p.name) is not None] if ckpt_root.is_dir() else []
 
 
 def _manifest_step(folder: Path) -> int:
@@ -172,10 +165,10 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
     final = run_dir / FINAL_DIR
     if final.is_dir():
         candidates.append((final, _manifest_step(final)))
-    complete = [(step, p == final, p) for p, step in candidates if step >= 0 and is_complete(p)]
+    complete = [(p, step) for p, step in candidates if step >= 0 and is_complete(p)]
     if not complete:
         return None
-    return max(complete)[2]
+    return max(complete, key=lambda found: recency(found[1], found[0].name))[0]
 
 
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
@@ -237,7 +230,7 @@ def load_training_state(folder: str | os.PathLike) -> TrainingState:
     folder = Path(folder)
     try:
         trainer_state = json.loads((folder / "trainer_state.json").read_text())
-        data_state = json.loads((folder / "data_state.json").read_text())
+        data_state = json.loads((folder / DATA_STATE_FILE).read_text())
         scheduler_state = json.loads((folder / "scheduler.json").read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{folder} lacks readable training state ({exc}); it cannot be resumed from (it may be a model-only export).") from None

@@ -14,8 +14,8 @@ from typing import Callable, Optional
 
 import torch
 
-from trainer.config import OverfitCheckConfig
-from trainer.errors import UserError
+from runcontract.config import OverfitCheckConfig
+from runcontract.errors import UserError
 from trainer.precision import autocast
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from trainer.config import SECTIONS, DataMixConfig, ModelConfig, TrainConfig
-from trainer.configlib import load_config
+from runcontract.config import SECTIONS, DataMixConfig, ModelConfig, TrainConfig
+from runcontract.configlib import load_config
 
 
 def add_config_args(parser: argparse.ArgumentParser, model: bool = False, train: bool = False, data: bool = False) -> None:

@@ -23,21 +23,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import ModelConfig, TrainConfig
-from trainer.errors import UserError, cli_main
+from runcontract.config import ModelConfig, TrainConfig
+from runcontract.errors import OverBudgetError, UserError, cli_main
+from runcontract.run_folder import COST_FILE, THROUGHPUT_FILE
 
 log = logging.getLogger("trainer.cost")
-
-THROUGHPUT_NAME = "throughput.json"
-COST_NAME = "cost.json"
-
-
-class OverBudgetError(UserError):
-    """The projected cost exceeds ``budget.max_cost``."""
-
-    exit_code = 3
 
 
 @dataclass
@@ -177,7 +169,7 @@ def gate(train_cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, allow_ov
     ``gpu_count`` defaults to the WORLD_SIZE of a distributed launch, else 1.
     """
     run_dir = Path(run_dir)
-    throughput_path = run_dir / THROUGHPUT_NAME
+    throughput_path = run_dir / THROUGHPUT_FILE
     if not throughput_path.is_file():
         log.warning("no %s: cost gate skipped (run python -m trainer.benchmark to enable it)", throughput_path)
         return None
@@ -185,7 +177,7 @@ def gate(train_cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, allow_ov
     warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path)
     proj = project(planned_tokens(train_cfg), float(throughput["tokens_per_sec"]), train_cfg.budget.hourly_rate,
                    gpu_count or _default_gpu_count(), max_cost=train_cfg.budget.max_cost)
-    write_cost_json(run_dir / COST_NAME, proj, throughput_path, throughput, model_cfg, warnings,
+    write_cost_json(run_dir / COST_FILE, proj, throughput_path, throughput, model_cfg, warnings,
                     allowed_over_budget=allow_over_budget and proj.verdict == "over_budget")
     if proj.verdict == "over_budget":
         message = over_budget_message(proj, train_cfg, "pass --allow_over_budget to train anyway")
@@ -233,13 +225,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     model_cfg, train_cfg, _ = load_configs(args)
-    throughput_path = Path(args.throughput) if args.throughput else Path(train_cfg.runs_dir) / train_cfg.run_name / THROUGHPUT_NAME
+    throughput_path = Path(args.throughput) if args.throughput else Path(train_cfg.runs_dir) / train_cfg.run_name / THROUGHPUT_FILE
     throughput = read_throughput(throughput_path)
     warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path)
     gpu_count = args.gpu_count if args.gpu_count is not None else int(throughput.get("device_count") or 1)
     proj = project(planned_tokens(train_cfg), float(throughput["tokens_per_sec"]), train_cfg.budget.hourly_rate,
                    gpu_count, max_cost=train_cfg.budget.max_cost)
-    output_path = Path(args.output_path) if args.output_path else throughput_path.with_name(COST_NAME)
+    output_path = Path(args.output_path) if args.output_path else throughput_path.with_name(COST_FILE)
     write_cost_json(output_path, proj, throughput_path, throughput, model_cfg, warnings, allowed_over_budget=False)
 
     from rich.console import Console

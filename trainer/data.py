@@ -29,17 +29,16 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import DataMixConfig
-from trainer.errors import UserError, cli_main
-from trainer.manifest import sha256_file
+from runcontract.config import TOKEN_DTYPE, DataMixConfig
+from runcontract.errors import UserError, cli_main
+from runcontract.manifest import sha256_file
+from runcontract.run_folder import DATA_META_FILE
 from trainer.tokenizer import tokenizer_info
 
-META_NAME = "data_meta.json"
 STATE_NAME = "data_build_state.json"
 SPLITS = ("train", "val")
-DTYPE = np.uint16
 CHUNK_BYTES = 1 << 20  # text per chunk handed to a worker: big enough to amortise the hand-off
 CHUNK_DOCS = 2048
 
@@ -51,12 +50,12 @@ def val_source_file(source_name: str) -> str:
 
 def fingerprint(data_config: DataMixConfig, tokenizer_sha256: str, train_tokens: int, val_tokens: int) -> dict:
     """What makes two builds the same: equal fingerprints, equal bytes."""
-    return {"data_config": data_config.to_dict(), "tokenizer_sha256": tokenizer_sha256, "train_tokens": train_tokens, "val_tokens": val_tokens, "dtype": "uint16"}
+    return {"data_config": data_config.to_dict(), "tokenizer_sha256": tokenizer_sha256, "train_tokens": train_tokens, "val_tokens": val_tokens, "dtype": TOKEN_DTYPE}
 
 
 def read_meta(out_dir: str | os.PathLike) -> Optional[dict]:
     try:
-        return json.loads((Path(out_dir) / META_NAME).read_text())
+        return json.loads((Path(out_dir) / DATA_META_FILE).read_text())
     except (OSError, ValueError):
         return None
 
@@ -70,7 +69,7 @@ def is_up_to_date(out_dir: str | os.PathLike, data_config: DataMixConfig, tokeni
     expected = fingerprint(data_config, sha256_file(tokenizer_model), train_tokens, val_tokens)
     if {key: meta.get(key) for key in expected} != expected:
         return False
-    itemsize = np.dtype(DTYPE).itemsize
+    itemsize = np.dtype(TOKEN_DTYPE).itemsize
     files = [(f"{split}.bin", count) for split, count in (("train", train_tokens), ("val", val_tokens))]
     if not isinstance(meta.get("val_sources"), list):  # built before the per-source split
         return False
@@ -119,7 +118,7 @@ class _Build:
 
     def open(self) -> bool:
         """Open the temporary files, at the saved resume point if it is valid; True if resumed."""
-        itemsize = np.dtype(DTYPE).itemsize
+        itemsize = np.dtype(TOKEN_DTYPE).itemsize
         resumed = False
         try:
             state = json.loads(self.state_path.read_text())
@@ -259,7 +258,7 @@ def build_memmaps(
     out_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(data_config, info["sha256"], train_tokens, val_tokens)
     # invalidate first: from here until the new meta, the folder reads as unfinished
-    (out_dir / META_NAME).unlink(missing_ok=True)
+    (out_dir / DATA_META_FILE).unlink(missing_ok=True)
     started = time.time()
     build = _Build(out_dir, fp, data_config)
     mix = MixedStream(data_config)  # opens every source now: a bad one fails before any work
@@ -315,7 +314,7 @@ def build_memmaps(
         "resumed": resumed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_json(out_dir / META_NAME, meta)
+    atomic_write_json(out_dir / DATA_META_FILE, meta)
     build.state_path.unlink(missing_ok=True)
     return meta
 
@@ -324,8 +323,8 @@ def load_memmap(out_dir: str | os.PathLike, split: str) -> np.ndarray:
     """Read-only view of a finished split (the meta must exist: unfinished builds have none)."""
     meta = read_meta(out_dir)
     if meta is None:
-        raise UserError(f"{out_dir} has no {META_NAME}: the data is missing or unfinished; run python -m trainer.data first.")
-    return np.memmap(Path(out_dir) / f"{split}.bin", dtype=DTYPE, mode="r", shape=(meta[f"{split}_tokens"],))
+        raise UserError(f"{out_dir} has no {DATA_META_FILE}: the data is missing or unfinished; run python -m trainer.data first.")
+    return np.memmap(Path(out_dir) / f"{split}.bin", dtype=TOKEN_DTYPE, mode="r", shape=(meta[f"{split}_tokens"],))
 
 
 def build_parser() -> argparse.ArgumentParser:

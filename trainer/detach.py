@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 
 def pick_multiplexer() -> str:

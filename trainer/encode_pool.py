@@ -19,7 +19,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from trainer.errors import UserError
+from runcontract.config import TOKEN_DTYPE
+from runcontract.errors import UserError
 
 _processor = None  # the worker process's model
 
@@ -46,7 +47,7 @@ def encode_texts(texts: list[str], processor=None) -> tuple[np.ndarray, np.ndarr
     ids = processor.encode(texts, num_threads=1)
     eos = (processor.eos_id(),)
     lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(chain.from_iterable(chain(x, eos) for x in ids), dtype=np.uint16, count=int(lengths.sum()))
+    flat = np.fromiter(chain.from_iterable(chain(x, eos) for x in ids), dtype=TOKEN_DTYPE, count=int(lengths.sum()))
     return flat, lengths
 
 

@@ -16,7 +16,6 @@ and seq_len come from the checkpoint's config.yaml.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from datetime import datetime, timezone
@@ -27,15 +26,17 @@ import numpy as np
 import torch
 import yaml
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.batches import read_data_meta, validation_starts
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
-from trainer.errors import UserError, cli_main
+from trainer.precision import autocast, autocast_dtype, pick_device
+from runcontract.config import TOKEN_DTYPE
+from runcontract.errors import UserError, cli_main
+from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, EVAL_FILE, LOSS_CURVE_FILE, METRICS_FILE
 
 log = logging.getLogger("trainer.eval")
 
 DEFAULT_PROMPTS = ("The history of the city begins", "The function returns", "In the beginning")
-EVAL_NAME = "eval.json"
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -63,7 +64,7 @@ def check_vocab(tokenizer_vocab: int, model_vocab: int, tokenizer_path, checkpoi
 def checkpoint_run_config(checkpoint: Path) -> dict:
     """The resolved config the checkpoint was trained with ({} when unreadable)."""
     try:
-        data = yaml.safe_load((checkpoint / "config.yaml").read_text())
+        data = yaml.safe_load((checkpoint / CONFIG_FILE).read_text())
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -71,27 +72,24 @@ def checkpoint_run_config(checkpoint: Path) -> dict:
 
 def run_folder_of(checkpoint: Path) -> Path:
     """runs/<name>/final -> runs/<name>; runs/<name>/checkpoints/step_N -> runs/<name>."""
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS_DIR else checkpoint.parent
 
 
 def load_val_tokens(data_dir: Path, model_vocab: int) -> tuple[np.ndarray, Optional[int]]:
     """(val.bin as a uint16 memmap, eos id from data_meta.json)."""
-    val_path, meta_path = data_dir / "val.bin", data_dir / "data_meta.json"
+    val_path = data_dir / "val.bin"
     if not val_path.is_file():
         raise UserError(f"{val_path} does not exist; pass --data_dir with the folder trainer.data wrote (val.bin, data_meta.json).")
     eos_id = None
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as exc:
-            raise UserError(f"{meta_path} is not valid JSON ({exc}); rebuild the data with python -m trainer.data.") from None
+    meta = read_data_meta(data_dir)
+    if meta is not None:
         data_vocab = meta.get("vocab_size")
         if data_vocab is not None and int(data_vocab) != model_vocab:
             raise UserError(f"{data_dir} was tokenized with vocab_size {data_vocab}, the model has {model_vocab}: pass the data folder made with this run's tokenizer.")
         eos_id = meta.get("eos_id")
     if val_path.stat().st_size < 4:
         raise UserError(f"{val_path} holds fewer than 2 tokens; rebuild the validation data.")
-    return np.memmap(val_path, dtype=np.uint16, mode="r"), eos_id
+    return np.memmap(val_path, dtype=TOKEN_DTYPE, mode="r"), eos_id
 
 
 def pick_windows(n_tokens: int, seq_len: int, eval_tokens: int, seed: int) -> np.ndarray:
@@ -113,12 +111,6 @@ def source_val_files(data_dir: Path) -> list[tuple[str, Path]]:
 
 
 # -- scoring -------------------------------------------------------------------------------
-def _autocast(device: torch.device):
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 @torch.no_grad()
 def score(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int, device: torch.device,
           byte_lengths: np.ndarray, leading_space: np.ndarray, eos_id: Optional[int]) -> dict:
@@ -128,7 +120,7 @@ def score(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch_siz
         if windows.max() >= len(byte_lengths):
             raise UserError(f"val.bin holds token id {int(windows.max())}, outside the vocabulary of {len(byte_lengths)}: it was made with another tokenizer.")
         batch = torch.from_numpy(windows).to(device)
-        with _autocast(device):
+        with autocast(device, autocast_dtype("auto", device)):
             _, loss = model(batch[:, :-1], batch[:, 1:])
         n = batch[:, 1:].numel()
         total_nats += float(loss) * n  # loss is the mean over every target token
@@ -189,14 +181,14 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
     result = score(model, tokens, starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id)
     sources = {}
     for name, path in source_val_files(data_dir):
-        source_tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        source_tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
         if len(source_tokens) < seq_len + 1:
             log.warning("%s holds fewer than one window of %d tokens: no score for source %s", path, seq_len + 1, name)
             continue
         source_starts = pick_windows(len(source_tokens), seq_len, eval_tokens, seed)
         sources[name] = {**score(model, source_tokens, source_starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id),
                          "windows": int(len(source_starts))}
-    from trainer.manifest import read_manifest
+    from runcontract.manifest import read_manifest
 
     meta = read_manifest(checkpoint).meta
     result.update({
@@ -214,7 +206,7 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     if write:
-        atomic_write_json(checkpoint / EVAL_NAME, result)
+        atomic_write_json(checkpoint / EVAL_FILE, result)
         redraw_loss_curve(run_folder_of(checkpoint))
     return result
 
@@ -223,11 +215,11 @@ def redraw_loss_curve(run_dir: Path) -> Optional[Path]:
     """Redraw ``run_dir/loss_curve.png`` from its metrics.jsonl; a plot problem is only a warning."""
     from trainer.plot import plot_loss_curve
 
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / METRICS_FILE
     if not metrics.is_file():
         return None
     try:
-        return plot_loss_curve(metrics, run_dir / "loss_curve.png", title=f"loss: {run_dir.name}")
+        return plot_loss_curve(metrics, run_dir / LOSS_CURVE_FILE, title=f"loss: {run_dir.name}")
     except UserError as exc:
         log.warning("loss curve not drawn: %s", exc)
         return None
@@ -252,7 +244,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    from trainer.benchmark import pick_device
 
     result = evaluate_checkpoint(
         args.checkpoint, args.tokenizer_model, args.data_dir, args.eval_tokens, args.seed, args.seq_len,
@@ -265,7 +256,7 @@ def main(argv: Optional[list[str]] = None) -> None:
               f"({scored['tokens']:,} tokens)")
     for item in result["samples"]:
         print(f"  {item['prompt']!r} -> {item['completion']!r}")
-    print(f"wrote {Path(result['checkpoint']) / EVAL_NAME}")
+    print(f"wrote {Path(result['checkpoint']) / EVAL_FILE}")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from typing import Optional
 
 import torch
 
-from trainer.atomic import atomic_dir
-from trainer.errors import UserError, cli_main
+from runcontract.atomic import atomic_dir
+from runcontract.errors import UserError, cli_main
+from runcontract.run_folder import TOKENIZER_META_FILE
 
 log = logging.getLogger("trainer.export")
 
@@ -42,7 +43,7 @@ def tokenizer_special_ids(tokenizer_model: Path) -> dict:
 
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     ids = {"bos_id": sp.bos_id(), "eos_id": sp.eos_id(), "pad_id": sp.pad_id(), "add_bos": False}
-    meta_path = tokenizer_model.with_name("tokenizer_meta.json")
+    meta_path = tokenizer_model.with_name(TOKENIZER_META_FILE)
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -105,7 +106,7 @@ def export_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, out_d
     tokenizer = build_hf_tokenizer(tokenizer_model, special["bos_id"], special["eos_id"], add_bos=special["add_bos"], pad_id=special["pad_id"])
     tokenizer.model_max_length = cfg.max_seq_len
 
-    from trainer.manifest import read_manifest
+    from runcontract.manifest import read_manifest
 
     meta = read_manifest(checkpoint).meta
     with atomic_dir(out_dir) as tmp:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from trainer.config import ModelConfig
+from runcontract.config import ModelConfig
 
 if TYPE_CHECKING:  # transformers is imported only when a conversion is asked for
     from transformers import LlamaConfig

@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 # sentencepiece_model.proto: SentencePiece.Type and TrainerSpec.ModelType values
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from trainer.atomic import atomic_write_json
-from trainer.run_control import ENDED_STATES
+from runcontract.atomic import atomic_write_json
+from runcontract.run_folder import ENDED_STATES, FINISHED, LOSS_CURVE_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_LOG
 
 
 def _clean(value):
@@ -34,7 +34,7 @@ class RunLog:
         self.tracker_sink: Optional[Callable[[dict], None]] = None  # TensorBoard / W&B (trainer/trackers.py)
         if enabled:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.run_dir / "train.log", "a", encoding="utf-8", buffering=1)
+            self._log_file = open(self.run_dir / TRAIN_LOG, "a", encoding="utf-8", buffering=1)
 
     def log(self, message: str) -> None:
         """A human line: to stdout and train.log, stamped with the wall-clock time."""
@@ -49,7 +49,7 @@ class RunLog:
                 self._console = False
 
     def error(self, message: str) -> None:
-        """Into train.log only: errors go to stderr through trainer.errors.cli_main."""
+        """Into train.log only: errors go to stderr through runcontract.errors.cli_main."""
         if self.enabled:
             self._log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] error: {message}\n")
 
@@ -57,7 +57,7 @@ class RunLog:
         """One JSON object per line in metrics.jsonl (``type`` is "train" or "eval"); also to the trackers."""
         if not self.enabled:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
         if self.tracker_sink is not None:
             self.tracker_sink(record)
@@ -68,7 +68,7 @@ class RunLog:
             return
         progress = None
         if state in ENDED_STATES:
-            if state != "finished" and self.phase_name not in ENDED_STATES:
+            if state != FINISHED and self.phase_name not in ENDED_STATES:
                 progress = f"{state} during {self.phase_name}"  # the phase it ended in stays readable
             self.phase_name = state
         self._status_fields = {k: _clean(v) for k, v in fields.items()}
@@ -85,11 +85,11 @@ class RunLog:
     def _write_status(self, progress: Optional[str]) -> None:
         record = {"state": getattr(self, "_state", "running"), "phase": self.phase_name, "progress": progress,
                   **self._status_fields, "updated": time.time(), "pid": os.getpid()}
-        atomic_write_json(self.run_dir / "status.json", record)
+        atomic_write_json(self.run_dir / STATUS_FILE, record)
 
     def append_sample(self, text: str) -> None:
         if self.enabled:
-            with open(self.run_dir / "fixed_prompt_samples.txt", "a", encoding="utf-8") as f:
+            with open(self.run_dir / SAMPLES_FILE, "a", encoding="utf-8") as f:
                 f.write(text.rstrip("\n") + "\n\n")
 
     def plot_loss_curve(self) -> None:
@@ -99,7 +99,7 @@ class RunLog:
         try:
             from trainer.plot import plot_loss_curve  # lazy: matplotlib is slow to import
 
-            plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
+            plot_loss_curve(self.run_dir / METRICS_FILE, self.run_dir / LOSS_CURVE_FILE)
         except Exception as exc:  # noqa: BLE001 - a plot must never stop training
             self.log(f"warning: could not draw loss_curve.png ({type(exc).__name__}: {exc})")
 

@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from trainer.config import DataMixConfig
+from runcontract.config import DataMixConfig
 from trainer.sources import SourceStream, open_source
 
 

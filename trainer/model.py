@@ -3,7 +3,7 @@
 token embedding -> N x [RMSNorm -> grouped-query attention with rotary embeddings -> residual,
 RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> LM head (tied to the embedding by default).
 
-The shape comes from ``trainer.config.ModelConfig``. The layout matches Hugging Face's
+The shape comes from ``runcontract.config.ModelConfig``. The layout matches Hugging Face's
 ``LlamaForCausalLM`` exactly (rotate_half rotary convention, no biases, the same RMSNorm), so
 ``trainer.hf_convert`` maps weights 1:1. The model holds no optimizer state, parallelism or
 checkpoint logic; it only owns its optimizer groups, FLOP estimate and ``generate``.
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.config import ModelConfig
+from runcontract.config import ModelConfig
 from trainer.linear_cross_entropy import DEFAULT_CHUNK_TOKENS, linear_cross_entropy
 
 # SDPA's enable_gqa (broadcast KV heads inside the kernel) arrived in torch 2.5.
@@ -363,6 +363,6 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    from trainer.errors import cli_main
+    from runcontract.errors import cli_main
 
     cli_main(main)()

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from trainer.atomic import atomic_write_bytes
-from trainer.errors import UserError, cli_main
+from runcontract.atomic import atomic_write_bytes
+from runcontract.errors import UserError, cli_main
+from runcontract.run_folder import LOSS_CURVE_FILE
 
 log = logging.getLogger("trainer.plot")
 
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    out = Path(args.out) if args.out else Path(args.metrics).with_name("loss_curve.png")
+    out = Path(args.out) if args.out else Path(args.metrics).with_name(LOSS_CURVE_FILE)
     print(f"wrote {plot_loss_curve(args.metrics, out, args.title)}")
 
 

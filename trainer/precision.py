@@ -1,16 +1,18 @@
-"""Device and numeric-precision helpers: which autocast to use, and the peak FLOPs for MFU
-(the table itself is trainer/gpu_specs.py).
+"""Device and numeric-precision helpers: which device, its name, which autocast to use, and
+the peak FLOPs for MFU (the table itself is trainer/gpu_specs.py).
 
 bf16 autocast on CUDA (when the GPU supports it), plain fp32 on CPU.
 """
 from __future__ import annotations
 
 import contextlib
+import platform
+from pathlib import Path
 from typing import Optional
 
 import torch
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 from trainer.gpu_specs import peak_bf16_flops
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
@@ -51,3 +53,24 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {requested} was asked for, but torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu or run on the GPU box.")
+    return torch.device(requested)
+
+
+def device_description(device: torch.device) -> tuple[str, int]:
+    """(device name, device count) as written to throughput.json."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device), torch.cuda.device_count()
+    name = platform.processor() or "cpu"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"cpu ({name})", 1

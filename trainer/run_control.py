@@ -1,5 +1,5 @@
 """Keeping a run's processes in step: the run-folder lock, stop signals, errors found on the
-main rank only, and the names of the run's states and phases (status.json, docs/status-json.md).
+main rank only (the run's states and phases are named in runcontract.run_folder).
 """
 from __future__ import annotations
 
@@ -9,16 +9,7 @@ import signal
 from pathlib import Path
 from typing import Callable, Optional
 
-from trainer.errors import UserError
-
-# status.json "state": preparing (the launcher's stages), running (the trainer), or an ended state.
-ENDED_STATES = ("finished", "failed", "stopped")
-RUN_STATES = ("preparing", "running", *ENDED_STATES)
-# status.json "phase", in the order a run goes through them; an ended run's phase is its state.
-LAUNCHER_PHASES = ("setup", "restore", "tokenizer", "data", "benchmark", "cost")
-TRAINER_PHASES = ("setup", "overfit-check", "training", "eval", "checkpoint")
-RUN_PHASES = (*LAUNCHER_PHASES, *TRAINER_PHASES[1:], *ENDED_STATES)
-TRAINER_STARTING = "the trainer is starting"  # the launcher's "progress" between starting tmux and the trainer's first write
+from runcontract.errors import UserError
 
 
 def lock_run_dir(run_dir: Path):

@@ -13,7 +13,7 @@ import argparse
 import yaml
 
 from trainer.cli_args import add_config_args, load_configs
-from trainer.errors import cli_main
+from runcontract.errors import cli_main
 
 
 @cli_main

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer import data, tokenizer
-from trainer.config import DataMixConfig, SourceConfig
+from runcontract.config import DataMixConfig, SourceConfig
 
 SMOKE_MIX = DataMixConfig(sources=[SourceConfig(name="python_stdlib", type="python_stdlib", weight=1.0)], seed=1234, val_every=20)
 

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from trainer.config import SourceConfig
-from trainer.errors import UserError
+from runcontract.config import SourceConfig
+from runcontract.errors import UserError
 from trainer.stdlib_corpus import iter_stdlib_documents
 
 HUB_CHECK_TIMEOUT_S = 10.0  # the hub answers in well under a second; no answer means no network

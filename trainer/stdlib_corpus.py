@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-from trainer.atomic import atomic_write_text
+from runcontract.atomic import atomic_write_text
 
 # Third-party packages are not the standard library (and differ between machines).
 _SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__"}

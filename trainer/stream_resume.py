@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 # Fields the stream is a function of: a change means other samples in another order.
 STREAM_FIELDS = ("sampling", "seed", "seq_len", "train_tokens", "train_sha256")

@@ -34,15 +34,15 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-from trainer.atomic import atomic_write_json
+from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import UINT16_MAX_VOCAB, DataMixConfig
-from trainer.errors import UserError, cli_main
-from trainer.manifest import sha256_file
+from runcontract.config import UINT16_MAX_VOCAB, DataMixConfig
+from runcontract.errors import UserError, cli_main
+from runcontract.manifest import sha256_file
+from runcontract.run_folder import TOKENIZER_META_FILE
 
 MODEL_NAME = "spm.model"
 VOCAB_NAME = "spm.vocab"
-META_NAME = "tokenizer_meta.json"
 SPECIAL_IDS = {"unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": 3}
 MIN_VOCAB = 300  # 256 byte pieces + 4 specials + room for characters and merges
 MAX_SENTENCE_CHARS = 4000  # longer lines are cut: SentencePiece drops over-long sentences
@@ -136,7 +136,7 @@ def train_tokenizer(data_config: DataMixConfig, output_dir: str | os.PathLike, v
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # invalidate first: a crash from here on leaves no meta, so nothing is mistaken for finished
-    (output_dir / META_NAME).unlink(missing_ok=True)
+    (output_dir / TOKENIZER_META_FILE).unlink(missing_ok=True)
     sample = output_dir / ".sample.txt.tmp"
     prefix = output_dir / ".spm.tmp"
     started = time.time()
@@ -166,13 +166,13 @@ def train_tokenizer(data_config: DataMixConfig, output_dir: str | os.PathLike, v
         "hf_usage": HF_USAGE,
         "add_bos": False,  # trainer.data puts EOS between documents and no BOS
     }
-    atomic_write_json(output_dir / META_NAME, meta)
+    atomic_write_json(output_dir / TOKENIZER_META_FILE, meta)
     return meta
 
 
 def read_meta(output_dir: str | os.PathLike) -> Optional[dict]:
     try:
-        return json.loads((Path(output_dir) / META_NAME).read_text())
+        return json.loads((Path(output_dir) / TOKENIZER_META_FILE).read_text())
     except (OSError, ValueError):
         return None
 

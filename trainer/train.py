@@ -13,9 +13,7 @@ stops at the next step boundary with a checkpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -31,14 +29,18 @@ import torch
 import yaml
 
 from trainer import checkpoint as ckpt
-from trainer.atomic import atomic_write_text
+from runcontract.atomic import atomic_write_text
 from trainer.batches import TrainBatches, WindowSampler, check_data, read_data_meta
 from trainer.checks import overfit_microset
 from trainer.cpu_threads import apply_cpu_threads
 from trainer.cli_args import add_config_args, load_configs
-from trainer.config import ModelConfig, TrainConfig
-from trainer.errors import UserError, cli_main
-from trainer.manifest import ManifestError, verify_manifest
+from runcontract.config import ModelConfig, TrainConfig
+from runcontract.errors import UserError, cli_main
+from runcontract.manifest import ManifestError, verify_manifest
+from runcontract.run_folder import (
+    CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
+    recency, step_dir_name, step_of_dir,
+)
 from trainer.metrics_log import RunLog, train_line
 from trainer.model import Transformer
 from trainer.precision import autocast_dtype, device_name, enable_fast_matmul, peak_flops
@@ -79,7 +81,7 @@ class BatchPlan:
 def resolve_micro_batch(train_cfg: TrainConfig, run_dir: Path) -> tuple[int, str]:
     if train_cfg.micro_batch_size is not None:
         return train_cfg.micro_batch_size, "train config"
-    throughput = run_dir / "throughput.json"
+    throughput = run_dir / THROUGHPUT_FILE
     if throughput.is_file():
         try:
             value = json.loads(throughput.read_text()).get("micro_batch_size")
@@ -87,7 +89,7 @@ def resolve_micro_batch(train_cfg: TrainConfig, run_dir: Path) -> tuple[int, str
             value = None
         if isinstance(value, int) and value >= 1:
             return value, str(throughput)
-    return DEFAULT_MICRO_BATCH, "default (no throughput.json)"
+    return DEFAULT_MICRO_BATCH, f"default (no {THROUGHPUT_FILE})"
 
 
 def plan_batches(train_cfg: TrainConfig, micro_batch_size: int, world_size: int) -> BatchPlan:
@@ -108,21 +110,22 @@ def find_resume_point(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
         folder = ckpt.resolve_checkpoint_path(resume)
     else:
         candidates = []
-        for folder in (run_dir / ckpt.CHECKPOINTS_DIR).glob("step_*"):
-            with contextlib.suppress(ValueError):
-                candidates.append((int(folder.name.split("_", 1)[1]), 0, folder))
-        final = run_dir / ckpt.FINAL_DIR
+        for folder in (run_dir / CHECKPOINTS_DIR).glob("step_*"):
+            step = step_of_dir(folder.name)
+            if step is not None:
+                candidates.append((step, folder))
+        final = run_dir / FINAL_DIR
         if final.is_dir():
             try:
                 step = int(ckpt.read_manifest(final).meta.get("step", 0))
             except ManifestError:
                 step = sys.maxsize  # a broken final/ is reported below
-            candidates.append((step, 1, final))
+            candidates.append((step, final))
         if not candidates:
             if resume == "latest":
                 raise UserError(f"--resume was given but {run_dir} has no checkpoints; drop --resume to start a fresh run.")
             return None
-        folder = max(candidates)[2]
+        folder = max(candidates, key=lambda found: recency(found[0], found[1].name))[1]
     try:
         verify_manifest(folder, check_hashes=True)
     except ManifestError as exc:
@@ -167,8 +170,6 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         raise UserError(f"train.seq_len {train_cfg.seq_len} does not fit the model's context (model.max_seq_len {model_cfg.max_seq_len}); lower train.seq_len or raise model.max_seq_len.")
     if options.smoke and not (data_dir / "train.bin").is_file():
         def build_smoke_data():
-            if importlib.util.find_spec("trainer.smoke_data") is None:
-                raise UserError(f"--smoke needs {data_dir}/train.bin or trainer/smoke_data.py to build it; neither is there.")
             from trainer.smoke_data import ensure_smoke_data
 
             tokenizer_dir = Path(train_cfg.tokenizer_model).parent if train_cfg.tokenizer_model else data_dir / "tokenizer"
@@ -216,18 +217,15 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     # 2. Cost gate: refuses a run projected over budget.max_cost (unless allowed).
     if options.allow_over_budget:
         log.log("--allow_over_budget: the cost gate will not stop this run")
-    if importlib.util.find_spec("trainer.cost") is not None:
-        from trainer import cost
+    from trainer import cost
 
-        share_main_result(accelerator, lambda: cost.gate(train_cfg, model_cfg, run_dir, options.allow_over_budget))
-    else:
-        log.log("no cost gate (trainer/cost.py is absent): skipping the projection")
+    share_main_result(accelerator, lambda: cost.gate(train_cfg, model_cfg, run_dir, options.allow_over_budget))
 
     resolved = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
                 "runtime": {"world_size": world, "grad_accum": plan.grad_accum, "tokens_per_step": plan.tokens_per_step, "max_steps": plan.max_steps},
                 "data": read_data_meta(data_dir) or {}}
     if is_main:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
 
     # 3. Model and optimizer (restored when resuming).
     torch.manual_seed(train_cfg.seed)  # same init on every rank
@@ -261,7 +259,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         log.close()
         if lock is not None:
             lock.close()
-        return "finished"
+        return FINISHED
 
     log.phase("setup")  # status.json says the trainer has started (the launcher's stages wrote "preparing")
 
@@ -283,7 +281,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
             share_main_result(accelerator, run_check)
         except UserError as exc:
             log.error(str(exc))
-            log.status("failed", step=0, max_steps=plan.max_steps, tokens_seen=0, loss=None, val_loss=None,
+            log.status(FAILED, step=0, max_steps=plan.max_steps, tokens_seen=0, loss=None, val_loss=None,
                        tokens_per_sec=0.0, elapsed_s=0.0, cost_spent=0.0, world_size=world)
             raise
 
@@ -358,7 +356,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
                    val_bpb=(last_eval.get("mix") or {}).get("bpb"), val_sources={k: v for k, v in last_eval.items() if k != "mix"},
                    epoch=sampler.epoch(step))
 
-    final_state = "finished"
+    final_state = FINISHED
     try:
         if step >= plan.max_steps:
             log.log(f"nothing to do: already at step {step} of {plan.max_steps}")
@@ -439,23 +437,23 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
             if stop_reason is not None:
                 if stop_reason == "budget":
                     log.log(f"budget reached: ${spent():.2f} spent of budget.max_cost ${budget.max_cost:.2f}; stopping at step {step} with a final checkpoint")
-                    save(run_dir / ckpt.FINAL_DIR, "final")  # the model the budget bought; raise max_cost to resume from it
+                    save(run_dir / FINAL_DIR, "final")  # the model the budget bought; raise max_cost to resume from it
                 else:
                     why = f"{signals.requested} received" if stop_reason == "signal" else f"--stop_at_step {options.stop_at_step}"
                     log.log(f"stopping at step {step} ({why}); the run resumes from this checkpoint when started again")
-                    save(run_dir / ckpt.CHECKPOINTS_DIR / ckpt.step_dir_name(step), "stop")
-                final_state = "stopped"
+                    save(run_dir / CHECKPOINTS_DIR / step_dir_name(step), "stop")
+                final_state = STOPPED
                 break
             if step % train_cfg.checkpoint_interval == 0 and step < plan.max_steps:
-                save(run_dir / ckpt.CHECKPOINTS_DIR / ckpt.step_dir_name(step), "step")
+                save(run_dir / CHECKPOINTS_DIR / step_dir_name(step), "step")
         else:
             if step > start_step or resume_from is None:
-                save(run_dir / ckpt.FINAL_DIR, "final")
+                save(run_dir / FINAL_DIR, "final")
 
         # DDP keeps every rank's weights equal; record it (and which data each rank saw).
         ranks = gather_object([{"rank": rank, "first_batch_sha256": first_batch_sha, "weights_sha256": weights_sha256(raw_model)}])
         if is_main:
-            atomic_write_text(run_dir / "ranks.json", json.dumps({"world_size": world, "ranks": ranks}, indent=2) + "\n")
+            atomic_write_text(run_dir / RANKS_FILE, json.dumps({"world_size": world, "ranks": ranks}, indent=2) + "\n")
             if len({r["weights_sha256"] for r in ranks}) > 1:
                 log.log("warning: the ranks' weights differ at the end; data-parallel training went out of sync")
         status(final_state)
@@ -465,7 +463,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     except BaseException as exc:
         if isinstance(exc, UserError):
             log.error(str(exc))
-        status("failed")
+        status(FAILED)
         raise
     finally:
         signals.restore()
@@ -499,7 +497,7 @@ def launch_screen(argv: list[str], train_cfg: TrainConfig) -> None:
     command = [sys.executable, "-m", "trainer.train", *[a for a in argv if a != "--launch_screen"]]
     attach = launch_detached(command, session, Path.cwd(), tool)
     run_dir = Path(train_cfg.runs_dir) / train_cfg.run_name
-    print(f"training started in {tool} session {session!r}.\n  attach: {attach}\n  log:    tail -f {run_dir / 'train.log'}\n  stop:   kill -TERM <pid in {run_dir / 'status.json'}>  (stops at the next step boundary with a checkpoint)")
+    print(f"training started in {tool} session {session!r}.\n  attach: {attach}\n  log:    tail -f {run_dir / TRAIN_LOG}\n  stop:   kill -TERM <pid in {run_dir / STATUS_FILE}>  (stops at the next step boundary with a checkpoint)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -23,7 +23,7 @@ from typing import Callable, ContextManager, Iterable, Optional
 
 import torch
 
-from trainer.config import TrainConfig
+from runcontract.config import TrainConfig
 from trainer.linear_cross_entropy import resolve_impl
 from trainer.precision import autocast
 

@@ -9,9 +9,9 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from trainer.batches import TOKEN_DTYPE, WindowSampler, read_data_meta, validation_starts
+from trainer.batches import WindowSampler, read_data_meta, validation_starts
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
-from trainer.config import TrainConfig
+from runcontract.config import TOKEN_DTYPE, TrainConfig
 from trainer.model import Transformer
 from trainer.precision import autocast
 

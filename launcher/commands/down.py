@@ -17,9 +17,11 @@ from launcher import tmux_job
 from launcher.box import BoxUnreachable, ConnectionLost
 from launcher.commands.status import training_state
 from launcher.commands.stop import at_step, stop_training
+from launcher.config import RENTED_KINDS
 from launcher.console import make_console
 from launcher.stages import secrets_path
 from launcher.state import box_for_command, clear_state, load_command_context, run_name
+from runcontract.run_folder import ENDED_STATES
 
 
 @click.command("down")
@@ -55,7 +57,7 @@ def command(config_path: Optional[str], timeout: float) -> None:
                        "not removed")
     finally:
         box.close()
-    if instance and instance.get("provider") in ("runpod", "vastai"):
+    if instance and instance.get("provider") in RENTED_KINDS:
         import launcher.providers as providers
 
         provider_name = providers.PROVIDER_NAMES[instance["provider"]]
@@ -77,5 +79,5 @@ def _run_account(name: str, data: dict) -> str:
         return f"training was stopped: run {name!r} {run_state}{at_step(status)}"
     if run_state == "not started":
         return f"run {name!r} had not started"
-    return f"run {name!r} had already {run_state}{at_step(status)}" if run_state in ("finished", "stopped", "failed") \
+    return f"run {name!r} had already {run_state}{at_step(status)}" if run_state in ENDED_STATES \
         else f"run {name!r} was {run_state}{at_step(status)}"

@@ -19,7 +19,8 @@ from pathlib import Path
 import click
 
 from launcher.store import RichProgress, human_bytes, format_time, open_store
-from trainer.errors import UserError
+from runcontract.errors import UserError
+from runcontract.run_folder import FINAL_DIR, FINISHED, STATUS_FILE, STOPPED, recency
 
 
 @click.command("fetch-checkpoint")
@@ -48,7 +49,7 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
         if chosen is None:
             what = "only incomplete checkpoints" if checkpoints else "no checkpoints"
             raise UserError(f"run {run!r} has {what} in {store.describe(run)}; check --run, or wait for the first checkpoint upload.")
-        candidates = [c for c in store.checkpoints(run) if c.complete and (c.step, c.name == "final") <= (chosen.step, chosen.name == "final")]
+        candidates = [c for c in store.checkpoints(run) if c.complete and recency(c.step, c.name) <= recency(chosen.step, chosen.name)]
 
         def target(c):
             click.echo(f"fetching {run}/{c.rel} (step {c.step}, {human_bytes(c.size_bytes)}) from {store.describe(run)}")
@@ -70,7 +71,7 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
         steps = ", ".join(str(c.step) for c in checkpoints if c.complete) or "none"
         state = "is incomplete in the store (its manifest is missing or files are absent)" if matches else "is not in the store"
         raise UserError(f"step {step} of run {run!r} {state}. Complete checkpoints: {steps}.")
-    chosen = next((c for c in complete if c.name != "final"), complete[0])
+    chosen = next((c for c in complete if c.name != FINAL_DIR), complete[0])
     out = Path(out_dir) if out_dir else Path("checkpoints") / run / chosen.name
     click.echo(f"fetching {run}/{chosen.rel} (step {chosen.step}, {human_bytes(chosen.size_bytes)}) from {store.describe(run)}")
     manifest = store.download_checkpoint(run, chosen.name, out, progress=RichProgress())
@@ -82,10 +83,10 @@ def _latest_once_uploaded(store, run: str, wait_s: float = 120.0, poll_s: float 
     step, first wait (bounded) for the agent to finish uploading that last checkpoint."""
     chosen = store.latest_checkpoint(run)
     try:
-        status = json.loads(store.read_text(f"{run}/status.json") or "{}")
+        status = json.loads(store.read_text(f"{run}/{STATUS_FILE}") or "{}")
     except ValueError:
         return chosen
-    ended_at = status.get("step") if status.get("state") in ("finished", "stopped") else None
+    ended_at = status.get("step") if status.get("state") in (FINISHED, STOPPED) else None
     if not isinstance(ended_at, int) or (chosen is not None and chosen.step >= ended_at):
         return chosen
     click.echo(f"training ended at step {ended_at}; waiting up to {wait_s:.0f} s for the agent to store that checkpoint")

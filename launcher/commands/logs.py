@@ -19,6 +19,8 @@ from launcher.box import BoxUnreachable, ConnectionLost
 from launcher.commands.status import read_run, training_state
 from launcher.log_follow import LogFollower
 from launcher.state import box_for_command, load_command_context, run_name
+from runcontract.errors import EXIT_USER_ERROR
+from runcontract.run_folder import ENDED_STATES, TRAIN_LOG, run_rel
 
 
 def _stderr(message: str) -> None:
@@ -39,19 +41,19 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
     root = Path.cwd()
     config, config_path, state = load_command_context(root, config_path)
     name = run_name(config, state)
-    path = f"runs/{name}/train.log"
+    path = f"{run_rel(name)}/{TRAIN_LOG}"
     box = box_for_command(config, state, root)
     try:
         box.run("true", timeout=60, cwd=False)
     except (BoxUnreachable, ConnectionLost) as exc:
-        _stderr(f"{exc}\nshowing the STORED copy of {name}/train.log from {config.storage.url} instead"
+        _stderr(f"{exc}\nshowing the STORED copy of {name}/{TRAIN_LOG} from {config.storage.url} instead"
                 + (" (it cannot be followed)" if follow else ""))
         from launcher.store import open_store
 
-        text = open_store(config.storage, root).read_text(f"{name}/train.log")
+        text = open_store(config.storage, root).read_text(f"{name}/{TRAIN_LOG}")
         if text is None:
-            _stderr(f"the store has no {name}/train.log either.")
-            sys.exit(1)
+            _stderr(f"the store has no {name}/{TRAIN_LOG} either.")
+            sys.exit(EXIT_USER_ERROR)
         _stdout("".join(text.splitlines(keepends=True)[-lines:] if lines else []))
         return
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
@@ -62,7 +64,7 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
             run_state = training_state(read_run(box, name, multiplexer)["status"], False)
             box.close()
             _stderr(f"no {path} on {box.label}: run {name!r} is {run_state}" + _next_step(run_state, hint))
-            sys.exit(1)
+            sys.exit(EXIT_USER_ERROR)
         box.close()
         _stdout(result.stdout)
         return
@@ -74,7 +76,7 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
             box.close()
             _stderr(f"run {name!r} has not started on {box.label}: there is no {path} to follow. "
                     f"Start it with `launcher run{hint}`.")
-            sys.exit(1)
+            sys.exit(EXIT_USER_ERROR)
         phase = (data["status"] or {}).get("phase")
         _stderr(f"logs: run {name!r} is {run_state}{f' (phase {phase})' if phase else ''}; waiting for {path} to appear ...")
 
@@ -118,7 +120,7 @@ def _where_it_stands(config, state: dict, root: Path, name: str, multiplexer: st
     except Exception as exc:  # noqa: BLE001 - unreachable or unreadable: say exactly that
         return f"Could not check the run on the box ({str(exc).splitlines()[0]}); `launcher status{hint}` tries again."
     run_state = training_state(data["status"], data["session_alive"])
-    if run_state in ("finished", "failed", "stopped"):
+    if run_state in ENDED_STATES:
         return (f"Training has {run_state} on {label}: `launcher status{hint}` for the result, "
                 f"`launcher fetch-checkpoint{hint}` for the checkpoint.")
     if data["session_alive"]:

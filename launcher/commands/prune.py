@@ -16,7 +16,7 @@ import click
 
 from launcher.store import human_bytes, open_store
 from launcher.store_retention import delete_checkpoint, retention_plan
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 
 @click.command("prune")

@@ -14,12 +14,12 @@ from typing import Optional
 import click
 from launcher.box import box_spec, open_box
 from launcher.console import make_console
-from launcher.config import LauncherConfig
+from launcher.config import RENTED_KINDS, LauncherConfig
 from launcher.stages import RunContext, build_stages, finished_run, run_stages
 from launcher.state import load_command_context, update_state
-from trainer.config import SECTIONS, ModelConfig
-from trainer.configlib import load_config
-from trainer.errors import ConfigError, UserError
+from runcontract.config import SECTIONS, ModelConfig
+from runcontract.configlib import load_config
+from runcontract.errors import ConfigError, UserError
 
 
 def validate_run(config: LauncherConfig, config_path: Optional[str], root: Path) -> None:
@@ -57,8 +57,8 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
     config, config_path, state = load_command_context(root, config_path, overrides)
     validate_run(config, config_path, root)
     console = make_console()
-    instance = state.get("instance") if config.box.kind in ("runpod", "vastai") else None
-    if config.box.kind in ("runpod", "vastai") and not instance:
+    instance = state.get("instance") if config.box.kind in RENTED_KINDS else None
+    if config.box.kind in RENTED_KINDS and not instance:
         raise UserError(f"no {config.box.kind} box is recorded for this project; rent one with "
                         f"`launcher up{' --config ' + config_path if config_path else ''}` first.")
     spec = box_spec(config, root, instance)

@@ -19,10 +19,10 @@ from rich.table import Table
 
 from launcher import tmux_job
 from launcher.box import Box, BoxUnreachable, ConnectionLost
+from launcher.config import RENTED_KINDS
 from launcher.console import make_console
 from launcher.state import box_for_command, load_command_context, run_name
-from trainer.run_control import ENDED_STATES as END_STATES
-from trainer.run_control import TRAINER_STARTING
+from runcontract.run_folder import COST_FILE, STATUS_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
 STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -110,15 +110,15 @@ def eta_seconds(status: dict) -> Optional[float]:
 
 def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     """Everything status needs from the box, as a dict."""
-    rd = f"runs/{name}"
-    status = _json(box.get_file(f"{rd}/status.json"))
-    cost = _json(box.get_file(f"{rd}/cost.json"))
+    rd = run_rel(name)
+    status = _json(box.get_file(f"{rd}/{STATUS_FILE}"))
+    cost = _json(box.get_file(f"{rd}/{COST_FILE}"))
     alive = tmux_job.has(box, tmux_job.session_name(name), multiplexer)
-    exit_text = (box.get_file(f"{rd}/train.exit") or b"").decode().strip()
+    exit_text = (box.get_file(f"{rd}/{TRAINER_EXIT_FILE}") or b"").decode().strip()
     exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
     stderr_tail = ""
     if status is None or training_state(status, alive, exit_code).startswith("failed"):
-        err = box.get_file(f"{rd}/train.stderr") or b""
+        err = box.get_file(f"{rd}/{TRAINER_STDERR_LOG}") or b""
         stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
     return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code,
             "stderr_tail": stderr_tail, "source": "box"}
@@ -128,7 +128,7 @@ def read_run_from_store(config, root: Path, name: str) -> dict:
     from launcher.store import open_store
 
     store = open_store(config.storage, root)
-    return {"status": _json(store.read_text(f"{name}/status.json")), "cost": _json(store.read_text(f"{name}/cost.json")),
+    return {"status": _json(store.read_text(f"{name}/{STATUS_FILE}")), "cost": _json(store.read_text(f"{name}/{COST_FILE}")),
             "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})"}
 
 
@@ -221,7 +221,7 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
     name = run_name(config, state)
     instance = state.get("instance")
     rate = config.budget.hourly_rate
-    if instance and config.box.kind in ("runpod", "vastai"):
+    if instance and config.box.kind in RENTED_KINDS:
         try:
             import launcher.providers as providers
 

@@ -17,9 +17,10 @@ from rich.console import Console
 from launcher import tmux_job
 from launcher.box import Box
 from launcher.console import make_console
-from launcher.commands.status import END_STATES, read_run, training_state
+from launcher.commands.status import read_run, training_state
 from launcher.state import box_for_command, load_command_context, run_name
-from trainer.errors import UserError
+from runcontract.errors import UserError
+from runcontract.run_folder import ENDED_STATES, FINISHED
 
 
 AGENT_GRACE_S = 20.0
@@ -53,7 +54,7 @@ def stop_training(box: Box, name: str, multiplexer: str, console: Optional[Conso
             return {**data, "stop_sent": True}
         state = (data["status"] or {}).get("state")
         trainer_gone = multiplexer == "tmux" and "train" not in tmux_job.windows(box, session, multiplexer)
-        if (state in END_STATES or trainer_gone) and ended_at is None:
+        if (state in ENDED_STATES or trainer_gone) and ended_at is None:
             ended_at = time.monotonic()
             console.print(f"trainer is {state or 'gone'} at step {(data['status'] or {}).get('step')}; waiting for the "
                           "agent's final upload ...")
@@ -96,7 +97,7 @@ def stop_account(name: str, label: str, data: dict) -> str:
     if not data.get("stop_sent"):
         if run_state == "not started":
             return f"nothing to stop: run {name!r} has not started on {label}; `launcher run` starts it."
-        if run_state == "finished":
+        if run_state == FINISHED:
             return f"nothing to stop: run {name!r} already finished{at} on {label}."
         return f"nothing to stop: run {name!r} on {label} is {run_state}{at}."
     return (f"run {name!r} {run_state}{at} on {label}. The box is still up: `launcher run` continues from the "

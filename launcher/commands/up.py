@@ -16,8 +16,9 @@ from rich.table import Table
 
 from launcher.box import Box, BoxUnreachable, box_spec, open_box
 from launcher.state import check_config_matches_record, load_state, update_state
-from launcher.config import load_launcher_config
-from trainer.errors import UserError
+from launcher.store import human_bytes
+from launcher.config import RENTED_KINDS, load_launcher_config
+from runcontract.errors import UserError
 
 MIN_DISK_GB = 20.0
 
@@ -91,7 +92,7 @@ def bring_up(config, config_path: Optional[str], root: Path, console: Console, a
 
     check_config_matches_record(config, config_path, load_state(root))  # a recorded rental is never overwritten
     instance = None
-    if config.box.kind in ("runpod", "vastai"):
+    if config.box.kind in RENTED_KINDS:
         instance = provision_instance(config, root, config_path, console, assume_yes)
     spec = box_spec(config, root, instance)
     box = open_box(spec, root)
@@ -124,7 +125,7 @@ def bring_up(config, config_path: Optional[str], root: Path, console: Console, a
 
     with progress_bar(console, "sync") as (progress, task):
         stats = box.sync(root, progress=lambda frac, msg: progress.update(task, completed=frac * 100))
-    console.print(f"synced the project: {stats.files} file(s) changed, {stats.bytes_sent / 1024:.1f} kB sent ({stats.method})")
+    console.print(f"synced the project: {stats.files} file(s) changed, {human_bytes(stats.bytes_sent)} sent ({stats.method})")
     console.print(bootstrap(box, console))
     return box
 

@@ -44,16 +44,17 @@ from typing import Any, Callable, Optional
 from rich.console import Console
 from rich.table import Table
 
-from launcher.config import LauncherConfig, RunpodConfig, VastaiConfig
+from launcher.config import RENTED_KINDS, LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.api_keys import load_api_key
 from launcher.providers.base import (
     STOPPED, TERMINATED, CreatedButFailed, Instance, Offer, Provider, ProviderError, ProvisionError,
     TransientProviderError,
 )
 from launcher.providers.runpod import RunpodProvider
-from launcher.providers.static import StaticProvider, static_instance
+from launcher.providers.static import static_instance
 from launcher.providers.vastai import VastaiProvider
-from trainer.errors import UserError
+from runcontract.errors import UserError
+from runcontract.run_folder import COST_FILE, run_rel
 
 __all__ = [
     "Instance", "Offer", "Provider", "ProviderError", "ProvisionError", "TransientProviderError",
@@ -61,7 +62,6 @@ __all__ = [
     "read_public_key",
 ]
 
-RENTED_KINDS = ("runpod", "vastai")
 PROVIDER_NAMES = {"runpod": "RunPod", "vastai": "Vast.ai", "static": "static"}
 # the box.kind a recorded provider goes with
 KIND_OF_PROVIDER = {"runpod": "runpod", "vastai": "vastai", "static": "ssh"}
@@ -80,11 +80,9 @@ def _provider_config(config: LauncherConfig) -> RunpodConfig | VastaiConfig:
 def make_provider(config: LauncherConfig, **http_options: Any) -> Provider:
     """The provider for ``config.box.kind``; loads the API key (env var, else mode-600 file)."""
     kind = config.box.kind
-    if kind == "ssh":
-        return StaticProvider(config)
     if kind in RENTED_KINDS:
         return _rented_provider(kind, _provider_config(config), **http_options)
-    raise UserError(f"box.kind {kind!r} rents nothing: use runpod or vastai to rent a GPU, or ssh for a host you have")
+    raise UserError(f"box.kind {kind!r} rents nothing: use runpod or vastai to rent a GPU (ssh and local boxes need no provider)")
 
 
 def _rented_provider(kind: str, cfg: RunpodConfig | VastaiConfig, **http_options: Any) -> Provider:
@@ -186,7 +184,7 @@ def offers_table(offers: list[Offer], title: str) -> Table:
 
 def _known_run_hours(config: LauncherConfig) -> Optional[float]:
     """Hours the run needs, when a local ``runs/<name>/cost.json`` (from trainer.cost) says so."""
-    path = Path("runs") / config.run.name / "cost.json"
+    path = Path(run_rel(config.run.name)) / COST_FILE
     try:
         hours = json.loads(path.read_text()).get("hours")
     except (OSError, ValueError, AttributeError):

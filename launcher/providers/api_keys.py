@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 from typing import Mapping, Optional
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 KEY_FILE_NAMES = {"runpod": "runpod_key", "vastai": "vast_key"}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Protocol, runtime_checkable
 
-from trainer.errors import UserError
+from runcontract.errors import UserError
 
 # States ``Instance.state`` takes, normalised across providers (the raw value is kept in ``raw_state``).
 RUNNING = "running"

@@ -11,17 +11,29 @@ from typing import Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
+# Every command's exit codes, launcher and trainer alike (scripts and the launcher branch on them).
+EXIT_USER_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_OVER_BUDGET = 3  # trainer.cost's verdict; `launcher run` stops before training on it
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, the shell's convention
+
 
 class UserError(Exception):
     """Bad input or a broken environment: the message says what and how to fix it."""
 
-    exit_code = 1
+    exit_code = EXIT_USER_ERROR
 
 
 class ConfigError(UserError):
     """A config file or override is invalid."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG_ERROR
+
+
+class OverBudgetError(UserError):
+    """The projected cost exceeds ``budget.max_cost``."""
+
+    exit_code = EXIT_OVER_BUDGET
 
 
 def report(error: UserError) -> None:
@@ -40,6 +52,6 @@ def cli_main(fn: F) -> F:
             sys.exit(error.exit_code)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr, flush=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]

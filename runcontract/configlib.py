@@ -14,7 +14,7 @@ from typing import Any, Iterable, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trainer.errors import ConfigError
+from runcontract.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
 
@@ -26,9 +26,6 @@ class Config(BaseModel):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 def _allowed_keys(cls: type[BaseModel], loc: tuple) -> list[str]:

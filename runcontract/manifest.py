@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.atomic import atomic_write_json
-from trainer.errors import UserError
+from runcontract.atomic import atomic_write_json
+from runcontract.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20

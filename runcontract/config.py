@@ -13,10 +13,12 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from trainer.configlib import Config
+from runcontract.configlib import Config
+from runcontract.run_folder import RUNS_DIR
 
 SECTIONS = ("model", "train", "data")
-UINT16_MAX_VOCAB = 65535  # token ids live in uint16 memmaps
+TOKEN_DTYPE = "uint16"  # numpy dtype of the token ids in train.bin / val.bin (and data_meta.json "dtype")
+UINT16_MAX_VOCAB = 65535  # the largest vocabulary TOKEN_DTYPE holds
 
 
 class ModelConfig(Config):
@@ -95,7 +97,7 @@ class TrainConfig(Config):
     """How to train: data, batch, optimizer, schedule, logging, checkpoints, checks, budget."""
 
     run_name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Name of the run folder under runs_dir.")
-    runs_dir: str = Field("runs", description="Folder holding run folders.")
+    runs_dir: str = Field(RUNS_DIR, description="Folder holding run folders.")
     data_dir: str = Field("data", description="Folder with train.bin, val.bin and data_meta.json.")
     tokenizer_model: Optional[str] = Field("tokenizer/spm.model", description="SentencePiece model used to encode fixed_prompt and decode samples; None disables samples.")
     seed: int = Field(1337, description="Seed for init, data windows and sampling.")
