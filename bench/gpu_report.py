@@ -128,7 +128,7 @@ def loss_memory(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, 
     for impl in ("plain", train_cfg.speed.loss_impl):
         model, _ = build_project(cfg, _merge(train_cfg, {"compile": False, "speed": {"loss_impl": impl}}), device, seed)
 
-        def forward():
+        def forward(model=model):  # bound now: the loop deletes its name before the next impl
             with autocast(device, dtype):
                 return model(batch[:, :-1], batch[:, 1:])[1]
 
