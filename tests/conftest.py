@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.box_python import ensure_box_python
-from tests.harness.s3server import RcloneS3Server, S3Endpoint
+from tests.harness.s3proxy import StrictS3Proxy
+from tests.harness.s3server import MotoS3Server, RcloneS3Server, S3Endpoint
 from tests.harness.sshd import SSHServer, SSHTarget
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,25 @@ def s3_server(tmp_path_factory) -> S3Endpoint:
     endpoint = server.start()
     yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory) -> S3Endpoint:
+    """moto's S3 server, a second real S3 implementation beside rclone."""
+    server = MotoS3Server(tmp_path_factory.mktemp("moto"))
+    endpoint = server.start()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def strict_proxy(s3_server):
+    """A B2-like proxy in front of rclone serve s3 (refuses checksum headers; clock; faults)."""
+    proxy = StrictS3Proxy(s3_server.endpoint_url)
+    proxy.url = proxy.start()
+    yield proxy
+    assert not proxy.refused, f"the strict proxy refused: {proxy.refused}"
+    proxy.stop()
 
 
 @pytest.fixture

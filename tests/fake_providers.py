@@ -45,6 +45,7 @@ immediately resets its first connections (sshd not up yet), then forwards to a r
 from __future__ import annotations
 
 import itertools
+import contextlib
 import json
 import re
 import socket
@@ -639,19 +640,13 @@ class LateSshd:
 
         def pipe(src: socket.socket, dst: socket.socket) -> None:
             try:
-                while True:
-                    data = src.recv(65536)
-                    if not data:
-                        break
-                    dst.sendall(data)
-            except OSError:
-                pass
+                with contextlib.suppress(OSError):  # either side closing ends the pipe
+                    while data := src.recv(65536):
+                        dst.sendall(data)
             finally:
                 for s in (src, dst):
-                    try:
+                    with contextlib.suppress(OSError):
                         s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
         threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
         pipe(conn, upstream)

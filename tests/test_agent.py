@@ -19,7 +19,7 @@ import pytest
 from launcher.agent import store_config_json
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig
 from launcher.store import open_store
-from tests.test_store import make_checkpoint, moto_server, s3_endpoint_for, s3_storage, strict_proxy  # noqa: F401 (fixtures)
+from tests.test_store import make_checkpoint, s3_endpoint_for, s3_storage
 from runcontract.config import BudgetConfig
 from runcontract.manifest import sha256_file, verify_manifest, write_manifest
 

@@ -20,8 +20,7 @@ from launcher.secrets import box_secret_env, render_env_file, write_env_file
 from launcher.store import ChecksumError, StoreError, TransferProgress, open_store
 from launcher.store_file import FileStore
 from launcher.store_s3 import S3Store
-from tests.harness.s3proxy import StrictS3Proxy
-from tests.harness.s3server import MotoS3Server, S3Endpoint
+from tests.harness.s3server import S3Endpoint
 from runcontract.errors import UserError
 from runcontract.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
 
@@ -44,25 +43,6 @@ def s3_storage(s3_server, bucket: str, prefix: str = "team/runs") -> StorageConf
 
 
 S3_KINDS = ["rclone", "moto", "b2"]  # b2: the strict B2-like proxy in front of rclone
-
-
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory) -> S3Endpoint:
-    """moto's S3 server, a second real S3 implementation beside rclone."""
-    server = MotoS3Server(tmp_path_factory.mktemp("moto"))
-    endpoint = server.start()
-    yield endpoint
-    server.stop()
-
-
-@pytest.fixture
-def strict_proxy(s3_server):
-    """A B2-like proxy in front of rclone serve s3 (refuses checksum headers; clock; faults)."""
-    proxy = StrictS3Proxy(s3_server.endpoint_url)
-    proxy.url = proxy.start()
-    yield proxy
-    assert not proxy.refused, f"the strict proxy refused: {proxy.refused}"
-    proxy.stop()
 
 
 @pytest.fixture(params=["file", *S3_KINDS])

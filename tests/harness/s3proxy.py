@@ -73,8 +73,8 @@ class StrictS3Proxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args):  # quiet: the tests read .refused and .requests
-                pass
+            def log_message(self, *args):
+                """Quiet: the tests read .refused and .requests instead of stderr."""
 
             def _error(self, status: int, code: str, message: str) -> None:
                 body = b"" if self.command == "HEAD" else (
