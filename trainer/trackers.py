@@ -54,10 +54,3 @@ def start_trackers(accelerator, train_cfg, resolved_config: dict, log: Callable[
             accelerator.log(values, step=int(record["step"]))
 
     return sink
-
-
-def finish_trackers(accelerator) -> None:
-    """Flush and close every tracker. Not ``accelerator.end_training()``: that also tears down the
-    process group, which is the launcher's (accelerate launch) business, not the training loop's."""
-    for tracker in accelerator.trackers:
-        tracker.finish()

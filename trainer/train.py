@@ -48,7 +48,7 @@ from trainer.run_control import StopSignals, lock_run_dir, share_main_result
 from trainer.schedule import CosineSchedule
 from trainer.stream_resume import describe_change, keep_stream
 from trainer.trackers import accelerator_kwargs as tracker_kwargs
-from trainer.trackers import finish_trackers, start_trackers
+from trainer.trackers import start_trackers
 from trainer.train_step import StepMonitor, TrainStep, compile_model, prepare_model
 from trainer.validation import evaluate, fixed_prompt_sample, format_eval, load_tokenizer, validation_sets
 
@@ -467,7 +467,10 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         raise
     finally:
         signals.restore()
-        finish_trackers(accelerator)  # flushes and closes the event files / the W&B run
+        # Closes the trackers (event files, the W&B run) and destroys the process group. torch does not
+        # destroy it at exit: gloo's threads then die in static destructors and a rank that finished
+        # cleanly can abort ("terminate called without an active exception", SIGABRT).
+        accelerator.end_training()
         log.close()
         if lock is not None:
             lock.close()
