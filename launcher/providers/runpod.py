@@ -44,7 +44,7 @@ from urllib.parse import quote, urlencode
 
 from launcher.config import RunpodConfig
 from launcher.providers.base import (
-    RUNNING, STARTING, STOPPED, TERMINATED, UNKNOWN, Instance, Offer, ProviderError,
+    RUNNING, STARTING, STOPPED, TERMINATED, UNKNOWN, Instance, ManualCommands, Offer, ProviderError,
 )
 from launcher.providers.http_client import JsonHttpClient, Response, error_text
 
@@ -79,8 +79,10 @@ def is_problem_details(data: Any, status: int) -> bool:
     return isinstance(data, dict) and (data.get("status") == status or "title" in data or "detail" in data)
 
 
-class RunpodProvider:
+class RunpodProvider(ManualCommands):
     kind = KIND
+    manual_terminate_template = "`runpodctl pod delete {id}` (or terminate it on the Pods page of the RunPod console)"
+    manual_find_template = "`runpodctl pod list --all --name {name}` (then `runpodctl pod delete <id>`)"
 
     def __init__(self, config: RunpodConfig, api_key: str, **http_options: Any):
         self.config = config
@@ -232,14 +234,6 @@ class RunpodProvider:
     def terminate(self, instance_id: str) -> None:
         reply = self.rest.request("DELETE", f"/pods/{quote(instance_id, safe='')}", allow_statuses=(404,))
         self._gone(reply)  # a 404 must be RunPod's own "no such pod", not a wrong URL
-
-    @staticmethod
-    def manual_terminate_command(instance_id: str) -> str:
-        return f"`runpodctl pod delete {instance_id}` (or terminate it on the Pods page of the RunPod console)"
-
-    @staticmethod
-    def manual_find_command(name: str) -> str:
-        return f"`runpodctl pod list --all --name {name}` (then `runpodctl pod delete <id>`)"
 
     # -- GraphQL plumbing (spot pods only) -------------------------------------------------
     def graphql(self, query: str, variables: dict, *, idempotent: bool = True) -> dict:

@@ -62,7 +62,7 @@ import json
 from urllib.parse import quote_plus
 
 from launcher.providers.base import (
-    RUNNING, STARTING, STOPPED, UNKNOWN, CreatedButFailed, Instance, Offer, ProviderError,
+    RUNNING, STARTING, STOPPED, UNKNOWN, CreatedButFailed, Instance, ManualCommands, Offer, ProviderError,
 )
 from launcher.providers.http_client import JsonHttpClient, error_text
 
@@ -93,8 +93,10 @@ def _float(value: Any) -> Optional[float]:
         return None
 
 
-class VastaiProvider:
+class VastaiProvider(ManualCommands):
     kind = KIND
+    manual_terminate_template = "`vastai destroy instance {id}` (or destroy it on the Instances page of the Vast.ai console)"
+    manual_find_template = "`vastai show instances --label {name}` (then `vastai destroy instance <id>`)"
 
     def __init__(self, config: VastaiConfig, api_key: str, **http_options: Any):
         self.config = config
@@ -240,11 +242,3 @@ class VastaiProvider:
             raise ProviderError(f"Vast.ai answered 404 with no JSON (is box.vastai.api_base right?): {reply.text[:200]!r}", status=404)
         if reply.status != 404 and isinstance(reply.data, dict) and reply.data.get("success") is False:
             raise ProviderError(f"Vast.ai did not destroy instance {instance_id}: {error_text(reply.data, reply.text)}")
-
-    @staticmethod
-    def manual_terminate_command(instance_id: str) -> str:
-        return f"`vastai destroy instance {instance_id}` (or destroy it on the Instances page of the Vast.ai console)"
-
-    @staticmethod
-    def manual_find_command(name: str) -> str:
-        return f"`vastai show instances --label {name}` (then `vastai destroy instance <id>`)"
