@@ -106,7 +106,7 @@ class VastaiProvider(ManualCommands):
         cfg = self.config
         query: dict[str, Any] = {
             "gpu_name": {"eq": cfg.gpu_name},
-            "num_gpus": {"eq": cfg.num_gpus},
+            "num_gpus": {"eq": cfg.gpu_count},
             "reliability": {"gte": cfg.min_reliability},
             "rentable": {"eq": True},
             "rented": {"eq": False},
@@ -140,7 +140,7 @@ class VastaiProvider(ManualCommands):
                 continue  # the server filters too; never trust a ceiling to one side
             result.append(Offer(
                 provider=KIND, offer_id=str(o.get("id") or o.get("ask_contract_id")), gpu_name=o.get("gpu_name") or self.config.gpu_name,
-                gpu_count=int(o.get("num_gpus") or self.config.num_gpus), hourly_price=price,
+                gpu_count=int(o.get("num_gpus") or self.config.gpu_count), hourly_price=price,
                 location=o.get("geolocation"), reliability=_float(o.get("reliability2", o.get("reliability"))),
                 disk_gb=_float(o.get("disk_space")), note=str(o.get("verification") or ""),
             ))

@@ -13,7 +13,7 @@ from runcontract.run_folder import COST_FILE, THROUGHPUT_FILE
 
 def command(ctx: RunContext) -> str:
     return module_command(ctx, "trainer.cost", [*ctx.model_train_args(), "--throughput", f"{ctx.run_dir}/{THROUGHPUT_FILE}",
-                                                "--gpu_count", str(ctx.config.run.gpus)])
+                                                "--gpu_count", str(ctx.config.run.gpu_count)])
 
 
 def is_done(ctx: RunContext) -> Optional[str]:

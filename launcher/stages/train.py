@@ -26,9 +26,9 @@ def train_command(ctx: RunContext) -> str:
         args.append("--resume")
     if ctx.allow_over_budget:
         args.append("--allow_over_budget")
-    gpus = ctx.config.run.gpus
-    if gpus > 1:
-        launch = ["--multi_gpu", "--num_processes", str(gpus), "--num_machines", "1", "--mixed_precision", "no",
+    gpu_count = ctx.config.run.gpu_count
+    if gpu_count > 1:
+        launch = ["--multi_gpu", "--num_processes", str(gpu_count), "--num_machines", "1", "--mixed_precision", "no",
                   "--dynamo_backend", "no", "-m", "trainer.train"]
         return f"{ctx.python} -m accelerate.commands.launch {shlex.join(launch)} {shlex.join(args)}"
     return module_command(ctx, "trainer.train", args)
