@@ -20,7 +20,7 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing+=(openssh-se
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
-command -v screen >/dev/null 2>&1 || missing+=(screen)  # the trainer's --launch_screen; tmux is the fallback
+command -v screen >/dev/null 2>&1 || missing+=(screen)  # the fallback when a box has no tmux (tests run both)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing system packages: ${missing[*]}"

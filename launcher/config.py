@@ -7,8 +7,9 @@ profile) and providers name the environment variable that holds the API key.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Iterable, Literal, Optional
+from typing import Any, Iterable, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -19,13 +20,29 @@ DEFAULT_CONFIG = Path("configs/quickstart.yaml")
 LAUNCHER_SECTIONS = ("box", "run", "storage", "budget", "agent")
 
 
+def renamed_keys(data: Any, section: str, renames: dict[str, str]) -> Any:
+    """Keys renamed in this release: the old name still works for one release, with a one-line
+    warning on stderr. ``renames`` maps old name -> new name; given both, the later one wins
+    (a ``--set`` override comes after the file's keys)."""
+    if not isinstance(data, dict):
+        return data  # validation reports the wrong type
+    result = {}
+    for key, value in data.items():
+        if key in renames:
+            print(f"warning: {section}.{key} is deprecated and goes in the next release; call it {section}.{renames[key]}",
+                  file=sys.stderr)
+            key = renames[key]
+        result[key] = value
+    return result
+
+
 class RunpodConfig(Config):
     """A RunPod pod, rented through RunPod's REST API v2 (https://api.runpod.io/v2)."""
 
     api_base: str = Field("https://api.runpod.io/v2", description="REST API v2 base URL (tests point it at a local server).")
     graphql_url: str = Field("https://api.runpod.io/graphql", description="GraphQL endpoint, used only to rent spot (interruptible) pods, which REST v2 does not offer.")
     api_key_env: str = Field("RUNPOD_API_KEY", description="Environment variable holding the API key (or use ~/.config/llm-box/runpod_key, mode 600).")
-    gpu_type: str = Field("NVIDIA GeForce RTX 4090", description="RunPod GPU type id.")
+    gpu_name: str = Field("NVIDIA GeForce RTX 4090", description="GPU model, as RunPod's GPU type id names it (was gpu_type).")
     gpu_count: int = Field(1, ge=1, description="GPUs in the pod.")
     image: str = Field("runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", description="Container image (has torch, sshd).")
     container_disk_gb: int = Field(40, ge=5, description="Container disk in GB.")
@@ -38,6 +55,11 @@ class RunpodConfig(Config):
     ready_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the rented pod to run with SSH reachable before terminating it.")
     poll_interval_s: float = Field(5.0, gt=0, description="Seconds between status polls while waiting.")
     terminate_timeout_s: float = Field(180.0, gt=0, description="Seconds to wait for the provider to confirm the pod is gone.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, "box.runpod", {"gpu_type": "gpu_name"})
 
     @model_validator(mode="after")
     def _check(self) -> "RunpodConfig":
@@ -52,7 +74,7 @@ class VastaiConfig(Config):
     api_base: str = Field("https://console.vast.ai/api/v0", description="REST API base URL (tests point it at a local server).")
     api_key_env: str = Field("VAST_API_KEY", description="Environment variable holding the API key (or ~/.config/llm-box/vast_key, mode 600).")
     gpu_name: str = Field("RTX 4090", description="GPU model as Vast.ai names it.")
-    num_gpus: int = Field(1, ge=1, description="GPUs per instance.")
+    gpu_count: int = Field(1, ge=1, description="GPUs per instance (was num_gpus).")
     min_reliability: float = Field(0.98, ge=0, le=1, description="Lowest host reliability accepted.")
     verified: bool = Field(True, description="Only verified hosts.")
     direct_port: bool = Field(True, description="Only hosts with direct SSH ports.")
@@ -64,6 +86,11 @@ class VastaiConfig(Config):
     poll_interval_s: float = Field(5.0, gt=0, description="Seconds between status polls while waiting.")
     terminate_timeout_s: float = Field(180.0, gt=0, description="Seconds to wait for the provider to confirm the instance is gone.")
     offers_shown: int = Field(5, ge=1, le=50, description="How many of the cheapest offers to show before renting the first.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, "box.vastai", {"num_gpus": "gpu_count"})
 
 
 RENTED_KINDS = ("runpod", "vastai")  # the box kinds rented from a provider (the others are given)
@@ -107,13 +134,18 @@ class RunSpecConfig(Config):
     model_config_path: str = Field("configs/model_smoke.yaml", alias="model_config", description="Model config, relative to the project.")
     train_config_path: str = Field("configs/train_smoke.yaml", alias="train_config", description="Train config, relative to the project.")
     data_config_path: str = Field("configs/data_offline.yaml", alias="data_config", description="Data-mix config, relative to the project.")
-    gpus: int = Field(1, ge=1, description="Processes to launch (one per GPU); >1 uses accelerate launch (DDP).")
+    gpu_count: int = Field(1, ge=1, description="GPUs to train on, one process each (was gpus); >1 uses accelerate launch (DDP).")
     overrides: list[str] = Field(default_factory=list, alias="set", description="--set overrides passed to every trainer step, e.g. train.max_steps=100.")
     tokenizer: TokenizerStageConfig = Field(default_factory=TokenizerStageConfig, description="Tokenizer stage.")
     data: DataStageConfig = Field(default_factory=DataStageConfig, description="Data stage.")
     benchmark: bool = Field(True, description="Run the throughput benchmark before training.")
 
     model_config = {**Config.model_config, "populate_by_name": True}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed_keys(data, "run", {"gpus": "gpu_count"})
 
 
 class StorageConfig(Config):

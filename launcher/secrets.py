@@ -16,12 +16,21 @@ import shlex
 from pathlib import Path
 from typing import Mapping, Optional
 
+from launcher.box import Box
 from launcher.config import RENTED_KINDS
 from launcher.providers.api_keys import key_file_path, read_key_file
 from runcontract.atomic import atomic_write_text
 from runcontract.errors import UserError
 
+SECRETS_PATH = "~/.llm-box/secrets.env"  # on a remote box; the local box keeps it in the project
+LOCAL_SECRETS_PATH = ".launcher/secrets.env"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def secrets_path(box: Box) -> str:
+    """Where the box keeps its secrets file: in the project for the local box (nothing written
+    outside it), in the box user's home for a remote one (the synced project must never hold it)."""
+    return LOCAL_SECRETS_PATH if box.kind == "local" else SECRETS_PATH
 
 
 def _provider_key(kind: str, env_name: str, env: Mapping[str, str]) -> Optional[str]:

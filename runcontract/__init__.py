@@ -3,7 +3,8 @@ both read and write, and nothing else.
 
 Named for what it holds: the run folder's layout and states (``run_folder``), the configs
 (``config``, ``configlib``), the manifests that say a folder is whole (``manifest``), the
-atomic writes that keep every file whole (``atomic``), and the errors and exit codes both halves
-raise (``errors``). No torch, no numpy, and it imports neither ``launcher`` nor ``trainer``:
-the laptop's install carries it beside the launcher (tests/test_packaging.py checks that).
+atomic writes that keep every file whole (``atomic``), the errors and exit codes both halves
+raise (``errors``), and how a run is detached from its terminal (``detached``). No torch, no
+numpy, and it imports neither ``launcher`` nor ``trainer``: the laptop's install carries it
+beside the launcher (tests/test_packaging.py checks that).
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from launcher.cli import cli, version
 from launcher.commands.status import STATUS_FIELDS, typed
-from launcher.stages import split_progress_lines
+from launcher.stages.step_output import split_progress_lines
 from tests.launcher_helpers import ROOT, launcher_env
 
 
@@ -111,19 +111,19 @@ def test_trainer_output_on_a_terminal_and_in_a_file(tmp_path: Path):
     from rich.console import Console
 
     from launcher.box_local import LocalBox
-    from launcher.stages import TQDM_QUIET_INTERVAL, _run_logged
+    from launcher.stages.step_output import TQDM_QUIET_INTERVAL, run_logged
 
     command = "printf 'start\\nbar 1%%\\rbar 50%%\\rbar 100%%\\n'; echo \"interval=$TQDM_MININTERVAL\""
     tty_out = io.StringIO()
     ctx = SimpleNamespace(console=Console(file=tty_out, force_terminal=True, width=100), box=LocalBox(tmp_path))
-    _run_logged(ctx, command, "test")
+    run_logged(ctx, command, "test")
     screen = tty_out.getvalue()
     assert "\r      bar 1%" in screen and "\r      bar 50%" in screen
     assert "interval=" in screen and f"interval={TQDM_QUIET_INTERVAL}" not in screen  # tqdm left alone on a terminal
 
     file_out = io.StringIO()
     ctx = SimpleNamespace(console=Console(file=file_out, force_terminal=False, soft_wrap=True), box=LocalBox(tmp_path))
-    text = _run_logged(ctx, command, "test")
+    text = run_logged(ctx, command, "test")
     assert file_out.getvalue() == ("      start\n      bar 1%\n      bar 50%\n      bar 100%\n"
                                    f"      interval={TQDM_QUIET_INTERVAL}\n")
     assert "\r" not in text

@@ -129,3 +129,37 @@ def test_launcher_config_default_and_errors(tmp_path):
     assert "an ssh box needs host and user" in message
     assert "storage url must start with file:// or s3://" in message
     assert "key 'budget.hourly_rate' = -1" in message
+
+
+@pytest.mark.parametrize("section, old, new, value", [("run", "gpus", "gpu_count", 2),
+                                                      ("box.runpod", "gpu_type", "gpu_name", "NVIDIA H100 80GB HBM3"),
+                                                      ("box.vastai", "num_gpus", "gpu_count", 2)])
+def test_renamed_launcher_keys_work_for_one_release_with_a_warning(tmp_path, capsys, section, old, new, value):
+    """One name per concept (gpu_count, gpu_name); a config or a script written with the old name still runs."""
+    def value_of(config):
+        for part in section.split("."):
+            config = getattr(config, part)
+        return getattr(config, new)
+
+    def config_file(name: str, keys: dict) -> Path:
+        data: dict = {}
+        node = data
+        for part in section.split("."):
+            node = node.setdefault(part, {})
+        node.update(keys)
+        return write_yaml(tmp_path / name, data)
+
+    assert value_of(load_launcher_config(config_file("old.yaml", {old: value}))) == value
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and f"{section}.{old} is deprecated" in warning and f"call it {section}.{new}" in warning
+    # an old-name --set override wins over the new name in the file, as any override does
+    overridden = load_launcher_config(config_file("new.yaml", {new: value_of(LauncherConfig())}), [f"{section}.{old}={value}"])
+    assert value_of(overridden) == value and f"{section}.{old} is deprecated" in capsys.readouterr().err
+    assert value_of(load_launcher_config(config_file("plain.yaml", {new: value}))) == value
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("name", ["quickstart", "run_ssh", "run_runpod", "run_vastai"])
+def test_shipped_launcher_configs_use_no_deprecated_key(name, capsys):
+    load_launcher_config(f"configs/{name}.yaml")
+    assert capsys.readouterr().err == ""

@@ -18,6 +18,7 @@ import pytest
 from rich.console import Console
 
 import launcher.providers as providers
+from launcher.providers import provisioning, registry
 from launcher.config import LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.api_keys import load_api_key
 from launcher.providers.base import CreatedButFailed, Instance, ProviderError, ProvisionError, TransientProviderError
@@ -45,7 +46,7 @@ def vast():
 
 @pytest.fixture
 def fast_http(monkeypatch):
-    monkeypatch.setattr(providers, "HTTP_OPTIONS", dict(FAST))
+    monkeypatch.setattr(registry, "HTTP_OPTIONS", dict(FAST))
 
 
 @pytest.fixture
@@ -482,7 +483,7 @@ def test_provision_terminates_a_machine_that_never_gets_a_public_port(kind, tmp_
 def test_provision_finds_and_terminates_what_a_failed_create_made(kind, failure, tmp_path, keyed, fast_http, monkeypatch):
     """A 5xx, a dropped connection or a timeout after the provider made the machine: pre-v2 code lost it."""
     if failure == "hang":  # the create never answers: the client's own timeout ends the wait
-        monkeypatch.setattr(providers, "HTTP_OPTIONS", {**FAST, "timeout": 1})
+        monkeypatch.setattr(registry, "HTTP_OPTIONS", {**FAST, "timeout": 1})
     with (FakeRunPod() if kind == "runpod" else FakeVast()) as fake:
         fake.create_then_fail = failure
         recorded: list[Instance] = []
@@ -542,7 +543,7 @@ def test_provision_ctrl_c_during_the_wait_terminates(runpod, tmp_path, keyed, fa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(providers, "wait_until_ready", interrupted)
+    monkeypatch.setattr(provisioning, "wait_until_ready", interrupted)
     with pytest.raises(ProvisionError) as info:
         providers.provision(make_config("runpod", runpod, tmp_path), console(), True)
     assert info.value.terminated and "interrupted" in str(info.value)

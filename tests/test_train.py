@@ -326,7 +326,7 @@ def test_launch_screen_runs_detached(tmp_path):
     tool = pick_multiplexer()
     try:
         assert result.returncode == 0, result.stderr
-        assert f"train-{run_name}" in result.stdout and "attach:" in result.stdout
+        assert f"session 'llmbox-{run_name}'" in result.stdout and "attach:" in result.stdout
         status_path = tmp_path / "runs" / run_name / "status.json"
         deadline = time.time() + 120
         while time.time() < deadline and not (status_path.exists() and json.loads(status_path.read_text())["state"] == "finished"):
@@ -338,7 +338,7 @@ def test_launch_screen_runs_detached(tmp_path):
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "already exists" in again.stderr
     finally:
-        stop_session(f"train-{run_name}", tool)
+        stop_session(f"llmbox-{run_name}", tool)
 
 
 # -- parts -----------------------------------------------------------------------------------------
@@ -424,7 +424,7 @@ def test_smoke_mode_builds_its_data_and_exercises_everything(tmp_path):
 
 @pytest.mark.parametrize("tool", ["screen", "tmux"])
 def test_detach_with_each_multiplexer(tmp_path, tool):
-    """launch_detached runs the command in a detached session of either tool (tmux is the fallback)."""
+    """launch_detached runs the command in a detached session of either tool (screen is the fallback)."""
     import shutil
 
     from trainer.detach import launch_detached, stop_session

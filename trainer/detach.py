@@ -1,6 +1,7 @@
 """Re-run a command detached in a terminal multiplexer so it survives the SSH session.
 
-screen is preferred, tmux is used when screen is absent. The caller prints how to attach.
+Which multiplexer (tmux, else screen) and the session's name follow runcontract/detached.py,
+as ``launcher run`` does. The caller prints how to attach.
 """
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
+from runcontract.detached import attach_command, preferred_multiplexer
 from runcontract.errors import UserError
 
 
 def pick_multiplexer() -> str:
-    for tool in ("screen", "tmux"):
-        if shutil.which(tool):
-            return tool
-    raise UserError("--launch_screen needs screen or tmux and neither is installed; install one (apt-get install -y screen) or run without --launch_screen.")
+    tool = preferred_multiplexer(lambda name: shutil.which(name) is not None)
+    if tool is None:
+        raise UserError("--launch_screen needs tmux or screen and neither is installed; install one (apt-get install -y tmux) or run without --launch_screen.")
+    return tool
 
 
 def _session_exists(tool: str, session: str) -> bool:
@@ -34,20 +36,20 @@ def launch_detached(command: Sequence[str], session: str, cwd: Optional[Path] = 
     The shell stays open after the command ends (so its last lines stay readable on attach)."""
     tool = tool or pick_multiplexer()
     if _session_exists(tool, session):
-        attach = f"screen -r {session}" if tool == "screen" else f"tmux attach -t {session}"
-        raise UserError(f"a {tool} session named {session!r} already exists (is this run already going?). Attach with `{attach}`, or stop it first.")
+        raise UserError(f"a {tool} session named {session!r} already exists (is this run already going?). "
+                        f"Attach with `{attach_command(session, tool)}`, or stop it first.")
     cwd = Path(cwd or os.getcwd())
     script = f"cd {shlex.quote(str(cwd))} && {shlex.join(command)}; echo; echo '[command exited with status '$?']'; exec bash"
     if tool == "screen":
         argv = ["screen", "-dmS", session, "bash", "-c", script]
-        attach = f"screen -r {session}    (detach again with Ctrl-a d)"
+        detach_keys = "Ctrl-a d"
     else:
         argv = ["tmux", "new-session", "-d", "-s", session, "bash", "-c", script]
-        attach = f"tmux attach -t {session}    (detach again with Ctrl-b d)"
+        detach_keys = "Ctrl-b d"
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
         raise UserError(f"could not start a {tool} session {session!r}: {result.stderr.strip() or result.stdout.strip()}")
-    return attach
+    return f"{attach_command(session, tool)}    (detach again with {detach_keys})"
 
 
 def stop_session(session: str, tool: str) -> None:

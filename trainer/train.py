@@ -3,7 +3,7 @@
     python -m trainer.train --model_config configs/model_100m.yaml --train_config configs/train_100m.yaml
     accelerate launch -m trainer.train ...            # several GPUs (DDP)
     python -m trainer.train --smoke                   # tiny model, tiny data, seconds on a CPU
-    python -m trainer.train ... --launch_screen       # the same, detached in screen (or tmux)
+    python -m trainer.train ... --launch_screen       # the same, detached in tmux (or screen)
 
 Writes under runs/<run_name>/: config.yaml, train.log, metrics.jsonl, status.json,
 fixed_prompt_samples.txt, checkpoints/step_NNNNNN/, final/. A run whose folder holds
@@ -485,18 +485,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="resume from the newest checkpoint (the default when the run folder has one) or from CHECKPOINT")
     parser.add_argument("--allow_over_budget", action="store_true", help="start even when the projected cost exceeds budget.max_cost")
     parser.add_argument("--stop_at_step", type=int, default=None, metavar="N", help="stop cleanly after step N with a checkpoint (resume later)")
-    parser.add_argument("--launch_screen", action="store_true", help="re-run this command detached in screen (tmux when screen is absent) and print how to attach")
+    parser.add_argument("--launch_screen", action="store_true", help="re-run this command detached in tmux (screen when tmux is absent) and print how to attach")
     return parser
 
 
 def launch_screen(argv: list[str], train_cfg: TrainConfig) -> None:
+    from runcontract.detached import session_name
     from trainer.detach import launch_detached, pick_multiplexer
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ:
         raise UserError("--launch_screen cannot be used under accelerate launch/torchrun (each rank would detach); "
                         "start the launcher itself in screen: screen -dmS train accelerate launch -m trainer.train ...")
     tool = pick_multiplexer()
-    session = f"train-{train_cfg.run_name}"
+    session = session_name(train_cfg.run_name)
     command = [sys.executable, "-m", "trainer.train", *[a for a in argv if a != "--launch_screen"]]
     attach = launch_detached(command, session, Path.cwd(), tool)
     run_dir = Path(train_cfg.runs_dir) / train_cfg.run_name

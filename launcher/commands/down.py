@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Optional
 
 import click
-from launcher import tmux_job
+from launcher import detached_session
 from launcher.box import BoxUnreachable, ConnectionLost
 from launcher.commands.status import training_state
 from launcher.commands.stop import at_step, stop_training
 from launcher.config import RENTED_KINDS
 from launcher.console import make_console
-from launcher.stages import secrets_path
+from launcher.secrets import secrets_path
 from launcher.state import box_for_command, clear_state, load_command_context, run_name
+from runcontract.detached import session_name
 from runcontract.run_folder import ENDED_STATES
 
 
@@ -44,7 +45,7 @@ def command(config_path: Optional[str], timeout: float) -> None:
     try:
         if state.get("run"):
             data = stop_training(box, name, multiplexer, console, timeout)
-            tmux_job.kill(box, tmux_job.session_name(name), multiplexer)
+            detached_session.kill(box, session_name(name), multiplexer)
             account.append(_run_account(name, data))
         else:
             account.append("no run was started on it")

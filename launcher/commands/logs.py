@@ -14,11 +14,11 @@ from typing import Optional
 
 import click
 
-from launcher import tmux_job
 from launcher.box import BoxUnreachable, ConnectionLost
 from launcher.commands.status import read_run, training_state
 from launcher.log_follow import LogFollower
 from launcher.state import box_for_command, load_command_context, run_name
+from runcontract.detached import session_name
 from runcontract.errors import EXIT_USER_ERROR
 from runcontract.run_folder import ENDED_STATES, TRAIN_LOG, run_rel
 
@@ -90,7 +90,7 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
         return fresh
 
     follower = LogFollower(connect, path, write=_stdout, notice=lambda m: _stderr(f"logs: {m}"))
-    session = (state.get("run") or {}).get("tmux_session") or tmux_job.session_name(name)
+    session = (state.get("run") or {}).get("tmux_session") or session_name(name)
     try:
         follower.start_at_last(lines)
         follower.follow()

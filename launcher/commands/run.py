@@ -1,6 +1,6 @@
 """``launcher run``: sync, setup, tokenizer, data, benchmark, cost gate, then training in tmux.
 
-Each stage prints its status and is skipped when its output is already valid (stages.py).
+Each stage prints its status and is skipped when its output is already valid (launcher/stages/).
 ``--dry-run`` prints every command it would run and which stages are up to date (it only reads
 the box), and changes nothing. On a run that has finished all it was asked for, nothing runs:
 it says so and how to train further.
@@ -79,10 +79,10 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
         finally:
             box.close()
         return
-    from launcher import tmux_job
+    from launcher import detached_session
 
     try:
-        ctx.multiplexer = tmux_job.detect_multiplexer(box)  # also the first connection: unreachable -> clear error
+        ctx.multiplexer = detached_session.detect_multiplexer(box)  # also the first connection: unreachable -> clear error
         complete = finished_run(ctx)
         if complete:  # before anything is written: the state, status.json and train.log stay as they are
             console.print(complete, highlight=False)
@@ -100,7 +100,7 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
     console.print(
         f"[green]training started[/green] on {box.label} in {ctx.multiplexer} session {ctx.session!r}.\n"
         f"  follow:  launcher logs --follow{hint}\n  status:  launcher status{hint}\n"
-        f"  attach:  {tmux_job.attach_hint(ctx.session, ctx.multiplexer)}\n  stop:    launcher stop{hint}"
+        f"  attach:  {detached_session.attach_hint(ctx.session, ctx.multiplexer)}\n  stop:    launcher stop{hint}"
         + tensorboard_hint(ctx),
         highlight=False,
     )

@@ -17,11 +17,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from launcher import tmux_job
+from launcher import detached_session
 from launcher.box import Box, BoxUnreachable, ConnectionLost
 from launcher.config import RENTED_KINDS
 from launcher.console import make_console
 from launcher.state import box_for_command, load_command_context, run_name
+from runcontract.detached import session_name
 from runcontract.run_folder import COST_FILE, STATUS_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
@@ -113,7 +114,7 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     rd = run_rel(name)
     status = _json(box.get_file(f"{rd}/{STATUS_FILE}"))
     cost = _json(box.get_file(f"{rd}/{COST_FILE}"))
-    alive = tmux_job.has(box, tmux_job.session_name(name), multiplexer)
+    alive = detached_session.has(box, session_name(name), multiplexer)
     exit_text = (box.get_file(f"{rd}/{TRAINER_EXIT_FILE}") or b"").decode().strip()
     exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
     stderr_tail = ""

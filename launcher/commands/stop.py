@@ -14,11 +14,12 @@ from typing import Optional
 import click
 from rich.console import Console
 
-from launcher import tmux_job
+from launcher import detached_session
 from launcher.box import Box
 from launcher.console import make_console
 from launcher.commands.status import read_run, training_state
 from launcher.state import box_for_command, load_command_context, run_name
+from runcontract.detached import session_name
 from runcontract.errors import UserError
 from runcontract.run_folder import ENDED_STATES, FINISHED
 
@@ -30,13 +31,13 @@ def stop_training(box: Box, name: str, multiplexer: str, console: Optional[Conso
     """Stop the run's training; returns the last read_run() dict, with "stop_sent" saying whether there
     was anything to stop. Raises UserError on timeout. ``console`` None: say nothing (the caller reports)."""
     console = console or Console(quiet=True)
-    session = tmux_job.session_name(name)
+    session = session_name(name)
     data = read_run(box, name, multiplexer)
     state = training_state(data["status"], data["session_alive"])
     if not data["session_alive"] and state != "running":
         return {**data, "stop_sent": False}
     if data["session_alive"]:
-        tmux_job.interrupt(box, session, "train", multiplexer)
+        detached_session.interrupt(box, session, "train", multiplexer)
         console.print(f"sent Ctrl-C to the trainer in {multiplexer} session {session!r} on {box.label}; waiting for its "
                       "final checkpoint ...")
     else:
@@ -53,7 +54,7 @@ def stop_training(box: Box, name: str, multiplexer: str, console: Optional[Conso
         if not data["session_alive"]:  # the trainer and the agent (after its final flush) have exited
             return {**data, "stop_sent": True}
         state = (data["status"] or {}).get("state")
-        trainer_gone = multiplexer == "tmux" and "train" not in tmux_job.windows(box, session, multiplexer)
+        trainer_gone = multiplexer == "tmux" and "train" not in detached_session.windows(box, session, multiplexer)
         if (state in ENDED_STATES or trainer_gone) and ended_at is None:
             ended_at = time.monotonic()
             console.print(f"trainer is {state or 'gone'} at step {(data['status'] or {}).get('step')}; waiting for the "
@@ -61,7 +62,7 @@ def stop_training(box: Box, name: str, multiplexer: str, console: Optional[Conso
         if ended_at is not None and not agent_interrupted and time.monotonic() - ended_at > AGENT_GRACE_S:
             # the agent ends by itself once it sees training end; if it has not (the trainer died
             # before writing status.json), Ctrl-C makes it do its final flush and exit
-            tmux_job.interrupt(box, session, "agent", multiplexer)
+            detached_session.interrupt(box, session, "agent", multiplexer)
             agent_interrupted = True
     raise UserError(
         f"training on {box.label} did not stop within {timeout:.0f} s (session {session!r} still running); it may still "

@@ -3,7 +3,7 @@
 
 A provider is a thin client over one rental API (RunPod, Vast.ai) or a fixed SSH host
 (``static``). It never prints, never prompts and never decides about money: that is
-``launcher.providers.provision``'s job. Money-aware wording follows dstack's provider
+``launcher/providers/provisioning.py``'s job. Money-aware wording follows dstack's provider
 errors: whenever an instance might still be billing, the message names its id and the
 exact command that stops the charges.
 """
@@ -116,6 +116,22 @@ class ProvisionError(UserError):
         super().__init__(message)
         self.instance_id = instance_id
         self.terminated = terminated
+
+
+class ManualCommands:
+    """The provider's own CLI commands for what the launcher could not do itself, for messages:
+    each provider fills in the two templates (``{id}``: an instance id, ``{name}``: a create's name)."""
+
+    manual_terminate_template: str
+    manual_find_template: str
+
+    @classmethod
+    def manual_terminate_command(cls, instance_id: str) -> str:
+        return cls.manual_terminate_template.format(id=instance_id)
+
+    @classmethod
+    def manual_find_command(cls, name: str) -> str:
+        return cls.manual_find_template.format(name=name)
 
 
 @runtime_checkable

@@ -44,7 +44,7 @@ from urllib.parse import quote, urlencode
 
 from launcher.config import RunpodConfig
 from launcher.providers.base import (
-    RUNNING, STARTING, STOPPED, TERMINATED, UNKNOWN, Instance, Offer, ProviderError,
+    RUNNING, STARTING, STOPPED, TERMINATED, UNKNOWN, Instance, ManualCommands, Offer, ProviderError,
 )
 from launcher.providers.http_client import JsonHttpClient, Response, error_text
 
@@ -79,8 +79,10 @@ def is_problem_details(data: Any, status: int) -> bool:
     return isinstance(data, dict) and (data.get("status") == status or "title" in data or "detail" in data)
 
 
-class RunpodProvider:
+class RunpodProvider(ManualCommands):
     kind = KIND
+    manual_terminate_template = "`runpodctl pod delete {id}` (or terminate it on the Pods page of the RunPod console)"
+    manual_find_template = "`runpodctl pod list --all --name {name}` (then `runpodctl pod delete <id>`)"
 
     def __init__(self, config: RunpodConfig, api_key: str, **http_options: Any):
         self.config = config
@@ -110,14 +112,14 @@ class RunpodProvider:
             if not isinstance(gpus, list):
                 raise ProviderError(f"RunPod's GPU catalog answered without a gpus list: {reply.text[:200]!r}")
             for gpu in gpus:
-                if not isinstance(gpu, dict) or gpu.get("id") != cfg.gpu_type:
+                if not isinstance(gpu, dict) or gpu.get("id") != cfg.gpu_name:
                     continue
                 per_gpu = _float((gpu.get("price") or {}).get(cloud.lower()))
                 stock = str(gpu.get("availability") or "UNKNOWN")
                 if per_gpu is None or per_gpu <= 0 or stock == "NONE":
                     continue  # not offered in this cloud, or no stock for this GPU count
                 result.append(Offer(
-                    provider=KIND, offer_id=None, gpu_name=gpu.get("name") or cfg.gpu_type, gpu_count=cfg.gpu_count,
+                    provider=KIND, offer_id=None, gpu_name=gpu.get("name") or cfg.gpu_name, gpu_count=cfg.gpu_count,
                     hourly_price=per_gpu * cfg.gpu_count, location=f"{cloud.lower()} cloud (RunPod picks the data center)",
                     note=f"on-demand, stock: {stock}", cloud=cloud,
                 ))
@@ -125,17 +127,17 @@ class RunpodProvider:
 
     def _spot_offers(self) -> list[Offer]:
         cfg = self.config
-        data = self.graphql(SPOT_PRICES_QUERY, {"input": {"id": cfg.gpu_type}})
+        data = self.graphql(SPOT_PRICES_QUERY, {"input": {"id": cfg.gpu_name}})
         result = []
         for gpu in data.get("gpuTypes") or []:
-            if gpu.get("id") != cfg.gpu_type:
+            if gpu.get("id") != cfg.gpu_name:
                 continue
             for cloud in self.clouds():
                 per_gpu = _float(gpu.get("secureSpotPrice" if cloud == "SECURE" else "communitySpotPrice"))
                 if per_gpu is None or per_gpu <= 0:
                     continue
                 result.append(Offer(
-                    provider=KIND, offer_id=None, gpu_name=gpu.get("displayName") or cfg.gpu_type, gpu_count=cfg.gpu_count,
+                    provider=KIND, offer_id=None, gpu_name=gpu.get("displayName") or cfg.gpu_name, gpu_count=cfg.gpu_count,
                     hourly_price=per_gpu * cfg.gpu_count, location=f"{cloud.lower()} cloud (RunPod picks the data center)",
                     note="spot (may be preempted), bid = this price", cloud=cloud,
                 ))
@@ -148,7 +150,7 @@ class RunpodProvider:
             "name": name,
             "image": cfg.image,
             "cloud": offer.cloud or self.clouds()[0],
-            "gpu": {"id": cfg.gpu_type, "count": cfg.gpu_count},
+            "gpu": {"id": cfg.gpu_name, "count": cfg.gpu_count},
             "disk": cfg.container_disk_gb,
             "ports": ["22/tcp"],
             "env": {"PUBLIC_KEY": public_key},
@@ -170,7 +172,7 @@ class RunpodProvider:
     def _create_spot(self, offer: Offer, public_key: str, name: str) -> Instance:
         cfg = self.config
         pod_input: dict[str, Any] = {
-            "name": name, "imageName": cfg.image, "gpuTypeId": cfg.gpu_type, "gpuCount": cfg.gpu_count,
+            "name": name, "imageName": cfg.image, "gpuTypeId": cfg.gpu_name, "gpuCount": cfg.gpu_count,
             "cloudType": offer.cloud or self.clouds()[0], "containerDiskInGb": cfg.container_disk_gb,
             "volumeInGb": cfg.volume_gb, "volumeMountPath": "/workspace", "ports": "22/tcp",
             "supportPublicIp": True, "startSsh": True, "env": [{"key": "PUBLIC_KEY", "value": public_key}],
@@ -181,7 +183,7 @@ class RunpodProvider:
         if not isinstance(pod, dict) or not pod.get("id"):
             raise ProviderError("RunPod GraphQL rented no spot pod (no capacity at this bid?)")
         return Instance(id=str(pod["id"]), provider=KIND, ssh_user=cfg.ssh_user, hourly_price=_float(pod.get("costPerHr")),
-                        gpu_name=cfg.gpu_type, gpu_count=cfg.gpu_count, state=STARTING, name=name,
+                        gpu_name=cfg.gpu_name, gpu_count=cfg.gpu_count, state=STARTING, name=name,
                         api_base=cfg.api_base)
 
     def after_create(self, instance_id: str, public_key: str) -> None:
@@ -223,7 +225,7 @@ class RunpodProvider:
         gpu = pod.get("gpu") if isinstance(pod.get("gpu"), dict) else {}
         return Instance(
             id=str(pod["id"]), provider=KIND, ssh_host=host, ssh_port=port, ssh_user=self.config.ssh_user,
-            hourly_price=_float(pod.get("cost")), gpu_name=gpu.get("id") or self.config.gpu_type,
+            hourly_price=_float(pod.get("cost")), gpu_name=gpu.get("id") or self.config.gpu_name,
             gpu_count=gpu.get("count") or self.config.gpu_count, state=_STATES.get(raw, UNKNOWN),
             location=pod.get("dataCenterId"), raw_state=raw or None, name=pod.get("name"), api_base=self.config.api_base,
         )
@@ -232,14 +234,6 @@ class RunpodProvider:
     def terminate(self, instance_id: str) -> None:
         reply = self.rest.request("DELETE", f"/pods/{quote(instance_id, safe='')}", allow_statuses=(404,))
         self._gone(reply)  # a 404 must be RunPod's own "no such pod", not a wrong URL
-
-    @staticmethod
-    def manual_terminate_command(instance_id: str) -> str:
-        return f"`runpodctl pod delete {instance_id}` (or terminate it on the Pods page of the RunPod console)"
-
-    @staticmethod
-    def manual_find_command(name: str) -> str:
-        return f"`runpodctl pod list --all --name {name}` (then `runpodctl pod delete <id>`)"
 
     # -- GraphQL plumbing (spot pods only) -------------------------------------------------
     def graphql(self, query: str, variables: dict, *, idempotent: bool = True) -> dict:

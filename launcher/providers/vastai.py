@@ -62,7 +62,7 @@ import json
 from urllib.parse import quote_plus
 
 from launcher.providers.base import (
-    RUNNING, STARTING, STOPPED, UNKNOWN, CreatedButFailed, Instance, Offer, ProviderError,
+    RUNNING, STARTING, STOPPED, UNKNOWN, CreatedButFailed, Instance, ManualCommands, Offer, ProviderError,
 )
 from launcher.providers.http_client import JsonHttpClient, error_text
 
@@ -93,8 +93,10 @@ def _float(value: Any) -> Optional[float]:
         return None
 
 
-class VastaiProvider:
+class VastaiProvider(ManualCommands):
     kind = KIND
+    manual_terminate_template = "`vastai destroy instance {id}` (or destroy it on the Instances page of the Vast.ai console)"
+    manual_find_template = "`vastai show instances --label {name}` (then `vastai destroy instance <id>`)"
 
     def __init__(self, config: VastaiConfig, api_key: str, **http_options: Any):
         self.config = config
@@ -104,7 +106,7 @@ class VastaiProvider:
         cfg = self.config
         query: dict[str, Any] = {
             "gpu_name": {"eq": cfg.gpu_name},
-            "num_gpus": {"eq": cfg.num_gpus},
+            "num_gpus": {"eq": cfg.gpu_count},
             "reliability": {"gte": cfg.min_reliability},
             "rentable": {"eq": True},
             "rented": {"eq": False},
@@ -138,7 +140,7 @@ class VastaiProvider:
                 continue  # the server filters too; never trust a ceiling to one side
             result.append(Offer(
                 provider=KIND, offer_id=str(o.get("id") or o.get("ask_contract_id")), gpu_name=o.get("gpu_name") or self.config.gpu_name,
-                gpu_count=int(o.get("num_gpus") or self.config.num_gpus), hourly_price=price,
+                gpu_count=int(o.get("num_gpus") or self.config.gpu_count), hourly_price=price,
                 location=o.get("geolocation"), reliability=_float(o.get("reliability2", o.get("reliability"))),
                 disk_gb=_float(o.get("disk_space")), note=str(o.get("verification") or ""),
             ))
@@ -240,11 +242,3 @@ class VastaiProvider:
             raise ProviderError(f"Vast.ai answered 404 with no JSON (is box.vastai.api_base right?): {reply.text[:200]!r}", status=404)
         if reply.status != 404 and isinstance(reply.data, dict) and reply.data.get("success") is False:
             raise ProviderError(f"Vast.ai did not destroy instance {instance_id}: {error_text(reply.data, reply.text)}")
-
-    @staticmethod
-    def manual_terminate_command(instance_id: str) -> str:
-        return f"`vastai destroy instance {instance_id}` (or destroy it on the Instances page of the Vast.ai console)"
-
-    @staticmethod
-    def manual_find_command(name: str) -> str:
-        return f"`vastai show instances --label {name}` (then `vastai destroy instance <id>`)"

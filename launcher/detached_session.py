@@ -1,9 +1,10 @@
-"""The training job on the box: a named tmux session (screen when tmux is missing).
+"""The training job on the box: a detached tmux session (screen when tmux is missing).
 
-One session per run, ``llmbox-<run name>``, with a window per process (``train``, ``agent``).
-It outlives the SSH connection that started it. ``stop`` presses Ctrl-C in the ``train``
-window (the whole foreground process group gets SIGINT, so every accelerate rank stops at the
-next step with a checkpoint); ``kill`` ends the session.
+One session per run (its name and the multiplexer order: runcontract/detached.py), with a
+window per process (``train``, ``agent``). It outlives the SSH connection that started it.
+``stop`` presses Ctrl-C in the ``train`` window (the whole foreground process group gets
+SIGINT, so every accelerate rank stops at the next step with a checkpoint); ``kill`` ends
+the session.
 """
 from __future__ import annotations
 
@@ -12,12 +13,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from launcher.box import Box, BoxError
-
-SESSION_PREFIX = "llmbox-"
-
-
-def session_name(run_name: str) -> str:
-    return f"{SESSION_PREFIX}{run_name}"
+from runcontract.detached import MULTIPLEXERS, attach_command, preferred_multiplexer
 
 
 @dataclass
@@ -28,10 +24,10 @@ class Window:
 
 def detect_multiplexer(box: Box) -> str:
     """``tmux`` when the box has it, else ``screen``; a clear error when neither."""
-    result = box.run("command -v tmux >/dev/null 2>&1 && echo tmux || (command -v screen >/dev/null 2>&1 && echo screen) || echo none",
-                     check=False, cwd=False, timeout=30)
-    found = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "none"
-    if found == "none":
+    probe = "; ".join(f"command -v {tool} >/dev/null 2>&1 && echo {tool}" for tool in MULTIPLEXERS)
+    result = box.run(f"{probe}; true", check=False, cwd=False, timeout=30)
+    found = preferred_multiplexer(result.stdout.split().__contains__)
+    if found is None:
         raise BoxError(
             f"{box.label} has neither tmux nor screen, so training could not outlive the SSH connection. "
             "Install one on the box (`launcher ssh -- sudo apt-get install -y tmux`) and run again."
@@ -109,6 +105,4 @@ def kill(box: Box, session: str, multiplexer: str = "tmux") -> None:
 
 
 def attach_hint(session: str, multiplexer: Optional[str] = "tmux") -> str:
-    if multiplexer == "screen":
-        return f"launcher ssh -- screen -r {session}"
-    return f"launcher ssh -- tmux attach -t {session}"
+    return f"launcher ssh -- {attach_command(session, multiplexer or 'tmux')}"

@@ -1,0 +1,460 @@
+"""The money-safe flow around a provider: rent, record, wait, check the price, recover, terminate.
+
+    provision(config, console, assume_yes, on_created)  -> Instance   (``launcher up``)
+    describe(config, instance_id)                       -> Instance | None  (``launcher status``)
+    record_mismatch(config, record)                     -> str | None  (every command, via state)
+    terminate_recorded(record, config)                                    (``launcher down``, a failed ``up``)
+    terminate_by_id(kind, instance_id, api_base)                          (the on-box agent)
+
+Money rules, all enforced here rather than in the thin clients:
+- Before renting: the offers (GPU, $/h, location) and the projected cost are shown and
+  confirmed, unless ``--yes``; a non-interactive stdin without ``--yes`` is refused.
+- ``on_created`` runs right after the provider acknowledged the rental, before any waiting,
+  so the caller records the instance in local state: no code path leaves a paid instance
+  unknown to the launcher. Every create carries a unique name (``llm-box-<run>-<6 hex>``,
+  RunPod's pod name, Vast's label). A create that may have made something without saying
+  so (5xx, 408, timeout, dropped connection, Ctrl-C) is followed by a lookup by that name:
+  what is found is recorded and terminated; when the lookup fails, the error gives the name
+  and the provider's exact command to find and stop it. A create that failed but named its
+  instance (Vast ``success: false`` with ``new_contract``) is recorded and destroyed.
+- One teardown rule: an instance is terminated through the provider (kind and API base)
+  recorded with it in ``.launcher/state.json``, never through whatever the current config
+  names; a config whose box kind or API differs from the record is an error naming both.
+- If anything fails (or Ctrl-C) between the rental and a reachable SSH port, the instance is
+  terminated and its disappearance confirmed; if that cannot be confirmed the error names
+  the instance id and the exact commands that stop the charges.
+- Offer prices are the prices the bill shows: RunPod's ``cloud`` is always explicit (with
+  ``cloud_type: ALL`` both clouds are priced and the cheaper is rented, and the output says
+  which), Vast's search includes the rented disk (``allocated_storage``).
+- The returned ``Instance.hourly_price`` is the LIVE price the provider reports for the
+  instance after creation (catalog prices lag the market). ``max_price`` is checked on the
+  first poll that reports a price, and an instance above it is terminated at once.
+- ``terminate`` confirms with the provider that the instance is gone (404 / terminated),
+  retrying on HTTP 429 and transient errors, and raises with the manual command otherwise.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from launcher.config import RENTED_KINDS, LauncherConfig, RunpodConfig, VastaiConfig
+from launcher.providers.base import (
+    STOPPED, TERMINATED, CreatedButFailed, Instance, Offer, Provider, ProviderError, ProvisionError,
+    TransientProviderError,
+)
+from launcher.providers.registry import (
+    KIND_OF_PROVIDER, PROVIDER_NAMES, make_provider, manual_terminate_command, provider_config, recorded_provider_config,
+    rented_provider,
+)
+from launcher.providers.static import static_instance
+from runcontract.errors import UserError
+from runcontract.run_folder import COST_FILE, run_rel
+
+# lookups by name after a create whose outcome is unknown (the provider may list it late)
+FIND_ATTEMPTS = 3
+
+
+def record_mismatch(config: LauncherConfig, record: Optional[dict], config_label: str = "the config",
+                    teardown: bool = False) -> Optional[str]:
+    """Why ``config`` must not act on the recorded instance (None when it may).
+
+    The record wins for teardown, so a config that names another box kind or another API
+    than the one the instance was rented through is refused rather than obeyed.
+    """
+    if not record or not record.get("provider"):
+        return None
+    recorded_kind = KIND_OF_PROVIDER.get(record["provider"], record["provider"])
+    what = f"{PROVIDER_NAMES.get(record['provider'], record['provider'])} instance {record.get('id')}"
+    remedy = ("Use the config it was rented with (`launcher down` without --config uses the recorded one)"
+              + (f", or stop it yourself with {manual_terminate_command(record)}" if recorded_kind in RENTED_KINDS else "")
+              if teardown else
+              "Use the config it was rented with (run the command without --config to use the recorded one), "
+              "or take it down first with `launcher down`")
+    if config.box.kind != recorded_kind:
+        return (f"{config_label} says box.kind: {config.box.kind}, but this project's recorded box is {what} "
+                f"(box.kind: {recorded_kind}). {remedy}.")
+    if recorded_kind in RENTED_KINDS and record.get("api_base"):
+        configured = provider_config(config).api_base
+        if configured.rstrip("/") != str(record["api_base"]).rstrip("/"):
+            return (f"{config_label} says box.{recorded_kind}.api_base: {configured}, but {what} was rented through "
+                    f"{record['api_base']}. {remedy}.")
+    return None
+
+
+def read_public_key(identity_file: Optional[str]) -> str:
+    """``<identity_file>.pub``, else ~/.ssh/id_ed25519.pub: the key rented boxes are given."""
+    private = Path(identity_file).expanduser() if identity_file else Path.home() / ".ssh" / "id_ed25519"
+    public = private.with_name(private.name + ".pub")
+    try:
+        key = public.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise UserError(
+            f"no SSH public key at {public}: rented boxes are given it for login. Set box.identity_file "
+            f"to a private key whose .pub sits next to it, or create one with `ssh-keygen -t ed25519 -f {private}`"
+        ) from None
+    if not key.startswith(("ssh-", "ecdsa-", "sk-")):
+        raise UserError(f"{public} does not look like an OpenSSH public key")
+    return key
+
+
+def _still_running_message(kind: str, instance_id: str, manual: str, reason: str) -> str:
+    return (
+        f"{PROVIDER_NAMES.get(kind, kind)} instance {instance_id} may still be running: terminate it with "
+        f"`launcher down` or {manual} to stop charges ({reason})"
+    )
+
+
+# -- showing offers and the projected cost --------------------------------------------------
+def _money(value: Optional[float]) -> str:
+    return "?" if value is None else f"${value:,.3f}"
+
+
+def offers_table(offers: list[Offer], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("#", "GPU", "$/h", "location", "reliability", "disk GB", "note"):
+        table.add_column(column, justify="right" if column in ("#", "$/h", "reliability", "disk GB") else "left")
+    for i, o in enumerate(offers, 1):
+        table.add_row(
+            str(i), f"{o.gpu_count}x {o.gpu_name}", _money(o.hourly_price), o.location or "-",
+            "-" if o.reliability is None else f"{o.reliability:.3f}", "-" if o.disk_gb is None else f"{o.disk_gb:.0f}",
+            o.note or "",
+        )
+    return table
+
+
+def _known_run_hours(config: LauncherConfig) -> Optional[float]:
+    """Hours the run needs, when a local ``runs/<name>/cost.json`` (from trainer.cost) says so."""
+    path = Path(run_rel(config.run.name)) / COST_FILE
+    try:
+        hours = json.loads(path.read_text()).get("hours")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(hours) if isinstance(hours, (int, float)) and hours > 0 else None
+
+
+def projection_lines(config: LauncherConfig, price: Optional[float]) -> list[str]:
+    max_cost = config.budget.max_cost
+    if price is None or price <= 0:
+        return [f"Budget: ${max_cost:,.2f} (hourly price unknown: the cost gate uses the live price after renting)"]
+    lines = [f"Budget: ${max_cost:,.2f} -> at most {max_cost / price:,.1f} h at {_money(price)}/h"]
+    hours = _known_run_hours(config)
+    if hours is not None:
+        cost = hours * price
+        verdict = "within budget" if cost <= max_cost else "[bold red]OVER BUDGET[/bold red]"
+        lines.append(f"Projected run ({config.run.name}): {hours:,.2f} h -> ${cost:,.2f} ({verdict})")
+    else:
+        lines.append("Projected run: unknown until the benchmark runs (launcher run measures tokens/s, then gates on cost)")
+    return lines
+
+
+def _confirm(console: Console, question: str, assume_yes: bool) -> None:
+    if assume_yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise UserError("renting costs money and stdin is not a terminal to confirm it: pass --yes to rent without asking")
+    from rich.prompt import Confirm
+
+    if not Confirm.ask(question, console=console, default=False):
+        raise UserError("not renting: cancelled at the confirmation")
+
+
+# -- waiting, terminating -------------------------------------------------------------------
+def wait_until_ready(provider: Provider, instance_id: str, timeout_s: float, poll_s: float,
+                     console: Optional[Console] = None, sleep: Callable[[float], None] = time.sleep,
+                     on_poll: Optional[Callable[[Instance], None]] = None) -> Instance:
+    """Poll until the instance runs with a public SSH endpoint; raise ProviderError otherwise.
+
+    ``on_poll`` sees every answer first (the live-price check), and may raise to stop waiting.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: Optional[Instance] = None
+    last_problem = ""
+    shown = None
+    while True:
+        try:
+            current = provider.get(instance_id)
+        except TransientProviderError as err:
+            current, last_problem = last, str(err)
+        else:
+            if current is None:
+                raise ProviderError(f"instance {instance_id} disappeared while starting (no capacity, preempted or failed)")
+            if on_poll is not None:
+                on_poll(current)
+            last = current
+            if current.ssh_ready:
+                return current
+            if current.state in (STOPPED, TERMINATED):
+                raise ProviderError(f"instance {instance_id} stopped while starting (state {current.raw_state or current.state})")
+            status = (current.raw_state or current.state, bool(current.ssh_port))
+            if console is not None and status != shown:
+                shown = status
+                console.print(f"  {instance_id}: {status[0]}" + ("" if status[1] else ", waiting for a public SSH port"))
+        if time.monotonic() >= deadline:
+            state = "unknown" if last is None else (last.raw_state or last.state)
+            port = "no public port for 22 yet" if last is None or not last.ssh_port else "SSH port known"
+            extra = f"; last error: {last_problem}" if last_problem else ""
+            raise ProviderError(f"instance {instance_id} not ready after {timeout_s:.0f}s (state {state}, {port}){extra}")
+        sleep(poll_s)
+
+
+def terminate_and_confirm(provider: Provider, instance_id: str, timeout_s: float, poll_s: float,
+                          sleep: Callable[[float], None] = time.sleep) -> None:
+    """Ask the provider to terminate, then poll until it reports the instance gone.
+
+    Transient failures (429, 5xx, connection errors after the HTTP layer's own retries) are
+    retried until ``timeout_s``; the terminate request is repeated while the instance lingers.
+    Raises ProviderError when the disappearance cannot be confirmed in time.
+    """
+    deadline = time.monotonic() + timeout_s
+    requested = False
+    polls = 0
+    last_problem = ""
+    while True:
+        try:
+            if not requested or polls % 5 == 4:
+                try:
+                    provider.terminate(instance_id)
+                except ProviderError as err:
+                    if isinstance(err, TransientProviderError):
+                        raise
+                    if provider.get(instance_id) is None:  # e.g. GraphQL "pod not found": already gone
+                        return
+                    raise
+                requested = True
+            current = provider.get(instance_id)
+            if current is None or current.state == TERMINATED:
+                return
+            last_problem = f"still reported as {current.raw_state or current.state}"
+        except TransientProviderError as err:
+            last_problem = str(err)
+        polls += 1
+        if time.monotonic() >= deadline:
+            raise ProviderError(f"could not confirm that instance {instance_id} is gone within {timeout_s:.0f}s: {last_problem}")
+        sleep(poll_s)
+
+
+# -- the public entry points -----------------------------------------------------------------
+def unique_name(config: LauncherConfig) -> str:
+    """The name/label a create carries, unique per create so a lost answer can be looked up."""
+    return f"llm-box-{config.run.name}-{secrets.token_hex(3)}"
+
+
+def provision(config: LauncherConfig, console: Console, assume_yes: bool,
+              on_created: Callable[[Instance], None] | None = None) -> Instance:
+    """Rent (or, for ``box.kind: ssh``, describe) the box; see the module docstring for the rules."""
+    kind = config.box.kind
+    record = on_created or (lambda instance: None)
+    if kind == "ssh":
+        instance = static_instance(config)
+        record(instance)
+        return instance
+    provider = make_provider(config)
+    pcfg = provider_config(config)
+    public_key = read_public_key(config.box.identity_file)  # fail before anything is rented
+    offers = provider.offers(limit=getattr(pcfg, "offers_shown", 5))
+    if not offers:
+        ceiling = f" at or below ${pcfg.max_price}/h" if pcfg.max_price else ""
+        raise UserError(f"no {PROVIDER_NAMES[kind]} offer matches the config{ceiling}: relax box.{kind} (GPU, reliability, disk, "
+                        "max_price, cloud_type) or try later")
+    offer = offers[0]
+    if pcfg.max_price is not None and offer.hourly_price is not None and offer.hourly_price > pcfg.max_price:
+        raise UserError(f"the cheapest {PROVIDER_NAMES[kind]} offer costs {_money(offer.hourly_price)}/h, above box.{kind}.max_price ${pcfg.max_price}/h")
+    console.print(offers_table(offers, f"{PROVIDER_NAMES[kind]} offers (prices as billed, cheapest first)"))
+    console.print(f"Renting #1: {offer.gpu_count}x {offer.gpu_name}, {_money(offer.hourly_price)}/h, "
+                  f"{offer.location or 'location chosen by the provider'}{_cloud_choice(offers, offer)}")
+    for line in projection_lines(config, offer.hourly_price):
+        console.print(line)
+    console.print("Charges run from now until `launcher down` (or the agent's budget/idle shutdown).")
+    _confirm(console, f"Rent this {PROVIDER_NAMES[kind]} machine?", assume_yes)
+
+    name = unique_name(config)
+    try:
+        instance = provider.create(offer, public_key, name)
+    except CreatedButFailed as err:  # it exists and bills although the create "failed"
+        orphan = Instance(id=err.instance_id, provider=kind, ssh_user=pcfg.ssh_user, name=name, api_base=pcfg.api_base)
+        record(orphan)
+        _abandon(provider, kind, err.instance_id, pcfg, console, str(err), err)
+        raise  # unreachable: _abandon always raises
+    except ProviderError as err:
+        if not err.may_have_created:
+            raise
+        _recover_unknown_create(provider, kind, name, pcfg, console, record, str(err), err)
+        raise  # unreachable
+    except KeyboardInterrupt as err:
+        _recover_unknown_create(provider, kind, name, pcfg, console, record, "interrupted during the create", err)
+        raise  # unreachable
+    instance.ssh_user = pcfg.ssh_user
+    instance.name = instance.name or name
+    instance.api_base = pcfg.api_base
+    instance.location = instance.location or offer.location
+    try:
+        record(instance)
+        console.print(f"Rented {PROVIDER_NAMES[kind]} instance {instance.id} ({name}); waiting for it to run with SSH reachable "
+                      f"(up to {pcfg.ready_timeout_s:.0f}s)")
+        provider.after_create(instance.id, public_key)
+        seen_price: list[float] = []
+
+        def check_live_price(current: Instance) -> None:
+            # the first answer with a price decides: over max_price means terminate now, not after SSH
+            if current.hourly_price is None or seen_price:
+                return
+            seen_price.append(current.hourly_price)
+            if pcfg.max_price is not None and current.hourly_price > pcfg.max_price:
+                raise ProviderError(f"the live price {_money(current.hourly_price)}/h is above box.{kind}.max_price ${pcfg.max_price}/h")
+            if offer.hourly_price is not None and abs(current.hourly_price - offer.hourly_price) > 1e-6:
+                console.print(f"Live price {_money(current.hourly_price)}/h (the offer said {_money(offer.hourly_price)}/h)")
+
+        ready = wait_until_ready(provider, instance.id, pcfg.ready_timeout_s, pcfg.poll_interval_s, console,
+                                 on_poll=check_live_price)
+        if ready.hourly_price is None:
+            console.print(f"[yellow]{PROVIDER_NAMES[kind]} reported no live price; using the offer's {_money(offer.hourly_price)}/h[/yellow]")
+            ready.hourly_price = offer.hourly_price
+        ready.gpu_name = ready.gpu_name or offer.gpu_name
+        ready.gpu_count = ready.gpu_count or offer.gpu_count
+        ready.location = ready.location or offer.location
+        ready.ssh_user = pcfg.ssh_user
+        ready.name = ready.name or name
+        ready.api_base = pcfg.api_base
+        for line in projection_lines(config, ready.hourly_price):
+            console.print(line)
+        return ready
+    except BaseException as err:  # noqa: BLE001 - Ctrl-C included: never leave a paid box behind
+        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+        _abandon(provider, kind, instance.id, pcfg, console, reason, err)
+        raise  # unreachable: _abandon always raises
+
+
+def _cloud_choice(offers: list[Offer], chosen: Offer) -> str:
+    """', in the community cloud (secure costs $x/h)' when clouds were compared."""
+    if not chosen.cloud:
+        return ""
+    others = [o for o in offers if o.cloud and o.cloud != chosen.cloud]
+    text = f", in the {chosen.cloud.lower()} cloud"
+    if others:
+        text += f" (cheaper than {others[0].cloud.lower()} at {_money(others[0].hourly_price)}/h)"
+    return text
+
+
+def _recover_unknown_create(provider: Provider, kind: str, name: str, pcfg: RunpodConfig | VastaiConfig,
+                            console: Console, record: Callable[[Instance], None], reason: str,
+                            cause: BaseException) -> None:
+    """The create may have made an instance without saying so: find it by name, record it, terminate it."""
+    label = PROVIDER_NAMES[kind]
+    console.print(f"[yellow]{reason}[/yellow]: the {label} rental may exist anyway; looking for instances named {name}")
+    found: Optional[list[Instance]] = None
+    problem = ""
+    for attempt in range(FIND_ATTEMPTS):
+        try:
+            found = provider.find_by_name(name)
+        except ProviderError as err:
+            problem = str(err)
+        if found:
+            break
+        if attempt + 1 < FIND_ATTEMPTS:
+            time.sleep(pcfg.poll_interval_s)
+    manual = provider.manual_find_command(name)
+    if found is None:
+        raise ProvisionError(
+            f"renting failed ({reason}) and {label}'s instance list could not be read ({problem}). An instance named "
+            f"{name!r} may exist and bill: find it with {manual} and terminate it to stop charges",
+            instance_id=name, terminated=False,
+        ) from cause
+    if not found:
+        raise ProvisionError(
+            f"renting failed ({reason}); no {label} instance named {name!r} exists, so nothing bills. If one shows up "
+            f"later, find it with {manual}",
+            instance_id=name, terminated=True,
+        ) from cause
+    still_running = []
+    for instance in found:
+        instance.name, instance.api_base = name, pcfg.api_base
+        record(instance)
+        console.print(f"found {label} instance {instance.id} named {name}: terminating it")
+        try:
+            terminate_and_confirm(provider, instance.id, pcfg.terminate_timeout_s, pcfg.poll_interval_s)
+        except (ProviderError, KeyboardInterrupt) as err:
+            still_running.append(f"{instance.id} ({err}; {provider.manual_terminate_command(instance.id)})")
+    if still_running:
+        raise ProvisionError(
+            f"renting failed ({reason}); {label} made instance(s) named {name!r} anyway and terminating failed: "
+            + "; ".join(still_running) + ". They may still be running: terminate them with `launcher down` or the "
+            "commands above to stop charges",
+            instance_id=found[-1].id, terminated=False,
+        ) from cause
+    raise ProvisionError(
+        f"renting failed ({reason}); {label} had made instance(s) {', '.join(i.id for i in found)} named {name!r} anyway: "
+        "terminated and confirmed gone, so nothing bills",
+        instance_id=found[-1].id, terminated=True,
+    ) from cause
+
+
+def _abandon(provider: Provider, kind: str, instance_id: str, pcfg: RunpodConfig | VastaiConfig,
+             console: Console, reason: str, cause: BaseException) -> None:
+    console.print(f"[red]{reason}[/red]: terminating {PROVIDER_NAMES[kind]} instance {instance_id} so it stops billing")
+    try:
+        terminate_and_confirm(provider, instance_id, pcfg.terminate_timeout_s, pcfg.poll_interval_s)
+    except (ProviderError, KeyboardInterrupt) as err:
+        problem = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
+        raise ProvisionError(
+            f"renting failed ({reason}) and terminating failed too ({problem}). "
+            + _still_running_message(kind, instance_id, provider.manual_terminate_command(instance_id), "not confirmed gone"),
+            instance_id=instance_id, terminated=False,
+        ) from cause
+    raise ProvisionError(
+        f"renting failed ({reason}); {PROVIDER_NAMES[kind]} instance {instance_id} was terminated and is confirmed gone, "
+        f"so it no longer bills",
+        instance_id=instance_id, terminated=True,
+    ) from cause
+
+
+def describe(config: LauncherConfig, instance_id: str) -> Optional[Instance]:
+    """The instance as the provider sees it now (state, live $/h); None once it is gone."""
+    if config.box.kind == "ssh":
+        return static_instance(config)
+    provider = make_provider(config)
+    instance = provider.get(instance_id)
+    if instance is not None:
+        instance.ssh_user = provider_config(config).ssh_user
+    return instance
+
+
+def terminate_recorded(record: dict, config: Optional[LauncherConfig] = None) -> None:
+    """Terminate a recorded instance through the provider recorded with it, and confirm it is gone.
+
+    ``config`` only lends the API key variable and timeouts when it names the same provider;
+    a mismatch is refused (``record_mismatch``). Raises UserError with the instance id and the
+    provider's manual command when the disappearance is not confirmed.
+    """
+    if record.get("provider") == "static":
+        return  # a static host is not ours to stop
+    if config is not None:
+        problem = record_mismatch(config, record, teardown=True)
+        if problem:
+            raise UserError(problem)
+    cfg = recorded_provider_config(record, config)
+    provider = rented_provider(record["provider"], cfg)
+    _terminate_or_explain(provider, record["provider"], str(record["id"]), cfg.terminate_timeout_s, cfg.poll_interval_s)
+
+
+def terminate_by_id(kind: str, instance_id: str, api_base: str | None = None, *,
+                    timeout_s: float | None = None, poll_interval_s: float | None = None) -> None:
+    """``terminate_recorded`` for the on-box agent: provider defaults, the API key from the environment."""
+    if kind not in RENTED_KINDS:
+        raise UserError(f"cannot terminate a {kind!r} box by id: only runpod and vastai rentals are terminated")
+    cfg = recorded_provider_config({"provider": kind, "id": instance_id, "api_base": api_base}, None)
+    provider = rented_provider(kind, cfg)
+    _terminate_or_explain(provider, kind, instance_id, timeout_s or cfg.terminate_timeout_s, poll_interval_s or cfg.poll_interval_s)
+
+
+def _terminate_or_explain(provider: Provider, kind: str, instance_id: str, timeout_s: float, poll_s: float) -> None:
+    try:
+        terminate_and_confirm(provider, instance_id, timeout_s, poll_s)
+    except ProviderError as err:
+        raise UserError(_still_running_message(kind, instance_id, provider.manual_terminate_command(instance_id), str(err))) from None

@@ -1,0 +1,20 @@
+"""Stage benchmark: ``trainer.benchmark`` measures tokens/s on the box into the run's throughput.json
+(stamped; its progress lines also go to train.log for `launcher logs --follow`)."""
+from __future__ import annotations
+
+from launcher.stages.context import RunContext, module_command
+from launcher.stages.stamps import fingerprint
+from runcontract.run_folder import THROUGHPUT_FILE
+
+
+def outputs(ctx: RunContext) -> list[str]:
+    return [f"{ctx.run_dir}/{THROUGHPUT_FILE}"]
+
+
+def command(ctx: RunContext) -> str:
+    return module_command(ctx, "trainer.benchmark", [*ctx.model_train_args(), "--output_path", f"{ctx.run_dir}/{THROUGHPUT_FILE}"])
+
+
+def stamp_fingerprint(ctx: RunContext) -> str:
+    run = ctx.config.run
+    return fingerprint(ctx, command(ctx), run.model_config_path, run.train_config_path)

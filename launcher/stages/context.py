@@ -1,0 +1,93 @@
+"""What every stage of ``launcher run`` reads: the run's config, the box, the console, and the
+names and trainer arguments derived from them."""
+from __future__ import annotations
+
+import hashlib
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+from launcher.box import Box
+from launcher.config import LauncherConfig
+from launcher.secrets import secrets_path
+from runcontract.detached import session_name
+from runcontract.run_folder import run_rel
+
+
+@dataclass
+class RunContext:
+    config: LauncherConfig
+    project_root: Path
+    box: Box
+    console: Console
+    config_path: Optional[str] = None
+    resume: bool = False
+    allow_over_budget: bool = False
+    hourly_rate: Optional[float] = None  # live price of a rented box; None: budget.hourly_rate
+    instance_id: Optional[str] = None
+    multiplexer: str = "tmux"
+    probe_box: bool = True  # --dry-run may read the box (False: it was never connected)
+
+    # ---- names ------------------------------------------------------------------------------
+    @property
+    def run_name(self) -> str:
+        return self.config.run.name
+
+    @property
+    def run_dir(self) -> str:
+        return run_rel(self.run_name)
+
+    @property
+    def session(self) -> str:
+        return session_name(self.run_name)
+
+    @property
+    def python(self) -> str:
+        return shlex.quote(self.box.python) if self.box.kind == "local" else self.box.python
+
+    @property
+    def secrets_path(self) -> str:
+        return secrets_path(self.box)
+
+    @property
+    def rate(self) -> float:
+        return float(self.hourly_rate if self.hourly_rate is not None else self.config.budget.hourly_rate)
+
+    def trainer_sets(self) -> list[str]:
+        """``--set`` overrides for every trainer step: run.set, then the launcher's budget and run name."""
+        sets = [*self.config.run.overrides,
+                f"train.budget.hourly_rate={self.rate}", f"train.budget.max_cost={self.config.budget.max_cost}",
+                f"train.run_name={self.run_name}"]
+        by_key: dict[str, str] = {}  # each key once: the last value wins, as it would on the trainer's command line
+        for item in sets:
+            key = item.partition("=")[0].strip()
+            by_key.pop(key, None)
+            by_key[key] = item
+        return [arg for s in by_key.values() for arg in ("--set", s)]
+
+    def train_config(self):
+        """The trainer's TrainConfig as this run resolves it (train_config file + run.set): no torch needed."""
+        from runcontract.config import SECTIONS, TrainConfig
+        from runcontract.configlib import load_config
+
+        run = self.config.run
+        return load_config(TrainConfig, self.project_root / run.train_config_path, run.overrides, "train", SECTIONS)
+
+    def model_train_args(self) -> list[str]:
+        run = self.config.run
+        return ["--model_config", run.model_config_path, "--train_config", run.train_config_path, *self.trainer_sets()]
+
+    def local_file_hash(self, *rel_paths: str) -> str:
+        h = hashlib.sha256()
+        for rel in rel_paths:
+            path = self.project_root / rel
+            h.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"<missing>") + b"\0")
+        return h.hexdigest()
+
+
+def module_command(ctx: RunContext, module: str, args: list[str]) -> str:
+    """``python -m module args`` with the box's Python: how every trainer step is started."""
+    return f"{ctx.python} -m {module} {shlex.join(args)}"
