@@ -31,7 +31,7 @@ import yaml
 from trainer import checkpoint as ckpt
 from runcontract.atomic import atomic_write_text
 from trainer.batches import TrainBatches, WindowSampler, check_data, read_data_meta
-from trainer.checks import overfit_microset
+from trainer.overfit_check import overfit_microset
 from trainer.cpu_threads import apply_cpu_threads
 from trainer.cli_args import add_config_args, load_configs
 from runcontract.config import ModelConfig, TrainConfig
@@ -50,7 +50,7 @@ from trainer.stream_resume import describe_change, keep_stream
 from trainer.trackers import accelerator_kwargs as tracker_kwargs
 from trainer.trackers import start_trackers
 from trainer.train_step import StepMonitor, TrainStep, compile_model, prepare_model
-from trainer.validation import evaluate, fixed_prompt_sample, format_eval, load_tokenizer, validation_sets
+from trainer.val_loss import evaluate, fixed_prompt_sample, format_eval, load_tokenizer, validation_sets
 
 _CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the repository's, wherever the run starts
 SMOKE_MODEL_CONFIG = str(_CONFIGS / "model_smoke.yaml")

@@ -1,5 +1,5 @@
-"""Validation loss and bits per byte on fixed windows of the mix and of each source, and the
-fixed-prompt sample written at each eval."""
+"""In-training validation: loss and bits per byte on fixed windows of the mix and of each
+source, and the fixed-prompt sample written at each eval."""
 from __future__ import annotations
 
 from dataclasses import dataclass
