@@ -341,7 +341,7 @@ def _tokenizer_fp(ctx: RunContext) -> str:
 def _data_command(ctx: RunContext) -> str:
     run = ctx.config.run
     return _py(ctx, "trainer.data", ["--data_config", run.data_config_path, "--tokenizer_model", "tokenizer/spm.model",
-                                     "--out_dir", "data", "--train_tokens", str(run.data.train_tokens),
+                                     "--output_dir", "data", "--train_tokens", str(run.data.train_tokens),
                                      "--val_tokens", str(run.data.val_tokens)])
 
 

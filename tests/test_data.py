@@ -91,7 +91,7 @@ def split_docs(tokens: np.ndarray, eos: int) -> list[np.ndarray]:
 
 
 def run_data_cli(run_python, mix: Path, tok: Path, out: Path, train: int, val: int, *extra: str, env=None):
-    return run_python("-m", "trainer.data", "--data_config", str(mix), "--tokenizer_model", str(tok), "--out_dir", str(out),
+    return run_python("-m", "trainer.data", "--data_config", str(mix), "--tokenizer_model", str(tok), "--output_dir", str(out),
                       "--train_tokens", str(train), "--val_tokens", str(val), *extra, env=env)
 
 
@@ -226,7 +226,7 @@ def test_interrupted_build_resumes_to_the_same_bytes(tmp_path, mix_yaml, tok_mod
     assert run_data_cli(run_python, mix_yaml, tok_model, reference, train_n, val_n, "--workers", "1").returncode == 0
 
     out = tmp_path / "data"
-    argv = [sys.executable, "-m", "trainer.data", "--data_config", str(mix_yaml), "--tokenizer_model", str(tok_model), "--out_dir", str(out),
+    argv = [sys.executable, "-m", "trainer.data", "--data_config", str(mix_yaml), "--tokenizer_model", str(tok_model), "--output_dir", str(out),
             "--train_tokens", str(train_n), "--val_tokens", str(val_n), "--workers", "1", "--chunk_bytes", "4000"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -347,7 +347,7 @@ def test_a_dead_worker_is_an_error_not_a_hang(tmp_path, mix_yaml, tok_model):
     import psutil
 
     out = tmp_path / "data"
-    argv = [sys.executable, "-m", "trainer.data", "--data_config", str(mix_yaml), "--tokenizer_model", str(tok_model), "--out_dir", str(out),
+    argv = [sys.executable, "-m", "trainer.data", "--data_config", str(mix_yaml), "--tokenizer_model", str(tok_model), "--output_dir", str(out),
             "--train_tokens", "150000", "--val_tokens", "20000", "--workers", "1", "--chunk_bytes", "4000"]
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -360,3 +360,19 @@ def test_a_dead_worker_is_an_error_not_a_hang(tmp_path, mix_yaml, tok_model):
     assert proc.returncode != 0 and "Traceback" not in stderr
     assert "worker process died" in stderr
     assert (out / data.STATE_NAME).exists() and not (out / "train.bin").exists()  # resumable, not finished
+
+
+@pytest.mark.parametrize("module", ["trainer.data", "trainer.export"])
+def test_out_dir_is_a_deprecated_alias_of_output_dir(module, capsys):
+    """Folders are --output_dir in every trainer CLI; the old --out_dir works for one release,
+    hidden from --help and with a one-line warning."""
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    required = ["--train_tokens", "1", "--val_tokens", "1"] if module == "trainer.data" else ["--checkpoint", "c"]
+    assert parser.parse_args(required + ["--output_dir", "new"]).output_dir == "new"
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args(required + ["--out_dir", "old"]).output_dir == "old"
+    warning = capsys.readouterr().err
+    assert "--out_dir is deprecated" in warning and "--output_dir" in warning and warning.count("\n") == 1
+    assert "--out_dir" not in parser.format_help() and "--output_dir" in parser.format_help()

@@ -17,7 +17,8 @@ from trainer.bits_per_byte import count_bytes, starts_with_space, token_byte_len
 from trainer.checkpoint import TrainingState, save_checkpoint
 from runcontract.config import ModelConfig
 from runcontract.errors import UserError
-from trainer.eval import evaluate_checkpoint, pick_windows
+from trainer.batches import validation_starts
+from trainer.eval import evaluate_checkpoint
 from trainer.model import Transformer
 from trainer.plot import plot_loss_curve, read_loss_series
 
@@ -104,11 +105,14 @@ def test_byte_counts_equal_the_decoded_documents(world):
 
 
 def test_windows_are_fixed_by_the_seed():
-    a, b, c = pick_windows(10_000, 32, 1000, seed=1), pick_windows(10_000, 32, 1000, seed=1), pick_windows(10_000, 32, 1000, seed=2)
+    a, b, c = validation_starts(10_000, 32, 1000, seed=1), validation_starts(10_000, 32, 1000, seed=1), validation_starts(10_000, 32, 1000, seed=2)
     assert len(a) == math.ceil(1000 / 32) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.all(np.diff(a) >= 32) and a.max() + 33 <= 10_000  # non-overlapping, inside the file
     with pytest.raises(UserError, match="smaller --seq_len"):
-        pick_windows(20, 32, 100, seed=0)
+        validation_starts(20, 32, 100, seed=0)
+    warned = []  # asking for more than the file holds takes every window, and says so
+    assert len(validation_starts(100, 32, 10_000, seed=0, warn=warned.append)) == 3 and "using all of them" in warned[0]
+    assert validation_starts(10_000, 32, 1000, seed=1, warn=warned.append) is not None and len(warned) == 1
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ def test_eval_scores_samples_and_redraws_the_curve(world):
 
     # The same figures computed here, independently, from the same windows.
     stream = np.asarray(world["stream"])
-    starts = pick_windows(len(stream), 32, 2048, seed=5)
+    starts = validation_starts(len(stream), 32, 2048, seed=5)
     windows = torch.tensor(np.stack([stream[s:s + 33] for s in starts]), dtype=torch.long)
     with torch.no_grad():
         logits, _ = world["model"](windows[:, :-1])
@@ -244,14 +248,14 @@ def test_export_refusals_leave_nothing(world, tmp_path, run_python):
     other = _train_spm(tmp_path / "other", 600)
     out = tmp_path / "hf"
     mismatch = run_python("-m", "trainer.export", "--checkpoint", str(world["final"]), "--tokenizer_model", str(other),
-                          "--out_dir", str(out), timeout=120)
+                          "--output_dir", str(out), timeout=120)
     assert mismatch.returncode == 1 and "do not belong together" in mismatch.stderr and "Traceback" not in mismatch.stderr
 
     broken = tmp_path / "final"
     shutil.copytree(world["final"], broken)
     (broken / "manifest.json").unlink()
     no_manifest = run_python("-m", "trainer.export", "--checkpoint", str(broken), "--tokenizer_model", str(world["spm"]),
-                             "--out_dir", str(out), timeout=120)
+                             "--output_dir", str(out), timeout=120)
     assert no_manifest.returncode == 1 and "manifest.json" in no_manifest.stderr and "Traceback" not in no_manifest.stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".hf")]
 

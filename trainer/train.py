@@ -30,7 +30,7 @@ import yaml
 
 from trainer import checkpoint as ckpt
 from runcontract.atomic import atomic_write_text
-from trainer.batches import TrainBatches, WindowSampler, check_data, read_data_meta
+from trainer.batches import TrainBatches, WindowSampler, check_data
 from trainer.overfit_check import overfit_microset
 from trainer.cpu_threads import apply_cpu_threads
 from trainer.cli_args import add_config_args, load_configs
@@ -43,6 +43,7 @@ from runcontract.run_folder import (
 )
 from trainer.metrics_log import RunLog, train_line
 from trainer.model import Transformer
+from trainer.prepared_files import read_data_meta
 from trainer.precision import autocast_dtype, device_name, enable_fast_matmul, peak_flops
 from trainer.run_control import StopSignals, lock_run_dir, share_main_result
 from trainer.schedule import CosineSchedule
@@ -50,7 +51,7 @@ from trainer.stream_resume import describe_change, keep_stream
 from trainer.trackers import accelerator_kwargs as tracker_kwargs
 from trainer.trackers import start_trackers
 from trainer.train_step import StepMonitor, TrainStep, compile_model, prepare_model
-from trainer.val_loss import evaluate, fixed_prompt_sample, format_eval, load_tokenizer, validation_sets
+from trainer.val_loss import evaluate, fixed_prompt_sample, format_eval, sample_tokenizer, validation_sets
 
 _CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the repository's, wherever the run starts
 SMOKE_MODEL_CONFIG = str(_CONFIGS / "model_smoke.yaml")
@@ -301,9 +302,10 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
                            train_cfg.seed, model_cfg.vocab_size, device, train_cfg.sampling, train_sha256)
     log.log(f"data order: {train_cfg.sampling} sampling over {sampler.stream.n_windows:,} windows of {train_cfg.seq_len + 1} tokens, "
             f"{sampler.global_batch} per step; starting at epoch {sampler.epoch(start_step):.3f}")
-    val_sets = validation_sets(data_dir, train_cfg, model_cfg.vocab_size, log.log)
+    run_tokenizer = sample_tokenizer(train_cfg, model_cfg.vocab_size, log.log)  # every rank counts its windows' bytes
+    val_sets = validation_sets(data_dir, train_cfg, run_tokenizer, log.log)
     last_eval: dict = (state.val_scores if state is not None else None) or {}  # a resume shows the last eval until the next
-    tokenizer = load_tokenizer(train_cfg, model_cfg.vocab_size, log.log) if is_main else None
+    tokenizer = run_tokenizer if is_main else None
     flops_per_token = raw_model.flops_per_token(train_cfg.seq_len)
     peak = peak_flops(device)
     budget = train_cfg.budget
