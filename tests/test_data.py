@@ -362,17 +362,21 @@ def test_a_dead_worker_is_an_error_not_a_hang(tmp_path, mix_yaml, tok_model):
     assert (out / data.STATE_NAME).exists() and not (out / "train.bin").exists()  # resumable, not finished
 
 
-@pytest.mark.parametrize("module", ["trainer.data", "trainer.export"])
-def test_out_dir_is_a_deprecated_alias_of_output_dir(module, capsys):
-    """Folders are --output_dir in every trainer CLI; the old --out_dir works for one release,
-    hidden from --help and with a one-line warning."""
+@pytest.mark.parametrize("module, required, old, new", [
+    ("trainer.data", ["--train_tokens", "1", "--val_tokens", "1"], "--out_dir", "--output_dir"),
+    ("trainer.export", ["--checkpoint", "c"], "--out_dir", "--output_dir"),
+    ("trainer.plot", ["--metrics", "m"], "--out", "--output_path"),
+])
+def test_old_output_flags_are_deprecated_aliases(module, required, old, new, capsys):
+    """Folders are --output_dir and files --output_path in every trainer CLI; the old names work
+    for one release, hidden from --help and with a one-line warning."""
     import importlib
 
     parser = importlib.import_module(module).build_parser()
-    required = ["--train_tokens", "1", "--val_tokens", "1"] if module == "trainer.data" else ["--checkpoint", "c"]
-    assert parser.parse_args(required + ["--output_dir", "new"]).output_dir == "new"
+    dest = new.lstrip("-")
+    assert getattr(parser.parse_args(required + [new, "new"]), dest) == "new"
     assert capsys.readouterr().err == ""
-    assert parser.parse_args(required + ["--out_dir", "old"]).output_dir == "old"
+    assert getattr(parser.parse_args(required + [old, "old"]), dest) == "old"
     warning = capsys.readouterr().err
-    assert "--out_dir is deprecated" in warning and "--output_dir" in warning and warning.count("\n") == 1
-    assert "--out_dir" not in parser.format_help() and "--output_dir" in parser.format_help()
+    assert f"{old} is deprecated" in warning and new in warning and warning.count("\n") == 1
+    assert f"{old} " not in parser.format_help() and new in parser.format_help()

@@ -203,7 +203,7 @@ def test_plot_reads_train_and_eval_lines_and_skips_a_torn_one(world, tmp_path):
 def test_plot_command_errors(tmp_path, run_python):
     empty = tmp_path / "metrics.jsonl"
     empty.write_text('{"type": "other"}\n')
-    result = run_python("-m", "trainer.plot", "--metrics", str(empty), "--out", str(tmp_path / "x.png"), timeout=60)
+    result = run_python("-m", "trainer.plot", "--metrics", str(empty), "--output_path", str(tmp_path / "x.png"), timeout=60)
     assert result.returncode == 1 and "no train or eval loss" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.png").exists()
 

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from runcontract.config import TOKEN_DTYPE
 from runcontract.errors import UserError
 from runcontract.run_folder import DATA_META_FILE
 from trainer.prepared_files import TOKEN_BYTES, open_tokens, read_data_meta, token_count
@@ -51,7 +52,7 @@ def check_data(data_dir: Path, vocab_size: int, seq_len: int) -> dict:
                 f"val.bin, or pass --smoke to build a tiny offline dataset."
             )
         if path.stat().st_size % TOKEN_BYTES:
-            raise UserError(f"{path} is {path.stat().st_size} bytes, not a whole number of uint16 tokens; it is truncated or not a token file. Rebuild the data.")
+            raise UserError(f"{path} is {path.stat().st_size} bytes, not a whole number of {TOKEN_DTYPE} tokens; it is truncated or not a token file. Rebuild the data.")
         n_tokens = token_count(path)
         if n_tokens < seq_len + 1:
             raise UserError(f"{path} holds {n_tokens} tokens, fewer than one training window of train.seq_len + 1 = {seq_len + 1}; use more data or a shorter train.seq_len.")

@@ -1,4 +1,5 @@
-"""The flags every ``python -m trainer.<step>`` shares: config files and ``--set`` overrides.
+"""The flags the ``python -m trainer.<step>`` commands share: config files, ``--set`` overrides,
+the checkpoint a step reads, --force, and deprecated aliases of renamed flags.
 
     parser = argparse.ArgumentParser(...)
     add_config_args(parser, model=True, train=True)
@@ -76,5 +77,4 @@ class _DeprecatedAlias(argparse.Action):
 
 def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
     """Accept ``old`` (hidden from --help) for the already declared flag ``new``."""
-    dest = next(action.dest for action in parser._actions if new in action.option_strings)
-    parser.add_argument(old, dest=dest, action=_DeprecatedAlias, new_name=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), action=_DeprecatedAlias, new_name=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
