@@ -123,7 +123,7 @@ def markdown_table(results: list[dict]) -> str:
 @cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python bench/recipe_study.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="runs/recipe_study", help="data, tokenizer and one run folder per arm (finished arms are reused)")
+    parser.add_argument("--output_dir", default=f"{RUNS_DIR}/recipe_study", help="data, tokenizer and one run folder per arm (finished arms are reused)")
     add_deprecated_alias(parser, "--out_dir", "--output_dir")
     parser.add_argument("--tokens", type=int, default=120 * BASE_BATCH_TOKENS, help="training tokens per arm (equal for all)")
     parser.add_argument("--jobs", type=int, default=2, help="arms trained at the same time (one CPU thread each)")
