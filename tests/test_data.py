@@ -380,3 +380,22 @@ def test_old_output_flags_are_deprecated_aliases(module, required, old, new, cap
     warning = capsys.readouterr().err
     assert f"{old} is deprecated" in warning and new in warning and warning.count("\n") == 1
     assert f"{old} " not in parser.format_help() and new in parser.format_help()
+
+
+def test_prepared_files_read_meta_and_count_tokens(tmp_path):
+    """A builder takes an unreadable meta for "not built" (None); a step that needs it gets a
+    clear error. Token counts come from the file size in TOKEN_DTYPE items."""
+    from trainer.prepared_files import open_tokens, read_data_meta, read_meta, token_count
+
+    meta = tmp_path / "data_meta.json"
+    assert read_meta(meta) is None and read_data_meta(tmp_path) is None  # absent
+    meta.write_text('{"vocab_size": 5')
+    assert read_meta(meta) is None
+    with pytest.raises(UserError, match=r"data_meta.json is not valid JSON .*python -m trainer.data"):
+        read_data_meta(tmp_path)
+    meta.write_text('{"vocab_size": 5}')
+    assert read_data_meta(tmp_path) == {"vocab_size": 5}
+
+    tokens = tmp_path / "val.bin"
+    np.arange(7, dtype=np.uint16).tofile(tokens)
+    assert token_count(tokens) == 7 and open_tokens(tokens).tolist() == list(range(7)) and open_tokens(tokens, 3).tolist() == [0, 1, 2]

@@ -115,6 +115,24 @@ def test_windows_are_fixed_by_the_seed():
     assert validation_starts(10_000, 32, 1000, seed=1, warn=warned.append) is not None and len(warned) == 1
 
 
+def test_validation_files_are_the_mix_and_each_usable_source(tmp_path):
+    """The files both evals score: val.bin, and with several sources each val_<source>.bin that
+    holds a window (the others are named in a warning and left out)."""
+    from trainer.batches import validation_files
+
+    np.zeros(100, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    np.zeros(40, dtype=np.uint16).tofile(tmp_path / "val_c4.bin")
+    np.zeros(10, dtype=np.uint16).tofile(tmp_path / "val_wikipedia.bin")
+    sources = [{"source": "c4", "file": "val_c4.bin", "tokens": 40}, {"source": "wikipedia", "file": "val_wikipedia.bin", "tokens": 10},
+               {"source": "books", "file": "val_books.bin", "tokens": 50}]
+    (tmp_path / "data_meta.json").write_text(json.dumps({"val_sources": sources}))
+    warned = []
+    assert validation_files(tmp_path, 32, warned.append) == [("mix", tmp_path / "val.bin"), ("c4", tmp_path / "val_c4.bin")]
+    assert len(warned) == 2 and "wikipedia" in warned[0] and "books" in warned[1]
+    (tmp_path / "data_meta.json").write_text(json.dumps({"val_sources": sources[:1]}))  # one source: its split is val.bin
+    assert validation_files(tmp_path, 32, warned.append) == [("mix", tmp_path / "val.bin")]
+
+
 # -- evaluation ------------------------------------------------------------------------------
 def test_eval_scores_samples_and_redraws_the_curve(world):
     result = evaluate_checkpoint(world["final"], world["spm"], prompts=("The river", "History began"), max_new_tokens=8)
