@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runcontract.run_folder import METRICS_FILE, TRAIN_LOG  # noqa: E402
+
 BUSY_LOOP = "while True: pass"
 
 
@@ -38,10 +42,10 @@ def train_once(data_dir: Path, steps: int, threads: str, workdir: Path, name: st
     subprocess.run([sys.executable, "-m", "trainer.train", *args], cwd=workdir, env=env, check=True, capture_output=True)
     wall = time.monotonic() - start
     run_dir = workdir / name
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
     train = [r for r in records if r["type"] == "train"]
     tokens_per_sec = sum(r["tokens_per_sec"] for r in train) / len(train)
-    threads_line = next(line for line in (run_dir / "train.log").read_text().splitlines() if "CPU threads:" in line)
+    threads_line = next(line for line in (run_dir / TRAIN_LOG).read_text().splitlines() if "CPU threads:" in line)
     return wall, tokens_per_sec, threads_line.split("] ", 1)[1]
 
 

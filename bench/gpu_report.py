@@ -1,7 +1,7 @@
 """One command for a GPU box: is the trainer fast, and which lever buys what (issue 16).
 
     python bench/gpu_report.py                      # CUDA: the 100M model; CPU: the smoke model
-    python bench/gpu_report.py --budget_s 420 --output_json bench/results/gpu_report_h100.json
+    python bench/gpu_report.py --budget_s 420 --output_path bench/results/gpu_report_h100.json
 
 In order, until ``--budget_s`` runs out (rows not reached are listed as skipped, so a device
 call of 8 minutes always ends with a report):
@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from bench.model_vs_hf import HFAsProject, _int_list, time_training  # noqa: E402
 from runcontract.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from trainer.benchmark import is_out_of_memory  # noqa: E402
+from trainer.cli_args import add_deprecated_alias  # noqa: E402
 from trainer.precision import device_description, pick_device  # noqa: E402
 from runcontract.config import ModelConfig, TrainConfig  # noqa: E402
 from runcontract.configlib import load_config  # noqa: E402
@@ -262,7 +263,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3 on CUDA, 1 on CPU)")
     parser.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
     parser.add_argument("--budget_s", type=float, default=420.0, help="stop starting rows after this many seconds (default 420: one 8-minute device call)")
-    parser.add_argument("--output_json", default="bench/results/gpu_report.json", help="JSON to write")
+    parser.add_argument("--output_path", default="bench/results/gpu_report.json", help="JSON to write")
+    add_deprecated_alias(parser, "--output_json", "--output_path")
     parser.add_argument("--output_md", default=None, help="markdown table to write (default: the JSON path with .md)")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
@@ -278,7 +280,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     train_cfg = TrainConfig(precision="auto", speed={"compile_mode": args.compile_mode})
     result = run_report(cfg, train_cfg, device, pick("seq_lens"), pick("micro_batches"), pick("steps"), pick("warmup"), args.budget_s)
-    output_json = Path(args.output_json)
+    output_json = Path(args.output_path)
     output_md = Path(args.output_md) if args.output_md else output_json.with_suffix(".md")
     table = markdown(result)
     atomic_write_text(output_md, table)

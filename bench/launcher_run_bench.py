@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGE_LINES: list[str] = []
 sys.path.insert(0, str(ROOT))
 
+from runcontract.run_folder import STATUS_FILE, run_rel  # noqa: E402
 from tests.harness.box_python import ensure_box_python  # noqa: E402
 from tests.harness.s3server import RcloneS3Server  # noqa: E402
 from tests.harness.sshd import SSHServer  # noqa: E402
@@ -34,7 +35,7 @@ from tests.test_launcher_ssh import copy_project, launcher, s3_storage, ssh_conf
 
 def first_step_seconds(project: Path, target, workdir: str, name: str, env: dict, timeout: float = 300) -> tuple[float, float]:
     """(seconds to the first step, seconds the `launcher run` command itself took)."""
-    status_path = f"{workdir}/runs/{name}/status.json"
+    status_path = f"{workdir}/{run_rel(name)}/{STATUS_FILE}"
     subprocess.run(target.ssh_argv(f"rm -f {status_path}"), check=True, capture_output=True)
     start = time.monotonic()
     run = launcher(project, "run", env=env)

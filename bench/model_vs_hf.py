@@ -31,6 +31,7 @@ import torch.nn.functional as F  # noqa: E402
 from runcontract.atomic import atomic_write_json  # noqa: E402
 from trainer.benchmark import is_out_of_memory  # noqa: E402
 from trainer.precision import device_description, pick_device  # noqa: E402
+from runcontract.run_folder import RUNS_DIR  # noqa: E402
 from trainer.cli_args import add_config_args, load_configs  # noqa: E402
 from runcontract.config import ModelConfig  # noqa: E402
 from runcontract.errors import UserError, cli_main  # noqa: E402
@@ -231,7 +232,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--compile", action="store_true", help="run the project's model compiled, as training does with train.compile")
     parser.add_argument("--compile_mode", default="default", choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                         help="torch.compile mode with --compile")
-    parser.add_argument("--output_path", default="runs/bench/model_vs_hf.json", help="JSON to write")
+    parser.add_argument("--output_path", default=f"{RUNS_DIR}/bench/model_vs_hf.json", help="JSON to write")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         raise UserError(f"--steps must be at least 1 and --warmup at least 0, got {args.steps} and {args.warmup}.")

@@ -1,7 +1,7 @@
 """Recipe study (not a test): which learning rate, final lr, warmup, batch size and data order
 train the smoke-sized model best at equal tokens, on the offline corpus, on a CPU.
 
-    python bench/recipe_study.py [--out_dir runs/recipe_study] [--tokens 122880] [--jobs 2] [--arms a,b,...]
+    python bench/recipe_study.py [--output_dir runs/recipe_study] [--tokens 122880] [--jobs 2] [--arms a,b,...]
 
 Every arm is a real ``python -m trainer.train`` run (configs/model_smoke.yaml, seq_len 128) on
 the same data: a tokenizer and memmaps built from the installed Python standard library's
@@ -10,7 +10,7 @@ Each arm trains ``--tokens`` tokens; the whole validation split is scored at the
 bits per byte). The baseline arm is the recipe the 100M config had before this study (lr 6e-4,
 cosine to 10%, ~5% warmup: Pythia-160M's); the table shows each arm against it, measured in the
 same run. A second seed of one arm shows how much of a difference is noise. Prints a Markdown
-table (for docs/training-recipe.md) and writes <out_dir>/recipe_study.json.
+table (for docs/training-recipe.md) and writes <output_dir>/recipe_study.json.
 
 Compute: 13 arms x 122,880 tokens (120 steps of the baseline), about 15 minutes on 2 CPU cores
 shared with other work (~800 tokens/s an arm), --jobs 2.
@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from runcontract.errors import UserError, cli_main  # noqa: E402
+from runcontract.run_folder import FINAL_DIR, METRICS_FILE, RUNS_DIR, STATUS_FILE, TRAIN_LOG, run_rel  # noqa: E402
+from trainer.cli_args import add_deprecated_alias  # noqa: E402
 
 SEQ_LEN = 128
 MICRO_BATCH = 8
@@ -64,7 +66,7 @@ def arm_settings(name: str, tokens: int) -> dict:
 
 def train_command(out_dir: Path, name: str, settings: dict) -> list[str]:
     sets = {
-        "train.run_name": name, "train.runs_dir": out_dir / "runs", "train.data_dir": out_dir / "data",
+        "train.run_name": name, "train.runs_dir": out_dir / RUNS_DIR, "train.data_dir": out_dir / "data",
         "train.tokenizer_model": out_dir / "tokenizer" / "spm.model", "train.seed": settings["seed"],
         "train.seq_len": SEQ_LEN, "train.micro_batch_size": min(MICRO_BATCH, settings["batch_tokens"] // SEQ_LEN),
         "train.tokens_per_step": settings["batch_tokens"], "train.max_steps": settings["steps"],
@@ -81,15 +83,15 @@ def train_command(out_dir: Path, name: str, settings: dict) -> list[str]:
 
 
 def final_eval(run_dir: Path) -> dict:
-    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    evals = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if '"eval"' in line]
     if not evals:
-        raise UserError(f"{run_dir} has no eval in metrics.jsonl: the arm did not finish (see {run_dir / 'train.log'}).")
+        raise UserError(f"{run_dir} has no eval in metrics.jsonl: the arm did not finish (see {run_dir / TRAIN_LOG}).")
     return evals[-1]
 
 
 def run_arm(out_dir: Path, name: str, settings: dict) -> dict:
-    run_dir = out_dir / "runs" / name
-    if (run_dir / "final").is_dir() and (run_dir / "metrics.jsonl").is_file():  # finished earlier: reuse
+    run_dir = out_dir / run_rel(name)
+    if (run_dir / FINAL_DIR).is_dir() and (run_dir / METRICS_FILE).is_file():  # finished earlier: reuse
         return {"name": name, **settings, **_result(run_dir), "seconds": None}  # None: not run this time
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     started = time.time()
@@ -101,7 +103,7 @@ def run_arm(out_dir: Path, name: str, settings: dict) -> dict:
 
 def _result(run_dir: Path) -> dict:
     record = final_eval(run_dir)
-    status = json.loads((run_dir / "status.json").read_text())
+    status = json.loads((run_dir / STATUS_FILE).read_text())
     return {"val_loss": record["val_loss"], "val_bpb": record.get("val_bpb"), "tokens_seen": record["tokens_seen"],
             "train_seconds": round(status["elapsed_s"], 1)}
 
@@ -121,7 +123,8 @@ def markdown_table(results: list[dict]) -> str:
 @cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python bench/recipe_study.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out_dir", default="runs/recipe_study", help="data, tokenizer and one run folder per arm (finished arms are reused)")
+    parser.add_argument("--output_dir", default=f"{RUNS_DIR}/recipe_study", help="data, tokenizer and one run folder per arm (finished arms are reused)")
+    add_deprecated_alias(parser, "--out_dir", "--output_dir")
     parser.add_argument("--tokens", type=int, default=120 * BASE_BATCH_TOKENS, help="training tokens per arm (equal for all)")
     parser.add_argument("--jobs", type=int, default=2, help="arms trained at the same time (one CPU thread each)")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of: {', '.join(ARMS)}")
@@ -130,7 +133,7 @@ def main(argv=None) -> None:
     unknown = [n for n in names if n not in ARMS]
     if unknown or args.tokens < BASE_BATCH_TOKENS * 2 or args.jobs < 1:
         raise UserError(f"--arms {unknown} unknown (known: {', '.join(ARMS)}), or --tokens below {BASE_BATCH_TOKENS * 2}, or --jobs below 1.")
-    out_dir = Path(args.out_dir).resolve()
+    out_dir = Path(args.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from trainer.smoke_data import ensure_smoke_data

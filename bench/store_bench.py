@@ -34,7 +34,8 @@ from launcher.config import StorageConfig  # noqa: E402
 from launcher.store_file import FileStore  # noqa: E402
 from launcher.store_s3 import S3Store  # noqa: E402
 from tests.harness.s3server import RcloneS3Server  # noqa: E402
-from runcontract.manifest import write_manifest  # noqa: E402
+from runcontract.manifest import MANIFEST_NAME, write_manifest  # noqa: E402
+from runcontract.run_folder import CHECKPOINTS_DIR, step_dir_name  # noqa: E402
 
 _MB = 1024 * 1024
 
@@ -105,9 +106,9 @@ def main() -> None:
         rows: dict[str, list[float]] = {}
         nbytes = 0
         for round_ in range(args.rounds):
-            ckpt = work / f"run{round_}" / "checkpoints" / "step_001000"
+            ckpt = work / f"run{round_}" / CHECKPOINTS_DIR / step_dir_name(1000)
             rows.setdefault("disk write (fsync)", []).append(write_checkpoint(ckpt, args.size_mb))
-            nbytes = sum(p.stat().st_size for p in ckpt.iterdir() if p.name != "manifest.json")
+            nbytes = sum(p.stat().st_size for p in ckpt.iterdir() if p.name != MANIFEST_NAME)
             rows.setdefault("disk read (cold)", []).append(read_folder(ckpt))
             def raw_boto3() -> None:  # the client alone: what the server and boto3 cost, without llm-box's code
                 for path in sorted(ckpt.iterdir()):
@@ -122,7 +123,7 @@ def main() -> None:
                 drop_cache(ckpt)
                 rows.setdefault(f"{label} upload (verified)", []).append(timed(lambda: store.upload_checkpoint(run, ckpt)))
                 out = work / f"down-{label}-{round_}"
-                rows.setdefault(f"{label} download (verified)", []).append(timed(lambda: store.download_checkpoint(run, "step_001000", out)))
+                rows.setdefault(f"{label} download (verified)", []).append(timed(lambda: store.download_checkpoint(run, step_dir_name(1000), out)))
                 shutil.rmtree(out)
             shutil.rmtree(ckpt.parent.parent)
         disk = statistics.median(rows["disk write (fsync)"])

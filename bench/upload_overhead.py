@@ -13,7 +13,6 @@ Prints a table and the ratio of median step times (target: <= 1.05).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from launcher.agent import store_config_json  # noqa: E402
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig  # noqa: E402
+from runcontract.atomic import atomic_write_json  # noqa: E402
 from runcontract.manifest import write_manifest  # noqa: E402
+from runcontract.run_folder import AGENT_LOG, CHECKPOINTS_DIR, STATUS_FILE, STORE_CONFIG_FILE, run_rel, step_dir_name  # noqa: E402
 
 
 def build(device: str, batch: int, seq_len: int):
@@ -58,19 +59,17 @@ def build(device: str, batch: int, seq_len: int):
 
 
 def write_status(run_dir: Path, state: str) -> None:
-    tmp = run_dir / ".status.json.tmp"
-    tmp.write_text(json.dumps({"state": state, "pid": os.getpid(), "step": 0}))
-    os.replace(tmp, run_dir / "status.json")
+    atomic_write_json(run_dir / STATUS_FILE, {"state": state, "pid": os.getpid(), "step": 0})
 
 
 def make_checkpoint(run_dir: Path, step: int, size_mb: int) -> None:
-    tmp = run_dir / "checkpoints" / f".step_{step:06d}.tmp"
+    tmp = run_dir / CHECKPOINTS_DIR / f".{step_dir_name(step)}.tmp"
     tmp.mkdir(parents=True)
     with open(tmp / "model.safetensors", "wb") as f:
         for _ in range(size_mb):
             f.write(os.urandom(1 << 20))
     write_manifest(tmp, meta={"step": step})
-    os.replace(tmp, run_dir / "checkpoints" / f"step_{step:06d}")
+    os.replace(tmp, run_dir / CHECKPOINTS_DIR / step_dir_name(step))
 
 
 def main() -> None:
@@ -116,17 +115,17 @@ def main() -> None:
             storage = StorageConfig(url="s3://bench/runs", endpoint_url=endpoint.endpoint_url, region=endpoint.region, addressing_style="path")
         else:
             storage = StorageConfig(url=f"file://{work / 'store'}")
-        run_dir = work / "project" / "runs" / "bench"
+        run_dir = work / "project" / run_rel("bench")
         run_dir.mkdir(parents=True)
         config = LauncherConfig(storage=storage, agent=AgentConfig(sync_interval=1.0))
-        (run_dir / "store.json").write_text(store_config_json(config, "bench", None))
+        (run_dir / STORE_CONFIG_FILE).write_text(store_config_json(config, "bench", None))
         write_status(run_dir, "running")
         agent = subprocess.Popen(
-            [sys.executable, "-m", "launcher.agent", "mirror", "--run_dir", str(run_dir), "--store_config", str(run_dir / "store.json"),
+            [sys.executable, "-m", "launcher.agent", "mirror", "--run_dir", str(run_dir), "--store_config", str(run_dir / STORE_CONFIG_FILE),
              "--project_root", str(work / "project")],
             cwd=work / "project", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
-        agent_log = run_dir / "agent.log"
+        agent_log = run_dir / AGENT_LOG
 
         def log_text() -> str:
             try:
@@ -142,7 +141,7 @@ def main() -> None:
             for _ in range(args.idle_steps):
                 log_text()  # the same per-step check as in the upload phase
                 idle.append(step())
-            name = f"step_{round_:06d}"
+            name = step_dir_name(round_)
             make_checkpoint(run_dir, round_, args.size_mb)
             while f"uploading checkpoint {name}" not in log_text():
                 step()  # not counted: the agent has not started this upload yet
@@ -153,7 +152,7 @@ def main() -> None:
                 if agent.poll() is not None:
                     raise SystemExit(f"the agent exited with {agent.returncode}; see {agent_log}")
             windows.append((time.monotonic() - started, count))
-            shutil.rmtree(run_dir / "checkpoints" / name)  # keep the disk use flat
+            shutil.rmtree(run_dir / CHECKPOINTS_DIR / name)  # keep the disk use flat
         write_status(run_dir, "finished")
         agent.wait(120)
 

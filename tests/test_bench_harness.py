@@ -51,7 +51,7 @@ def test_gpu_report_runs_on_cpu_with_the_smoke_model(tmp_path, run_python):
     every lever alone, the memory kept for backward; JSON with an mfu per row, and markdown."""
     out = tmp_path / "report.json"
     result = run_python("bench/gpu_report.py", "--device", "cpu", "--seq_lens", "64", "--micro_batches", "4",
-                        "--steps", "1", "--warmup", "1", "--budget_s", "100000", "--output_json", str(out), timeout=1200)
+                        "--steps", "1", "--warmup", "1", "--budget_s", "100000", "--output_path", str(out), timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(out.read_text())
     assert record["device_type"] == "cpu" and record["device_name"].startswith("cpu") and record["precision"] == "fp32"
@@ -92,6 +92,6 @@ def test_gpu_report_records_rows_past_the_budget_as_skipped():
 
 def test_gpu_report_refuses_a_too_long_sequence(tmp_path, run_python):
     result = run_python("bench/gpu_report.py", "--device", "cpu", "--seq_lens", "4096", "--micro_batches", "1",
-                        "--output_json", str(tmp_path / "r.json"), timeout=300)
+                        "--output_path", str(tmp_path / "r.json"), timeout=300)
     assert result.returncode == 1 and "max_seq_len 256" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r.json").exists()

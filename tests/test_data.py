@@ -91,7 +91,7 @@ def split_docs(tokens: np.ndarray, eos: int) -> list[np.ndarray]:
 
 
 def run_data_cli(run_python, mix: Path, tok: Path, out: Path, train: int, val: int, *extra: str, env=None):
-    return run_python("-m", "trainer.data", "--data_config", str(mix), "--tokenizer_model", str(tok), "--out_dir", str(out),
+    return run_python("-m", "trainer.data", "--data_config", str(mix), "--tokenizer_model", str(tok), "--output_dir", str(out),
                       "--train_tokens", str(train), "--val_tokens", str(val), *extra, env=env)
 
 
@@ -226,7 +226,7 @@ def test_interrupted_build_resumes_to_the_same_bytes(tmp_path, mix_yaml, tok_mod
     assert run_data_cli(run_python, mix_yaml, tok_model, reference, train_n, val_n, "--workers", "1").returncode == 0
 
     out = tmp_path / "data"
-    argv = [sys.executable, "-m", "trainer.data", "--data_config", str(mix_yaml), "--tokenizer_model", str(tok_model), "--out_dir", str(out),
+    argv = [sys.executable, "-m", "trainer.data", "--data_config", str(mix_yaml), "--tokenizer_model", str(tok_model), "--output_dir", str(out),
             "--train_tokens", str(train_n), "--val_tokens", str(val_n), "--workers", "1", "--chunk_bytes", "4000"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -347,7 +347,7 @@ def test_a_dead_worker_is_an_error_not_a_hang(tmp_path, mix_yaml, tok_model):
     import psutil
 
     out = tmp_path / "data"
-    argv = [sys.executable, "-m", "trainer.data", "--data_config", str(mix_yaml), "--tokenizer_model", str(tok_model), "--out_dir", str(out),
+    argv = [sys.executable, "-m", "trainer.data", "--data_config", str(mix_yaml), "--tokenizer_model", str(tok_model), "--output_dir", str(out),
             "--train_tokens", "150000", "--val_tokens", "20000", "--workers", "1", "--chunk_bytes", "4000"]
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -360,3 +360,42 @@ def test_a_dead_worker_is_an_error_not_a_hang(tmp_path, mix_yaml, tok_model):
     assert proc.returncode != 0 and "Traceback" not in stderr
     assert "worker process died" in stderr
     assert (out / data.STATE_NAME).exists() and not (out / "train.bin").exists()  # resumable, not finished
+
+
+@pytest.mark.parametrize("module, required, old, new", [
+    ("trainer.data", ["--train_tokens", "1", "--val_tokens", "1"], "--out_dir", "--output_dir"),
+    ("trainer.export", ["--checkpoint", "c"], "--out_dir", "--output_dir"),
+    ("trainer.plot", ["--metrics", "m"], "--out", "--output_path"),
+])
+def test_old_output_flags_are_deprecated_aliases(module, required, old, new, capsys):
+    """Folders are --output_dir and files --output_path in every trainer CLI; the old names work
+    for one release, hidden from --help and with a one-line warning."""
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    dest = new.lstrip("-")
+    assert getattr(parser.parse_args(required + [new, "new"]), dest) == "new"
+    assert capsys.readouterr().err == ""
+    assert getattr(parser.parse_args(required + [old, "old"]), dest) == "old"
+    warning = capsys.readouterr().err
+    assert f"{old} is deprecated" in warning and new in warning and warning.count("\n") == 1
+    assert f"{old} " not in parser.format_help() and new in parser.format_help()
+
+
+def test_prepared_files_read_meta_and_count_tokens(tmp_path):
+    """A builder takes an unreadable meta for "not built" (None); a step that needs it gets a
+    clear error. Token counts come from the file size in TOKEN_DTYPE items."""
+    from trainer.prepared_files import open_tokens, read_data_meta, read_meta, token_count
+
+    meta = tmp_path / "data_meta.json"
+    assert read_meta(meta) is None and read_data_meta(tmp_path) is None  # absent
+    meta.write_text('{"vocab_size": 5')
+    assert read_meta(meta) is None
+    with pytest.raises(UserError, match=r"data_meta.json is not valid JSON .*python -m trainer.data"):
+        read_data_meta(tmp_path)
+    meta.write_text('{"vocab_size": 5}')
+    assert read_data_meta(tmp_path) == {"vocab_size": 5}
+
+    tokens = tmp_path / "val.bin"
+    np.arange(7, dtype=np.uint16).tofile(tokens)
+    assert token_count(tokens) == 7 and open_tokens(tokens).tolist() == list(range(7)) and open_tokens(tokens, 3).tolist() == [0, 1, 2]

@@ -17,7 +17,8 @@ from trainer.bits_per_byte import count_bytes, starts_with_space, token_byte_len
 from trainer.checkpoint import TrainingState, save_checkpoint
 from runcontract.config import ModelConfig
 from runcontract.errors import UserError
-from trainer.eval import evaluate_checkpoint, pick_windows
+from trainer.batches import validation_starts
+from trainer.eval import evaluate_checkpoint
 from trainer.model import Transformer
 from trainer.plot import plot_loss_curve, read_loss_series
 
@@ -104,11 +105,32 @@ def test_byte_counts_equal_the_decoded_documents(world):
 
 
 def test_windows_are_fixed_by_the_seed():
-    a, b, c = pick_windows(10_000, 32, 1000, seed=1), pick_windows(10_000, 32, 1000, seed=1), pick_windows(10_000, 32, 1000, seed=2)
+    a, b, c = validation_starts(10_000, 32, 1000, seed=1), validation_starts(10_000, 32, 1000, seed=1), validation_starts(10_000, 32, 1000, seed=2)
     assert len(a) == math.ceil(1000 / 32) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.all(np.diff(a) >= 32) and a.max() + 33 <= 10_000  # non-overlapping, inside the file
     with pytest.raises(UserError, match="smaller --seq_len"):
-        pick_windows(20, 32, 100, seed=0)
+        validation_starts(20, 32, 100, seed=0)
+    warned = []  # asking for more than the file holds takes every window, and says so
+    assert len(validation_starts(100, 32, 10_000, seed=0, warn=warned.append)) == 3 and "using all of them" in warned[0]
+    assert validation_starts(10_000, 32, 1000, seed=1, warn=warned.append) is not None and len(warned) == 1
+
+
+def test_validation_files_are_the_mix_and_each_usable_source(tmp_path):
+    """The files both evals score: val.bin, and with several sources each val_<source>.bin that
+    holds a window (the others are named in a warning and left out)."""
+    from trainer.batches import validation_files
+
+    np.zeros(100, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    np.zeros(40, dtype=np.uint16).tofile(tmp_path / "val_c4.bin")
+    np.zeros(10, dtype=np.uint16).tofile(tmp_path / "val_wikipedia.bin")
+    sources = [{"source": "c4", "file": "val_c4.bin", "tokens": 40}, {"source": "wikipedia", "file": "val_wikipedia.bin", "tokens": 10},
+               {"source": "books", "file": "val_books.bin", "tokens": 50}]
+    (tmp_path / "data_meta.json").write_text(json.dumps({"val_sources": sources}))
+    warned = []
+    assert validation_files(tmp_path, 32, warned.append) == [("mix", tmp_path / "val.bin"), ("c4", tmp_path / "val_c4.bin")]
+    assert len(warned) == 2 and "wikipedia" in warned[0] and "books" in warned[1]
+    (tmp_path / "data_meta.json").write_text(json.dumps({"val_sources": sources[:1]}))  # one source: its split is val.bin
+    assert validation_files(tmp_path, 32, warned.append) == [("mix", tmp_path / "val.bin")]
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -121,7 +143,7 @@ def test_eval_scores_samples_and_redraws_the_curve(world):
 
     # The same figures computed here, independently, from the same windows.
     stream = np.asarray(world["stream"])
-    starts = pick_windows(len(stream), 32, 2048, seed=5)
+    starts = validation_starts(len(stream), 32, 2048, seed=5)
     windows = torch.tensor(np.stack([stream[s:s + 33] for s in starts]), dtype=torch.long)
     with torch.no_grad():
         logits, _ = world["model"](windows[:, :-1])
@@ -199,7 +221,7 @@ def test_plot_reads_train_and_eval_lines_and_skips_a_torn_one(world, tmp_path):
 def test_plot_command_errors(tmp_path, run_python):
     empty = tmp_path / "metrics.jsonl"
     empty.write_text('{"type": "other"}\n')
-    result = run_python("-m", "trainer.plot", "--metrics", str(empty), "--out", str(tmp_path / "x.png"), timeout=60)
+    result = run_python("-m", "trainer.plot", "--metrics", str(empty), "--output_path", str(tmp_path / "x.png"), timeout=60)
     assert result.returncode == 1 and "no train or eval loss" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.png").exists()
 
@@ -244,14 +266,14 @@ def test_export_refusals_leave_nothing(world, tmp_path, run_python):
     other = _train_spm(tmp_path / "other", 600)
     out = tmp_path / "hf"
     mismatch = run_python("-m", "trainer.export", "--checkpoint", str(world["final"]), "--tokenizer_model", str(other),
-                          "--out_dir", str(out), timeout=120)
+                          "--output_dir", str(out), timeout=120)
     assert mismatch.returncode == 1 and "do not belong together" in mismatch.stderr and "Traceback" not in mismatch.stderr
 
     broken = tmp_path / "final"
     shutil.copytree(world["final"], broken)
     (broken / "manifest.json").unlink()
     no_manifest = run_python("-m", "trainer.export", "--checkpoint", str(broken), "--tokenizer_model", str(world["spm"]),
-                             "--out_dir", str(out), timeout=120)
+                             "--output_dir", str(out), timeout=120)
     assert no_manifest.returncode == 1 and "manifest.json" in no_manifest.stderr and "Traceback" not in no_manifest.stderr
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".hf")]
 

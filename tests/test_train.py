@@ -19,7 +19,7 @@ import torch
 
 from trainer import checkpoint as ckpt
 from trainer.batches import WindowSampler
-from trainer.checks import CheckFailed, overfit_microset
+from trainer.overfit_check import CheckFailed, overfit_microset
 from runcontract.config import ModelConfig, OverfitCheckConfig, TrainConfig
 from runcontract.errors import UserError
 from runcontract.manifest import verify_manifest

@@ -17,10 +17,8 @@ touched counted as resident memory.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -28,24 +26,15 @@ import torch
 from runcontract.config import TOKEN_DTYPE
 from runcontract.errors import UserError
 from runcontract.run_folder import DATA_META_FILE
+from trainer.prepared_files import TOKEN_BYTES, open_tokens, read_data_meta, token_count
 
 _RANDOM_STREAM = 0x5A3  # seeds sampling with replacement apart from the epoch permutations
 SAMPLING_MODES = ("epoch", "random")
 
 
-def read_data_meta(data_dir: Path) -> Optional[dict]:
-    path = data_dir / DATA_META_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); rebuild the data with `python -m trainer.data`.") from None
-
-
 def _max_token(path: Path, chunk: int = 1 << 26) -> int:
     """Largest token id in a memmap, read in chunks so memory stays flat."""
-    tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+    tokens = open_tokens(path)
     top = 0
     for start in range(0, len(tokens), chunk):
         top = max(top, int(tokens[start:start + chunk].max()))
@@ -62,9 +51,9 @@ def check_data(data_dir: Path, vocab_size: int, seq_len: int) -> dict:
                 f"`launcher run` which does it), point train.data_dir at the folder holding train.bin and "
                 f"val.bin, or pass --smoke to build a tiny offline dataset."
             )
-        if path.stat().st_size % np.dtype(TOKEN_DTYPE).itemsize:
-            raise UserError(f"{path} is {path.stat().st_size} bytes, not a whole number of uint16 tokens; it is truncated or not a token file. Rebuild the data.")
-        n_tokens = path.stat().st_size // np.dtype(TOKEN_DTYPE).itemsize
+        if path.stat().st_size % TOKEN_BYTES:
+            raise UserError(f"{path} is {path.stat().st_size} bytes, not a whole number of {TOKEN_DTYPE} tokens; it is truncated or not a token file. Rebuild the data.")
+        n_tokens = token_count(path)
         if n_tokens < seq_len + 1:
             raise UserError(f"{path} holds {n_tokens} tokens, fewer than one training window of train.seq_len + 1 = {seq_len + 1}; use more data or a shorter train.seq_len.")
     meta = read_data_meta(data_dir)
@@ -80,7 +69,7 @@ def check_data(data_dir: Path, vocab_size: int, seq_len: int) -> dict:
             f"embedding. Set model.vocab_size to at least {data_vocab} (the tokenizer's size), or rebuild "
             f"the data with a tokenizer of at most {vocab_size} tokens."
         )
-    return {"train_tokens": train.stat().st_size // 2, "val_tokens": val.stat().st_size // 2, "vocab_size": data_vocab}
+    return {"train_tokens": token_count(train), "val_tokens": token_count(val), "vocab_size": data_vocab}
 
 
 class WindowSampler:
@@ -97,14 +86,14 @@ class WindowSampler:
         self.rank = rank
         self.vocab_size = vocab_size
         self.device = device
-        self.n_tokens = os.path.getsize(self.path) // np.dtype(TOKEN_DTYPE).itemsize
+        self.n_tokens = token_count(self.path)
 
     def offsets(self, step: int, micro: int) -> np.ndarray:
         rng = np.random.Generator(np.random.PCG64([self.seed, self.rank, step, micro]))
         return rng.integers(0, self.n_tokens - self.seq_len, size=self.batch_size)
 
     def windows(self, offsets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = np.memmap(self.path, dtype=TOKEN_DTYPE, mode="r")  # re-opened: see module doc
+        tokens = open_tokens(self.path)  # re-opened: see module doc
         rows = np.stack([tokens[o:o + self.seq_len + 1] for o in offsets]).astype(np.int64)
         del tokens
         if rows.max() >= self.vocab_size:  # cheap guard for data without (or with wrong) metadata
@@ -120,14 +109,33 @@ class WindowSampler:
         return self.windows(self.offsets(step, micro))
 
 
-def validation_starts(n_tokens: int, seq_len: int, eval_tokens: int, seed: int) -> np.ndarray:
+# -- validation windows: the in-training eval (trainer/val_loss.py) and trainer.eval score these --
+def validation_files(data_dir: Path, seq_len: int, warn: Callable[[str], None]) -> list[tuple[str, Path]]:
+    """("mix", val.bin) and, when the data has several sources, (source, val_<source>.bin) for
+    each source whose split holds a window of ``seq_len + 1`` tokens (``warn`` names the others)."""
+    files = [("mix", data_dir / "val.bin")]
+    sources = (read_data_meta(data_dir) or {}).get("val_sources") or []
+    if len(sources) > 1:  # with one source its split is val.bin itself
+        for entry in sources:
+            path = data_dir / entry["file"]
+            if not path.is_file() or token_count(path) < seq_len + 1:
+                warn(f"warning: validation split {path} is missing or shorter than one window: no val loss for {entry['source']}")
+                continue
+            files.append((entry["source"], path))
+    return files
+
+
+def validation_starts(n_tokens: int, seq_len: int, eval_tokens: int, seed: int,
+                      warn: Optional[Callable[[str], None]] = None) -> np.ndarray:
     """Sorted start offsets of non-overlapping validation windows (``seq_len`` inputs + 1 target)
     chosen with ``seed``: the same text at every eval, on every resume, in trainer.eval. Uses every
-    window when ``eval_tokens`` asks for more than the file holds."""
+    window when ``eval_tokens`` asks for more than the file holds (and says so to ``warn``)."""
     n_chunks = (n_tokens - 1) // seq_len
     if n_chunks < 1:
         raise UserError(f"a validation file holds {n_tokens} tokens, fewer than one window of seq_len {seq_len} + 1; pass a smaller --seq_len (train.seq_len when training) or build more validation data.")
     wanted = max(1, -(-eval_tokens // seq_len))
+    if wanted > n_chunks and warn is not None:
+        warn(f"asked for {eval_tokens} eval tokens; the file has {n_chunks} windows of {seq_len}: using all of them")
     chosen = np.random.default_rng(seed).choice(n_chunks, size=min(wanted, n_chunks), replace=False)
     return np.sort(chosen) * seq_len
 

@@ -34,7 +34,7 @@ from typing import Callable, Optional, TypeVar
 import torch
 
 from runcontract.atomic import atomic_write_json
-from trainer.cli_args import add_config_args, load_configs
+from trainer.cli_args import add_config_args, parse_configs
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import UserError, cli_main
 from runcontract.run_folder import THROUGHPUT_FILE
@@ -329,8 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    model_cfg, train_cfg, _ = load_configs(args)
+    args, model_cfg, train_cfg, _ = parse_configs(build_parser(), argv)
     if args.micro_batch_size is not None and args.micro_batch_size < 1:
         raise UserError(f"--micro_batch_size must be at least 1, got {args.micro_batch_size}.")
     device = pick_device(args.device)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from runcontract.atomic import atomic_write_json
-from trainer.cli_args import add_config_args, load_configs
+from trainer.cli_args import add_config_args, parse_configs
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import OverBudgetError, UserError, cli_main
 from runcontract.run_folder import COST_FILE, THROUGHPUT_FILE
@@ -223,8 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    model_cfg, train_cfg, _ = load_configs(args)
+    args, model_cfg, train_cfg, _ = parse_configs(build_parser(), argv)
     throughput_path = Path(args.throughput) if args.throughput else Path(train_cfg.runs_dir) / train_cfg.run_name / THROUGHPUT_FILE
     throughput = read_throughput(throughput_path)
     warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path)

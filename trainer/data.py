@@ -4,7 +4,7 @@ source's part of val.bin apart (C4 and Wikipedia each on their own), so training
 trainer.eval report the loss on each source as well as on the mix.
 
     python -m trainer.data --data_config configs/data_c4_wiki.yaml \
-        --tokenizer_model tokenizer/spm.model --out_dir data --train_tokens N --val_tokens M
+        --tokenizer_model tokenizer/spm.model --output_dir data --train_tokens N --val_tokens M
 
 Documents stream from the sources (``trainer.mix``), are tokenized in worker processes
 (``trainer.encode_pool``, all cores by default), EOS goes after every document, and the ids
@@ -30,11 +30,12 @@ from typing import Iterator, Optional
 import numpy as np
 
 from runcontract.atomic import atomic_write_json
-from trainer.cli_args import add_config_args, load_configs
+from trainer.cli_args import add_config_args, add_deprecated_alias, parse_configs
 from runcontract.config import TOKEN_DTYPE, DataMixConfig
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import sha256_file
 from runcontract.run_folder import DATA_META_FILE
+from trainer.prepared_files import TOKEN_BYTES, open_tokens, read_meta
 from trainer.tokenizer import tokenizer_info
 
 STATE_NAME = "data_build_state.json"
@@ -53,30 +54,22 @@ def fingerprint(data_config: DataMixConfig, tokenizer_sha256: str, train_tokens:
     return {"data_config": data_config.to_dict(), "tokenizer_sha256": tokenizer_sha256, "train_tokens": train_tokens, "val_tokens": val_tokens, "dtype": TOKEN_DTYPE}
 
 
-def read_meta(out_dir: str | os.PathLike) -> Optional[dict]:
-    try:
-        return json.loads((Path(out_dir) / DATA_META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_up_to_date(out_dir: str | os.PathLike, data_config: DataMixConfig, tokenizer_model: str | os.PathLike, train_tokens: int, val_tokens: int) -> bool:
     """True if ``out_dir`` holds finished memmaps built from exactly these inputs (the meta
     matches and both files have the recorded size; no hashing of the big files)."""
-    meta = read_meta(out_dir)
+    meta = read_meta(Path(out_dir) / DATA_META_FILE)
     if meta is None or not Path(tokenizer_model).is_file():
         return False
     expected = fingerprint(data_config, sha256_file(tokenizer_model), train_tokens, val_tokens)
     if {key: meta.get(key) for key in expected} != expected:
         return False
-    itemsize = np.dtype(TOKEN_DTYPE).itemsize
     files = [(f"{split}.bin", count) for split, count in (("train", train_tokens), ("val", val_tokens))]
     if not isinstance(meta.get("val_sources"), list):  # built before the per-source split
         return False
     files += [(entry["file"], entry["tokens"]) for entry in meta["val_sources"]]
     for name, count in files:
         path = Path(out_dir) / name
-        if not path.is_file() or path.stat().st_size != count * itemsize:
+        if not path.is_file() or path.stat().st_size != count * TOKEN_BYTES:
             return False
     return True
 
@@ -118,13 +111,12 @@ class _Build:
 
     def open(self) -> bool:
         """Open the temporary files, at the saved resume point if it is valid; True if resumed."""
-        itemsize = np.dtype(TOKEN_DTYPE).itemsize
         resumed = False
         try:
             state = json.loads(self.state_path.read_text())
-            sizes_ok = all(self.tmp_path(s).is_file() and self.tmp_path(s).stat().st_size >= state["written"][s] * itemsize for s in SPLITS)
+            sizes_ok = all(self.tmp_path(s).is_file() and self.tmp_path(s).stat().st_size >= state["written"][s] * TOKEN_BYTES for s in SPLITS)
             sizes_ok = sizes_ok and all(
-                self.source_tmp_path(i).is_file() and self.source_tmp_path(i).stat().st_size >= counts["val_tokens"] * itemsize
+                self.source_tmp_path(i).is_file() and self.source_tmp_path(i).stat().st_size >= counts["val_tokens"] * TOKEN_BYTES
                 for i, counts in enumerate(state["sources"]))
             if state["fingerprint"] == self.fp and sizes_ok:
                 self.written, self.sources, self.mix_state = dict(state["written"]), state["sources"], state["mix"]
@@ -136,12 +128,12 @@ class _Build:
         for split in SPLITS:
             f = open(self.tmp_path(split), "r+b" if resumed else "wb")
             # anything after the resume point was written after it was saved: drop it
-            f.truncate(self.written[split] * itemsize)
+            f.truncate(self.written[split] * TOKEN_BYTES)
             f.seek(0, os.SEEK_END)
             self.files[split] = f
         for index, counts in enumerate(self.sources):
             f = open(self.source_tmp_path(index), "r+b" if resumed else "wb")
-            f.truncate(counts["val_tokens"] * itemsize)
+            f.truncate(counts["val_tokens"] * TOKEN_BYTES)
             f.seek(0, os.SEEK_END)
             self.source_files[index] = f
         return resumed
@@ -321,40 +313,37 @@ def build_memmaps(
 
 def load_memmap(out_dir: str | os.PathLike, split: str) -> np.ndarray:
     """Read-only view of a finished split (the meta must exist: unfinished builds have none)."""
-    meta = read_meta(out_dir)
+    meta = read_meta(Path(out_dir) / DATA_META_FILE)
     if meta is None:
         raise UserError(f"{out_dir} has no {DATA_META_FILE}: the data is missing or unfinished; run python -m trainer.data first.")
-    return np.memmap(Path(out_dir) / f"{split}.bin", dtype=TOKEN_DTYPE, mode="r", shape=(meta[f"{split}_tokens"],))
+    return open_tokens(Path(out_dir) / f"{split}.bin", meta[f"{split}_tokens"])
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.data", description="Tokenize the data mix into uint16 memmaps (train.bin, val.bin, data_meta.json).")
-    add_config_args(parser, data=True)
+    add_config_args(parser, data=True, rebuild=True)
     parser.add_argument("--tokenizer_model", default="tokenizer/spm.model", help="SentencePiece model from python -m trainer.tokenizer")
-    parser.add_argument("--out_dir", default="data", help="folder for train.bin, val.bin, data_meta.json")
+    parser.add_argument("--output_dir", default="data", help="folder for train.bin, val.bin, data_meta.json")
+    add_deprecated_alias(parser, "--out_dir", "--output_dir")
     parser.add_argument("--train_tokens", type=int, required=True, help="exact number of train tokens to write")
     parser.add_argument("--val_tokens", type=int, required=True, help="exact number of val tokens to write")
     parser.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores)")
     parser.add_argument("--chunk_bytes", type=int, default=CHUNK_BYTES, help="text per chunk sent to a worker; a resume point follows every chunk")
-    parser.add_argument("--force", action="store_true", help="rebuild even if the outputs are up to date")
     return parser
 
 
 @cli_main
 def main(argv: Optional[list[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
-    # datasets imports torch (seconds) only to share state with torch DataLoader workers; none here
-    os.environ.setdefault("USE_TORCH", "0")
-    _, _, data_config = load_configs(args)
+    args, _, _, data_config = parse_configs(build_parser(), argv)
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: use at least 1 (or leave it out for all cores).")
     tokenizer_info(args.tokenizer_model)  # a missing or too-large tokenizer fails before anything else
-    if not args.force and is_up_to_date(args.out_dir, data_config, args.tokenizer_model, args.train_tokens, args.val_tokens):
-        print(f"data: {args.out_dir} is up to date")
+    if not args.force and is_up_to_date(args.output_dir, data_config, args.tokenizer_model, args.train_tokens, args.val_tokens):
+        print(f"data: {args.output_dir} is up to date")
         return
-    meta = build_memmaps(data_config, args.tokenizer_model, args.out_dir, args.train_tokens, args.val_tokens, args.workers, chunk_bytes=max(1, args.chunk_bytes))
+    meta = build_memmaps(data_config, args.tokenizer_model, args.output_dir, args.train_tokens, args.val_tokens, args.workers, chunk_bytes=max(1, args.chunk_bytes))
     per_source = ", ".join(f"{s['name']} {s['tokens']} tokens / {s['documents']} docs" for s in meta["sources"])
-    print(f"data: wrote {args.out_dir}/train.bin ({meta['train_tokens']} tokens), val.bin ({meta['val_tokens']} tokens) in {meta['seconds']:.1f} s; {per_source}")
+    print(f"data: wrote {args.output_dir}/train.bin ({meta['train_tokens']} tokens), val.bin ({meta['val_tokens']} tokens) in {meta['seconds']:.1f} s; {per_source}")
 
 
 if __name__ == "__main__":

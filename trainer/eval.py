@@ -27,12 +27,14 @@ import torch
 import yaml
 
 from runcontract.atomic import atomic_write_json
-from trainer.batches import read_data_meta, validation_starts
+from trainer.batches import validation_files, validation_starts
+from trainer.cli_args import add_checkpoint_args
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
 from trainer.precision import autocast, autocast_dtype, pick_device
-from runcontract.config import TOKEN_DTYPE
 from runcontract.errors import UserError, cli_main
 from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, EVAL_FILE, LOSS_CURVE_FILE, METRICS_FILE
+from trainer.prepared_files import open_tokens, read_data_meta, token_count
+from trainer.tokenizer import RUN_TOKENIZER_FIX, load_tokenizer
 
 log = logging.getLogger("trainer.eval")
 
@@ -40,18 +42,6 @@ DEFAULT_PROMPTS = ("The history of the city begins", "The function returns", "In
 
 
 # -- inputs --------------------------------------------------------------------------------
-def load_tokenizer(path: str | Path):
-    import sentencepiece as spm
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"tokenizer model {path} does not exist; pass --tokenizer_model tokenizer/spm.model (written by python -m trainer.tokenizer).")
-    try:
-        return spm.SentencePieceProcessor(model_file=str(path))
-    except (RuntimeError, OSError) as exc:
-        raise UserError(f"{path} is not a SentencePiece model ({str(exc).splitlines()[0]}); pass the tokenizer/spm.model the run was trained with.") from None
-
-
 def check_vocab(tokenizer_vocab: int, model_vocab: int, tokenizer_path, checkpoint) -> None:
     if tokenizer_vocab != model_vocab:
         raise UserError(
@@ -75,8 +65,8 @@ def run_folder_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS_DIR else checkpoint.parent
 
 
-def load_val_tokens(data_dir: Path, model_vocab: int) -> tuple[np.ndarray, Optional[int]]:
-    """(val.bin as a uint16 memmap, eos id from data_meta.json)."""
+def check_val_data(data_dir: Path, model_vocab: int) -> Optional[int]:
+    """Fails clearly unless ``data_dir`` holds a val.bin made for this model; the eos id from data_meta.json."""
     val_path = data_dir / "val.bin"
     if not val_path.is_file():
         raise UserError(f"{val_path} does not exist; pass --data_dir with the folder trainer.data wrote (val.bin, data_meta.json).")
@@ -87,27 +77,9 @@ def load_val_tokens(data_dir: Path, model_vocab: int) -> tuple[np.ndarray, Optio
         if data_vocab is not None and int(data_vocab) != model_vocab:
             raise UserError(f"{data_dir} was tokenized with vocab_size {data_vocab}, the model has {model_vocab}: pass the data folder made with this run's tokenizer.")
         eos_id = meta.get("eos_id")
-    if val_path.stat().st_size < 4:
+    if token_count(val_path) < 2:
         raise UserError(f"{val_path} holds fewer than 2 tokens; rebuild the validation data.")
-    return np.memmap(val_path, dtype=TOKEN_DTYPE, mode="r"), eos_id
-
-
-def pick_windows(n_tokens: int, seq_len: int, eval_tokens: int, seed: int) -> np.ndarray:
-    """Start offsets of non-overlapping windows (seq_len inputs + 1 target) chosen with ``seed``:
-    the windows training evaluates on (trainer.batches.validation_starts)."""
-    n_chunks = (n_tokens - 1) // seq_len
-    if n_chunks >= 1 and math.ceil(eval_tokens / seq_len) > n_chunks:
-        log.warning("asked for %d eval tokens; the file has %d windows of %d: using all of them", eval_tokens, n_chunks, seq_len)
-    return validation_starts(n_tokens, seq_len, eval_tokens, seed)
-
-
-def source_val_files(data_dir: Path) -> list[tuple[str, Path]]:
-    """(source name, val_<name>.bin) for each source of a data build with several sources."""
-    meta = read_data_meta(data_dir) or {}
-    entries = meta.get("val_sources") or []
-    if len(entries) < 2:  # one source: its split is val.bin itself
-        return []
-    return [(e["source"], data_dir / e["file"]) for e in entries if (data_dir / e["file"]).is_file()]
+    return eos_id
 
 
 # -- scoring -------------------------------------------------------------------------------
@@ -159,7 +131,7 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
 
     checkpoint = resolve_checkpoint_path(checkpoint)
     device = torch.device(device)
-    sp = load_tokenizer(tokenizer_model)
+    sp = load_tokenizer(tokenizer_model, RUN_TOKENIZER_FIX)
     model, cfg = load_model_from_checkpoint(checkpoint, map_location=device)  # verifies the manifest
     check_vocab(sp.get_piece_size(), cfg.vocab_size, tokenizer_model, checkpoint)
 
@@ -173,21 +145,17 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
     if eval_tokens < 1 or batch_size < 1:
         raise UserError(f"--eval_tokens and --batch_size must be at least 1, got {eval_tokens} and {batch_size}.")
 
-    tokens, eos_id = load_val_tokens(data_dir, cfg.vocab_size)
+    eos_id = check_val_data(data_dir, cfg.vocab_size)
     if eos_id is None and sp.eos_id() >= 0:
         eos_id = sp.eos_id()
-    starts = pick_windows(len(tokens), seq_len, eval_tokens, seed)
     byte_lengths, leading_space = token_byte_lengths(sp), starts_with_space(sp)
-    result = score(model, tokens, starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id)
-    sources = {}
-    for name, path in source_val_files(data_dir):
-        source_tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
-        if len(source_tokens) < seq_len + 1:
-            log.warning("%s holds fewer than one window of %d tokens: no score for source %s", path, seq_len + 1, name)
-            continue
-        source_starts = pick_windows(len(source_tokens), seq_len, eval_tokens, seed)
-        sources[name] = {**score(model, source_tokens, source_starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id),
-                         "windows": int(len(source_starts))}
+    scores = {}  # the windows the in-training eval scores: the same files, the same starts
+    for name, path in validation_files(data_dir, seq_len, log.warning):
+        tokens = open_tokens(path)
+        starts = validation_starts(len(tokens), seq_len, eval_tokens, seed, log.warning)
+        scores[name] = {**score(model, tokens, starts, seq_len, batch_size, device, byte_lengths, leading_space, eos_id),
+                        "windows": int(len(starts))}
+    result, sources = scores.pop("mix"), scores
     from runcontract.manifest import read_manifest
 
     meta = read_manifest(checkpoint).meta
@@ -200,7 +168,6 @@ def evaluate_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, dat
         "data_dir": str(data_dir),
         "seq_len": seq_len,
         "seed": seed,
-        "windows": int(len(starts)),
         "sources": sources,
         "samples": sample(model, sp, prompts, max_new_tokens, eos_id, device),
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -227,8 +194,7 @@ def redraw_loss_curve(run_dir: Path) -> Optional[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.eval", description="Validation loss, perplexity, bits per byte and samples of a checkpoint.")
-    parser.add_argument("--checkpoint", required=True, help="runs/<name>/final, runs/<name>/checkpoints/step_NNNNNN, or a run folder (its newest)")
-    parser.add_argument("--tokenizer_model", default="tokenizer/spm.model", help="SentencePiece model the run was trained with")
+    add_checkpoint_args(parser)
     parser.add_argument("--data_dir", default=None, help="folder with val.bin and data_meta.json (default: the run's train.data_dir)")
     parser.add_argument("--eval_tokens", type=int, default=None, help="validation tokens to score (default: the run's train.eval_tokens)")
     parser.add_argument("--seed", type=int, default=None, help="seed choosing the windows (default: the run's train.seed)")

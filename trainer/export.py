@@ -1,7 +1,7 @@
 """Export a checkpoint to a folder that Hugging Face transformers loads.
 
     python -m trainer.export --checkpoint runs/<name>/final --tokenizer_model tokenizer/spm.model \
-        --out_dir runs/<name>/final_hf [--dtype float32|bfloat16]
+        --output_dir runs/<name>/final_hf [--dtype float32|bfloat16]
 
 The folder holds a ``LlamaForCausalLM`` (config.json, model.safetensors) and the SentencePiece
 tokenizer as ``tokenizer.json`` (trainer/hf_tokenizer.py), so
@@ -28,6 +28,9 @@ import torch
 from runcontract.atomic import atomic_dir
 from runcontract.errors import UserError, cli_main
 from runcontract.run_folder import TOKENIZER_META_FILE
+from trainer.cli_args import add_checkpoint_args, add_deprecated_alias
+from trainer.prepared_files import read_meta
+from trainer.tokenizer import RUN_TOKENIZER_FIX, load_tokenizer
 
 log = logging.getLogger("trainer.export")
 
@@ -39,16 +42,10 @@ LOGITS_ATOL = {torch.float32: 1e-4, torch.bfloat16: 0.5}
 def tokenizer_special_ids(tokenizer_model: Path) -> dict:
     """bos/eos/pad ids and whether BOS was prepended in training, from tokenizer_meta.json
     beside the model, else from the SentencePiece model itself."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    sp = load_tokenizer(tokenizer_model, RUN_TOKENIZER_FIX)
     ids = {"bos_id": sp.bos_id(), "eos_id": sp.eos_id(), "pad_id": sp.pad_id(), "add_bos": False}
-    meta_path = tokenizer_model.with_name(TOKENIZER_META_FILE)
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as exc:
-            raise UserError(f"{meta_path} is not valid JSON ({exc}); rewrite it with python -m trainer.tokenizer or delete it.") from None
+    meta = read_meta(tokenizer_model.with_name(TOKENIZER_META_FILE), fix="rewrite it with python -m trainer.tokenizer or delete it")
+    if meta is not None:
         for key in ("bos_id", "eos_id", "pad_id"):
             if meta.get(key) is not None:
                 ids[key] = int(meta[key])
@@ -90,10 +87,10 @@ def export_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, out_d
         raise UserError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
     tokenizer_model, out_dir = Path(tokenizer_model), Path(out_dir)
     if not tokenizer_model.is_file():
-        raise UserError(f"tokenizer model {tokenizer_model} does not exist; pass --tokenizer_model tokenizer/spm.model (written by python -m trainer.tokenizer).")
+        raise UserError(f"tokenizer model {tokenizer_model} does not exist; {RUN_TOKENIZER_FIX}.")
     checkpoint = resolve_checkpoint_path(checkpoint)
     if out_dir.resolve() == checkpoint.resolve():
-        raise UserError(f"--out_dir {out_dir} is the checkpoint itself; pick another folder, e.g. {checkpoint}_hf.")
+        raise UserError(f"--output_dir {out_dir} is the checkpoint itself; pick another folder, e.g. {checkpoint}_hf.")
     model, cfg = load_model_from_checkpoint(checkpoint)  # verifies the manifest first
     spm_model = read_spm_model(tokenizer_model)
     check_vocab(len(spm_model.pieces), cfg.vocab_size, tokenizer_model, checkpoint)
@@ -129,9 +126,9 @@ def export_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, out_d
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.export", description="Export a checkpoint as a Hugging Face LlamaForCausalLM folder with its tokenizer.")
-    parser.add_argument("--checkpoint", required=True, help="runs/<name>/final, runs/<name>/checkpoints/step_NNNNNN, or a run folder (its newest)")
-    parser.add_argument("--tokenizer_model", default="tokenizer/spm.model", help="SentencePiece model the run was trained with")
-    parser.add_argument("--out_dir", default=None, help="folder to write (default: <checkpoint>_hf)")
+    add_checkpoint_args(parser)
+    parser.add_argument("--output_dir", default=None, help="folder to write (default: <checkpoint>_hf)")
+    add_deprecated_alias(parser, "--out_dir", "--output_dir")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weight dtype in the export")
     return parser
 
@@ -140,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    out_dir = Path(args.out_dir) if args.out_dir else Path(str(Path(args.checkpoint)).rstrip("/") + "_hf")
+    out_dir = Path(args.output_dir) if args.output_dir else Path(str(Path(args.checkpoint)).rstrip("/") + "_hf")
     export_checkpoint(args.checkpoint, args.tokenizer_model, out_dir, args.dtype)
     print(f"wrote {out_dir}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out_dir)!r})")
 

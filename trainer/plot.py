@@ -1,6 +1,6 @@
 """Loss curve PNG from a run's metrics.jsonl: train and validation loss against tokens seen.
 
-    python -m trainer.plot --metrics runs/X/metrics.jsonl --out runs/X/loss_curve.png
+    python -m trainer.plot --metrics runs/X/metrics.jsonl --output_path runs/X/loss_curve.png
 
 Reads ``"type": "train"`` lines (``tokens_seen``, ``loss``) and ``"type": "eval"`` lines
 (``tokens_seen``, ``val_loss``). A line that does not parse is skipped with a warning (the
@@ -22,6 +22,7 @@ from typing import Optional
 from runcontract.atomic import atomic_write_bytes
 from runcontract.errors import UserError, cli_main
 from runcontract.run_folder import LOSS_CURVE_FILE
+from trainer.cli_args import add_deprecated_alias
 
 log = logging.getLogger("trainer.plot")
 
@@ -121,7 +122,8 @@ def plot_loss_curve(metrics_path: str | os.PathLike, out_path: str | os.PathLike
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.plot", description="Plot train and validation loss against tokens from metrics.jsonl.")
     parser.add_argument("--metrics", required=True, help="runs/<name>/metrics.jsonl")
-    parser.add_argument("--out", default=None, help="PNG to write (default: loss_curve.png next to the metrics)")
+    parser.add_argument("--output_path", default=None, help="PNG to write (default: loss_curve.png next to the metrics)")
+    add_deprecated_alias(parser, "--out", "--output_path")
     parser.add_argument("--title", default=None, help="plot title (default: the run folder's name)")
     return parser
 
@@ -130,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    out = Path(args.out) if args.out else Path(args.metrics).with_name(LOSS_CURVE_FILE)
+    out = Path(args.output_path) if args.output_path else Path(args.metrics).with_name(LOSS_CURVE_FILE)
     print(f"wrote {plot_loss_curve(args.metrics, out, args.title)}")
 
 

@@ -49,12 +49,6 @@ def peak_flops(device: torch.device) -> Optional[float]:
     return peak_bf16_flops(torch.cuda.get_device_name(device))
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
-
-
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,14 +57,19 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def device_description(device: torch.device) -> tuple[str, int]:
-    """(device name, device count) as written to throughput.json."""
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or "cpu (<processor model>)": the train log's and throughput.json's."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device), torch.cuda.device_count()
+        return torch.cuda.get_device_name(device)
     name = platform.processor() or "cpu"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 name = line.split(":", 1)[1].strip()
                 break
-    return f"cpu ({name})", 1
+    return f"cpu ({name})"
+
+
+def device_description(device: torch.device) -> tuple[str, int]:
+    """(device name, device count) as written to throughput.json."""
+    return device_name(device), torch.cuda.device_count() if device.type == "cuda" else 1

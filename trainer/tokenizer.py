@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import time
 from pathlib import Path
 from typing import Iterable, Optional
 
 from runcontract.atomic import atomic_write_json
-from trainer.cli_args import add_config_args, load_configs
+from trainer.cli_args import add_config_args, parse_configs
 from runcontract.config import UINT16_MAX_VOCAB, DataMixConfig
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import sha256_file
 from runcontract.run_folder import TOKENIZER_META_FILE
+from trainer.prepared_files import read_meta
 
 MODEL_NAME = "spm.model"
 VOCAB_NAME = "spm.vocab"
@@ -170,16 +170,9 @@ def train_tokenizer(data_config: DataMixConfig, output_dir: str | os.PathLike, v
     return meta
 
 
-def read_meta(output_dir: str | os.PathLike) -> Optional[dict]:
-    try:
-        return json.loads((Path(output_dir) / TOKENIZER_META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_up_to_date(output_dir: str | os.PathLike, data_config: DataMixConfig, vocab_size: int, sample_bytes: int) -> bool:
     """True if ``output_dir`` holds a finished tokenizer built from these exact inputs."""
-    meta = read_meta(output_dir)
+    meta = read_meta(Path(output_dir) / TOKENIZER_META_FILE)
     model = Path(output_dir) / MODEL_NAME
     if not meta or not model.is_file() or not (Path(output_dir) / VOCAB_NAME).is_file():
         return False
@@ -191,17 +184,27 @@ def is_up_to_date(output_dir: str | os.PathLike, data_config: DataMixConfig, voc
     )
 
 
-def tokenizer_info(model_path: str | os.PathLike) -> dict:
-    """Vocab size, special ids and sha256 of a SentencePiece model (checked to fit uint16)."""
+RUN_TOKENIZER_FIX = "pass --tokenizer_model with the tokenizer/spm.model the run was trained with (written by python -m trainer.tokenizer)"
+
+
+def load_tokenizer(path: str | os.PathLike, fix: str):
+    """The SentencePiece model at ``path``; a missing or unreadable one is a UserError ending with ``fix``."""
     import sentencepiece as spm
 
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise UserError(f"tokenizer model {model_path} does not exist; build it first with `python -m trainer.tokenizer --output_dir {model_path.parent}`.")
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tokenizer model {path} does not exist; {fix}.")
     try:
-        processor = spm.SentencePieceProcessor(model_file=str(model_path))
+        return spm.SentencePieceProcessor(model_file=str(path))
     except (RuntimeError, OSError) as exc:
-        raise UserError(f"{model_path} is not a SentencePiece model ({str(exc)[:200]}); rebuild it with python -m trainer.tokenizer.") from None
+        first_line = str(exc).split("\n")[0][:200]
+        raise UserError(f"{path} is not a SentencePiece model ({first_line}); {fix}.") from None
+
+
+def tokenizer_info(model_path: str | os.PathLike) -> dict:
+    """Vocab size, special ids and sha256 of a SentencePiece model (checked to fit uint16)."""
+    model_path = Path(model_path)
+    processor = load_tokenizer(model_path, f"build it with `python -m trainer.tokenizer --output_dir {model_path.parent}`")
     info = {"vocab_size": processor.get_piece_size(), **{name: getattr(processor, name)() for name in SPECIAL_IDS}, "sha256": sha256_file(model_path)}
     if info["vocab_size"] > UINT16_MAX_VOCAB:
         raise UserError(
@@ -231,21 +234,17 @@ def load_hf_tokenizer(model_path: str | os.PathLike):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.tokenizer", description="Train the SentencePiece BPE tokenizer on a sample of the data mix.")
-    add_config_args(parser, data=True)
+    add_config_args(parser, data=True, rebuild=True)
     parser.add_argument("--output_dir", default="tokenizer", help="folder for spm.model, spm.vocab, tokenizer_meta.json")
     parser.add_argument("--vocab_size", type=int, default=32000, help="vocabulary size (at most 65535: ids are stored as uint16)")
     parser.add_argument("--sample_bytes", type=int, default=200_000_000, help="bytes of text drawn from the mix to train on (bounds time and memory)")
     parser.add_argument("--threads", type=int, default=None, help="SentencePiece trainer threads (default: all cores)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if the outputs are up to date")
     return parser
 
 
 @cli_main
 def main(argv: Optional[list[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
-    # datasets imports torch (seconds) only to share state with torch DataLoader workers; none here
-    os.environ.setdefault("USE_TORCH", "0")
-    _, _, data_config = load_configs(args)
+    args, _, _, data_config = parse_configs(build_parser(), argv)
     check_vocab_size(args.vocab_size)
     if not args.force and is_up_to_date(args.output_dir, data_config, args.vocab_size, args.sample_bytes):
         print(f"tokenizer: {args.output_dir} is up to date")

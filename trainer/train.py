@@ -1,4 +1,4 @@
-"""Train the model: setup -> (resume) -> checks -> fit -> final checkpoint.
+"""Train the model: prepare (checks, plan, cost gate, model; resume) -> overfit check -> fit -> finish.
 
     python -m trainer.train --model_config configs/model_100m.yaml --train_config configs/train_100m.yaml
     accelerate launch -m trainer.train ...            # several GPUs (DDP)
@@ -20,9 +20,9 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ import yaml
 
 from trainer import checkpoint as ckpt
 from runcontract.atomic import atomic_write_text
-from trainer.batches import TrainBatches, WindowSampler, check_data, read_data_meta
-from trainer.checks import overfit_microset
+from trainer.batches import TrainBatches, WindowSampler, check_data
+from trainer.overfit_check import overfit_microset
 from trainer.cpu_threads import apply_cpu_threads
 from trainer.cli_args import add_config_args, load_configs
 from runcontract.config import ModelConfig, TrainConfig
@@ -43,6 +43,7 @@ from runcontract.run_folder import (
 )
 from trainer.metrics_log import RunLog, train_line
 from trainer.model import Transformer
+from trainer.prepared_files import read_data_meta
 from trainer.precision import autocast_dtype, device_name, enable_fast_matmul, peak_flops
 from trainer.run_control import StopSignals, lock_run_dir, share_main_result
 from trainer.schedule import CosineSchedule
@@ -50,7 +51,7 @@ from trainer.stream_resume import describe_change, keep_stream
 from trainer.trackers import accelerator_kwargs as tracker_kwargs
 from trainer.trackers import start_trackers
 from trainer.train_step import StepMonitor, TrainStep, compile_model, prepare_model
-from trainer.validation import evaluate, fixed_prompt_sample, format_eval, load_tokenizer, validation_sets
+from trainer.val_loss import evaluate, fixed_prompt_sample, format_eval, sample_tokenizer, validation_sets
 
 _CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the repository's, wherever the run starts
 SMOKE_MODEL_CONFIG = str(_CONFIGS / "model_smoke.yaml")
@@ -151,15 +152,93 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-# -- the run ------------------------------------------------------------------------------------
+# -- the run: prepare -> fit -> finish ----------------------------------------------------------
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> str:
     """Run (or resume) training; returns the final state: "finished" or "stopped"."""
     from accelerate import Accelerator
-    from accelerate.utils import gather_object
 
     # Precision and compilation are this config's business, not accelerate's environment.
     threads_line = apply_cpu_threads(train_cfg.cpu_threads)  # before any torch work: a busy CPU must not collapse speed
     accelerator = Accelerator(mixed_precision="no", dynamo_backend="no", **tracker_kwargs(train_cfg))
+    run = prepare(accelerator, model_cfg, train_cfg, options, threads_line)
+    if run.resume_from is not None and run.start_step >= run.plan.max_steps:
+        # A finished run: rewriting status.json would lose its figures; say how to train further.
+        run.log.log(f"nothing to do: run {run.train_cfg.run_name} is already at step {run.start_step} of {run.plan.max_steps}; status.json "
+                    "is left as it was. Train further with a larger train.max_steps / train.target_tokens, or a new train.run_name.")
+        run.close()
+        return FINISHED
+
+    run.log.phase("setup")  # status.json says the trainer has started (the launcher's stages wrote "preparing")
+    if run.train_cfg.checks.overfit_microset.enabled and run.resume_from is None:  # a resumed run passed it already
+        check_overfit(run)
+
+    loop = Fit(run)
+    try:
+        final_state = fit(loop)
+        finish(loop, final_state)
+        return final_state
+    except BaseException as exc:
+        if isinstance(exc, UserError):
+            run.log.error(str(exc))
+        loop.status(FAILED)
+        raise
+    finally:
+        loop.signals.restore()
+        # Closes the trackers (event files, the W&B run) and destroys the process group. torch does not
+        # destroy it at exit: gloo's threads then die in static destructors and a rank that finished
+        # cleanly can abort ("terminate called without an active exception", SIGABRT).
+        accelerator.end_training()
+        run.close()
+
+
+@dataclass
+class Prepared:
+    """What prepare() builds: checked inputs, the batch plan, the run log, and the model and
+    optimizer (restored when resuming)."""
+
+    accelerator: Any
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig  # the run's copy, with the micro-batch resolved
+    options: Options
+    run_dir: Path
+    data_dir: Path
+    log: RunLog
+    lock: Any  # the run folder's lock (main rank), released by close()
+    plan: BatchPlan
+    resolved: dict  # config.yaml's content, saved in every checkpoint
+    amp_dtype: Optional[torch.dtype]
+    train_sha256: Optional[str]  # data_meta.json's hash of train.bin
+    raw_model: Transformer
+    optimizer: torch.optim.Optimizer
+    resume_from: Optional[Path]
+    resumed: Optional[ckpt.TrainingState]  # the state saved in resume_from
+
+    device: torch.device = field(init=False)
+    rank: int = field(init=False)
+    world: int = field(init=False)  # the number of processes
+    is_main: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        accelerator = self.accelerator
+        self.device, self.rank, self.world, self.is_main = (accelerator.device, accelerator.process_index,
+                                                            accelerator.num_processes, accelerator.is_main_process)
+
+    @property
+    def start_step(self) -> int:
+        return self.resumed.step if self.resumed is not None else 0
+
+    def make_optimizer(self, model: Transformer, lr: float) -> torch.optim.Optimizer:
+        return new_optimizer(model, lr, self.train_cfg, self.device)
+
+    def close(self) -> None:
+        self.log.close()
+        if self.lock is not None:
+            self.lock.close()
+
+
+def prepare(accelerator, model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options, threads_line: str) -> Prepared:
+    """Check every input, plan the batches, pass the cost gate, write config.yaml, build the model
+    and optimizer (restored from the resume point when there is one)."""
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
     run_dir = Path(train_cfg.runs_dir) / train_cfg.run_name
@@ -169,13 +248,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     if train_cfg.seq_len > model_cfg.max_seq_len:
         raise UserError(f"train.seq_len {train_cfg.seq_len} does not fit the model's context (model.max_seq_len {model_cfg.max_seq_len}); lower train.seq_len or raise model.max_seq_len.")
     if options.smoke and not (data_dir / "train.bin").is_file():
-        def build_smoke_data():
-            from trainer.smoke_data import ensure_smoke_data
-
-            tokenizer_dir = Path(train_cfg.tokenizer_model).parent if train_cfg.tokenizer_model else data_dir / "tokenizer"
-            print(f"--smoke: building a tiny dataset in {data_dir} (tokenizer in {tokenizer_dir})", flush=True)
-            ensure_smoke_data(data_dir, tokenizer_dir, model_cfg.vocab_size)
-        share_main_result(accelerator, build_smoke_data)
+        share_main_result(accelerator, lambda: build_smoke_data(model_cfg, train_cfg, data_dir))
     data_facts = check_data(data_dir, model_cfg.vocab_size, train_cfg.seq_len)
     resume_from = find_resume_point(run_dir, options.resume)
     if resume_from is not None:
@@ -231,249 +304,274 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     torch.manual_seed(train_cfg.seed)  # same init on every rank
     raw_model = Transformer(model_cfg)
     log.log(f"model: {raw_model.num_parameters():,} parameters ({raw_model.num_parameters(exclude_embeddings=True):,} non-embedding)")
-    start_step, tokens_seen, prior_elapsed, last_val = 0, 0, 0.0, None
-    state = None
+    resumed = None
     if resume_from is not None:
-        state = ckpt.load_training_state(resume_from)
+        resumed = ckpt.load_training_state(resume_from)
         ckpt.load_weights(raw_model, resume_from)
-        start_step, tokens_seen, prior_elapsed, last_val = state.step, state.tokens_seen, state.elapsed_s, state.val_loss
-        log.log(f"resuming from {resume_from} at step {start_step} ({tokens_seen:,} tokens seen)")
+        log.log(f"resuming from {resume_from} at step {resumed.step} ({resumed.tokens_seen:,} tokens seen)")
     prepare_model(raw_model.to(device), train_cfg, device)  # train.speed levers
-    make_optimizer = lambda m, lr: m.configure_optimizer(train_cfg.weight_decay, lr, (train_cfg.beta1, train_cfg.beta2), train_cfg.eps, device.type)  # noqa: E731
-    optimizer = make_optimizer(raw_model, train_cfg.lr)
-    if resume_from is not None:
+    optimizer = new_optimizer(raw_model, train_cfg.lr, train_cfg, device)
+    if resumed is not None:
         ckpt.load_optimizer_state(optimizer, resume_from, map_location=device)
-        if rank < len(state.rng_states):
-            ckpt.restore_rng_state(state.rng_states[rank])
+        if rank < len(resumed.rng_states):
+            ckpt.restore_rng_state(resumed.rng_states[rank])
         else:
-            log.log(f"warning: the checkpoint has RNG states for {len(state.rng_states)} ranks, this run has {world}; new ranks start from fresh seeds")
+            log.log(f"warning: the checkpoint has RNG states for {len(resumed.rng_states)} ranks, this run has {world}; new ranks start from fresh seeds")
     else:
         random.seed(train_cfg.seed + rank)
         np.random.seed(train_cfg.seed + rank)
         torch.manual_seed(train_cfg.seed + rank)
+    return Prepared(accelerator, model_cfg, train_cfg, options, run_dir, data_dir, log, lock, plan, resolved, amp_dtype,
+                    train_sha256, raw_model, optimizer, resume_from, resumed)
 
-    if resume_from is not None and start_step >= plan.max_steps:
-        # A finished run: rewriting status.json would lose its figures; say how to train further.
-        log.log(f"nothing to do: run {train_cfg.run_name} is already at step {start_step} of {plan.max_steps}; status.json "
-                "is left as it was. Train further with a larger train.max_steps / train.target_tokens, or a new train.run_name.")
-        log.close()
-        if lock is not None:
-            lock.close()
-        return FINISHED
 
-    log.phase("setup")  # status.json says the trainer has started (the launcher's stages wrote "preparing")
+def new_optimizer(model: Transformer, lr: float, train_cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    return model.configure_optimizer(train_cfg.weight_decay, lr, (train_cfg.beta1, train_cfg.beta2), train_cfg.eps, device.type)
 
-    # 4. Overfit check on a fresh run (a resumed one passed it already).
-    check = train_cfg.checks.overfit_microset
-    if check.enabled and resume_from is None:
-        def run_check():
-            check_seq = min(check.seq_len, train_cfg.seq_len)
-            batch = WindowSampler(data_dir / "train.bin", check_seq, check.batch_size, train_cfg.seed, 0, model_cfg.vocab_size, device).get(0, 0)
-            lr = check.lr if check.lr is not None else train_cfg.lr
-            log.log(f"overfit check: {check.steps} steps on one batch of {check.batch_size}x{check_seq} tokens at lr {lr:g}")
-            log.phase("overfit-check", f"0/{check.steps} steps")
 
-            def progress(done: int, loss: float) -> None:
-                log.log(f"overfit check: step {done}/{check.steps}, loss {loss:.4f}")
-                log.phase("overfit-check", f"{done}/{check.steps} steps, loss {loss:.4f}")
-            overfit_microset(raw_model, batch, check, lr, make_optimizer, amp_dtype, log.log, progress=progress)
-        try:
-            share_main_result(accelerator, run_check)
-        except UserError as exc:
-            log.error(str(exc))
-            log.status(FAILED, step=0, max_steps=plan.max_steps, tokens_seen=0, loss=None, val_loss=None,
-                       tokens_per_sec=0.0, elapsed_s=0.0, cost_spent=0.0, world_size=world)
-            raise
+def build_smoke_data(model_cfg: ModelConfig, train_cfg: TrainConfig, data_dir: Path) -> None:
+    from trainer.smoke_data import ensure_smoke_data
 
-    # 5. Fit.
-    if is_main:
-        log.tracker_sink = start_trackers(accelerator, train_cfg, resolved, log.log)
-    ddp_model, optimizer = accelerator.prepare(raw_model, optimizer)  # DDP-wrapped when world > 1
-    model = ddp_model
-    if train_cfg.compile:
-        log.log(f"compiling the model (torch.compile, mode {train_cfg.speed.compile_mode}): the first steps are slow")
-        model = compile_model(ddp_model, train_cfg)
-    train_step = TrainStep(model, optimizer, device, amp_dtype, train_cfg.grad_clip, backward=accelerator.backward,
-                           no_sync=lambda: accelerator.no_sync(ddp_model), clip_grad_norm=accelerator.clip_grad_norm_)
-    monitor = StepMonitor(device)
-    schedule = CosineSchedule(train_cfg.lr, train_cfg.warmup_steps, plan.max_steps, train_cfg.min_lr_ratio)
-    sampler = TrainBatches(data_dir / "train.bin", train_cfg.seq_len, plan.micro_batch_size, plan.grad_accum, world, rank,
-                           train_cfg.seed, model_cfg.vocab_size, device, train_cfg.sampling, train_sha256)
-    log.log(f"data order: {train_cfg.sampling} sampling over {sampler.stream.n_windows:,} windows of {train_cfg.seq_len + 1} tokens, "
-            f"{sampler.global_batch} per step; starting at epoch {sampler.epoch(start_step):.3f}")
-    val_sets = validation_sets(data_dir, train_cfg, model_cfg.vocab_size, log.log)
-    last_eval: dict = (state.val_scores if state is not None else None) or {}  # a resume shows the last eval until the next
-    tokenizer = load_tokenizer(train_cfg, model_cfg.vocab_size, log.log) if is_main else None
-    flops_per_token = raw_model.flops_per_token(train_cfg.seq_len)
-    peak = peak_flops(device)
-    budget = train_cfg.budget
-    signals = StopSignals(log.log)
-    signals.install()
-    started = time.time()
-    elapsed = lambda: prior_elapsed + time.time() - started  # noqa: E731
-    spent = lambda: elapsed() / 3600.0 * budget.hourly_rate  # noqa: E731
-    step = start_step
-    last_loss, tokens_per_sec = None, 0.0
-    interval_tokens, interval_time = 0, 0.0
-    first_batch_sha = None
+    tokenizer_dir = Path(train_cfg.tokenizer_model).parent if train_cfg.tokenizer_model else data_dir / "tokenizer"
+    print(f"--smoke: building a tiny dataset in {data_dir} (tokenizer in {tokenizer_dir})", flush=True)
+    ensure_smoke_data(data_dir, tokenizer_dir, model_cfg.vocab_size)
 
-    def snapshot() -> ckpt.TrainingState:
+
+def check_overfit(run: Prepared) -> None:
+    """The overfit check on the main rank (a fresh run's); its failure ends the run on every rank."""
+    check, train_cfg, log = run.train_cfg.checks.overfit_microset, run.train_cfg, run.log
+
+    def run_check() -> None:
+        check_seq = min(check.seq_len, train_cfg.seq_len)
+        batch = WindowSampler(run.data_dir / "train.bin", check_seq, check.batch_size, train_cfg.seed, 0, run.model_cfg.vocab_size, run.device).get(0, 0)
+        lr = check.lr if check.lr is not None else train_cfg.lr
+        log.log(f"overfit check: {check.steps} steps on one batch of {check.batch_size}x{check_seq} tokens at lr {lr:g}")
+        log.phase("overfit-check", f"0/{check.steps} steps")
+
+        def progress(done: int, loss: float) -> None:
+            log.log(f"overfit check: step {done}/{check.steps}, loss {loss:.4f}")
+            log.phase("overfit-check", f"{done}/{check.steps} steps, loss {loss:.4f}")
+        overfit_microset(run.raw_model, batch, check, lr, run.make_optimizer, run.amp_dtype, log.log, progress=progress)
+    try:
+        share_main_result(run.accelerator, run_check)
+    except UserError as exc:
+        log.error(str(exc))
+        log.status(FAILED, step=0, max_steps=run.plan.max_steps, tokens_seen=0, loss=None, val_loss=None,
+                   tokens_per_sec=0.0, elapsed_s=0.0, cost_spent=0.0, world_size=run.world)
+        raise
+
+
+class Fit:
+    """The training loop's state: the wrapped model, the step function, the sampler and
+    schedule, and the counters that status.json, metrics and checkpoints report."""
+
+    def __init__(self, run: Prepared):
+        self.run = run
+        train_cfg, plan, log, device = run.train_cfg, run.plan, run.log, run.device
+        if run.is_main:
+            log.tracker_sink = start_trackers(run.accelerator, train_cfg, run.resolved, log.log)
+        # DDP-wrapped when world > 1; the run keeps the wrapped optimizer (checkpoints save it)
+        self.ddp_model, run.optimizer = run.accelerator.prepare(run.raw_model, run.optimizer)
+        self.model = self.ddp_model
+        if train_cfg.compile:
+            log.log(f"compiling the model (torch.compile, mode {train_cfg.speed.compile_mode}): the first steps are slow")
+            self.model = compile_model(self.ddp_model, train_cfg)
+        self.train_step = TrainStep(self.model, run.optimizer, device, run.amp_dtype, train_cfg.grad_clip, backward=run.accelerator.backward,
+                                    no_sync=lambda: run.accelerator.no_sync(self.ddp_model), clip_grad_norm=run.accelerator.clip_grad_norm_)
+        self.monitor = StepMonitor(device)
+        self.schedule = CosineSchedule(train_cfg.lr, train_cfg.warmup_steps, plan.max_steps, train_cfg.min_lr_ratio)
+        self.sampler = TrainBatches(run.data_dir / "train.bin", train_cfg.seq_len, plan.micro_batch_size, plan.grad_accum, run.world, run.rank,
+                                    train_cfg.seed, run.model_cfg.vocab_size, device, train_cfg.sampling, run.train_sha256)
+        log.log(f"data order: {train_cfg.sampling} sampling over {self.sampler.stream.n_windows:,} windows of {train_cfg.seq_len + 1} tokens, "
+                f"{self.sampler.global_batch} per step; starting at epoch {self.sampler.epoch(run.start_step):.3f}")
+        run_tokenizer = sample_tokenizer(train_cfg, run.model_cfg.vocab_size, log.log)  # every rank counts its windows' bytes
+        self.val_sets = validation_sets(run.data_dir, train_cfg, run_tokenizer, log.log)
+        resumed = run.resumed
+        self.last_eval: dict = (resumed.val_scores if resumed is not None else None) or {}  # a resume shows the last eval until the next
+        self.tokenizer = run_tokenizer if run.is_main else None
+        self.flops_per_token = run.raw_model.flops_per_token(train_cfg.seq_len)
+        self.peak = peak_flops(device)
+        self.budget = train_cfg.budget
+        self.signals = StopSignals(log.log)
+        self.signals.install()
+        self.started = time.time()
+        self.prior_elapsed = resumed.elapsed_s if resumed is not None else 0.0
+        self.step = run.start_step
+        self.tokens_seen = resumed.tokens_seen if resumed is not None else 0
+        self.last_val = resumed.val_loss if resumed is not None else None
+        self.last_loss, self.tokens_per_sec = None, 0.0
+        self.interval_tokens, self.interval_time = 0, 0.0
+        self.first_batch_sha = None
+
+    def elapsed(self) -> float:
+        return self.prior_elapsed + time.time() - self.started
+
+    def spent(self) -> float:
+        return self.elapsed() / 3600.0 * self.budget.hourly_rate
+
+    def micro_batches(self):
+        """This step's micro-batches on this rank (the first one's hash is recorded in ranks.json)."""
+        for micro in range(self.run.plan.grad_accum):
+            inputs, targets = self.sampler.get(self.step, micro)
+            if self.first_batch_sha is None:
+                self.first_batch_sha = hashlib.sha256(inputs.cpu().numpy().tobytes()).hexdigest()
+            yield inputs, targets
+
+    def snapshot(self) -> ckpt.TrainingState:
+        from accelerate.utils import gather_object
+
+        world = self.run.world
         rngs = gather_object([ckpt.capture_rng_state()]) if world > 1 else [ckpt.capture_rng_state()]
-        return ckpt.TrainingState(step=step, tokens_seen=tokens_seen, elapsed_s=elapsed(), cost_spent=spent(), val_loss=last_val,
-                                  world_size=world, data_state=sampler.state_dict(step), scheduler_state=schedule.state_dict(step), rng_states=rngs,
-                                  val_scores=last_eval or None)
+        return ckpt.TrainingState(step=self.step, tokens_seen=self.tokens_seen, elapsed_s=self.elapsed(), cost_spent=self.spent(), val_loss=self.last_val,
+                                  world_size=world, data_state=self.sampler.state_dict(self.step), scheduler_state=self.schedule.state_dict(self.step), rng_states=rngs,
+                                  val_scores=self.last_eval or None)
 
-    def fail_non_finite(what: str, lr: float) -> None:
-        latest = ckpt.latest_checkpoint(run_dir)
+    def fail_non_finite(self, what: str, lr: float) -> None:
+        latest = ckpt.latest_checkpoint(self.run.run_dir)
         raise UserError(
-            f"{what} by step {step} (lr {lr:.3e}); the run is stopped and no checkpoint was written from it. "
+            f"{what} by step {self.step} (lr {lr:.3e}); the run is stopped and no checkpoint was written from it. "
             f"The last good checkpoint is {latest or 'none (none was written yet)'}. Lower train.lr, raise "
             f"train.warmup_steps or check the data, then rerun (it resumes from that checkpoint)."
         )
 
-    def save(folder: Path, what: str) -> None:
+    def save(self, folder: Path, what: str) -> None:
+        run, log = self.run, self.run.log
         # An update can leave inf/NaN weights that only the next step's loss would show: never save those.
-        if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
+        if not all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
             raise UserError(
-                f"the weights became non-finite at step {step} (an update with lr {schedule.lr_at(step - 1):.3e} blew up); "
+                f"the weights became non-finite at step {self.step} (an update with lr {self.schedule.lr_at(self.step - 1):.3e} blew up); "
                 f"the run is stopped and no checkpoint was written from it. The last good checkpoint is "
-                f"{ckpt.latest_checkpoint(run_dir) or 'none (none was written yet)'}. Lower train.lr, raise "
+                f"{ckpt.latest_checkpoint(run.run_dir) or 'none (none was written yet)'}. Lower train.lr, raise "
                 f"train.warmup_steps or check the data, then rerun (it resumes from that checkpoint)."
             )
-        state = snapshot()  # a collective: every rank takes part
-        if is_main:
+        state = self.snapshot()  # a collective: every rank takes part
+        if run.is_main:
             t0 = time.time()
             log.phase("checkpoint", str(folder))
-            ckpt.save_checkpoint(folder, raw_model, optimizer, state, resolved)
-            removed = ckpt.prune_checkpoints(run_dir, train_cfg.keep_last)
+            ckpt.save_checkpoint(folder, run.raw_model, run.optimizer, state, run.resolved)
+            removed = ckpt.prune_checkpoints(run.run_dir, run.train_cfg.keep_last)
             log.log(f"{what} checkpoint: {folder} ({time.time() - t0:.1f} s)" + (f"; removed {len(removed)} old" if removed else ""))
             log.phase("training")
-        accelerator.wait_for_everyone()
+        run.accelerator.wait_for_everyone()
 
-    def status(state_name: str) -> None:
-        log.status(state_name, step=step, max_steps=plan.max_steps, tokens_seen=tokens_seen, loss=last_loss, val_loss=last_val,
-                   tokens_per_sec=tokens_per_sec, elapsed_s=elapsed(), cost_spent=spent(), world_size=world,
-                   val_bpb=(last_eval.get("mix") or {}).get("bpb"), val_sources={k: v for k, v in last_eval.items() if k != "mix"},
-                   epoch=sampler.epoch(step))
+    def status(self, state_name: str) -> None:
+        self.run.log.status(state_name, step=self.step, max_steps=self.run.plan.max_steps, tokens_seen=self.tokens_seen, loss=self.last_loss,
+                            val_loss=self.last_val, tokens_per_sec=self.tokens_per_sec, elapsed_s=self.elapsed(), cost_spent=self.spent(),
+                            world_size=self.run.world, val_bpb=(self.last_eval.get("mix") or {}).get("bpb"),
+                            val_sources={k: v for k, v in self.last_eval.items() if k != "mix"}, epoch=self.sampler.epoch(self.step))
 
-    final_state = FINISHED
-    try:
-        if step >= plan.max_steps:
-            log.log(f"nothing to do: already at step {step} of {plan.max_steps}")
-        log.phase_name = "training"
-        status("running")
-        if is_main:
-            ckpt.prune_checkpoints(run_dir, train_cfg.keep_last)  # leftovers of a killed write
-        model.train()
-        while step < plan.max_steps:
-            t0 = time.perf_counter()
-            lr = schedule.lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if sampler.stream.sampling == "epoch" and int(sampler.epoch(step)) > int(sampler.epoch(step - 1)) and step > 0:
-                log.log(f"epoch {int(sampler.epoch(step))} begins at step {step}: every window of train.bin was used once per epoch so far")
+    def evaluate(self) -> None:
+        """Val loss on the fixed windows, the loss curve, and the fixed-prompt sample."""
+        run, log, train_cfg = self.run, self.run.log, self.run.train_cfg
+        t_eval = time.time()
+        log.phase("eval")
+        self.last_eval = evaluate(self.model, self.val_sets, train_cfg, run.plan.micro_batch_size, run.accelerator, run.amp_dtype, run.model_cfg.vocab_size)
+        self.last_val = self.last_eval["mix"]["loss"]
+        log.metrics({"type": "eval", "step": self.step, "tokens_seen": self.tokens_seen, "val_loss": self.last_val, "val_bpb": self.last_eval["mix"]["bpb"],
+                     "val_sources": {k: v for k, v in self.last_eval.items() if k != "mix"}, "elapsed_s": self.elapsed(), "time": time.time()})
+        log.log(f"eval step {self.step}: {format_eval(self.last_eval)} ({time.time() - t_eval:.1f} s)")
+        log.phase("training")
+        log.plot_loss_curve()
+        if self.tokenizer is not None:
+            text = fixed_prompt_sample(run.raw_model, self.tokenizer, train_cfg, run.device, run.amp_dtype, self.step)
+            log.append_sample(f"step {self.step} (tokens {self.tokens_seen:,}, val loss {self.last_val:.4f}):\n{train_cfg.fixed_prompt}{text}")
+            log.log(f"sample: {train_cfg.fixed_prompt}{text!r}")
 
-            def micro_batches():
-                nonlocal first_batch_sha
-                for micro in range(plan.grad_accum):
-                    inputs, targets = sampler.get(step, micro)
-                    if first_batch_sha is None:
-                        first_batch_sha = hashlib.sha256(inputs.cpu().numpy().tobytes()).hexdigest()
-                    yield inputs, targets
-            monitor.add(train_step(micro_batches(), plan.grad_accum))
-            step += 1
-            tokens_seen += plan.tokens_per_step
-            interval_tokens += plan.tokens_per_step
 
-            # Reading the device waits for it: only at log, eval and checkpoint steps (one small
-            # collective then: mean loss, grad norm, any non-finite step, whether a rank must stop).
-            over_budget = budget.hourly_rate > 0 and spent() >= budget.max_cost
-            host_flags = [float(signals.requested is not None), float(over_budget)]
-            due = (step % train_cfg.log_interval == 0 or step % train_cfg.eval_interval == 0
-                   or step % train_cfg.checkpoint_interval == 0 or step == plan.max_steps
-                   or (options.stop_at_step is not None and step >= options.stop_at_step))
-            flags = [0.0, 0.0, 0.0, 0.0, 0.0]
-            if due or (world == 1 and any(host_flags)):
-                flags = monitor.read(host_flags, lambda t: accelerator.reduce(t, reduction="sum"), world)
-                last_loss, grad_norm = flags[0], flags[1]
-                if not math.isfinite(last_loss) or flags[2] > 0:
-                    fail_non_finite(f"the loss or gradient norm became non-finite (last loss {last_loss:.4f}, gradient norm {grad_norm:.4g})", lr)
-            interval_time += time.perf_counter() - t0
+def fit(loop: Fit) -> str:
+    """The training loop, until max_steps or a stop (signal, budget, --stop_at_step); returns
+    the final state. Checkpoints on the way, and at the end (final/ or the stop's step folder)."""
+    run = loop.run
+    accelerator, train_cfg, plan, log, options = run.accelerator, run.train_cfg, run.plan, run.log, run.options
+    world, budget, sampler, signals = run.world, loop.budget, loop.sampler, loop.signals
+    if loop.step >= plan.max_steps:
+        log.log(f"nothing to do: already at step {loop.step} of {plan.max_steps}")
+    log.phase_name = "training"
+    loop.status("running")
+    if run.is_main:
+        ckpt.prune_checkpoints(run.run_dir, train_cfg.keep_last)  # leftovers of a killed write
+    loop.model.train()
+    while loop.step < plan.max_steps:
+        t0 = time.perf_counter()
+        lr = loop.schedule.lr_at(loop.step)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        step = loop.step
+        if sampler.stream.sampling == "epoch" and int(sampler.epoch(step)) > int(sampler.epoch(step - 1)) and step > 0:
+            log.log(f"epoch {int(sampler.epoch(step))} begins at step {step}: every window of train.bin was used once per epoch so far")
+        loop.monitor.add(loop.train_step(loop.micro_batches(), plan.grad_accum))
+        loop.step = step = step + 1
+        loop.tokens_seen += plan.tokens_per_step
+        loop.interval_tokens += plan.tokens_per_step
 
-            stop_reason = None
-            if flags[3] > 0:
-                stop_reason = "signal"
-            elif flags[4] > 0:
-                stop_reason = "budget"
-            elif options.stop_at_step is not None and step >= options.stop_at_step and step < plan.max_steps:
-                stop_reason = "stop_at_step"
-            last = step == plan.max_steps or stop_reason is not None
+        # Reading the device waits for it: only at log, eval and checkpoint steps (one small
+        # collective then: mean loss, grad norm, any non-finite step, whether a rank must stop).
+        over_budget = budget.hourly_rate > 0 and loop.spent() >= budget.max_cost
+        host_flags = [float(signals.requested is not None), float(over_budget)]
+        due = (step % train_cfg.log_interval == 0 or step % train_cfg.eval_interval == 0
+               or step % train_cfg.checkpoint_interval == 0 or step == plan.max_steps
+               or (options.stop_at_step is not None and step >= options.stop_at_step))
+        flags = [0.0, 0.0, 0.0, 0.0, 0.0]
+        if due or (world == 1 and any(host_flags)):
+            flags = loop.monitor.read(host_flags, lambda t: accelerator.reduce(t, reduction="sum"), world)
+            loop.last_loss, grad_norm = flags[0], flags[1]
+            if not math.isfinite(loop.last_loss) or flags[2] > 0:
+                loop.fail_non_finite(f"the loss or gradient norm became non-finite (last loss {loop.last_loss:.4f}, gradient norm {grad_norm:.4g})", lr)
+        loop.interval_time += time.perf_counter() - t0
 
-            if step % train_cfg.log_interval == 0 or last:
-                tokens_per_sec = interval_tokens / max(interval_time, 1e-9)
-                mfu = flops_per_token * tokens_per_sec / (peak * world) if peak else None
-                log.metrics({"type": "train", "step": step, "tokens_seen": tokens_seen, "loss": last_loss, "lr": lr,
-                             "grad_norm": float(grad_norm), "tokens_per_sec": tokens_per_sec, "mfu": mfu, "epoch": sampler.epoch(step),
-                             "elapsed_s": elapsed(), "cost_spent": spent(), "time": time.time()})
-                log.log(train_line(step, plan.max_steps, last_loss, lr, float(grad_norm), tokens_per_sec, mfu, elapsed(), spent()) + f" | epoch {sampler.epoch(step):.3f}")
-                status("running")
-                interval_tokens, interval_time = 0, 0.0
+        stop_reason = None
+        if flags[3] > 0:
+            stop_reason = "signal"
+        elif flags[4] > 0:
+            stop_reason = "budget"
+        elif options.stop_at_step is not None and step >= options.stop_at_step and step < plan.max_steps:
+            stop_reason = "stop_at_step"
+        last = step == plan.max_steps or stop_reason is not None
 
-            if step % train_cfg.eval_interval == 0 or step == plan.max_steps:
-                t_eval = time.time()
-                log.phase("eval")
-                last_eval = evaluate(model, val_sets, train_cfg, plan.micro_batch_size, accelerator, amp_dtype, model_cfg.vocab_size)
-                last_val = last_eval["mix"]["loss"]
-                log.metrics({"type": "eval", "step": step, "tokens_seen": tokens_seen, "val_loss": last_val, "val_bpb": last_eval["mix"]["bpb"],
-                             "val_sources": {k: v for k, v in last_eval.items() if k != "mix"}, "elapsed_s": elapsed(), "time": time.time()})
-                log.log(f"eval step {step}: {format_eval(last_eval)} ({time.time() - t_eval:.1f} s)")
-                log.phase("training")
-                log.plot_loss_curve()
-                if tokenizer is not None:
-                    text = fixed_prompt_sample(raw_model, tokenizer, train_cfg, device, amp_dtype, step)
-                    log.append_sample(f"step {step} (tokens {tokens_seen:,}, val loss {last_val:.4f}):\n{train_cfg.fixed_prompt}{text}")
-                    log.log(f"sample: {train_cfg.fixed_prompt}{text!r}")
+        if step % train_cfg.log_interval == 0 or last:
+            loop.tokens_per_sec = loop.interval_tokens / max(loop.interval_time, 1e-9)
+            mfu = loop.flops_per_token * loop.tokens_per_sec / (loop.peak * world) if loop.peak else None
+            log.metrics({"type": "train", "step": step, "tokens_seen": loop.tokens_seen, "loss": loop.last_loss, "lr": lr,
+                         "grad_norm": float(grad_norm), "tokens_per_sec": loop.tokens_per_sec, "mfu": mfu, "epoch": sampler.epoch(step),
+                         "elapsed_s": loop.elapsed(), "cost_spent": loop.spent(), "time": time.time()})
+            log.log(train_line(step, plan.max_steps, loop.last_loss, lr, float(grad_norm), loop.tokens_per_sec, mfu, loop.elapsed(), loop.spent())
+                    + f" | epoch {sampler.epoch(step):.3f}")
+            loop.status("running")
+            loop.interval_tokens, loop.interval_time = 0, 0.0
 
-            if stop_reason is not None:
-                if stop_reason == "budget":
-                    log.log(f"budget reached: ${spent():.2f} spent of budget.max_cost ${budget.max_cost:.2f}; stopping at step {step} with a final checkpoint")
-                    save(run_dir / FINAL_DIR, "final")  # the model the budget bought; raise max_cost to resume from it
-                else:
-                    why = f"{signals.requested} received" if stop_reason == "signal" else f"--stop_at_step {options.stop_at_step}"
-                    log.log(f"stopping at step {step} ({why}); the run resumes from this checkpoint when started again")
-                    save(run_dir / CHECKPOINTS_DIR / step_dir_name(step), "stop")
-                final_state = STOPPED
-                break
-            if step % train_cfg.checkpoint_interval == 0 and step < plan.max_steps:
-                save(run_dir / CHECKPOINTS_DIR / step_dir_name(step), "step")
-        else:
-            if step > start_step or resume_from is None:
-                save(run_dir / FINAL_DIR, "final")
+        if step % train_cfg.eval_interval == 0 or step == plan.max_steps:
+            loop.evaluate()
 
-        # DDP keeps every rank's weights equal; record it (and which data each rank saw).
-        ranks = gather_object([{"rank": rank, "first_batch_sha256": first_batch_sha, "weights_sha256": weights_sha256(raw_model)}])
-        if is_main:
-            atomic_write_text(run_dir / RANKS_FILE, json.dumps({"world_size": world, "ranks": ranks}, indent=2) + "\n")
-            if len({r["weights_sha256"] for r in ranks}) > 1:
-                log.log("warning: the ranks' weights differ at the end; data-parallel training went out of sync")
-        status(final_state)
-        log.log(f"{final_state} at step {step}/{plan.max_steps}: {tokens_seen:,} tokens, loss {last_loss}, val loss {last_val}, "
-                f"{elapsed() / 3600:.2f} h, ${spent():.2f}")
-        return final_state
-    except BaseException as exc:
-        if isinstance(exc, UserError):
-            log.error(str(exc))
-        status(FAILED)
-        raise
-    finally:
-        signals.restore()
-        # Closes the trackers (event files, the W&B run) and destroys the process group. torch does not
-        # destroy it at exit: gloo's threads then die in static destructors and a rank that finished
-        # cleanly can abort ("terminate called without an active exception", SIGABRT).
-        accelerator.end_training()
-        log.close()
-        if lock is not None:
-            lock.close()
+        if stop_reason is not None:
+            if stop_reason == "budget":
+                log.log(f"budget reached: ${loop.spent():.2f} spent of budget.max_cost ${budget.max_cost:.2f}; stopping at step {step} with a final checkpoint")
+                loop.save(run.run_dir / FINAL_DIR, "final")  # the model the budget bought; raise max_cost to resume from it
+            else:
+                why = f"{signals.requested} received" if stop_reason == "signal" else f"--stop_at_step {options.stop_at_step}"
+                log.log(f"stopping at step {step} ({why}); the run resumes from this checkpoint when started again")
+                loop.save(run.run_dir / CHECKPOINTS_DIR / step_dir_name(step), "stop")
+            return STOPPED
+        if step % train_cfg.checkpoint_interval == 0 and step < plan.max_steps:
+            loop.save(run.run_dir / CHECKPOINTS_DIR / step_dir_name(step), "step")
+    if loop.step > run.start_step or run.resume_from is None:
+        loop.save(run.run_dir / FINAL_DIR, "final")
+    return FINISHED
+
+
+def finish(loop: Fit, final_state: str) -> None:
+    """Record each rank's weights and first batch (ranks.json), the final status and log line."""
+    from accelerate.utils import gather_object
+
+    run, log = loop.run, loop.run.log
+    # DDP keeps every rank's weights equal; record it (and which data each rank saw).
+    ranks = gather_object([{"rank": run.rank, "first_batch_sha256": loop.first_batch_sha, "weights_sha256": weights_sha256(run.raw_model)}])
+    if run.is_main:
+        atomic_write_text(run.run_dir / RANKS_FILE, json.dumps({"world_size": run.world, "ranks": ranks}, indent=2) + "\n")
+        if len({r["weights_sha256"] for r in ranks}) > 1:
+            log.log("warning: the ranks' weights differ at the end; data-parallel training went out of sync")
+    loop.status(final_state)
+    log.log(f"{final_state} at step {loop.step}/{run.plan.max_steps}: {loop.tokens_seen:,} tokens, loss {loop.last_loss}, val loss {loop.last_val}, "
+            f"{loop.elapsed() / 3600:.2f} h, ${loop.spent():.2f}")
 
 
 # -- command line -------------------------------------------------------------------------------

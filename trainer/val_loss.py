@@ -1,5 +1,5 @@
-"""Validation loss and bits per byte on fixed windows of the mix and of each source, and the
-fixed-prompt sample written at each eval."""
+"""In-training validation: loss and bits per byte on fixed windows of the mix and of each
+source, and the fixed-prompt sample written at each eval."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,24 +9,24 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from trainer.batches import WindowSampler, read_data_meta, validation_starts
+from trainer.batches import WindowSampler, validation_files, validation_starts
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
-from runcontract.config import TOKEN_DTYPE, TrainConfig
+from runcontract.config import TrainConfig
 from trainer.model import Transformer
 from trainer.precision import autocast
+from trainer.prepared_files import open_tokens, read_data_meta, token_count
+from trainer.tokenizer import load_tokenizer
 
 
-def load_tokenizer(train_cfg: TrainConfig, vocab_size: int, log: Callable[[str], None]):
-    """The SentencePiece model for samples, or None (with a warning) when unusable."""
+def sample_tokenizer(train_cfg: TrainConfig, vocab_size: int, log: Callable[[str], None]):
+    """The run's SentencePiece model (samples, bits per byte), or None (with a warning) when unusable."""
     if not train_cfg.tokenizer_model:
         return None
     path = Path(train_cfg.tokenizer_model)
     if not path.is_file():
         log(f"warning: tokenizer {path} not found: fixed_prompt samples are skipped")
         return None
-    import sentencepiece as spm
-
-    tokenizer = spm.SentencePieceProcessor(model_file=str(path))
+    tokenizer = load_tokenizer(path, "set train.tokenizer_model to the tokenizer/spm.model the data was built with")
     if tokenizer.get_piece_size() > vocab_size:
         log(f"warning: tokenizer {path} has {tokenizer.get_piece_size()} tokens, more than model.vocab_size {vocab_size}: samples are skipped")
         return None
@@ -44,40 +44,17 @@ class ValidationSet:
     window_bytes: Optional[np.ndarray]  # UTF-8 bytes each window's targets decode to; None without a tokenizer
 
 
-def byte_tables(train_cfg: TrainConfig, vocab_size: int):
-    """(byte length per token, word-initial flags) of the run's tokenizer for bits per byte, or None."""
-    path = Path(train_cfg.tokenizer_model) if train_cfg.tokenizer_model else None
-    if path is None or not path.is_file():
-        return None
-    import sentencepiece as spm
-
-    tokenizer = spm.SentencePieceProcessor(model_file=str(path))
-    if tokenizer.get_piece_size() > vocab_size:
-        return None
-    return token_byte_lengths(tokenizer), starts_with_space(tokenizer)
-
-
-def validation_sets(data_dir: Path, train_cfg: TrainConfig, vocab_size: int, log: Callable[[str], None]) -> list[ValidationSet]:
-    """The mix and, when the data has several sources, each source apart (data_meta.json's val_sources)."""
-    meta = read_data_meta(data_dir) or {}
-    files = [("mix", data_dir / "val.bin")]
-    sources = meta.get("val_sources") or []
-    if len(sources) > 1:  # with one source its split is val.bin itself
-        for entry in sources:
-            path = data_dir / entry["file"]
-            if not path.is_file() or entry["tokens"] < train_cfg.seq_len + 1:
-                log(f"warning: validation split {path} is missing or shorter than one window: no val loss for {entry['source']}")
-                continue
-            files.append((entry["source"], path))
-    tables = byte_tables(train_cfg, vocab_size)
-    eos_id = meta.get("eos_id")
+def validation_sets(data_dir: Path, train_cfg: TrainConfig, tokenizer, log: Callable[[str], None]) -> list[ValidationSet]:
+    """The mix and, when the data has several sources, each source apart (data_meta.json's
+    val_sources); bytes per window for bits per byte when ``tokenizer`` (sample_tokenizer's) is given."""
+    tables = (token_byte_lengths(tokenizer), starts_with_space(tokenizer)) if tokenizer is not None else None
+    eos_id = (read_data_meta(data_dir) or {}).get("eos_id")
     sets = []
-    for name, path in files:
-        n_tokens = path.stat().st_size // np.dtype(TOKEN_DTYPE).itemsize
-        starts = validation_starts(n_tokens, train_cfg.seq_len, train_cfg.eval_tokens, train_cfg.seed)
+    for name, path in validation_files(data_dir, train_cfg.seq_len, log):
+        starts = validation_starts(token_count(path), train_cfg.seq_len, train_cfg.eval_tokens, train_cfg.seed)
         window_bytes = None
         if tables is not None:
-            tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+            tokens = open_tokens(path)
             windows = [np.asarray(tokens[s:s + train_cfg.seq_len + 1], dtype=np.int64) for s in starts]
             del tokens
             if max(int(w.max()) for w in windows) >= len(tables[0]):

@@ -1,9 +1,9 @@
-"""Sanity checks before the main loop.
+"""The micro-set overfit check, run before the main loop.
 
-The micro-set overfit check trains a copy of the model on one tiny fixed batch for a few steps
-and demands that the loss falls by a factor. A healthy model memorises a few hundred tokens
-quickly; if it cannot, the main run would waste money (lr 0, a detached graph, frozen weights,
-broken data, a loss that ignores the targets).
+It trains a copy of the model on one tiny fixed batch for a few steps and demands that the
+loss falls by a factor. A healthy model memorises a few hundred tokens quickly; if it
+cannot, the main run would waste money (lr 0, a detached graph, frozen weights, broken data,
+a loss that ignores the targets).
 """
 from __future__ import annotations
 
