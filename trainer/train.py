@@ -593,7 +593,7 @@ def launch_screen(argv: list[str], train_cfg: TrainConfig) -> None:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ:
         raise UserError("--launch_screen cannot be used under accelerate launch/torchrun (each rank would detach); "
-                        "start the launcher itself in screen: screen -dmS train accelerate launch -m trainer.train ...")
+                        f"start the launcher itself detached: tmux new-session -d -s {session_name(train_cfg.run_name)} accelerate launch -m trainer.train ...")
     tool = pick_multiplexer()
     session = session_name(train_cfg.run_name)
     command = [sys.executable, "-m", "trainer.train", *[a for a in argv if a != "--launch_screen"]]

@@ -12,7 +12,7 @@ OUTPUTS = ["data/train.bin", "data/val.bin"]
 def command(ctx: RunContext) -> str:
     run = ctx.config.run
     return module_command(ctx, "trainer.data", ["--data_config", run.data_config_path, "--tokenizer_model", "tokenizer/spm.model",
-                                                "--out_dir", "data", "--train_tokens", str(run.data.train_tokens),
+                                                "--output_dir", "data", "--train_tokens", str(run.data.train_tokens),
                                                 "--val_tokens", str(run.data.val_tokens)])
 
 
