@@ -16,7 +16,6 @@ time, never correctness.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -33,7 +32,9 @@ from launcher.box import Box, BoxError, command_failed
 from launcher.config import LauncherConfig
 from launcher.store import human_bytes
 from launcher.tmux_job import Window, session_name
+from runcontract.budget import BudgetConfig
 from runcontract.errors import EXIT_INTERRUPTED, EXIT_OVER_BUDGET, OverBudgetError, UserError
+from runcontract.run_files import CostFile, StatusFile
 from runcontract.run_folder import (
     CONFIG_FILE, COST_FILE, FAILED, FINISHED, LAUNCHER_PHASES, STOPPED, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TRAINER_EXIT_FILE, TRAINER_STARTING,
     TRAINER_STDERR_LOG, run_rel,
@@ -92,11 +93,14 @@ class RunContext:
     def rate(self) -> float:
         return float(self.hourly_rate if self.hourly_rate is not None else self.config.budget.hourly_rate)
 
+    @property
+    def budget(self) -> BudgetConfig:
+        """The run's budget: budget.max_cost at the box's live rate; the trainer (--set) and the agent (store.json) get it."""
+        return self.config.budget.model_copy(update={"hourly_rate": self.rate})
+
     def trainer_sets(self) -> list[str]:
         """``--set`` overrides for every trainer step: run.set, then the launcher's budget and run name."""
-        sets = [*self.config.run.overrides,
-                f"train.budget.hourly_rate={self.rate}", f"train.budget.max_cost={self.config.budget.max_cost}",
-                f"train.run_name={self.run_name}"]
+        sets = [*self.config.run.overrides, *self.budget.overrides("train.budget"), f"train.run_name={self.run_name}"]
         by_key: dict[str, str] = {}  # each key once: the last value wins, as it would on the trainer's command line
         for item in sets:
             key = item.partition("=")[0].strip()
@@ -389,12 +393,13 @@ def _cost_done(ctx: RunContext) -> Optional[str]:
 
 def _over_budget_reason(ctx: RunContext) -> str:
     """The cost verdict's figures, from the cost.json trainer.cost wrote (never from its output)."""
+    path = f"{ctx.run_dir}/{COST_FILE}"
     try:
-        cost = json.loads(ctx.box.get_file(f"{ctx.run_dir}/{COST_FILE}") or b"{}")
-        return (f"projected cost ${cost['total_cost']:,.2f} ({cost['hours']:,.1f} h at ${cost['hourly_rate']:.2f}/h "
-                f"for {cost['target_tokens']:,} tokens) exceeds budget.max_cost ${cost['max_cost']:,.2f}")
-    except (ValueError, KeyError, TypeError):
-        return f"the projected cost exceeds budget.max_cost ({ctx.run_dir}/{COST_FILE} is unreadable)"
+        cost = CostFile.parse(ctx.box.get_file(path) or b"", path)
+        return (f"projected cost ${cost.total_cost:,.2f} ({cost.hours:,.1f} h at ${cost.hourly_rate:.2f}/h "
+                f"for {cost.target_tokens:,} tokens) exceeds budget.max_cost ${cost.max_cost or 0:,.2f}")
+    except UserError:
+        return f"the projected cost exceeds budget.max_cost ({path} is unreadable)"
 
 
 def _cost_run(ctx: RunContext) -> str:
@@ -466,10 +471,7 @@ def train_windows(ctx: RunContext) -> list[Window]:
 def write_store_config(ctx: RunContext) -> None:
     from launcher.agent import store_config_json
 
-    config = ctx.config
-    if ctx.hourly_rate is not None:
-        config = config.model_copy(deep=True)
-        config.budget.hourly_rate = ctx.hourly_rate
+    config = ctx.config.model_copy(update={"budget": ctx.budget})
     ctx.box.put_text(f"{ctx.run_dir}/{STORE_CONFIG_FILE}", store_config_json(config, ctx.run_name, ctx.instance_id))
 
 
@@ -606,13 +608,13 @@ def write_launcher_phase(ctx: RunContext, stage: str, state: str = "preparing", 
         return
     path = f"{ctx.run_dir}/{STATUS_FILE}"
     try:
-        previous = json.loads(ctx.box.get_file(path) or b"{}")
-    except (ValueError, BoxError):
+        previous = StatusFile.parse(ctx.box.get_file(path) or b"", path).to_json()
+    except (UserError, BoxError):
         previous = {}
-    record = {k: v for k, v in (previous if isinstance(previous, dict) else {}).items() if k != "pid"}  # no trainer runs yet
-    record.update(state=state, phase=stage, progress=progress, updated=time.time())
+    previous.pop("pid", None)  # no trainer runs yet
+    record = StatusFile(**{**previous, "state": state, "phase": stage, "progress": progress, "updated": time.time()})
     try:
-        ctx.box.put_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        ctx.box.put_text(path, record.to_text())
     except BoxError:
         pass  # the stage itself reports an unreachable box
 
@@ -627,11 +629,11 @@ def finished_run(ctx: RunContext) -> Optional[str]:
     import yaml
 
     try:
-        status = json.loads(ctx.box.get_file(f"{ctx.run_dir}/{STATUS_FILE}") or b"{}")
+        status = StatusFile.parse(ctx.box.get_file(f"{ctx.run_dir}/{STATUS_FILE}") or b"", f"{ctx.run_dir}/{STATUS_FILE}")
         resolved = yaml.safe_load(ctx.box.get_file(f"{ctx.run_dir}/{CONFIG_FILE}") or b"{}") or {}
-    except ValueError:
+    except (UserError, ValueError):
         return None
-    if not isinstance(status, dict) or status.get("state") != FINISHED or not isinstance(status.get("step"), int):
+    if status.state != FINISHED or status.step is None:
         return None
     train_cfg = ctx.train_config()
     tokens_per_step = (resolved.get("runtime") or {}).get("tokens_per_step") if isinstance(resolved, dict) else None
@@ -640,13 +642,13 @@ def finished_run(ctx: RunContext) -> Optional[str]:
     elif isinstance(tokens_per_step, int) and tokens_per_step > 0:
         asked = math.ceil(train_cfg.target_tokens / tokens_per_step)
     else:
-        asked = status.get("max_steps") or status["step"]
-    if status["step"] < asked:
+        asked = status.max_steps or status.step
+    if status.step < asked:
         return None
-    figures = ", ".join(f"{label} {status[key]:.4f}" for key, label in (("loss", "loss"), ("val_loss", "val loss"))
-                        if isinstance(status.get(key), (int, float)))
+    figures = ", ".join(f"{label} {value:.4f}" for value, label in ((status.loss, "loss"), (status.val_loss, "val loss"))
+                        if value is not None)
     where = f" in {ctx.config_path}" if ctx.config_path else ""
-    return (f"run {ctx.run_name!r} is complete: it finished at step {status['step']}/{status.get('max_steps', asked)}"
+    return (f"run {ctx.run_name!r} is complete: it finished at step {status.step}/{status.max_steps if status.max_steps is not None else asked}"
             f"{' (' + figures + ')' if figures else ''} on {ctx.box.label}, and this config asks for no more. Nothing was "
             f"run or changed. To train it further, raise train.max_steps or train.target_tokens under run.set{where} "
             "(training resumes from its final checkpoint); to start a fresh run, give it a new run.name. "

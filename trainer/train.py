@@ -36,7 +36,9 @@ from trainer.cpu_threads import apply_cpu_threads
 from trainer.cli_args import add_config_args, load_configs
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import UserError, cli_main
-from runcontract.manifest import ManifestError, verify_manifest
+from runcontract.manifest import ManifestError, read_manifest, verify_manifest
+from runcontract.budget import spent as budget_spent
+from runcontract.run_files import EvalMetrics, Throughput, TrainMetrics
 from runcontract.run_folder import (
     CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
     recency, step_dir_name, step_of_dir,
@@ -84,10 +86,10 @@ def resolve_micro_batch(train_cfg: TrainConfig, run_dir: Path) -> tuple[int, str
     throughput = run_dir / THROUGHPUT_FILE
     if throughput.is_file():
         try:
-            value = json.loads(throughput.read_text()).get("micro_batch_size")
-        except ValueError:
+            value = Throughput.read(throughput).micro_batch_size
+        except UserError:
             value = None
-        if isinstance(value, int) and value >= 1:
+        if value is not None and value >= 1:
             return value, str(throughput)
     return DEFAULT_MICRO_BATCH, f"default (no {THROUGHPUT_FILE})"
 
@@ -117,7 +119,7 @@ def find_resume_point(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
         final = run_dir / FINAL_DIR
         if final.is_dir():
             try:
-                step = int(ckpt.read_manifest(final).meta.get("step", 0))
+                step = int(read_manifest(final).meta.get("step", 0))
             except ManifestError:
                 step = sys.maxsize  # a broken final/ is reported below
             candidates.append((step, final))
@@ -311,7 +313,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     signals.install()
     started = time.time()
     elapsed = lambda: prior_elapsed + time.time() - started  # noqa: E731
-    spent = lambda: elapsed() / 3600.0 * budget.hourly_rate  # noqa: E731
+    spent = lambda: budget_spent(elapsed(), budget.hourly_rate)  # noqa: E731
     step = start_step
     last_loss, tokens_per_sec = None, 0.0
     interval_tokens, interval_time = 0, 0.0
@@ -387,7 +389,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
 
             # Reading the device waits for it: only at log, eval and checkpoint steps (one small
             # collective then: mean loss, grad norm, any non-finite step, whether a rank must stop).
-            over_budget = budget.hourly_rate > 0 and spent() >= budget.max_cost
+            over_budget = budget.reached(spent())
             host_flags = [float(signals.requested is not None), float(over_budget)]
             due = (step % train_cfg.log_interval == 0 or step % train_cfg.eval_interval == 0
                    or step % train_cfg.checkpoint_interval == 0 or step == plan.max_steps
@@ -412,9 +414,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
             if step % train_cfg.log_interval == 0 or last:
                 tokens_per_sec = interval_tokens / max(interval_time, 1e-9)
                 mfu = flops_per_token * tokens_per_sec / (peak * world) if peak else None
-                log.metrics({"type": "train", "step": step, "tokens_seen": tokens_seen, "loss": last_loss, "lr": lr,
-                             "grad_norm": float(grad_norm), "tokens_per_sec": tokens_per_sec, "mfu": mfu, "epoch": sampler.epoch(step),
-                             "elapsed_s": elapsed(), "cost_spent": spent(), "time": time.time()})
+                log.metrics(TrainMetrics(step=step, tokens_seen=tokens_seen, loss=last_loss, lr=lr,
+                                         grad_norm=float(grad_norm), tokens_per_sec=tokens_per_sec, mfu=mfu, epoch=sampler.epoch(step),
+                                         elapsed_s=elapsed(), cost_spent=spent(), time=time.time()))
                 log.log(train_line(step, plan.max_steps, last_loss, lr, float(grad_norm), tokens_per_sec, mfu, elapsed(), spent()) + f" | epoch {sampler.epoch(step):.3f}")
                 status("running")
                 interval_tokens, interval_time = 0, 0.0
@@ -424,8 +426,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
                 log.phase("eval")
                 last_eval = evaluate(model, val_sets, train_cfg, plan.micro_batch_size, accelerator, amp_dtype, model_cfg.vocab_size)
                 last_val = last_eval["mix"]["loss"]
-                log.metrics({"type": "eval", "step": step, "tokens_seen": tokens_seen, "val_loss": last_val, "val_bpb": last_eval["mix"]["bpb"],
-                             "val_sources": {k: v for k, v in last_eval.items() if k != "mix"}, "elapsed_s": elapsed(), "time": time.time()})
+                log.metrics(EvalMetrics(step=step, tokens_seen=tokens_seen, val_loss=last_val, val_bpb=last_eval["mix"]["bpb"],
+                                        val_sources={k: v for k, v in last_eval.items() if k != "mix"}, elapsed_s=elapsed(), time=time.time()))
                 log.log(f"eval step {step}: {format_eval(last_eval)} ({time.time() - t_eval:.1f} s)")
                 log.phase("training")
                 log.plot_loss_curve()
