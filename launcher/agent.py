@@ -395,8 +395,8 @@ class Mirror:
         if status is None or status.state == FINISHED:
             return
         if not self.budget_hit:
-            if status.state in ENDED_STATES or not self.cfg.budget.reached(self.spent_now(status, mtime)):
-                return  # it ended on its own terms, or died under budget (a failure, not a budget stop)
+            if status.state != "running" or not self.cfg.budget.reached(self.spent_now(status, mtime)):
+                return  # it ended on its own terms, never trained, or died under budget (a failure, not a budget stop)
             self.budget_hit = True
             log.info("agent: the trainer is gone and the budget is spent ($%.2f of max_cost $%.2f)", self.spent_now(status, mtime), self.cfg.budget.max_cost)
         try:
