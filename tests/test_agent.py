@@ -346,6 +346,23 @@ def test_a_trainer_gone_over_budget_ends_in_final_and_under_budget_is_left_alone
         r.cleanup()
 
 
+def test_a_trainer_that_never_trained_is_no_budget_stop(tmp_path):
+    r = budget_run(tmp_path)
+    try:
+        make_checkpoint(r.run_dir, 6)
+        r.start_agent()
+        time.sleep(1)
+        # the launcher's stages kept a previous run's spend; this trainer crashed before it wrote status.json
+        (r.run_dir / "status.json").write_text(json.dumps({"state": "preparing", "phase": "cost", "cost_spent": 1.25, "updated": time.time()}))
+        (r.run_dir / "train.exit").write_text("1\n")
+        code, out = r.agent_output()
+        assert code == 0, out
+        assert "trainer exited with code 1" in out and "budget" not in out, out
+        assert not (r.run_dir / "final").exists() and json.loads((r.run_dir / "status.json").read_text())["state"] == "preparing"
+    finally:
+        r.cleanup()
+
+
 def test_idle_rented_box_is_terminated_through_the_provider(tmp_path):
     config = {"box": {"kind": "runpod"}, "agent": {"sync_interval": 0.2, "idle_minutes": 0.01, "shutdown_when_done": True}}
     r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {"HOME": str(tmp_path), "RUNPOD_API_KEY": ""})
