@@ -273,94 +273,85 @@ def test_no_secret_in_process_list_or_synced_files(s3_run, s3_server):
 
 
 # ----------------------------------------------------------------------------- the budget
-def budget_run(tmp_path) -> Run:
+@pytest.fixture
+def budget_run(tmp_path):
     """$1/h, at most $1; a trainer 1.2 s without a status.json write counts as hung."""
-    return Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {}, budget=BudgetConfig(hourly_rate=1.0, max_cost=1.0),
-               agent=AgentConfig(sync_interval=0.2, hang_minutes=0.02))
+    r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {}, budget=BudgetConfig(hourly_rate=1.0, max_cost=1.0),
+            agent=AgentConfig(sync_interval=0.2, hang_minutes=0.02))
+    yield r
+    r.cleanup()
 
 
-def test_a_working_trainer_over_budget_is_left_to_stop_itself(tmp_path):
-    r = budget_run(tmp_path)
-    try:
-        r.start_trainer(cost=1.25)  # over budget, but writing progress: the training loop owns the stop
-        r.start_agent()
-        time.sleep(4)  # more than three hang timeouts
-        assert r.trainer.poll() is None and r.agent.poll() is None
-        make_checkpoint(r.run_dir, 3, final=True)  # the trainer's own budget stop: final/, then it ends
-        r.finish()
-        code, out = r.agent_output()
-        assert code == 0, out
-        assert "hung" not in out and "budget" not in out, out
-        assert r.trainer.returncode == 0 and json.loads((r.run_dir / "status.json").read_text())["state"] == "finished"
-        assert r.store().latest_checkpoint(RUN).name == "final"
-    finally:
-        r.cleanup()
+def test_a_working_trainer_over_budget_is_left_to_stop_itself(budget_run):
+    r = budget_run
+    r.start_trainer(cost=1.25)  # over budget, but writing progress: the training loop owns the stop
+    r.start_agent()
+    time.sleep(4)  # more than three hang timeouts
+    assert r.trainer.poll() is None and r.agent.poll() is None
+    make_checkpoint(r.run_dir, 3, final=True)  # the trainer's own budget stop: final/, then it ends
+    r.finish()
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert "hung" not in out and "budget" not in out, out
+    assert r.trainer.returncode == 0 and json.loads((r.run_dir / "status.json").read_text())["state"] == "finished"
+    assert r.store().latest_checkpoint(RUN).name == "final"
 
 
-def test_a_hung_trainer_over_budget_is_stopped_and_ends_in_final(tmp_path):
-    r = budget_run(tmp_path)
-    try:
-        make_checkpoint(r.run_dir, 2)
-        newest = make_checkpoint(r.run_dir, 4)
-        r.start_trainer(cost=1.25, hung=True)  # ignores SIGTERM: only SIGKILL ends it
-        r.start_agent()
-        code, out = r.agent_output()
-        assert code == 0, out
-        assert "spent $1.25 >= max_cost $1.00 and the trainer" in out and "it is hung; stopping it" in out, out
-        assert r.trainer.wait(10) == -signal.SIGKILL
-        assert "the newest complete checkpoint step_000004 is now final/" in out
-        final = verify_manifest(r.run_dir / "final", check_hashes=True)
-        assert final.meta["step"] == 4 and final.files == verify_manifest(newest).files
-        status = json.loads((r.run_dir / "status.json").read_text())
-        assert (status["state"], status["phase"], status["progress"]) == ("stopped", "stopped", "stopped during training")
-        assert status["step"] == 1 and status["cost_spent"] == 1.25  # the trainer's last figures are kept
-        store = r.store()
-        assert store.latest_checkpoint(RUN).name == "final" and store.latest_checkpoint(RUN).step == 4
-        assert json.loads(store.read_text(f"{RUN}/status.json"))["state"] == "stopped"
-    finally:
-        r.cleanup()
+def test_a_hung_trainer_over_budget_is_stopped_and_ends_in_final(budget_run):
+    r = budget_run
+    make_checkpoint(r.run_dir, 2)
+    newest = make_checkpoint(r.run_dir, 4)
+    r.start_trainer(cost=1.25, hung=True)  # ignores SIGTERM: only SIGKILL ends it
+    r.start_agent()
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert "spent $1.25 >= max_cost $1.00 and the trainer" in out and "it is hung; stopping it" in out, out
+    assert r.trainer.wait(10) == -signal.SIGKILL
+    assert "the newest complete checkpoint step_000004 is now final/" in out
+    final = verify_manifest(r.run_dir / "final", check_hashes=True)
+    assert final.meta["step"] == 4 and final.files == verify_manifest(newest).files
+    status = json.loads((r.run_dir / "status.json").read_text())
+    assert (status["state"], status["phase"], status["progress"]) == ("stopped", "stopped", "stopped during training")
+    assert status["step"] == 1 and status["cost_spent"] == 1.25  # the trainer's last figures are kept
+    store = r.store()
+    assert store.latest_checkpoint(RUN).name == "final" and store.latest_checkpoint(RUN).step == 4
+    assert json.loads(store.read_text(f"{RUN}/status.json"))["state"] == "stopped"
 
 
 @pytest.mark.parametrize("cost", [1.25, 0.5])
-def test_a_trainer_gone_over_budget_ends_in_final_and_under_budget_is_left_alone(tmp_path, cost):
-    r = budget_run(tmp_path)
-    try:
-        make_checkpoint(r.run_dir, 6)
-        r.start_trainer(cost=cost)
-        r.start_agent()
-        time.sleep(1)
-        r.trainer.kill()  # gone without a word (the OOM killer, a crash in native code)
-        r.trainer.wait(10)
-        code, out = r.agent_output()
-        assert code == 0, out
-        assert "is gone" in out and "agent: final flush done" in out
-        status = json.loads((r.run_dir / "status.json").read_text())
-        if cost > 1.0:
-            assert "the budget is spent" in out and "step_000006 is now final/" in out, out
-            assert verify_manifest(r.run_dir / "final").meta["step"] == 6 and status["state"] == "stopped"
-            assert r.store().latest_checkpoint(RUN).name == "final"
-        else:  # a failure under budget is no budget stop: nothing is promoted, the state tells the truth
-            assert "budget" not in out and not (r.run_dir / "final").exists() and status["state"] == "running"
-            assert r.store().latest_checkpoint(RUN).name == "step_000006"
-    finally:
-        r.cleanup()
+def test_a_trainer_gone_over_budget_ends_in_final_and_under_budget_is_left_alone(budget_run, cost):
+    r = budget_run
+    make_checkpoint(r.run_dir, 6)
+    r.start_trainer(cost=cost)
+    r.start_agent()
+    time.sleep(1)
+    r.trainer.kill()  # gone without a word (the OOM killer, a crash in native code)
+    r.trainer.wait(10)
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert "is gone" in out and "agent: final flush done" in out
+    status = json.loads((r.run_dir / "status.json").read_text())
+    if cost > 1.0:
+        assert "the budget is spent" in out and "step_000006 is now final/" in out, out
+        assert verify_manifest(r.run_dir / "final").meta["step"] == 6 and status["state"] == "stopped"
+        assert r.store().latest_checkpoint(RUN).name == "final"
+    else:  # a failure under budget is no budget stop: nothing is promoted, the state tells the truth
+        assert "budget" not in out and not (r.run_dir / "final").exists() and status["state"] == "running"
+        assert r.store().latest_checkpoint(RUN).name == "step_000006"
 
 
-def test_a_trainer_that_never_trained_is_no_budget_stop(tmp_path):
-    r = budget_run(tmp_path)
-    try:
-        make_checkpoint(r.run_dir, 6)
-        r.start_agent()
-        time.sleep(1)
-        # the launcher's stages kept a previous run's spend; this trainer crashed before it wrote status.json
-        (r.run_dir / "status.json").write_text(json.dumps({"state": "preparing", "phase": "cost", "cost_spent": 1.25, "updated": time.time()}))
-        (r.run_dir / "train.exit").write_text("1\n")
-        code, out = r.agent_output()
-        assert code == 0, out
-        assert "trainer exited with code 1" in out and "budget" not in out, out
-        assert not (r.run_dir / "final").exists() and json.loads((r.run_dir / "status.json").read_text())["state"] == "preparing"
-    finally:
-        r.cleanup()
+def test_a_trainer_that_never_trained_is_no_budget_stop(budget_run):
+    r = budget_run
+    make_checkpoint(r.run_dir, 6)
+    r.start_agent()
+    time.sleep(1)
+    # the launcher's stages kept a previous run's spend; this trainer crashed before it wrote status.json
+    (r.run_dir / "status.json").write_text(json.dumps({"state": "preparing", "phase": "cost", "cost_spent": 1.25, "updated": time.time()}))
+    (r.run_dir / "train.exit").write_text("1\n")
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert "trainer exited with code 1" in out and "budget" not in out, out
+    assert not (r.run_dir / "final").exists() and json.loads((r.run_dir / "status.json").read_text())["state"] == "preparing"
 
 
 def test_idle_rented_box_is_terminated_through_the_provider(tmp_path):
