@@ -13,8 +13,10 @@ its manifest marks it complete, then retention (``storage.keep``, launcher/store
 deletes the stored checkpoints the run no longer keeps. Unfinished multipart uploads of the run
 (a killed agent's) are aborted when the agent starts and after a failed upload. When training ends (status.json says
 finished/failed/stopped, its pid is gone, or the tmux window wrote train.exit), or on SIGTERM/SIGINT/SIGHUP, it makes a final flush,
-logs "agent: final flush done" and exits 0. Budget watch: spent cost >= ``budget.max_cost`` while
-training runs sends SIGTERM to the trainer (which stops with a final checkpoint). Idle watch:
+logs "agent: final flush done" and exits 0. Budget: the trainer owns the stop (it ends in
+``final/``); the agent acts only when the trainer is hung (spent cost >= ``budget.max_cost`` and
+no status.json write for ``agent.hang_minutes``: SIGTERM, then SIGKILL) or gone over budget, and
+then ends the run the same way: the newest complete checkpoint becomes ``final/``, state stopped. Idle watch:
 after training ends on a rented box with ``agent.shutdown_when_done``, it waits
 ``agent.idle_minutes`` and terminates the instance through the provider.
 
@@ -30,9 +32,9 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -40,14 +42,19 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from launcher.config import RENTED_KINDS
+from pydantic import Field
+
+from launcher.config import RENTED_KINDS, AgentConfig, StorageConfig
 from launcher.store import PREPARED, RichProgress, Store, StoreError, TransferProgress, human_bytes, open_store
-from runcontract.atomic import atomic_write_bytes
+from runcontract.atomic import atomic_dir, atomic_write_bytes
+from runcontract.budget import spent
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
+from runcontract.run_files import ProviderRecord, StatusFile, StoreFile, parse_metrics_line
 from runcontract.run_folder import (
-    AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, DATA_META_FILE, ENDED_STATES, EVAL_FILE, FINAL_DIR, LOSS_CURVE_FILE, METRICS_FILE,
-    SAMPLES_FILE, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TOKENIZER_META_FILE, TRAINER_EXIT_FILE, checkpoint_rel,
+    AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, DATA_META_FILE, ENDED_STATES, EVAL_FILE, FINAL_DIR, FINISHED, LOSS_CURVE_FILE,
+    METRICS_FILE, SAMPLES_FILE, STATUS_FILE, STOPPED, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TOKENIZER_META_FILE,
+    TRAINER_EXIT_FILE, checkpoint_rel, latest_complete_checkpoint,
 )
 
 log = logging.getLogger("launcher.agent")
@@ -61,41 +68,29 @@ RUN_FILES = (
 NOT_MIRRORED = {STORE_CONFIG_FILE}
 RESTORED_FILES = (CONFIG_FILE, THROUGHPUT_FILE, COST_FILE, METRICS_FILE, TRAIN_LOG, SAMPLES_FILE, EVAL_FILE, LOSS_CURVE_FILE)
 SMALL_FILE_LIMIT = 256 * 1024 * 1024
+STOP_GRACE_S = 60.0  # between SIGTERM and SIGKILL to a hung trainer (capped at agent.hang_minutes)
 PREPARED_DIRS = {"tokenizer": TOKENIZER_META_FILE, "data": DATA_META_FILE}
 
 
 # ----------------------------------------------------------------------------- store.json
+class AgentStoreFile(StoreFile):
+    """store.json as the agent reads it: the launcher's storage and agent sections typed."""
+
+    storage: StorageConfig = Field(..., description="Where the run is mirrored.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="Sync interval, hang watch, idle shutdown.")
+
+
 def store_config_json(config, run_name: str, instance_id: Optional[str]) -> str:
     """The agent's store.json for a run: where to store, budget, agent settings, provider. No secrets."""
     kind = config.box.kind if config.box.kind in RENTED_KINDS else None
-    data = {
-        "storage": config.storage.to_dict(),
-        "run_name": run_name,
-        "budget": config.budget.to_dict(),
-        "agent": config.agent.to_dict(),
-        "provider": {"kind": kind, "instance_id": instance_id if kind else None},
-    }
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return AgentStoreFile(storage=config.storage, run_name=run_name, budget=config.budget, agent=config.agent,
+                          provider=ProviderRecord(kind=kind, instance_id=instance_id if kind else None)).to_text()
 
 
-def load_store_config(path: Path) -> dict:
-    from launcher.config import AgentConfig, StorageConfig
-    from runcontract.config import BudgetConfig
-    from runcontract.configlib import validate
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist: `launcher run` writes it next to the run; pass --store_config.") from None
-    except ValueError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}).") from None
-    if not isinstance(data, dict) or "storage" not in data or "run_name" not in data:
-        raise UserError(f"{path} lacks 'storage' or 'run_name': it was not written by launcher run.")
-    data["storage"] = validate(StorageConfig, data["storage"], f"{path}: storage")
-    data["agent"] = validate(AgentConfig, data.get("agent") or {}, f"{path}: agent")
-    data["budget"] = validate(BudgetConfig, data.get("budget") or {}, f"{path}: budget")
-    data["provider"] = data.get("provider") or {"kind": None, "instance_id": None}
-    return data
+def load_store_config(path: Path) -> AgentStoreFile:
+    if not Path(path).is_file():
+        raise UserError(f"{path} does not exist: `launcher run` writes it next to the run; pass --store_config.")
+    return AgentStoreFile.read(path)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -113,24 +108,48 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def read_status(run_dir: Path) -> tuple[Optional[dict], float]:
+def read_status(run_dir: Path) -> tuple[Optional[StatusFile], float]:
+    """The run's status.json and its mtime; (None, 0.0) while there is none (or it is not whole)."""
     path = run_dir / STATUS_FILE
     try:
-        mtime = path.stat().st_mtime
-        data = json.loads(path.read_text())
-        return (data if isinstance(data, dict) else None), mtime
-    except (OSError, ValueError):
+        return StatusFile.read(path), path.stat().st_mtime
+    except (OSError, UserError):
         return None, 0.0
 
 
-def spent_from_status(status: dict) -> Optional[float]:
-    for key in ("cost_spent", "spent_cost", "spent"):
-        if isinstance(status.get(key), (int, float)):
-            return float(status[key])
-    cost = status.get("cost")
-    if isinstance(cost, dict) and isinstance(cost.get("spent"), (int, float)):
-        return float(cost["spent"])
-    return None
+def stop_process(pid: int, grace_s: float) -> None:
+    """SIGTERM (a trainer honours it at its next step), then SIGKILL after ``grace_s`` (a hung one does not)."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, signum)
+        except OSError as exc:
+            log.warning("agent: could not send %s to pid %d: %s", signal.Signals(signum).name, pid, exc)
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.1)
+        if not pid_alive(pid):
+            return
+        log.info("agent: pid %d still runs %.0f s after %s", pid, grace_s, signal.Signals(signum).name)
+
+
+def promote_to_final(run_dir: Path) -> Optional[Path]:
+    """Make the run's newest complete checkpoint its ``final/`` (as the trainer's own budget stop
+    would have); returns what was promoted, or None when final/ already is the newest or there is none.
+    Files are hard-linked where the filesystem can (checkpoints are never changed in place)."""
+    newest = latest_complete_checkpoint(run_dir)
+    if newest is None or newest.name == FINAL_DIR:
+        return None
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    with atomic_dir(run_dir / FINAL_DIR) as tmp:
+        shutil.copytree(newest, tmp, dirs_exist_ok=True, copy_function=link_or_copy)  # the manifest too: same files
+    return newest
 
 
 def setup_logging(run_dir: Path) -> None:
@@ -165,10 +184,11 @@ class LogProgress(TransferProgress):
 
 # ----------------------------------------------------------------------------- mirror
 class Mirror:
-    def __init__(self, run_dir: Path, store: Store, cfg: dict, project_root: Path, wait_start: float):
+    def __init__(self, run_dir: Path, store: Store, cfg: AgentStoreFile, project_root: Path, wait_start: float):
         self.run_dir, self.store, self.cfg, self.project_root = run_dir, store, cfg, project_root
-        self.run = cfg["run_name"]
-        self.interval = float(cfg["agent"].sync_interval)
+        self.run = cfg.run_name
+        self.interval = float(cfg.agent.sync_interval)
+        self.hang_s = float(cfg.agent.hang_minutes) * 60
         self.wait_start = wait_start
         self.started = time.time()
         self.stop = threading.Event()  # SIGTERM / SIGINT
@@ -180,7 +200,7 @@ class Mirror:
         self.failures = 0
         self.budget_hit = False
         self.worker_error: Optional[str] = None
-        self.keep = int(cfg["storage"].keep)
+        self.keep = int(cfg.storage.keep)
 
     # -- small files -----------------------------------------------------------
     def sync_small(self, force: bool = False) -> None:
@@ -337,47 +357,70 @@ class Mirror:
                     return f"no status.json from the trainer after {self.wait_start:.0f}s"
             else:
                 return None  # a previous run's status, or the trainer has not started yet
-        state = status.get("state")
-        if state in ENDED_STATES:
-            return f"training {state}"
-        pid = status.get("pid")
-        if isinstance(pid, int) and pid > 0 and not pid_alive(pid):
+        if status.state in ENDED_STATES:
+            return f"training {status.state}"
+        pid = status.pid
+        if pid is not None and pid > 0 and not pid_alive(pid):
             return f"trainer pid {pid} is gone"
         return None
 
-    def watch_budget(self) -> None:
+    # -- the budget: the trainer stops itself (final/); the agent acts only for a hung or dead one
+    def spent_now(self, status: StatusFile, mtime: float) -> float:
+        """$ spent by now: the trainer's last figure, plus the box's price since it wrote it."""
+        rate = self.cfg.budget.hourly_rate
+        at_write = status.cost_spent if status.cost_spent is not None else spent(status.elapsed_s or 0.0, rate)
+        return at_write + spent(max(0.0, time.time() - (status.updated or mtime)), rate)
+
+    def watch_hung_trainer(self) -> None:
+        """A trainer over budget whose status.json has not moved for ``agent.hang_minutes`` is hung:
+        stop it (it then ends as below). A live one that writes progress stops itself."""
         if self.budget_hit:
             return
-        status, _ = read_status(self.run_dir)
-        status = status or {}
-        budget = self.cfg["budget"]
-        spent = spent_from_status(status)
-        if spent is None:
-            spent = budget.hourly_rate * (time.time() - self.started) / 3600
-        if spent < budget.max_cost:
+        status, mtime = read_status(self.run_dir)
+        if status is None or status.state != "running" or not status.pid or mtime < self.started - 2 or not pid_alive(status.pid):
+            return
+        stale = time.time() - (status.updated or mtime)
+        cost = self.spent_now(status, mtime)
+        if stale < self.hang_s or not self.cfg.budget.reached(cost):
             return
         self.budget_hit = True
-        pid = status.get("pid")
-        if isinstance(pid, int) and pid > 0 and pid_alive(pid):
-            log.info("agent: spent $%.2f >= max_cost $%.2f: stopping training (SIGTERM to trainer pid %d; it saves a final checkpoint)", spent, budget.max_cost, pid)
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError as exc:
-                log.warning("agent: could not signal the trainer pid %d: %s", pid, exc)
-        else:
-            log.info("agent: spent $%.2f >= max_cost $%.2f, but no running trainer pid is known; flushing and stopping", spent, budget.max_cost)
-            self.stop.set()
+        log.info("agent: spent $%.2f >= max_cost $%.2f and the trainer (pid %d) wrote no status for %.0f s: it is hung; stopping it",
+                 cost, self.cfg.budget.max_cost, status.pid, stale)
+        stop_process(status.pid, grace_s=min(STOP_GRACE_S, self.hang_s))
+
+    def end_over_budget(self) -> None:
+        """The trainer is gone (or was stopped above) over budget without its own final/: end the run
+        as the trainer's budget stop would, in final/ (the newest complete checkpoint) and state stopped."""
+        status, mtime = read_status(self.run_dir)
+        if status is None or status.state == FINISHED:
+            return
+        if not self.budget_hit:
+            if status.state != "running" or not self.cfg.budget.reached(self.spent_now(status, mtime)):
+                return  # it ended on its own terms, never trained, or died under budget (a failure, not a budget stop)
+            self.budget_hit = True
+            log.info("agent: the trainer is gone and the budget is spent ($%.2f of max_cost $%.2f)", self.spent_now(status, mtime), self.cfg.budget.max_cost)
+        try:
+            promoted = promote_to_final(self.run_dir)
+        except OSError as exc:
+            log.error("agent: could not make the newest checkpoint final/: %s", exc)
+            promoted = None
+        if promoted is not None:
+            log.info("agent: budget reached: the newest complete checkpoint %s is now %s/ (the model the budget bought)", promoted.name, FINAL_DIR)
+        if status.state not in ENDED_STATES:
+            ended = status.model_copy(update={"state": STOPPED, "phase": STOPPED, "progress": f"{STOPPED} during {status.phase or 'training'}",
+                                              "updated": time.time()})
+            ended.write(self.run_dir / STATUS_FILE)
 
     def terminate_instance(self, why: str) -> None:
         # the provider recorded with the instance (store.json is written from the record, which
         # `launcher run` checked against its config); its own API base when the record names one
-        provider = self.cfg["provider"]
-        kind, instance_id = provider.get("kind"), provider.get("instance_id")
+        provider = self.cfg.provider
+        kind, instance_id = provider.kind, provider.instance_id
         log.info("agent: %s: terminating %s instance %s", why, kind, instance_id)
         try:
             from launcher.providers import terminate_by_id
 
-            terminate_by_id(kind, instance_id, provider.get("api_base"))  # returns only once confirmed gone
+            terminate_by_id(kind, instance_id, provider.api_base)  # returns only once confirmed gone
             log.info("agent: %s confirmed instance %s is gone: billing stopped", kind, instance_id)
         except Exception as exc:
             log.error("agent: could not terminate %s instance %s: %s. It may still be running: terminate it to stop charges.", kind, instance_id, exc)
@@ -393,10 +436,11 @@ class Mirror:
             self.sync_small()
             reason = self.training_ended()
             if reason:
+                self.end_over_budget()
                 break
-            self.watch_budget()
+            self.watch_hung_trainer()
             self.stop.wait(self.interval)
-        reason = reason or ("budget reached" if self.budget_hit else "stopped by signal")
+        reason = reason or "stopped by signal"
         log.info("agent: %s; final flush", reason)
         self.flush.set()
         worker.join()
@@ -410,12 +454,11 @@ class Mirror:
         else:
             log.info("agent: final flush done")
         self.sync_small(force=True)  # agent.log with the line above
-        provider = self.cfg["provider"]
-        if provider.get("kind") and provider.get("instance_id"):
+        if self.cfg.provider.kind and self.cfg.provider.instance_id:
             if self.budget_hit:
                 self.terminate_instance("budget reached")
-            elif self.cfg["agent"].shutdown_when_done and not self.stop.is_set():
-                minutes = float(self.cfg["agent"].idle_minutes)
+            elif self.cfg.agent.shutdown_when_done and not self.stop.is_set():
+                minutes = float(self.cfg.agent.idle_minutes)
                 log.info("agent: training ended; shutting the box down after %.0f idle minutes", minutes)
                 self.sync_small(force=True)
                 if not self.stop.wait(minutes * 60):
@@ -478,10 +521,10 @@ def _metrics_until(data: bytes, step: int) -> bytes:
     kept = []
     for line in data.decode("utf-8", errors="replace").splitlines(keepends=True):
         try:
-            record = json.loads(line)
+            record = parse_metrics_line(line)
         except ValueError:
             continue  # a torn last line
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+        if record is not None and record.step > step:
             continue
         kept.append(line if line.endswith("\n") else line + "\n")
     return "".join(kept).encode()
@@ -522,12 +565,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = _parser().parse_args(argv)
     run_dir, project_root = Path(args.run_dir), Path(args.project_root).resolve()
     cfg = load_store_config(Path(args.store_config))
-    store = open_store(cfg["storage"], project_root)
+    store = open_store(cfg.storage, project_root)
     if args.action == "restore":
         progress = RichProgress() if sys.stderr.isatty() else TransferProgress()
-        restored = restore(run_dir, store, cfg["run_name"], project_root, progress)
+        restored = restore(run_dir, store, cfg.run_name, project_root, progress)
         if not restored:
-            print(f"nothing stored for run {cfg['run_name']} (in {store.describe(cfg['run_name'])})")
+            print(f"nothing stored for run {cfg.run_name} (in {store.describe(cfg.run_name)})")
         for line in restored:
             print(f"restored {line}")
         return

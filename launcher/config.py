@@ -13,7 +13,7 @@ from typing import Any, Iterable, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from runcontract.config import BudgetConfig
+from runcontract.budget import BudgetConfig
 from runcontract.configlib import Config, apply_overrides, read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
@@ -173,6 +173,7 @@ class AgentConfig(Config):
 
     sync_interval: float = Field(5.0, gt=0, description="Seconds between mirrors of logs and metrics to the store.")
     idle_minutes: float = Field(30.0, gt=0, description="After training ends, shut the box down once idle this long (rented boxes only).")
+    hang_minutes: float = Field(30.0, gt=0, description="A trainer over budget.max_cost that writes no status.json for this long is hung: the agent stops it and makes its newest checkpoint final/.")
     shutdown_when_done: bool = Field(False, description="Release a rented box once training ends and everything is stored.")
 
 

@@ -1,4 +1,4 @@
-"""Typed, documented configs for the trainer (and, for ``BudgetConfig``, the launcher).
+"""Typed, documented configs for the trainer (its ``budget`` section is runcontract.budget's, shared with the launcher).
 
 Each class is a YAML file under ``configs/``: ``ModelConfig`` (model_*.yaml), ``TrainConfig``
 (train_*.yaml), ``DataMixConfig`` (data_*.yaml). Field descriptions are the documentation.
@@ -13,6 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
+from runcontract.budget import BudgetConfig
 from runcontract.configlib import Config
 from runcontract.run_folder import RUNS_DIR
 
@@ -59,13 +60,6 @@ class ModelConfig(Config):
     def config_hash(self) -> str:
         """Short stable hash of the shape, to tie benchmarks and checkpoints to a model."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-class BudgetConfig(Config):
-    """Money: what the box costs and the most the run may spend. Shared with the launcher."""
-
-    hourly_rate: float = Field(0.0, ge=0, description="Price of the box in $/hour (all its GPUs together); 0 for a machine you own.")
-    max_cost: float = Field(10.0, gt=0, description="Most the run may spend in $: projected cost over it refuses to start; spent cost reaching it stops the run with a final checkpoint.")
 
 
 class OverfitCheckConfig(Config):

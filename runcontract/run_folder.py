@@ -5,10 +5,13 @@ mirrored into the store under ``<name>/``). Every name either half uses for it l
 """
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Optional
 
 from runcontract.errors import UserError
+from runcontract.manifest import ManifestError, is_complete, read_manifest
 
 # -- where -------------------------------------------------------------------------------------
 RUNS_DIR = "runs"  # under the project folder, on the laptop and on the box
@@ -72,6 +75,28 @@ def recency(step: int, name: str) -> tuple[int, bool]:
     "The latest complete checkpoint" is the maximum of this over the complete ones (complete:
     runcontract.manifest.is_complete locally, Store.tree_complete in the store)."""
     return (step, name == FINAL_DIR)
+
+
+def latest_complete_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
+    """The newest complete checkpoint in a run folder by ``recency``, or None.
+
+    Complete: a manifest whose files all exist with their sizes (hashes are checked when the
+    checkpoint is loaded). A step folder's step is its name's; final/'s is its manifest's."""
+    run_dir = Path(run_dir)
+    candidates = []
+    root = run_dir / CHECKPOINTS_DIR
+    if root.is_dir():
+        candidates = [(p, step_of_dir(p.name)) for p in root.iterdir() if p.is_dir() and step_of_dir(p.name) is not None]
+    final = run_dir / FINAL_DIR
+    if final.is_dir():
+        try:
+            candidates.append((final, int(read_manifest(final).meta.get("step", -1))))
+        except (ManifestError, ValueError, TypeError):
+            pass
+    complete = [(p, step) for p, step in candidates if step >= 0 and is_complete(p)]
+    if not complete:
+        return None
+    return max(complete, key=lambda found: recency(found[1], found[0].name))[0]
 
 
 # -- status.json ---------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 S3 server, flushes when training ends or it is told to stop, survives a SIGKILL mid-upload
 without a half checkpoint becoming `latest`, watches the budget, and restores a run.
 
-A small stand-in trainer (a real process) writes status.json and train.log like trainer.train.
+A small stand-in trainer (a real process) writes status.json and train.log like trainer.train;
+"hung", it writes status.json once and then neither progresses nor honours SIGTERM.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from launcher.agent import store_config_json
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig
 from launcher.store import open_store
 from tests.test_store import make_checkpoint, s3_endpoint_for, s3_storage
-from runcontract.config import BudgetConfig
+from runcontract.budget import BudgetConfig
 from runcontract.manifest import sha256_file, verify_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,21 +29,26 @@ RUN = "demo"
 
 TRAINER = r"""
 import json, os, signal, sys, time
-run_dir, cost = sys.argv[1], float(sys.argv[2])
+run_dir, cost, hung = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "hung"
 def status(state):
     tmp = os.path.join(run_dir, ".status.json.tmp")
     with open(tmp, "w") as f:
-        json.dump({"state": state, "pid": os.getpid(), "step": 1, "cost_spent": cost}, f)
+        json.dump({"state": state, "phase": "training" if state == "running" else state, "pid": os.getpid(), "step": 1,
+                   "cost_spent": cost, "updated": time.time()}, f)
     os.replace(tmp, os.path.join(run_dir, "status.json"))
 def stop(*_):
     status("stopped"); sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if hung else stop)
 status("running")
+while hung:
+    time.sleep(1)
 with open(os.path.join(run_dir, "train.log"), "a") as log:
     for i in range(100000):
         log.write(f"step {i} loss 1.0\n"); log.flush()
         if os.path.exists(os.path.join(run_dir, "FINISH")):
             status("finished"); sys.exit(0)
+        if i % 4 == 0:
+            status("running")  # progress, as the trainer writes at each logged step
         time.sleep(0.05)
 """
 
@@ -55,7 +61,7 @@ class Run:
         self.run_dir = self.project / "runs" / RUN
         self.run_dir.mkdir(parents=True)
         self.storage, self.env = storage, env
-        self.config = LauncherConfig(storage=storage, agent=AgentConfig(sync_interval=0.2), **config)
+        self.config = LauncherConfig(storage=storage, **{"agent": AgentConfig(sync_interval=0.2), **config})
         self.store_json = self.run_dir / "store.json"
         self.store_json.write_text(store_config_json(self.config, RUN, config.get("instance_id")))
         self.trainer: subprocess.Popen | None = None
@@ -70,8 +76,8 @@ class Run:
             os.environ.clear()
             os.environ.update(saved)
 
-    def start_trainer(self, cost: float = 0.0) -> None:
-        self.trainer = subprocess.Popen([sys.executable, "-c", TRAINER, str(self.run_dir), str(cost)])
+    def start_trainer(self, cost: float = 0.0, hung: bool = False) -> None:
+        self.trainer = subprocess.Popen([sys.executable, "-c", TRAINER, str(self.run_dir), str(cost), "hung" if hung else "working"])
         wait_for(lambda: (self.run_dir / "status.json").exists(), 10, "trainer status.json")
 
     def start_agent(self, extra_env: dict | None = None, action: str = "mirror") -> subprocess.Popen:
@@ -266,20 +272,86 @@ def test_no_secret_in_process_list_or_synced_files(s3_run, s3_server):
             assert secret.encode() not in path.read_bytes(), path
 
 
-def test_budget_reached_stops_training_and_flushes(tmp_path):
-    r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {}, budget=BudgetConfig(hourly_rate=1.0, max_cost=1.0))
-    try:
-        r.start_trainer(cost=1.25)
-        r.start_agent()
-        code, out = r.agent_output()
-        assert code == 0, out
-        assert "spent $1.25 >= max_cost $1.00: stopping training" in out
-        assert r.trainer.wait(10) == 0
-        assert json.loads((r.run_dir / "status.json").read_text())["state"] == "stopped"
-        assert "agent: final flush done" in out
-        assert json.loads(r.store().read_text(f"{RUN}/status.json"))["state"] == "stopped"
-    finally:
-        r.cleanup()
+# ----------------------------------------------------------------------------- the budget
+@pytest.fixture
+def budget_run(tmp_path):
+    """$1/h, at most $1; a trainer 1.2 s without a status.json write counts as hung."""
+    r = Run(tmp_path, StorageConfig(url=f"file://{tmp_path / 'store'}"), {}, budget=BudgetConfig(hourly_rate=1.0, max_cost=1.0),
+            agent=AgentConfig(sync_interval=0.2, hang_minutes=0.02))
+    yield r
+    r.cleanup()
+
+
+def test_a_working_trainer_over_budget_is_left_to_stop_itself(budget_run):
+    r = budget_run
+    r.start_trainer(cost=1.25)  # over budget, but writing progress: the training loop owns the stop
+    r.start_agent()
+    time.sleep(4)  # more than three hang timeouts
+    assert r.trainer.poll() is None and r.agent.poll() is None
+    make_checkpoint(r.run_dir, 3, final=True)  # the trainer's own budget stop: final/, then it ends
+    r.finish()
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert "hung" not in out and "budget" not in out, out
+    assert r.trainer.returncode == 0 and json.loads((r.run_dir / "status.json").read_text())["state"] == "finished"
+    assert r.store().latest_checkpoint(RUN).name == "final"
+
+
+def test_a_hung_trainer_over_budget_is_stopped_and_ends_in_final(budget_run):
+    r = budget_run
+    make_checkpoint(r.run_dir, 2)
+    newest = make_checkpoint(r.run_dir, 4)
+    r.start_trainer(cost=1.25, hung=True)  # ignores SIGTERM: only SIGKILL ends it
+    r.start_agent()
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert "spent $1.25 >= max_cost $1.00 and the trainer" in out and "it is hung; stopping it" in out, out
+    assert r.trainer.wait(10) == -signal.SIGKILL
+    assert "the newest complete checkpoint step_000004 is now final/" in out
+    final = verify_manifest(r.run_dir / "final", check_hashes=True)
+    assert final.meta["step"] == 4 and final.files == verify_manifest(newest).files
+    status = json.loads((r.run_dir / "status.json").read_text())
+    assert (status["state"], status["phase"], status["progress"]) == ("stopped", "stopped", "stopped during training")
+    assert status["step"] == 1 and status["cost_spent"] == 1.25  # the trainer's last figures are kept
+    store = r.store()
+    assert store.latest_checkpoint(RUN).name == "final" and store.latest_checkpoint(RUN).step == 4
+    assert json.loads(store.read_text(f"{RUN}/status.json"))["state"] == "stopped"
+
+
+@pytest.mark.parametrize("cost", [1.25, 0.5])
+def test_a_trainer_gone_over_budget_ends_in_final_and_under_budget_is_left_alone(budget_run, cost):
+    r = budget_run
+    make_checkpoint(r.run_dir, 6)
+    r.start_trainer(cost=cost)
+    r.start_agent()
+    time.sleep(1)
+    r.trainer.kill()  # gone without a word (the OOM killer, a crash in native code)
+    r.trainer.wait(10)
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert "is gone" in out and "agent: final flush done" in out
+    status = json.loads((r.run_dir / "status.json").read_text())
+    if cost > 1.0:
+        assert "the budget is spent" in out and "step_000006 is now final/" in out, out
+        assert verify_manifest(r.run_dir / "final").meta["step"] == 6 and status["state"] == "stopped"
+        assert r.store().latest_checkpoint(RUN).name == "final"
+    else:  # a failure under budget is no budget stop: nothing is promoted, the state tells the truth
+        assert "budget" not in out and not (r.run_dir / "final").exists() and status["state"] == "running"
+        assert r.store().latest_checkpoint(RUN).name == "step_000006"
+
+
+def test_a_trainer_that_never_trained_is_no_budget_stop(budget_run):
+    r = budget_run
+    make_checkpoint(r.run_dir, 6)
+    r.start_agent()
+    time.sleep(1)
+    # the launcher's stages kept a previous run's spend; this trainer crashed before it wrote status.json
+    (r.run_dir / "status.json").write_text(json.dumps({"state": "preparing", "phase": "cost", "cost_spent": 1.25, "updated": time.time()}))
+    (r.run_dir / "train.exit").write_text("1\n")
+    code, out = r.agent_output()
+    assert code == 0, out
+    assert "trainer exited with code 1" in out and "budget" not in out, out
+    assert not (r.run_dir / "final").exists() and json.loads((r.run_dir / "status.json").read_text())["state"] == "preparing"
 
 
 def test_idle_rented_box_is_terminated_through_the_provider(tmp_path):
@@ -307,7 +379,7 @@ def test_restore_brings_back_checkpoint_logs_and_prepared_data(run, capsys):
     store.upload_checkpoint(RUN, make_checkpoint(source, 100))
     half = make_checkpoint(source, 200)
     store.put_file(half / "part0.bin", f"{RUN}/checkpoints/step_000200/part0.bin")  # no manifest: not latest
-    store.write_text(f"{RUN}/metrics.jsonl", "".join(json.dumps({"step": s, "loss": 9 - s / 100}) + "\n" for s in (50, 100, 150)))
+    store.write_text(f"{RUN}/metrics.jsonl", "".join(json.dumps({"type": "train", "step": s, "loss": 9 - s / 100}) + "\n" for s in (50, 100, 150)))
     store.write_text(f"{RUN}/train.log", "old log\n")
     store.write_text(f"{RUN}/status.json", '{"state": "running", "pid": 1}')
     prepared = run.project.parent / "old-box" / "data"
@@ -435,7 +507,7 @@ def test_restore_skips_a_corrupt_latest_and_says_why(run):
     source = run.project.parent / "old-box" / "runs" / RUN
     store.upload_checkpoint(RUN, make_checkpoint(source, 100))
     store.upload_checkpoint(RUN, make_checkpoint(source, 200))
-    store.write_text(f"{RUN}/metrics.jsonl", "".join(json.dumps({"step": s}) + "\n" for s in (100, 150, 200)))
+    store.write_text(f"{RUN}/metrics.jsonl", "".join(json.dumps({"type": "eval", "step": s}) + "\n" for s in (100, 150, 200)))
     key = f"{RUN}/checkpoints/step_000200/part0.bin"
     good = store.read_bytes(key)
     store.write_bytes(key, bytes([good[0] ^ 0xFF]) + good[1:])  # one flipped byte, same size

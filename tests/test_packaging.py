@@ -79,3 +79,20 @@ def test_every_launcher_module_imports_without_torch_numpy_or_trainer(project_ro
                 "launcher.stages", "launcher.providers.runpod", "launcher.providers.vastai", "launcher.commands.run",
                 "launcher.commands.status", "launcher.commands.fetch_checkpoint"}
     assert expected <= set(report["imported"]), expected - set(report["imported"])
+
+
+def test_the_wheel_carries_launcher_and_runcontract_but_not_the_trainer(project_root, tmp_path):
+    """What `pip install .` puts on a laptop, built offline from a copy of the project."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"
+    shutil.copytree(project_root, source, ignore=shutil.ignore_patterns(".git", "runs", "data", "tokenizer", ".launcher", "build", "*.egg-info", "__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(source)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = (tmp_path / "dist").glob("llm_box-*.whl")
+    packages = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    assert packages == {"launcher", "runcontract"}, packages
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"launcher/agent.py", "launcher/cli.py", "runcontract/run_files.py", "runcontract/budget.py"} <= names

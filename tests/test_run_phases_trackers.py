@@ -22,19 +22,19 @@ REPO = Path(__file__).resolve().parent.parent
 def test_phases_progress_and_tensorboard_match_metrics(tmp_path: Path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    import trainer.metrics_log
+    from runcontract.run_files import StatusFile
 
     make_data(tmp_path / "data")
     run_dir = tmp_path / "runs" / "t"
     seen: list = []  # every (phase, progress) status.json was written with, in order
-    write = trainer.metrics_log.atomic_write_json
+    write = StatusFile.write
 
-    def recording_write(path, record, *args, **kwargs):
-        if Path(path).name == "status.json" and (not seen or seen[-1] != (record["phase"], record["progress"])):
-            seen.append((record["phase"], record["progress"]))
-        return write(path, record, *args, **kwargs)
+    def recording_write(status, path):
+        if not seen or seen[-1] != (status.phase, status.progress):
+            seen.append((status.phase, status.progress))
+        return write(status, path)
 
-    monkeypatch.setattr(trainer.metrics_log, "atomic_write_json", recording_write)
+    monkeypatch.setattr(StatusFile, "write", recording_write)
     main(tiny_args(tmp_path, "t", "--set", "train.checks.overfit_microset.steps=20"))
     log = (run_dir / "train.log").read_text()
     # the overfit check reports progress (every 2nd of its 20 steps) in train.log and status.json

@@ -538,6 +538,7 @@ def test_validation_per_source_in_the_log_status_and_eval(tmp_path, tokenizer_mo
     import itertools
 
     from launcher.commands.status import render, summarize
+    from runcontract.run_files import StatusFile
     from rich.console import Console
 
     from runcontract.config import DataMixConfig, SourceConfig
@@ -566,7 +567,7 @@ def test_validation_per_source_in_the_log_status_and_eval(tmp_path, tokenizer_mo
 
     status = json.loads((run / "status.json").read_text())
     assert status["val_sources"]["c4"] == c4 and status["val_bpb"] == evals[-1]["val_bpb"]
-    summary = summarize("local", "src", {"source": "box", "status": status, "session_alive": False}, None, None)
+    summary = summarize("local", "src", {"source": "box", "status": StatusFile.model_validate(status), "session_alive": False}, None, None)
     console = Console(width=200, record=True)
     console.print(render(summary))
     shown = console.export_text()

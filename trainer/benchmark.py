@@ -33,10 +33,10 @@ from typing import Callable, Optional, TypeVar
 
 import torch
 
-from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, parse_configs
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import UserError, cli_main
+from runcontract.run_files import Throughput
 from runcontract.run_folder import THROUGHPUT_FILE
 from trainer.gpu_specs import mfu as compute_mfu
 from trainer.gpu_specs import peak_bf16_flops
@@ -343,7 +343,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     )
     if record["mfu"] is None and device.type == "cuda":
         log.warning("no peak FLOP/s known for %s: MFU not reported (pass --peak_tflops)", record["device_name"])
-    atomic_write_json(output, record)
+    Throughput.model_validate(record).write(output)
     from rich.console import Console
 
     Console().print(format_table(record))

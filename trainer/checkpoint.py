@@ -34,8 +34,8 @@ from runcontract.atomic import atomic_dir
 from runcontract.config import ModelConfig
 from runcontract.configlib import validate
 from runcontract.errors import UserError
-from runcontract.manifest import MANIFEST_NAME, ManifestError, is_complete, read_manifest, verify_manifest
-from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, DATA_STATE_FILE, FINAL_DIR, recency, step_of_dir
+from runcontract.manifest import MANIFEST_NAME, is_complete, verify_manifest
+from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, DATA_STATE_FILE, FINAL_DIR, latest_complete_checkpoint, step_of_dir
 
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
@@ -148,27 +148,10 @@ def _step_dirs(ckpt_root: Path) -> list[Path]:
     return [p for p in ckpt_root.iterdir() if p.is_dir() and step_of_dir(p.name) is not None] if ckpt_root.is_dir() else []
 
 
-def _manifest_step(folder: Path) -> int:
-    try:
-        return int(read_manifest(folder).meta.get("step", -1))
-    except (ManifestError, ValueError, TypeError):
-        return -1
-
-
 def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
-    """The newest complete checkpoint of a run (``final/`` wins a tie), or None.
-
-    Complete means a manifest whose files all exist with their sizes; hashes are checked when
-    the checkpoint is loaded."""
-    run_dir = Path(run_dir)
-    candidates = [(p, _step_of(p)) for p in _step_dirs(run_dir / CHECKPOINTS_DIR)]
-    final = run_dir / FINAL_DIR
-    if final.is_dir():
-        candidates.append((final, _manifest_step(final)))
-    complete = [(p, step) for p, step in candidates if step >= 0 and is_complete(p)]
-    if not complete:
-        return None
-    return max(complete, key=lambda found: recency(found[1], found[0].name))[0]
+    """The newest complete checkpoint of a run (``final/`` wins a tie), or None: the one rule,
+    runcontract.run_folder.latest_complete_checkpoint (the agent promotes by it too)."""
+    return latest_complete_checkpoint(run_dir)
 
 
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:

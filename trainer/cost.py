@@ -14,41 +14,21 @@ unless ``--allow_over_budget`` is given. No torch here.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
-from runcontract.atomic import atomic_write_json
 from trainer.cli_args import add_config_args, parse_configs
+from runcontract.budget import spent
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import OverBudgetError, UserError, cli_main
+from runcontract.run_files import OK, OVER_BUDGET, CostFile, CostProjection, Throughput
 from runcontract.run_folder import COST_FILE, THROUGHPUT_FILE
 
 log = logging.getLogger("trainer.cost")
-
-
-@dataclass
-class CostProjection:
-    """What training ``target_tokens`` costs at the measured speed."""
-
-    target_tokens: int
-    tokens_per_sec: float  # measured on one GPU (the benchmark's figure)
-    gpu_count: int
-    total_tokens_per_sec: float  # tokens_per_sec x gpu_count: assumes data-parallel scaling
-    hours: float
-    hourly_rate: float  # $/h for the whole box
-    total_cost: float
-    finish_time: str  # ISO 8601, UTC, if started now
-    max_cost: Optional[float]
-    verdict: str  # "ok" or "over_budget"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def project(target_tokens: int, tokens_per_sec: float, hourly_rate: float, gpu_count: int = 1,
@@ -65,9 +45,9 @@ def project(target_tokens: int, tokens_per_sec: float, hourly_rate: float, gpu_c
     total_tps = tokens_per_sec * gpu_count
     seconds = target_tokens / total_tps
     hours = seconds / 3600.0
-    total_cost = hours * hourly_rate
+    total_cost = spent(seconds, hourly_rate)
     start = now or datetime.now(timezone.utc)
-    verdict = "over_budget" if max_cost is not None and total_cost > max_cost else "ok"
+    verdict = OVER_BUDGET if max_cost is not None and total_cost > max_cost else OK
     return CostProjection(
         target_tokens=int(target_tokens), tokens_per_sec=float(tokens_per_sec), gpu_count=int(gpu_count),
         total_tokens_per_sec=total_tps, hours=hours, hourly_rate=float(hourly_rate), total_cost=total_cost,
@@ -83,8 +63,8 @@ def planned_tokens(train_cfg: TrainConfig) -> int:
     return train_cfg.target_tokens
 
 
-def read_throughput(path: str | os.PathLike) -> dict:
-    """The benchmark's JSON, checked for a usable ``tokens_per_sec``."""
+def read_throughput(path: str | os.PathLike) -> Throughput:
+    """The benchmark's throughput.json, with a usable ``tokens_per_sec``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
@@ -92,16 +72,9 @@ def read_throughput(path: str | os.PathLike) -> dict:
             f"Run `python -m trainer.benchmark --output_path {path}` on the training box first."
         )
     try:
-        data = json.loads(path.read_text())
-        tps = float(data["tokens_per_sec"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(
-            f"{path} is not a valid throughput file ({type(exc).__name__}: {exc}); delete it and rerun "
-            "python -m trainer.benchmark."
-        ) from None
-    if not (tps > 0 and math.isfinite(tps)):
-        raise UserError(f"{path} gives tokens_per_sec = {tps}, which is not a positive number; rerun python -m trainer.benchmark.")
-    return data
+        return Throughput.read(path)
+    except UserError as exc:
+        raise UserError(f"{exc} It is not a valid throughput file: delete it and rerun python -m trainer.benchmark.") from None
 
 
 def over_budget_message(proj: CostProjection, train_cfg: TrainConfig, override_hint: str) -> str:
@@ -120,16 +93,16 @@ def over_budget_message(proj: CostProjection, train_cfg: TrainConfig, override_h
     )
 
 
-def _warn_if_stale(throughput: dict, model_cfg: ModelConfig, train_cfg: TrainConfig, source: Path) -> list[str]:
+def _warn_if_stale(throughput: Throughput, model_cfg: ModelConfig, train_cfg: TrainConfig, source: Path) -> list[str]:
     """Warnings when the benchmark measured a different model or sequence length."""
     warnings = []
-    measured_hash = throughput.get("model_config_hash")
+    measured_hash = throughput.model_config_hash
     if measured_hash is not None and measured_hash != model_cfg.config_hash():
         warnings.append(
             f"{source} was measured for model config {measured_hash}, but this run's model is "
             f"{model_cfg.config_hash()}: the projection may be wrong; rerun python -m trainer.benchmark."
         )
-    measured_seq = throughput.get("seq_len")
+    measured_seq = throughput.seq_len
     if measured_seq is not None and measured_seq != train_cfg.seq_len:
         warnings.append(f"{source} was measured at seq_len {measured_seq}, this run uses {train_cfg.seq_len}: the projection may be off.")
     for line in warnings:
@@ -145,18 +118,18 @@ def _default_gpu_count() -> int:
         return 1
 
 
-def write_cost_json(path: Path, proj: CostProjection, throughput_path: Path, throughput: dict,
+def write_cost_json(path: Path, proj: CostProjection, throughput_path: Path, throughput: Throughput,
                     model_cfg: ModelConfig, warnings: list[str], allowed_over_budget: bool) -> None:
-    atomic_write_json(path, {
-        **proj.to_dict(),
-        "throughput_path": str(throughput_path),
-        "measured_device": throughput.get("device_name"),
-        "measured_model_config_hash": throughput.get("model_config_hash"),
-        "model_config_hash": model_cfg.config_hash(),
-        "allowed_over_budget": allowed_over_budget,
-        "warnings": warnings,
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    CostFile(
+        **proj.model_dump(),
+        throughput_path=str(throughput_path),
+        measured_device=throughput.device_name,
+        measured_model_config_hash=throughput.model_config_hash,
+        model_config_hash=model_cfg.config_hash(),
+        allowed_over_budget=allowed_over_budget,
+        warnings=warnings,
+        written_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    ).write(path)
 
 
 def gate(train_cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, allow_over_budget: bool,
@@ -175,11 +148,11 @@ def gate(train_cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, allow_ov
         return None
     throughput = read_throughput(throughput_path)
     warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path)
-    proj = project(planned_tokens(train_cfg), float(throughput["tokens_per_sec"]), train_cfg.budget.hourly_rate,
+    proj = project(planned_tokens(train_cfg), throughput.tokens_per_sec, train_cfg.budget.hourly_rate,
                    gpu_count or _default_gpu_count(), max_cost=train_cfg.budget.max_cost)
     write_cost_json(run_dir / COST_FILE, proj, throughput_path, throughput, model_cfg, warnings,
-                    allowed_over_budget=allow_over_budget and proj.verdict == "over_budget")
-    if proj.verdict == "over_budget":
+                    allowed_over_budget=allow_over_budget and proj.verdict == OVER_BUDGET)
+    if proj.verdict == OVER_BUDGET:
         message = over_budget_message(proj, train_cfg, "pass --allow_over_budget to train anyway")
         if not allow_over_budget:
             raise OverBudgetError(message)
@@ -206,7 +179,7 @@ def format_table(proj: CostProjection, device: Optional[str] = None):
     table.add_row("projected cost", f"${proj.total_cost:,.2f}")
     table.add_row("max cost", "-" if proj.max_cost is None else f"${proj.max_cost:,.2f}")
     table.add_row("finish (UTC, if started now)", proj.finish_time)
-    style = "green" if proj.verdict == "ok" else "bold red"
+    style = "green" if proj.verdict == OK else "bold red"
     table.add_row("verdict", f"[{style}]{proj.verdict}[/{style}]")
     return table
 
@@ -227,17 +200,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     throughput_path = Path(args.throughput) if args.throughput else Path(train_cfg.runs_dir) / train_cfg.run_name / THROUGHPUT_FILE
     throughput = read_throughput(throughput_path)
     warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path)
-    gpu_count = args.gpu_count if args.gpu_count is not None else int(throughput.get("device_count") or 1)
-    proj = project(planned_tokens(train_cfg), float(throughput["tokens_per_sec"]), train_cfg.budget.hourly_rate,
+    gpu_count = args.gpu_count if args.gpu_count is not None else throughput.device_count or 1
+    proj = project(planned_tokens(train_cfg), throughput.tokens_per_sec, train_cfg.budget.hourly_rate,
                    gpu_count, max_cost=train_cfg.budget.max_cost)
     output_path = Path(args.output_path) if args.output_path else throughput_path.with_name(COST_FILE)
     write_cost_json(output_path, proj, throughput_path, throughput, model_cfg, warnings, allowed_over_budget=False)
 
     from rich.console import Console
 
-    Console().print(format_table(proj, throughput.get("device_name")))
+    Console().print(format_table(proj, throughput.device_name))
     print(f"wrote {output_path}")
-    if proj.verdict == "over_budget":
+    if proj.verdict == OVER_BUDGET:
         raise OverBudgetError(over_budget_message(proj, train_cfg, "pass --allow_over_budget to trainer.train to train anyway"))
 
 

@@ -5,22 +5,13 @@ Only the main process writes; on other ranks every method does nothing, so calle
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from runcontract.atomic import atomic_write_json
+from runcontract.run_files import MetricsRecord, StatusFile, metrics_line
 from runcontract.run_folder import ENDED_STATES, FINISHED, LOSS_CURVE_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_LOG
-
-
-def _clean(value):
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class RunLog:
@@ -53,14 +44,14 @@ class RunLog:
         if self.enabled:
             self._log_file.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] error: {message}\n")
 
-    def metrics(self, record: dict) -> None:
-        """One JSON object per line in metrics.jsonl (``type`` is "train" or "eval"); also to the trackers."""
+    def metrics(self, record: MetricsRecord) -> None:
+        """One line in metrics.jsonl (runcontract.run_files: TrainMetrics or EvalMetrics); also to the trackers."""
         if not self.enabled:
             return
         with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+            f.write(metrics_line(record))
         if self.tracker_sink is not None:
-            self.tracker_sink(record)
+            self.tracker_sink(record.model_dump())
 
     def status(self, state: str, **fields) -> None:
         """Replace status.json (read by ``launcher status``) in one rename. An ended state is also the phase."""
@@ -71,7 +62,7 @@ class RunLog:
             if state != FINISHED and self.phase_name not in ENDED_STATES:
                 progress = f"{state} during {self.phase_name}"  # the phase it ended in stays readable
             self.phase_name = state
-        self._status_fields = {k: _clean(v) for k, v in fields.items()}
+        self._status_fields = fields
         self._state = state
         self._write_status(progress)
 
@@ -83,9 +74,8 @@ class RunLog:
         self._write_status(progress)
 
     def _write_status(self, progress: Optional[str]) -> None:
-        record = {"state": getattr(self, "_state", "running"), "phase": self.phase_name, "progress": progress,
-                  **self._status_fields, "updated": time.time(), "pid": os.getpid()}
-        atomic_write_json(self.run_dir / STATUS_FILE, record)
+        StatusFile(state=getattr(self, "_state", "running"), phase=self.phase_name, progress=progress,
+                   **self._status_fields, updated=time.time(), pid=os.getpid()).write(self.run_dir / STATUS_FILE)
 
     def append_sample(self, text: str) -> None:
         if self.enabled:

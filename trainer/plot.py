@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ from typing import Optional
 
 from runcontract.atomic import atomic_write_bytes
 from runcontract.errors import UserError, cli_main
+from runcontract.run_files import TrainMetrics, parse_metrics_line
 from runcontract.run_folder import LOSS_CURVE_FILE
 from trainer.cli_args import add_deprecated_alias
 
@@ -53,22 +53,24 @@ def read_loss_series(metrics_path: str | os.PathLike) -> LossSeries:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = parse_metrics_line(line)
+        except ValueError:  # a torn last line, or a record that is not one
             series.skipped_lines += 1
             continue
-        if not isinstance(record, dict):
-            series.skipped_lines += 1
+        if record is None:
             continue
-        tokens = _number(record.get("tokens_seen"))
-        if record.get("type") == "train" and tokens is not None and (loss := _number(record.get("loss"))) is not None:
+        tokens = _number(record.tokens_seen)
+        loss = _number(record.loss if isinstance(record, TrainMetrics) else record.val_loss)
+        if tokens is None or loss is None:
+            continue
+        if isinstance(record, TrainMetrics):
             series.train_tokens.append(tokens)
             series.train_loss.append(loss)
-        elif record.get("type") == "eval" and tokens is not None and (loss := _number(record.get("val_loss"))) is not None:
+        else:
             series.val_tokens.append(tokens)
             series.val_loss.append(loss)
     if series.skipped_lines:
-        log.warning("%s: skipped %d line(s) that are not JSON objects", path, series.skipped_lines)
+        log.warning("%s: skipped %d line(s) that are not metrics records (a torn last line while training is normal)", path, series.skipped_lines)
     if not series.train_loss and not series.val_loss:
         raise UserError(
             f"{path} holds no train or eval loss lines (objects with type 'train' and loss, or type 'eval' and "

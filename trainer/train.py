@@ -36,7 +36,9 @@ from trainer.cpu_threads import apply_cpu_threads
 from trainer.cli_args import add_config_args, load_configs
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import UserError, cli_main
-from runcontract.manifest import ManifestError, verify_manifest
+from runcontract.manifest import ManifestError, read_manifest, verify_manifest
+from runcontract.budget import spent as budget_spent
+from runcontract.run_files import EvalMetrics, Throughput, TrainMetrics
 from runcontract.run_folder import (
     CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
     recency, step_dir_name, step_of_dir,
@@ -85,10 +87,10 @@ def resolve_micro_batch(train_cfg: TrainConfig, run_dir: Path) -> tuple[int, str
     throughput = run_dir / THROUGHPUT_FILE
     if throughput.is_file():
         try:
-            value = json.loads(throughput.read_text()).get("micro_batch_size")
-        except ValueError:
+            value = Throughput.read(throughput).micro_batch_size
+        except UserError:
             value = None
-        if isinstance(value, int) and value >= 1:
+        if value is not None and value >= 1:
             return value, str(throughput)
     return DEFAULT_MICRO_BATCH, f"default (no {THROUGHPUT_FILE})"
 
@@ -118,7 +120,7 @@ def find_resume_point(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
         final = run_dir / FINAL_DIR
         if final.is_dir():
             try:
-                step = int(ckpt.read_manifest(final).meta.get("step", 0))
+                step = int(read_manifest(final).meta.get("step", 0))
             except ManifestError:
                 step = sys.maxsize  # a broken final/ is reported below
             candidates.append((step, final))
@@ -407,7 +409,7 @@ class Fit:
         return self.prior_elapsed + time.time() - self.started
 
     def spent(self) -> float:
-        return self.elapsed() / 3600.0 * self.budget.hourly_rate
+        return budget_spent(self.elapsed(), self.budget.hourly_rate)
 
     def micro_batches(self):
         """This step's micro-batches on this rank (the first one's hash is recorded in ranks.json)."""
@@ -467,8 +469,8 @@ class Fit:
         log.phase("eval")
         self.last_eval = evaluate(self.model, self.val_sets, train_cfg, run.plan.micro_batch_size, run.accelerator, run.amp_dtype, run.model_cfg.vocab_size)
         self.last_val = self.last_eval["mix"]["loss"]
-        log.metrics({"type": "eval", "step": self.step, "tokens_seen": self.tokens_seen, "val_loss": self.last_val, "val_bpb": self.last_eval["mix"]["bpb"],
-                     "val_sources": {k: v for k, v in self.last_eval.items() if k != "mix"}, "elapsed_s": self.elapsed(), "time": time.time()})
+        log.metrics(EvalMetrics(step=self.step, tokens_seen=self.tokens_seen, val_loss=self.last_val, val_bpb=self.last_eval["mix"]["bpb"],
+                                val_sources={k: v for k, v in self.last_eval.items() if k != "mix"}, elapsed_s=self.elapsed(), time=time.time()))
         log.log(f"eval step {self.step}: {format_eval(self.last_eval)} ({time.time() - t_eval:.1f} s)")
         log.phase("training")
         log.plot_loss_curve()
@@ -506,7 +508,7 @@ def fit(loop: Fit) -> str:
 
         # Reading the device waits for it: only at log, eval and checkpoint steps (one small
         # collective then: mean loss, grad norm, any non-finite step, whether a rank must stop).
-        over_budget = budget.hourly_rate > 0 and loop.spent() >= budget.max_cost
+        over_budget = budget.reached(loop.spent())
         host_flags = [float(signals.requested is not None), float(over_budget)]
         due = (step % train_cfg.log_interval == 0 or step % train_cfg.eval_interval == 0
                or step % train_cfg.checkpoint_interval == 0 or step == plan.max_steps
@@ -531,9 +533,9 @@ def fit(loop: Fit) -> str:
         if step % train_cfg.log_interval == 0 or last:
             loop.tokens_per_sec = loop.interval_tokens / max(loop.interval_time, 1e-9)
             mfu = loop.flops_per_token * loop.tokens_per_sec / (loop.peak * world) if loop.peak else None
-            log.metrics({"type": "train", "step": step, "tokens_seen": loop.tokens_seen, "loss": loop.last_loss, "lr": lr,
-                         "grad_norm": float(grad_norm), "tokens_per_sec": loop.tokens_per_sec, "mfu": mfu, "epoch": sampler.epoch(step),
-                         "elapsed_s": loop.elapsed(), "cost_spent": loop.spent(), "time": time.time()})
+            log.metrics(TrainMetrics(step=step, tokens_seen=loop.tokens_seen, loss=loop.last_loss, lr=lr,
+                                     grad_norm=float(grad_norm), tokens_per_sec=loop.tokens_per_sec, mfu=mfu, epoch=sampler.epoch(step),
+                                     elapsed_s=loop.elapsed(), cost_spent=loop.spent(), time=time.time()))
             log.log(train_line(step, plan.max_steps, loop.last_loss, lr, float(grad_norm), loop.tokens_per_sec, mfu, loop.elapsed(), loop.spent())
                     + f" | epoch {sampler.epoch(step):.3f}")
             loop.status("running")

@@ -74,8 +74,8 @@ def command(config_path: Optional[str], timeout: float) -> None:
 
 
 def _run_account(name: str, data: dict) -> str:
-    status = data.get("status") or {}
-    run_state = training_state(data["status"], data["session_alive"])
+    status = data["status"]
+    run_state = training_state(status, data["session_alive"])
     if data.get("stop_sent"):
         return f"training was stopped: run {name!r} {run_state}{at_step(status)}"
     if run_state == "not started":

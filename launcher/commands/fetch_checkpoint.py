@@ -12,7 +12,6 @@ and the next older complete one is fetched.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import click
 
 from launcher.store import RichProgress, human_bytes, format_time, open_store
 from runcontract.errors import UserError
+from runcontract.run_files import StatusFile
 from runcontract.run_folder import FINAL_DIR, FINISHED, STATUS_FILE, STOPPED, recency
 
 
@@ -83,11 +83,11 @@ def _latest_once_uploaded(store, run: str, wait_s: float = 120.0, poll_s: float 
     step, first wait (bounded) for the agent to finish uploading that last checkpoint."""
     chosen = store.latest_checkpoint(run)
     try:
-        status = json.loads(store.read_text(f"{run}/{STATUS_FILE}") or "{}")
-    except ValueError:
+        status = StatusFile.parse(store.read_text(f"{run}/{STATUS_FILE}") or "", f"{run}/{STATUS_FILE}")
+    except UserError:
         return chosen
-    ended_at = status.get("step") if status.get("state") in (FINISHED, STOPPED) else None
-    if not isinstance(ended_at, int) or (chosen is not None and chosen.step >= ended_at):
+    ended_at = status.step if status.state in (FINISHED, STOPPED) else None
+    if ended_at is None or (chosen is not None and chosen.step >= ended_at):
         return chosen
     click.echo(f"training ended at step {ended_at}; waiting up to {wait_s:.0f} s for the agent to store that checkpoint")
     deadline = time.monotonic() + wait_s

@@ -77,7 +77,7 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
             _stderr(f"run {name!r} has not started on {box.label}: there is no {path} to follow. "
                     f"Start it with `launcher run{hint}`.")
             sys.exit(EXIT_USER_ERROR)
-        phase = (data["status"] or {}).get("phase")
+        phase = data["status"].phase if data["status"] is not None else None
         _stderr(f"logs: run {name!r} is {run_state}{f' (phase {phase})' if phase else ''}; waiting for {path} to appear ...")
 
     first = [box]

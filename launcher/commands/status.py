@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 import click
 from rich.console import Console
@@ -23,6 +23,8 @@ from launcher.config import RENTED_KINDS
 from launcher.console import make_console
 from launcher.state import box_for_command, load_command_context, run_name
 from runcontract.detached import session_name
+from runcontract.errors import UserError
+from runcontract.run_files import CostFile, RunFile, StatusFile
 from runcontract.run_folder import COST_FILE, STATUS_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
@@ -55,6 +57,7 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "exit_code": (("integer", "null"), "the trainer's exit code once it has exited (0: success); null while it runs"),
     "stderr_tail": (("string", "null"), "the last lines the trainer wrote to stderr, when it failed or never started"),
 }
+F = TypeVar("F", bound=RunFile)
 _CASTS = {"integer": int, "number": float, "string": str, "boolean": bool}
 
 
@@ -73,19 +76,19 @@ def typed(summary: dict) -> dict:
     return out
 
 
-def _json(data: Optional[bytes | str]) -> Optional[dict]:
+def _parse(model: type[F], data: Optional[bytes | str], source: str) -> Optional[F]:
+    """The run file's model, or None when it is absent or not whole (status shows what it can)."""
     if not data:
         return None
     try:
-        value = json.loads(data)
-    except (ValueError, TypeError):
+        return model.parse(data, source)
+    except UserError:
         return None
-    return value if isinstance(value, dict) else None
 
 
-def training_state(status: Optional[dict], session_alive: bool, exit_code: Optional[int] = None) -> str:
-    state = (status or {}).get("state")
-    if state == "preparing" and not session_alive and exit_code is not None and (status or {}).get("progress") == TRAINER_STARTING:
+def training_state(status: Optional[StatusFile], session_alive: bool, exit_code: Optional[int] = None) -> str:
+    state = status.state if status is not None else None
+    if state == "preparing" and not session_alive and exit_code is not None and status.progress == TRAINER_STARTING:
         return f"failed (the trainer exited with code {exit_code} before it started)"
     if state is None:
         return "starting" if session_alive else "not started"
@@ -96,24 +99,24 @@ def training_state(status: Optional[dict], session_alive: bool, exit_code: Optio
     return str(state)
 
 
-def eta_seconds(status: dict) -> Optional[float]:
-    step, max_steps = status.get("step"), status.get("max_steps")
-    if not step or not max_steps or status.get("state") != "running":
+def eta_seconds(status: StatusFile) -> Optional[float]:
+    step, max_steps = status.step, status.max_steps
+    if not step or not max_steps or status.state != "running":
         return None
-    remaining = max(0, int(max_steps) - int(step))
-    tps, seen = status.get("tokens_per_sec"), status.get("tokens_seen")
+    remaining = max(0, max_steps - step)
+    tps, seen = status.tokens_per_sec, status.tokens_seen
     if tps and seen:
-        return remaining * (float(seen) / int(step)) / float(tps)
-    if status.get("elapsed_s"):
-        return remaining * float(status["elapsed_s"]) / int(step)
+        return remaining * (seen / step) / tps
+    if status.elapsed_s:
+        return remaining * status.elapsed_s / step
     return None
 
 
 def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     """Everything status needs from the box, as a dict."""
     rd = run_rel(name)
-    status = _json(box.get_file(f"{rd}/{STATUS_FILE}"))
-    cost = _json(box.get_file(f"{rd}/{COST_FILE}"))
+    status = _parse(StatusFile, box.get_file(f"{rd}/{STATUS_FILE}"), f"{rd}/{STATUS_FILE}")
+    cost = _parse(CostFile, box.get_file(f"{rd}/{COST_FILE}"), f"{rd}/{COST_FILE}")
     alive = detached_session.has(box, session_name(name), multiplexer)
     exit_text = (box.get_file(f"{rd}/{TRAINER_EXIT_FILE}") or b"").decode().strip()
     exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
@@ -129,18 +132,20 @@ def read_run_from_store(config, root: Path, name: str) -> dict:
     from launcher.store import open_store
 
     store = open_store(config.storage, root)
-    return {"status": _json(store.read_text(f"{name}/{STATUS_FILE}")), "cost": _json(store.read_text(f"{name}/{COST_FILE}")),
+    return {"status": _parse(StatusFile, store.read_text(f"{name}/{STATUS_FILE}"), f"{name}/{STATUS_FILE}"),
+            "cost": _parse(CostFile, store.read_text(f"{name}/{COST_FILE}"), f"{name}/{COST_FILE}"),
             "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})"}
 
 
 def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], rate: Optional[float]) -> dict:
-    status = data.get("status") or {}
-    cost = data.get("cost") or {}
+    status: Optional[StatusFile] = data.get("status")
+    cost: Optional[CostFile] = data.get("cost")
     if data["source"] == "box":
-        state = training_state(data.get("status"), data["session_alive"], data.get("exit_code"))
+        state = training_state(status, data["session_alive"], data.get("exit_code"))
     else:
-        state = str(status.get("state") or "unknown") + " (stored copy)"
-    eta = eta_seconds(status) if status else None
+        state = (status.state if status is not None else "unknown") + " (stored copy)"
+    eta = eta_seconds(status) if status is not None else None
+    status = status or StatusFile.model_construct(state="unknown")  # every figure None
     return {
         "box": box_label,
         "instance": instance,
@@ -148,24 +153,24 @@ def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], r
         "run": name,
         "source": data["source"],
         "state": state,
-        "phase": status.get("phase"),
-        "progress": status.get("progress"),
+        "phase": status.phase,
+        "progress": status.progress,
         "session_alive": data["session_alive"],
-        "step": status.get("step"),
-        "max_steps": status.get("max_steps"),
-        "loss": status.get("loss"),
-        "val_loss": status.get("val_loss"),
-        "val_bpb": status.get("val_bpb"),
-        "val_sources": status.get("val_sources") or {},  # per source: {"loss", "bpb"} (C4 apart from Wikipedia)
-        "tokens_seen": status.get("tokens_seen"),
-        "tokens_per_sec": status.get("tokens_per_sec"),
-        "elapsed_s": status.get("elapsed_s"),
+        "step": status.step,
+        "max_steps": status.max_steps,
+        "loss": status.loss,
+        "val_loss": status.val_loss,
+        "val_bpb": status.val_bpb,
+        "val_sources": status.val_sources or {},  # per source: {"loss", "bpb"} (C4 apart from Wikipedia)
+        "tokens_seen": status.tokens_seen,
+        "tokens_per_sec": status.tokens_per_sec,
+        "elapsed_s": status.elapsed_s,
         "eta_s": eta,
-        "cost_spent": status.get("cost_spent"),
-        "cost_projected": cost.get("total_cost"),
-        "max_cost": cost.get("max_cost"),
-        "updated": status.get("updated"),
-        "age_s": (time.time() - status["updated"]) if status.get("updated") else None,
+        "cost_spent": status.cost_spent,
+        "cost_projected": cost.total_cost if cost is not None else None,
+        "max_cost": cost.max_cost if cost is not None else None,
+        "updated": status.updated,
+        "age_s": (time.time() - status.updated) if status.updated else None,
         "exit_code": data.get("exit_code"),
         "stderr_tail": data.get("stderr_tail") or None,
     }

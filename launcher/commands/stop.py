@@ -21,6 +21,7 @@ from launcher.commands.status import read_run, training_state
 from launcher.state import box_for_command, load_command_context, run_name
 from runcontract.detached import session_name
 from runcontract.errors import UserError
+from runcontract.run_files import StatusFile
 from runcontract.run_folder import ENDED_STATES, FINISHED
 
 
@@ -41,7 +42,7 @@ def stop_training(box: Box, name: str, multiplexer: str, console: Optional[Conso
         console.print(f"sent Ctrl-C to the trainer in {multiplexer} session {session!r} on {box.label}; waiting for its "
                       "final checkpoint ...")
     else:
-        pid = (data["status"] or {}).get("pid")
+        pid = data["status"].pid if data["status"] is not None else None
         if pid:
             box.run(f"kill -INT {int(pid)} 2>/dev/null; true", check=False, timeout=30)
             console.print(f"sent SIGINT to the trainer (pid {pid}) on {box.label}; waiting ...")
@@ -53,11 +54,11 @@ def stop_training(box: Box, name: str, multiplexer: str, console: Optional[Conso
         data = read_run(box, name, multiplexer)
         if not data["session_alive"]:  # the trainer and the agent (after its final flush) have exited
             return {**data, "stop_sent": True}
-        state = (data["status"] or {}).get("state")
+        state = data["status"].state if data["status"] is not None else None
         trainer_gone = multiplexer == "tmux" and "train" not in detached_session.windows(box, session, multiplexer)
         if (state in ENDED_STATES or trainer_gone) and ended_at is None:
             ended_at = time.monotonic()
-            console.print(f"trainer is {state or 'gone'} at step {(data['status'] or {}).get('step')}; waiting for the "
+            console.print(f"trainer is {state or 'gone'} at step {data['status'].step if data['status'] is not None else None}; waiting for the "
                           "agent's final upload ...")
         if ended_at is not None and not agent_interrupted and time.monotonic() - ended_at > AGENT_GRACE_S:
             # the agent ends by itself once it sees training end; if it has not (the trainer died
@@ -92,9 +93,8 @@ def command(config_path: Optional[str], timeout: float) -> None:
 
 def stop_account(name: str, label: str, data: dict) -> str:
     """One true sentence about the run after a stop: what was stopped, or why nothing was."""
-    status = data.get("status") or {}
     run_state = training_state(data["status"], data["session_alive"])
-    at = at_step(status)
+    at = at_step(data["status"])
     if not data.get("stop_sent"):
         if run_state == "not started":
             return f"nothing to stop: run {name!r} has not started on {label}; `launcher run` starts it."
@@ -105,10 +105,9 @@ def stop_account(name: str, label: str, data: dict) -> str:
             "checkpoint, `launcher down` releases it.")
 
 
-def at_step(status: dict) -> str:
+def at_step(status: Optional[StatusFile]) -> str:
     """" at step 40/200 (loss 3.2100)", or "" when the run has no step yet: never "None"."""
-    step, max_steps, loss = status.get("step"), status.get("max_steps"), status.get("loss")
-    if not isinstance(step, int):
+    if status is None or status.step is None:
         return ""
-    text = f" at step {step}" + (f"/{max_steps}" if isinstance(max_steps, int) else "")
-    return text + (f" (loss {loss:.4f})" if isinstance(loss, (int, float)) else "")
+    text = f" at step {status.step}" + (f"/{status.max_steps}" if status.max_steps is not None else "")
+    return text + (f" (loss {status.loss:.4f})" if status.loss is not None else "")

@@ -34,7 +34,6 @@ Money rules, all enforced here rather than in the thin clients:
 """
 from __future__ import annotations
 
-import json
 import secrets
 import sys
 import time
@@ -55,6 +54,7 @@ from launcher.providers.registry import (
 )
 from launcher.providers.static import static_instance
 from runcontract.errors import UserError
+from runcontract.run_files import CostFile
 from runcontract.run_folder import COST_FILE, run_rel
 
 # lookups by name after a create whose outcome is unknown (the provider may list it late)
@@ -131,12 +131,11 @@ def offers_table(offers: list[Offer], title: str) -> Table:
 
 def _known_run_hours(config: LauncherConfig) -> Optional[float]:
     """Hours the run needs, when a local ``runs/<name>/cost.json`` (from trainer.cost) says so."""
-    path = Path(run_rel(config.run.name)) / COST_FILE
     try:
-        hours = json.loads(path.read_text()).get("hours")
-    except (OSError, ValueError, AttributeError):
+        hours = CostFile.read(Path(run_rel(config.run.name)) / COST_FILE).hours
+    except UserError:
         return None
-    return float(hours) if isinstance(hours, (int, float)) and hours > 0 else None
+    return hours if hours > 0 else None
 
 
 def projection_lines(config: LauncherConfig, price: Optional[float]) -> list[str]:

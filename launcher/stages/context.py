@@ -13,6 +13,7 @@ from rich.console import Console
 from launcher.box import Box
 from launcher.config import LauncherConfig
 from launcher.secrets import secrets_path
+from runcontract.budget import BudgetConfig
 from runcontract.detached import session_name
 from runcontract.run_folder import run_rel
 
@@ -56,11 +57,14 @@ class RunContext:
     def rate(self) -> float:
         return float(self.hourly_rate if self.hourly_rate is not None else self.config.budget.hourly_rate)
 
+    @property
+    def budget(self) -> BudgetConfig:
+        """The run's budget: budget.max_cost at the box's live rate; the trainer (--set) and the agent (store.json) get it."""
+        return self.config.budget.model_copy(update={"hourly_rate": self.rate})
+
     def trainer_sets(self) -> list[str]:
         """``--set`` overrides for every trainer step: run.set, then the launcher's budget and run name."""
-        sets = [*self.config.run.overrides,
-                f"train.budget.hourly_rate={self.rate}", f"train.budget.max_cost={self.config.budget.max_cost}",
-                f"train.run_name={self.run_name}"]
+        sets = [*self.config.run.overrides, *self.budget.overrides("train.budget"), f"train.run_name={self.run_name}"]
         by_key: dict[str, str] = {}  # each key once: the last value wins, as it would on the trainer's command line
         for item in sets:
             key = item.partition("=")[0].strip()

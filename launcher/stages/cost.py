@@ -2,12 +2,12 @@
 before training when it is over budget.max_cost (exit 3), unless --allow-over-budget."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 from launcher.box import command_failed
 from launcher.stages.context import RunContext, module_command
-from runcontract.errors import EXIT_OVER_BUDGET, OverBudgetError
+from runcontract.errors import EXIT_OVER_BUDGET, OverBudgetError, UserError
+from runcontract.run_files import CostFile
 from runcontract.run_folder import COST_FILE, THROUGHPUT_FILE
 
 
@@ -24,12 +24,13 @@ def is_done(ctx: RunContext) -> Optional[str]:
 
 def _over_budget_reason(ctx: RunContext) -> str:
     """The cost verdict's figures, from the cost.json trainer.cost wrote (never from its output)."""
+    path = f"{ctx.run_dir}/{COST_FILE}"
     try:
-        cost = json.loads(ctx.box.get_file(f"{ctx.run_dir}/{COST_FILE}") or b"{}")
-        return (f"projected cost ${cost['total_cost']:,.2f} ({cost['hours']:,.1f} h at ${cost['hourly_rate']:.2f}/h "
-                f"for {cost['target_tokens']:,} tokens) exceeds budget.max_cost ${cost['max_cost']:,.2f}")
-    except (ValueError, KeyError, TypeError):
-        return f"the projected cost exceeds budget.max_cost ({ctx.run_dir}/{COST_FILE} is unreadable)"
+        cost = CostFile.parse(ctx.box.get_file(path) or b"", path)
+        return (f"projected cost ${cost.total_cost:,.2f} ({cost.hours:,.1f} h at ${cost.hourly_rate:.2f}/h "
+                f"for {cost.target_tokens:,} tokens) exceeds budget.max_cost ${cost.max_cost or 0:,.2f}")
+    except UserError:
+        return f"the projected cost exceeds budget.max_cost ({path} is unreadable)"
 
 
 def run(ctx: RunContext) -> str:

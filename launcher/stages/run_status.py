@@ -2,12 +2,13 @@
 and whether the run already finished all this config asks for (then nothing runs)."""
 from __future__ import annotations
 
-import json
 import time
 from typing import Optional
 
 from launcher.box import BoxError
 from launcher.stages.context import RunContext
+from runcontract.errors import UserError
+from runcontract.run_files import StatusFile
 from runcontract.run_folder import CONFIG_FILE, FINISHED, LAUNCHER_PHASES, STATUS_FILE
 
 
@@ -18,13 +19,13 @@ def write_launcher_phase(ctx: RunContext, stage: str, state: str = "preparing", 
         return
     path = f"{ctx.run_dir}/{STATUS_FILE}"
     try:
-        previous = json.loads(ctx.box.get_file(path) or b"{}")
-    except (ValueError, BoxError):
+        previous = StatusFile.parse(ctx.box.get_file(path) or b"", path).to_json()
+    except (UserError, BoxError):
         previous = {}
-    record = {k: v for k, v in (previous if isinstance(previous, dict) else {}).items() if k != "pid"}  # no trainer runs yet
-    record.update(state=state, phase=stage, progress=progress, updated=time.time())
+    previous.pop("pid", None)  # no trainer runs yet
+    record = StatusFile(**{**previous, "state": state, "phase": stage, "progress": progress, "updated": time.time()})
     try:
-        ctx.box.put_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        ctx.box.put_text(path, record.to_text())
     except BoxError:
         pass  # the stage itself reports an unreachable box
 
@@ -39,11 +40,11 @@ def finished_run(ctx: RunContext) -> Optional[str]:
     import yaml
 
     try:
-        status = json.loads(ctx.box.get_file(f"{ctx.run_dir}/{STATUS_FILE}") or b"{}")
+        status = StatusFile.parse(ctx.box.get_file(f"{ctx.run_dir}/{STATUS_FILE}") or b"", f"{ctx.run_dir}/{STATUS_FILE}")
         resolved = yaml.safe_load(ctx.box.get_file(f"{ctx.run_dir}/{CONFIG_FILE}") or b"{}") or {}
-    except ValueError:
+    except (UserError, ValueError):
         return None
-    if not isinstance(status, dict) or status.get("state") != FINISHED or not isinstance(status.get("step"), int):
+    if status.state != FINISHED or status.step is None:
         return None
     train_cfg = ctx.train_config()
     tokens_per_step = (resolved.get("runtime") or {}).get("tokens_per_step") if isinstance(resolved, dict) else None
@@ -52,13 +53,13 @@ def finished_run(ctx: RunContext) -> Optional[str]:
     elif isinstance(tokens_per_step, int) and tokens_per_step > 0:
         asked = math.ceil(train_cfg.target_tokens / tokens_per_step)
     else:
-        asked = status.get("max_steps") or status["step"]
-    if status["step"] < asked:
+        asked = status.max_steps or status.step
+    if status.step < asked:
         return None
-    figures = ", ".join(f"{label} {status[key]:.4f}" for key, label in (("loss", "loss"), ("val_loss", "val loss"))
-                        if isinstance(status.get(key), (int, float)))
+    figures = ", ".join(f"{label} {value:.4f}" for value, label in ((status.loss, "loss"), (status.val_loss, "val loss"))
+                        if value is not None)
     where = f" in {ctx.config_path}" if ctx.config_path else ""
-    return (f"run {ctx.run_name!r} is complete: it finished at step {status['step']}/{status.get('max_steps', asked)}"
+    return (f"run {ctx.run_name!r} is complete: it finished at step {status.step}/{status.max_steps if status.max_steps is not None else asked}"
             f"{' (' + figures + ')' if figures else ''} on {ctx.box.label}, and this config asks for no more. Nothing was "
             f"run or changed. To train it further, raise train.max_steps or train.target_tokens under run.set{where} "
             "(training resumes from its final checkpoint); to start a fresh run, give it a new run.name. "

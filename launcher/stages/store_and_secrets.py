@@ -16,10 +16,7 @@ def secrets_prefix(ctx: RunContext) -> str:
 def write_store_config(ctx: RunContext) -> None:
     from launcher.agent import store_config_json
 
-    config = ctx.config
-    if ctx.hourly_rate is not None:
-        config = config.model_copy(deep=True)
-        config.budget.hourly_rate = ctx.hourly_rate
+    config = ctx.config.model_copy(update={"budget": ctx.budget})
     ctx.box.put_text(f"{ctx.run_dir}/{STORE_CONFIG_FILE}", store_config_json(config, ctx.run_name, ctx.instance_id))
 
 
