@@ -162,6 +162,16 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     # Precision and compilation are this config's business, not accelerate's environment.
     threads_line = apply_cpu_threads(train_cfg.cpu_threads)  # before any torch work: a busy CPU must not collapse speed
     accelerator = Accelerator(mixed_precision="no", dynamo_backend="no", **tracker_kwargs(train_cfg))
+    try:
+        return prepare_and_fit(accelerator, model_cfg, train_cfg, options, threads_line)
+    finally:
+        # Closes the trackers (event files, the W&B run) and destroys the process group, on every
+        # path out. torch does not destroy it at exit: gloo's threads then die in static destructors
+        # and a rank that finished cleanly can abort ("terminate called without an active exception").
+        accelerator.end_training()
+
+
+def prepare_and_fit(accelerator, model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options, threads_line: str) -> str:
     run = prepare(accelerator, model_cfg, train_cfg, options, threads_line)
     if run.resume_from is not None and run.start_step >= run.plan.max_steps:
         # A finished run: rewriting status.json would lose its figures; say how to train further.
@@ -186,10 +196,6 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
         raise
     finally:
         loop.signals.restore()
-        # Closes the trackers (event files, the W&B run) and destroys the process group. torch does not
-        # destroy it at exit: gloo's threads then die in static destructors and a rank that finished
-        # cleanly can abort ("terminate called without an active exception", SIGABRT).
-        accelerator.end_training()
         run.close()
 
 
