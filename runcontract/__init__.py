@@ -7,5 +7,5 @@ its JSON files (``run_files``), the budget and the money spent (``budget``), the
 atomic writes that keep every file whole (``atomic``), the errors and exit codes both halves
 raise (``errors``), and how a run is detached from its terminal (``detached``). No torch, no
 numpy, and it imports neither ``launcher`` nor ``trainer``: the laptop's install carries it
-beside the launcher (tests/test_packaging.py checks that).
+beside the launcher (tests/runcontract/test_packaging.py checks that).
 """

@@ -3,7 +3,7 @@
 The two share one layout (same rotary convention, no biases, same norms), so conversion is a
 renaming of tensors, plus splitting the fused projections (``qkv_proj`` into HF's q/k/v,
 ``gate_up_proj`` into gate/up; issue 16) and joining them again on the way back. Used by the
-parity test (tests/test_model.py) and the export step.
+parity test (tests/trainer/test_model.py) and the export step.
 """
 from __future__ import annotations
 

@@ -107,3 +107,32 @@ class SSHServer:
     def stop(self) -> None:
         stop(self.proc)
         self.proc = None
+
+
+def session_processes(sshd: SSHTarget) -> list[int]:
+    """PIDs of the sshd processes serving the test user's connections under THIS test's sshd."""
+    server_pid = int((sshd.identity_file.parent / "sshd.pid").read_text().split()[0])
+    uid = pwd.getpwnam(sshd.user).pw_uid
+    children: dict[int, list[int]] = {}
+    info: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        ppid = int(fields["PPid"].strip())
+        proc_uid = int(fields["Uid"].split()[0])
+        children.setdefault(ppid, []).append(int(entry))
+        info[int(entry)] = (proc_uid, cmd)
+    found, todo = [], list(children.get(server_pid, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        proc_uid, cmd = info.get(pid, (None, ""))
+        if proc_uid == uid and cmd.startswith("sshd:"):
+            found.append(pid)
+    return found

@@ -4,7 +4,6 @@ for backward), SDPA enable_gqa, bf16 parameters, 0 graph breaks under torch.comp
 one recompile between train and eval."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +14,7 @@ from trainer.hf_convert import to_hf_config, to_hf_state_dict
 from trainer.linear_cross_entropy import linear_cross_entropy, saved_bytes_for_backward
 from trainer.model import SDPA_HAS_GQA, Transformer
 from trainer.train_step import prepare_model
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.harness.paths import REPO
 
 
 def small_config(**overrides) -> ModelConfig:

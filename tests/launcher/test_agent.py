@@ -20,11 +20,11 @@ import pytest
 from launcher.agent import store_config_json
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig
 from launcher.store import open_store
-from tests.test_store import make_checkpoint, s3_endpoint_for, s3_storage
+from tests.harness.paths import REPO as ROOT
+from tests.harness.stores import make_checkpoint, s3_endpoint_for, s3_storage
 from runcontract.budget import BudgetConfig
 from runcontract.manifest import sha256_file, verify_manifest, write_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = "demo"
 
 TRAINER = r"""

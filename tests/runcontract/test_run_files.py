@@ -19,8 +19,7 @@ from runcontract.run_files import (
     CostFile, EvalMetrics, StatusFile, StoreFile, Throughput, TrainMetrics, metrics_line, parse_metrics_line,
 )
 from runcontract.run_folder import latest_complete_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.harness.paths import REPO as ROOT
 
 
 def test_status_round_trips_keeps_unknown_keys_and_writes_no_nan(tmp_path):

@@ -1,6 +1,6 @@
 """``launcher up`` / ``launcher down`` end to end against the fake providers and the real loopback sshd.
 
-The fake RunPod (tests/fake_providers.py, real HTTP on 127.0.0.1, REST v2 shapes) reports the
+The fake RunPod (tests/harness/fake_providers.py, real HTTP on 127.0.0.1, REST v2 shapes) reports the
 pod's public SSH endpoint as a ``LateSshd`` port in front of the real sshd: like a rented box's
 freshly published port, it resets the first connections before sshd answers. The config logs
 in as the sshd fixture's non-root user (``box.runpod.ssh_user``) instead of root.
@@ -22,10 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fake_providers import API_KEY, FakeRunPod, FakeVast, LateSshd
+from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast, LateSshd
 from tests.harness.sshd import SSHTarget
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.harness.paths import REPO as ROOT
 
 
 def _project_copy(dest: Path) -> Path:

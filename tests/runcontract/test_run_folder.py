@@ -10,8 +10,8 @@ import pytest
 from runcontract import run_folder
 from runcontract.errors import UserError
 from runcontract.run_folder import FINAL_DIR, checkpoint_rel, recency, step_dir_name, step_of_dir
+from tests.harness.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FILE_NAMES = {value for name, value in vars(run_folder).items()
               if name.endswith(("_FILE", "_LOG")) and isinstance(value, str)}
 

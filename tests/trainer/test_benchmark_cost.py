@@ -19,8 +19,8 @@ from runcontract.configlib import load_config
 from trainer.cost import gate, project
 from runcontract.errors import OverBudgetError, UserError
 from trainer.gpu_specs import mfu, peak_bf16_flops
+from tests.harness.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 THROUGHPUT_KEYS = {
     "device_name", "device_count", "torch_version", "cuda_version", "model_config_hash", "num_parameters",
     "flops_per_token", "micro_batch_size", "seq_len", "tokens_per_sec", "step_time_s", "mfu",

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import make_data, read_metrics, tiny_args
+from tests.harness.trainer_runs import make_data, read_metrics, tiny_args
 from trainer.cpu_threads import auto_threads
 from runcontract.run_folder import RUN_PHASES
 from trainer.train import main
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.harness.paths import REPO
 
 
 def test_phases_progress_and_tensorboard_match_metrics(tmp_path: Path, monkeypatch):

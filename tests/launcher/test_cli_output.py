@@ -11,7 +11,7 @@ from pathlib import Path
 from launcher.cli import cli, version
 from launcher.commands.status import STATUS_FIELDS, typed
 from launcher.stages.step_output import split_progress_lines
-from tests.launcher_helpers import ROOT, launcher_env
+from tests.harness.launcher_cli import ROOT, launcher_env
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -91,7 +91,7 @@ def test_wandb_key_travels_as_a_secret_only(tmp_path: Path):
         assert "WANDB_API_KEY" in str(exc) and "WANDB_MODE=offline" in str(exc)
 
     # the dry run shows how the key travels (a mode-600 file sourced in the session), never the key
-    from tests.launcher_helpers import copy_project, launcher
+    from tests.harness.launcher_cli import copy_project, launcher
 
     project = copy_project(tmp_path / "project")
     secret = "wandb-key-that-must-not-show"

@@ -20,7 +20,7 @@ import pytest
 
 from tests.harness.s3server import S3Endpoint
 from tests.harness.sshd import SSHTarget
-from tests.launcher_helpers import (
+from tests.harness.launcher_cli import (
     assert_clean_error, box_shell, copy_project, launcher, s3_storage, ssh_config, wait_for,
 )
 
@@ -32,7 +32,7 @@ def project(tmp_path: Path) -> Path:
 
 def test_up_run_logs_status_stop_rerun_down(sshd: SSHTarget, remote_workdir: str, box_python: Path, s3_server: S3Endpoint,
                                             s3_bucket: str, project: Path):
-    from tests.test_logs_follow import session_processes
+    from tests.harness.sshd import session_processes
 
     name = f"ssh{os.getpid()}"
     cfg = project / "configs" / "ssh_e2e.yaml"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,7 @@ from runcontract.config import ModelConfig
 from runcontract.configlib import load_config
 from trainer.hf_convert import from_hf_state_dict, to_hf_config, to_hf_state_dict
 from trainer.model import Transformer, describe
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.harness.paths import REPO
 
 
 def small_config(**overrides) -> ModelConfig:

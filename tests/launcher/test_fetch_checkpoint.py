@@ -13,10 +13,10 @@ import pytest
 
 from launcher.config import StorageConfig
 from launcher.store import open_store
-from tests.test_store import make_checkpoint, s3_storage
+from tests.harness.stores import make_checkpoint, s3_storage
 from runcontract.manifest import sha256_file, verify_manifest, write_manifest
+from tests.harness.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = "demo"
 
 

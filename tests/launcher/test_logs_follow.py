@@ -7,7 +7,6 @@ collected must be exactly 1..N, in order, and the follower must have reconnected
 from __future__ import annotations
 
 import os
-import pwd
 import signal
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from launcher.box_ssh import SSHBox
 from launcher.log_follow import LogFollower
 from launcher.ssh_commands import SSHEndpoint
 from tests.harness.sshd import SSHTarget
+from tests.harness.sshd import session_processes
 
 N = 120
 
@@ -24,35 +24,6 @@ def make_box(sshd: SSHTarget, known_hosts: Path, workdir: str) -> SSHBox:
     ep = SSHEndpoint(host=sshd.host, port=sshd.port, user=sshd.user, identity_file=str(sshd.identity_file),
                      known_hosts=str(known_hosts), connect_timeout=10)
     return SSHBox(ep, workdir=workdir)
-
-
-def session_processes(sshd: SSHTarget) -> list[int]:
-    """PIDs of the sshd processes serving the test user's connections under THIS test's sshd."""
-    server_pid = int((sshd.identity_file.parent / "sshd.pid").read_text().split()[0])
-    uid = pwd.getpwnam(sshd.user).pw_uid
-    children: dict[int, list[int]] = {}
-    info: dict[int, tuple[int, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        ppid = int(fields["PPid"].strip())
-        proc_uid = int(fields["Uid"].split()[0])
-        children.setdefault(ppid, []).append(int(entry))
-        info[int(entry)] = (proc_uid, cmd)
-    found, todo = [], list(children.get(server_pid, []))
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        proc_uid, cmd = info.get(pid, (None, ""))
-        if proc_uid == uid and cmd.startswith("sshd:"):
-            found.append(pid)
-    return found
 
 
 def test_follow_resumes_after_the_server_drops_the_connection(sshd: SSHTarget, remote_workdir: str, tmp_path: Path):

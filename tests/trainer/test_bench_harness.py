@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tests.harness.paths import REPO
 
 
 def test_model_vs_hf_runs_on_cpu(tmp_path, run_python):
@@ -34,9 +35,8 @@ def test_model_vs_hf_rejects_bad_lists(run_python, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compiled_model_matches_eager_on_cuda():
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(REPO))
     from bench.model_vs_hf import compile_check
     from runcontract.config import ModelConfig
 
@@ -79,9 +79,8 @@ def test_gpu_report_runs_on_cpu_with_the_smoke_model(tmp_path, run_python):
 
 def test_gpu_report_records_rows_past_the_budget_as_skipped():
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(REPO))
     from bench.gpu_report import Report
 
     report = Report(budget_s=0.0, peak=None)  # already spent

@@ -30,7 +30,7 @@ from launcher.config import load_launcher_config
 from launcher.store import open_store
 from tests.harness.s3server import S3Endpoint
 from tests.harness.sshd import SSHTarget
-from tests.launcher_helpers import (
+from tests.harness.launcher_cli import (
     ROOT, box_shell, copy_project, follow_logs_until, launcher, ok, s3_storage, ssh_config, wait_for,
 )
 from runcontract.manifest import MANIFEST_NAME, verify_manifest

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tests.harness.s3server import S3Endpoint
 from tests.harness.sshd import SSHTarget
+from tests.harness.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SETS = [
     "train.max_steps=100000", "train.log_interval=1", "train.checks.overfit_microset.enabled=false",
     "train.eval_interval=1000", "train.checkpoint_interval=1000", "train.eval_tokens=2048",

@@ -1,6 +1,6 @@
 """Provider clients against local HTTP servers that answer in RunPod's and Vast.ai's documented shapes.
 
-No mocks of the HTTP layer: every call goes over real HTTP to tests/fake_providers.py (RunPod
+No mocks of the HTTP layer: every call goes over real HTTP to tests/harness/fake_providers.py (RunPod
 REST v2 and Vast.ai, strict as their published descriptions say), and the tests assert the
 requests the clients sent (method, path, auth header, body). The money cases (a create that
 fails after making something, prices that must match the bill, teardown through the recorded
@@ -25,7 +25,7 @@ from launcher.providers.base import CreatedButFailed, Instance, ProviderError, P
 from launcher.providers.http_client import JsonHttpClient, _retry_after_seconds
 from launcher.providers.runpod import RunpodProvider
 from launcher.providers.vastai import VastaiProvider
-from tests.fake_providers import API_KEY, FakeRunPod, FakeServer, FakeVast, Recorded, Reply, validate_pod_create
+from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeServer, FakeVast, Recorded, Reply, validate_pod_create
 from runcontract.errors import UserError
 
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestKeyForTheLauncher test@laptop"

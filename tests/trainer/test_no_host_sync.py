@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from tests.test_train import make_data, subprocess_env, tiny_args
+from tests.harness.paths import REPO
+from tests.harness.trainer_runs import make_data, subprocess_env, tiny_args
 
-REPO = Path(__file__).resolve().parent.parent
 
 SHIM = r'''
 import json, sys

@@ -6,11 +6,9 @@ exists and whose files are all stored; downloads verify every sha256 and are res
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,29 +18,11 @@ from launcher.secrets import box_secret_env, render_env_file, write_env_file
 from launcher.store import ChecksumError, StoreError, TransferProgress, open_store
 from launcher.store_file import FileStore
 from launcher.store_s3 import S3Store
-from tests.harness.s3server import S3Endpoint
 from runcontract.errors import UserError
 from runcontract.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
+from tests.harness.stores import S3_KINDS, make_checkpoint, s3_endpoint_for, s3_kind_store, s3_storage
 
 RUN = "demo"
-
-
-def make_checkpoint(root: Path, step: int, sizes=(300_000, 2_000), final: bool = False) -> Path:
-    folder = root / ("final" if final else f"checkpoints/step_{step:06d}")
-    folder.mkdir(parents=True)
-    for i, size in enumerate(sizes):
-        (folder / f"part{i}.bin").write_bytes(os.urandom(size))
-    (folder / "sub").mkdir()
-    (folder / "sub" / "state.json").write_text(json.dumps({"step": step}))
-    write_manifest(folder, meta={"step": step})
-    return folder
-
-
-def s3_storage(s3_server, bucket: str, prefix: str = "team/runs") -> StorageConfig:
-    return StorageConfig(url=f"s3://{bucket}/{prefix}", endpoint_url=s3_server.endpoint_url, region=s3_server.region, addressing_style="path")
-
-
-S3_KINDS = ["rclone", "moto", "b2"]  # b2: the strict B2-like proxy in front of rclone
 
 
 @pytest.fixture(params=["file", *S3_KINDS])
@@ -51,17 +31,6 @@ def store(request, tmp_path):
         return FileStore(tmp_path / "store")
     server, bucket = s3_endpoint_for(request, request.param)
     return S3Store(s3_storage(server, bucket), env=server.env())
-
-
-def s3_endpoint_for(request, kind: str) -> tuple[S3Endpoint, str]:
-    """(endpoint, new bucket) of one S3 implementation: rclone, moto, or b2 (rclone behind the strict proxy)."""
-    server = request.getfixturevalue("moto_server" if kind == "moto" else "s3_server")
-    bucket = f"bucket-{uuid.uuid4().hex[:10]}"
-    server.client().create_bucket(Bucket=bucket)
-    if kind == "b2":
-        proxy = request.getfixturevalue("strict_proxy")
-        server = S3Endpoint(proxy.url, server.access_key, server.secret_key, server.region, server.data_dir)
-    return server, bucket
 
 
 def test_small_objects_round_trip(store, tmp_path):
@@ -264,11 +233,6 @@ def test_empty_objects_do_not_stall_the_next_request(store, tmp_path):
 
 
 # ----------------------------------------------------------------------------- issue 14
-def s3_kind_store(request, kind: str, prefix: str = "team/runs") -> tuple[S3Store, S3Endpoint, str]:
-    server, bucket = s3_endpoint_for(request, kind)
-    return S3Store(s3_storage(server, bucket, prefix), env=server.env()), server, bucket
-
-
 @pytest.mark.parametrize("kind", S3_KINDS)
 def test_multipart_upload_passes_a_strict_vendor(request, kind, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMBOX_S3_CHUNK_MB", "5")  # 12 MB: three parts (CreateMultipartUpload, UploadPart, Complete)

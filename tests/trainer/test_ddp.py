@@ -5,30 +5,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from runcontract.manifest import verify_manifest
-
-REPO = Path(__file__).resolve().parent.parent
-VOCAB = 384
-
-
-def write_repeating_data(data: Path) -> Path:
-    """A data folder of 60,000 train and 6,000 val tokens (a repeated random pattern)."""
-    data.mkdir()
-    text = np.random.default_rng(0).integers(0, VOCAB, size=997)
-    np.resize(text, 60_000).astype(np.uint16).tofile(data / "train.bin")
-    np.resize(text[::-1], 6_000).astype(np.uint16).tofile(data / "val.bin")
-    (data / "data_meta.json").write_text(json.dumps({"vocab_size": VOCAB, "eos_id": 0, "train_tokens": 60_000, "val_tokens": 6_000, "dtype": "uint16", "tokenizer_sha256": "t"}))
-    return data
+from tests.harness.paths import REPO
+from tests.harness.trainer_runs import VOCAB, make_data
 
 
 def test_two_process_ddp_run(tmp_path):
-    data = write_repeating_data(tmp_path / "data")
+    data = make_data(tmp_path / "data")
     sets = {
         "model.vocab_size": VOCAB, "model.d_model": 64, "model.n_layers": 2, "model.ffn_hidden": 128, "model.max_seq_len": 64,
         "train.runs_dir": tmp_path / "runs", "train.data_dir": data, "train.run_name": "ddp", "train.tokenizer_model": "null",
@@ -73,7 +60,7 @@ def test_resume_from_one_rank_on_two_keeps_the_global_batches(tmp_path):
     same 16 sequences per step in the same order, so the losses follow the uninterrupted run."""
     from trainer.train import main
 
-    data = write_repeating_data(tmp_path / "data")
+    data = make_data(tmp_path / "data")
 
     def sets(run: str) -> list[str]:
         values = {

@@ -16,19 +16,8 @@ from runcontract.errors import UserError
 from runcontract.run_folder import step_dir_name
 from trainer.model import Transformer
 from trainer.train import main
-
-REPO = Path(__file__).resolve().parent.parent
-VOCAB = 384
-
-
-def make_data(data_dir: Path) -> None:
-    import numpy as np
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    text = np.random.default_rng(0).integers(0, VOCAB, size=997)
-    np.resize(text, 60_000).astype(np.uint16).tofile(data_dir / "train.bin")
-    np.resize(text[::-1], 6_000).astype(np.uint16).tofile(data_dir / "val.bin")
-    (data_dir / "data_meta.json").write_text(json.dumps({"vocab_size": VOCAB, "eos_id": 0, "train_tokens": 60_000, "val_tokens": 6_000, "dtype": "uint16", "tokenizer_sha256": "t"}))
+from tests.harness.paths import REPO
+from tests.harness.trainer_runs import VOCAB, make_data
 
 
 def run_args(tmp: Path, run: str, steps: int = 10, *extra: str) -> list[str]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.launcher_helpers import assert_clean_error, copy_project, launcher, local_config, wait_for
+from tests.harness.launcher_cli import assert_clean_error, copy_project, launcher, local_config, wait_for
 
 
 @pytest.fixture

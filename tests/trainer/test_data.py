@@ -22,8 +22,8 @@ from runcontract.errors import UserError
 from runcontract.manifest import sha256_file
 from trainer.mix import MixedStream, is_val_position
 from trainer.smoke_data import SMOKE_MIX, ensure_smoke_data
+from tests.harness.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pha", "qu", "ish"]
 
 
