@@ -29,7 +29,7 @@ from launcher.agent import store_config_json  # noqa: E402
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig  # noqa: E402
 from runcontract.atomic import atomic_write_json  # noqa: E402
 from runcontract.manifest import write_manifest  # noqa: E402
-from runcontract.run_folder import AGENT_LOG, CHECKPOINTS_DIR, STATUS_FILE, STORE_CONFIG_FILE, run_rel, step_dir_name  # noqa: E402
+from runcontract.run_folder import AGENT_LOG, CHECKPOINTS_DIR, FINISHED, STATUS_FILE, STORE_CONFIG_FILE, run_rel, step_dir_name  # noqa: E402
 
 
 def build(device: str, batch: int, seq_len: int):
@@ -153,7 +153,7 @@ def main() -> None:
                     raise SystemExit(f"the agent exited with {agent.returncode}; see {agent_log}")
             windows.append((time.monotonic() - started, count))
             shutil.rmtree(run_dir / CHECKPOINTS_DIR / name)  # keep the disk use flat
-        write_status(run_dir, "finished")
+        write_status(run_dir, FINISHED)
         agent.wait(120)
 
         if not busy:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -22,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -165,10 +166,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options) -> s
     try:
         return prepare_and_fit(accelerator, model_cfg, train_cfg, options, threads_line)
     finally:
-        # Closes the trackers (event files, the W&B run) and destroys the process group, on every
-        # path out. torch does not destroy it at exit: gloo's threads then die in static destructors
-        # and a rank that finished cleanly can abort ("terminate called without an active exception").
-        accelerator.end_training()
+        accelerator.end_training()  # closes the trackers (event files, the W&B run) and destroys the process group
 
 
 def prepare_and_fit(accelerator, model_cfg: ModelConfig, train_cfg: TrainConfig, options: Options, threads_line: str) -> str:
@@ -629,5 +627,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+def exit_process(entry: Callable[[], Optional[int]]) -> None:
+    """Run the command line and exit with its code. A rank of a multi-process run leaves through
+    ``os._exit`` once its output is flushed (every file it writes is closed by then): after DDP has
+    wrapped a model, torch keeps gloo's threads alive past ``destroy_process_group``, and their
+    teardown during interpreter finalization can abort a rank that finished cleanly ("terminate
+    called without an active exception", SIGABRT; pytorch/pytorch#179291). One process exits normally."""
+    try:
+        code = entry() or 0
+    except SystemExit as exc:  # cli_main's exit for a UserError or Ctrl-C
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    cli_main(main)()
+    exit_process(cli_main(main))

@@ -25,7 +25,7 @@ from launcher.state import box_for_command, load_command_context, run_name
 from runcontract.detached import session_name
 from runcontract.errors import UserError
 from runcontract.run_files import CostFile, RunFile, StatusFile
-from runcontract.run_folder import COST_FILE, STATUS_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel
+from runcontract.run_folder import COST_FILE, FAILED, FINISHED, STATUS_FILE, STOPPED, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
 STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -121,7 +121,7 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     exit_text = (box.get_file(f"{rd}/{TRAINER_EXIT_FILE}") or b"").decode().strip()
     exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
     stderr_tail = ""
-    if status is None or training_state(status, alive, exit_code).startswith("failed"):
+    if status is None or training_state(status, alive, exit_code).startswith(FAILED):
         err = box.get_file(f"{rd}/{TRAINER_STDERR_LOG}") or b""
         stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
     return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code,
@@ -199,7 +199,7 @@ def render(summary: dict) -> Table:
     table.add_row("box", summary["box"] + (f" ({summary['instance'].get('provider')} {summary['instance'].get('id')}, "
                                            f"{summary['instance'].get('state')})" if summary.get("instance") else ""))
     table.add_row("read from", summary["source"])
-    style = {"running": "green", "finished": "green", "stopped": "yellow", "preparing": "cyan", "starting": "cyan",
+    style = {"running": "green", FINISHED: "green", STOPPED: "yellow", "preparing": "cyan", "starting": "cyan",
              "not started": "yellow"}.get(summary["state"], "red")
     table.add_row("state", f"[{style}]{summary['state']}[/{style}]")
     if summary.get("phase"):

@@ -4,6 +4,7 @@
     runpod.py, vastai.py, static.py   one thin client each
     registry.py      which provider a box kind or a record goes with, built from the config and API key
     provisioning.py  the money-safe flow: rent, record, wait, check the price, recover, terminate
+    offer_view.py    what `launcher up` shows before renting: the offers, the pick, what the budget buys
 
 The commands use the names re-exported here.
 """

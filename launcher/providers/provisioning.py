@@ -41,21 +41,19 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from rich.console import Console
-from rich.table import Table
 
 from launcher.config import RENTED_KINDS, LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.base import (
-    STOPPED, TERMINATED, CreatedButFailed, Instance, Offer, Provider, ProviderError, ProvisionError,
+    STOPPED, TERMINATED, CreatedButFailed, Instance, Provider, ProviderError, ProvisionError,
     TransientProviderError,
 )
+from launcher.providers.offer_view import cloud_choice, money, offers_table, projection_lines
 from launcher.providers.registry import (
     KIND_OF_PROVIDER, PROVIDER_NAMES, make_provider, manual_terminate_command, provider_config, recorded_provider_config,
     rented_provider,
 )
 from launcher.providers.static import static_instance
 from runcontract.errors import UserError
-from runcontract.run_files import CostFile
-from runcontract.run_folder import COST_FILE, run_rel
 
 # lookups by name after a create whose outcome is unknown (the provider may list it late)
 FIND_ATTEMPTS = 3
@@ -109,48 +107,6 @@ def _still_running_message(kind: str, instance_id: str, manual: str, reason: str
         f"{PROVIDER_NAMES.get(kind, kind)} instance {instance_id} may still be running: terminate it with "
         f"`launcher down` or {manual} to stop charges ({reason})"
     )
-
-
-# -- showing offers and the projected cost --------------------------------------------------
-def _money(value: Optional[float]) -> str:
-    return "?" if value is None else f"${value:,.3f}"
-
-
-def offers_table(offers: list[Offer], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("#", "GPU", "$/h", "location", "reliability", "disk GB", "note"):
-        table.add_column(column, justify="right" if column in ("#", "$/h", "reliability", "disk GB") else "left")
-    for i, o in enumerate(offers, 1):
-        table.add_row(
-            str(i), f"{o.gpu_count}x {o.gpu_name}", _money(o.hourly_price), o.location or "-",
-            "-" if o.reliability is None else f"{o.reliability:.3f}", "-" if o.disk_gb is None else f"{o.disk_gb:.0f}",
-            o.note or "",
-        )
-    return table
-
-
-def _known_run_hours(config: LauncherConfig) -> Optional[float]:
-    """Hours the run needs, when a local ``runs/<name>/cost.json`` (from trainer.cost) says so."""
-    try:
-        hours = CostFile.read(Path(run_rel(config.run.name)) / COST_FILE).hours
-    except UserError:
-        return None
-    return hours if hours > 0 else None
-
-
-def projection_lines(config: LauncherConfig, price: Optional[float]) -> list[str]:
-    max_cost = config.budget.max_cost
-    if price is None or price <= 0:
-        return [f"Budget: ${max_cost:,.2f} (hourly price unknown: the cost gate uses the live price after renting)"]
-    lines = [f"Budget: ${max_cost:,.2f} -> at most {max_cost / price:,.1f} h at {_money(price)}/h"]
-    hours = _known_run_hours(config)
-    if hours is not None:
-        cost = hours * price
-        verdict = "within budget" if cost <= max_cost else "[bold red]OVER BUDGET[/bold red]"
-        lines.append(f"Projected run ({config.run.name}): {hours:,.2f} h -> ${cost:,.2f} ({verdict})")
-    else:
-        lines.append("Projected run: unknown until the benchmark runs (launcher run measures tokens/s, then gates on cost)")
-    return lines
 
 
 def _confirm(console: Console, question: str, assume_yes: bool) -> None:
@@ -264,10 +220,10 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
                         "max_price, cloud_type) or try later")
     offer = offers[0]
     if pcfg.max_price is not None and offer.hourly_price is not None and offer.hourly_price > pcfg.max_price:
-        raise UserError(f"the cheapest {PROVIDER_NAMES[kind]} offer costs {_money(offer.hourly_price)}/h, above box.{kind}.max_price ${pcfg.max_price}/h")
+        raise UserError(f"the cheapest {PROVIDER_NAMES[kind]} offer costs {money(offer.hourly_price)}/h, above box.{kind}.max_price ${pcfg.max_price}/h")
     console.print(offers_table(offers, f"{PROVIDER_NAMES[kind]} offers (prices as billed, cheapest first)"))
-    console.print(f"Renting #1: {offer.gpu_count}x {offer.gpu_name}, {_money(offer.hourly_price)}/h, "
-                  f"{offer.location or 'location chosen by the provider'}{_cloud_choice(offers, offer)}")
+    console.print(f"Renting #1: {offer.gpu_count}x {offer.gpu_name}, {money(offer.hourly_price)}/h, "
+                  f"{offer.location or 'location chosen by the provider'}{cloud_choice(offers, offer)}")
     for line in projection_lines(config, offer.hourly_price):
         console.print(line)
     console.print("Charges run from now until `launcher down` (or the agent's budget/idle shutdown).")
@@ -306,14 +262,14 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
                 return
             seen_price.append(current.hourly_price)
             if pcfg.max_price is not None and current.hourly_price > pcfg.max_price:
-                raise ProviderError(f"the live price {_money(current.hourly_price)}/h is above box.{kind}.max_price ${pcfg.max_price}/h")
+                raise ProviderError(f"the live price {money(current.hourly_price)}/h is above box.{kind}.max_price ${pcfg.max_price}/h")
             if offer.hourly_price is not None and abs(current.hourly_price - offer.hourly_price) > 1e-6:
-                console.print(f"Live price {_money(current.hourly_price)}/h (the offer said {_money(offer.hourly_price)}/h)")
+                console.print(f"Live price {money(current.hourly_price)}/h (the offer said {money(offer.hourly_price)}/h)")
 
         ready = wait_until_ready(provider, instance.id, pcfg.ready_timeout_s, pcfg.poll_interval_s, console,
                                  on_poll=check_live_price)
         if ready.hourly_price is None:
-            console.print(f"[yellow]{PROVIDER_NAMES[kind]} reported no live price; using the offer's {_money(offer.hourly_price)}/h[/yellow]")
+            console.print(f"[yellow]{PROVIDER_NAMES[kind]} reported no live price; using the offer's {money(offer.hourly_price)}/h[/yellow]")
             ready.hourly_price = offer.hourly_price
         ready.gpu_name = ready.gpu_name or offer.gpu_name
         ready.gpu_count = ready.gpu_count or offer.gpu_count
@@ -328,17 +284,6 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
         reason = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
         _abandon(provider, kind, instance.id, pcfg, console, reason, err)
         raise  # unreachable: _abandon always raises
-
-
-def _cloud_choice(offers: list[Offer], chosen: Offer) -> str:
-    """', in the community cloud (secure costs $x/h)' when clouds were compared."""
-    if not chosen.cloud:
-        return ""
-    others = [o for o in offers if o.cloud and o.cloud != chosen.cloud]
-    text = f", in the {chosen.cloud.lower()} cloud"
-    if others:
-        text += f" (cheaper than {others[0].cloud.lower()} at {_money(others[0].hourly_price)}/h)"
-    return text
 
 
 def _recover_unknown_create(provider: Provider, kind: str, name: str, pcfg: RunpodConfig | VastaiConfig,

@@ -125,6 +125,14 @@ class FakeServer:
         self.lock = threading.Lock()
         self.rate_limit_burst = 0
         self.server_errors = 0
+        # what an instance does once created (each fake reads them its own way)
+        self.live_price: Optional[float] = None  # the price the instance reports; None: the catalog's (RunPod per GPU; Vast dph_base + disk)
+        self.ready_after = 1  # polls before it runs
+        self.never_public_port = False
+        self.fail_after_create = False
+        self.delete_fails = False
+        self.linger_after_delete = 0  # GETs that still show it after a delete
+        self.create_then_fail: Optional[str] = None
         self.stopping = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.fake = self  # type: ignore[attr-defined]
@@ -250,13 +258,6 @@ class FakeRunPod(FakeServer):
         self.prices = {"SECURE": 0.69, "COMMUNITY": 0.34}          # per GPU, on-demand
         self.spot_prices = {"SECURE": 0.35, "COMMUNITY": 0.20}     # per GPU, GraphQL spot list prices
         self.stock = {"SECURE": "HIGH", "COMMUNITY": "HIGH"}
-        self.live_price: Optional[float] = None  # per GPU; None: the pod's cloud's catalog price
-        self.ready_after = 1
-        self.never_public_port = False
-        self.fail_after_create = False
-        self.delete_fails = False
-        self.linger_after_delete = 0
-        self.create_then_fail: Optional[str] = None
         self.graphql_errors: Optional[list] = None
 
     @property
@@ -431,13 +432,6 @@ class FakeVast(FakeServer):
         self.polls: dict[int, int] = {}
         self.keys: dict[int, list[str]] = {}
         self.ids = itertools.count(7000001)
-        self.live_price: Optional[float] = None  # None: the offer's dph_base plus the rented disk
-        self.ready_after = 1
-        self.never_public_port = False
-        self.fail_after_create = False
-        self.delete_fails = False
-        self.linger_after_delete = 0
-        self.create_then_fail: Optional[str] = None
         self.create_half_fails = False
         self.direct = True  # report ports {"22/tcp": ...} and public_ipaddr (direct SSH)
 

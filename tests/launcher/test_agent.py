@@ -7,6 +7,7 @@ A small stand-in trainer (a real process) writes status.json and train.log like 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from launcher.agent import store_config_json
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig
 from launcher.store import open_store
 from tests.harness.paths import REPO as ROOT
+from tests.harness.launcher_cli import wait_for as poll_until
 from tests.harness.stores import make_checkpoint, s3_endpoint_for, s3_storage
 from runcontract.budget import BudgetConfig
 from runcontract.manifest import sha256_file, verify_manifest, write_manifest
@@ -121,14 +123,7 @@ def s3_server_client(run: "Run"):
                         config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required"))
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+wait_for = functools.partial(poll_until, interval=0.1)  # the agent's files are local: poll fast
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -94,3 +94,20 @@ def test_resume_from_one_rank_on_two_keeps_the_global_batches(tmp_path):
         assert abs(moved[key] - loss) < 2e-5, (key, loss, moved[key])
     state = json.loads((tmp_path / "runs/moved/final/data_state.json").read_text())
     assert (state["world_size"], state["grad_accum"], state["global_batch"], state["next_sample"]) == (2, 2, 16, 64)
+
+
+def test_a_rank_with_bad_input_exits_with_its_code_not_a_signal(tmp_path):
+    """Each rank ends through exit_process: a UserError is exit 1 with its message, never an abort
+    in interpreter finalization (SIGABRT) that would hide it."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trainer.train",
+               "--model_config", str(REPO / "configs/model_smoke.yaml"), "--train_config", str(REPO / "configs/train_smoke.yaml"),
+               "--set", f"train.runs_dir={tmp_path / 'runs'}", "--set", f"train.data_dir={tmp_path / 'no-data'}",
+               "--set", "train.run_name=bad", "--set", "train.tokenizer_model=null"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert output.count("no-data/train.bin does not exist") == 2, output[-3000:]  # each rank's one-paragraph error
+    assert "trainer/train.py" not in output  # no traceback of the trainer's
+    assert "(exitcode: 1)" in output and "SIGABRT" not in output and "terminate called" not in output, output[-3000:]
