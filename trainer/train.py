@@ -432,10 +432,11 @@ class Fit:
                                   world_size=world, data_state=self.sampler.state_dict(self.step), scheduler_state=self.schedule.state_dict(self.step), rng_states=rngs,
                                   val_scores=self.last_eval or None)
 
-    def fail_non_finite(self, what: str, lr: float) -> None:
+    def non_finite_stop(self, what: str) -> UserError:
+        """The error that stops a run whose loss, gradients or weights went non-finite."""
         latest = ckpt.latest_checkpoint(self.run.run_dir)
-        raise UserError(
-            f"{what} by step {self.step} (lr {lr:.3e}); the run is stopped and no checkpoint was written from it. "
+        return UserError(
+            f"{what}; the run is stopped and no checkpoint was written from it. "
             f"The last good checkpoint is {latest or 'none (none was written yet)'}. Lower train.lr, raise "
             f"train.warmup_steps or check the data, then rerun (it resumes from that checkpoint)."
         )
@@ -444,12 +445,7 @@ class Fit:
         run, log = self.run, self.run.log
         # An update can leave inf/NaN weights that only the next step's loss would show: never save those.
         if not all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
-            raise UserError(
-                f"the weights became non-finite at step {self.step} (an update with lr {self.schedule.lr_at(self.step - 1):.3e} blew up); "
-                f"the run is stopped and no checkpoint was written from it. The last good checkpoint is "
-                f"{ckpt.latest_checkpoint(run.run_dir) or 'none (none was written yet)'}. Lower train.lr, raise "
-                f"train.warmup_steps or check the data, then rerun (it resumes from that checkpoint)."
-            )
+            raise self.non_finite_stop(f"the weights became non-finite at step {self.step} (an update with lr {self.schedule.lr_at(self.step - 1):.3e} blew up)")
         state = self.snapshot()  # a collective: every rank takes part
         if run.is_main:
             t0 = time.time()
@@ -490,8 +486,6 @@ def fit(loop: Fit) -> str:
     run = loop.run
     accelerator, train_cfg, plan, log, options = run.accelerator, run.train_cfg, run.plan, run.log, run.options
     world, budget, sampler, signals = run.world, loop.budget, loop.sampler, loop.signals
-    if loop.step >= plan.max_steps:
-        log.log(f"nothing to do: already at step {loop.step} of {plan.max_steps}")
     log.phase_name = "training"
     loop.status("running")
     if run.is_main:
@@ -522,7 +516,8 @@ def fit(loop: Fit) -> str:
             flags = loop.monitor.read(host_flags, lambda t: accelerator.reduce(t, reduction="sum"), world)
             loop.last_loss, grad_norm = flags[0], flags[1]
             if not math.isfinite(loop.last_loss) or flags[2] > 0:
-                loop.fail_non_finite(f"the loss or gradient norm became non-finite (last loss {loop.last_loss:.4f}, gradient norm {grad_norm:.4g})", lr)
+                raise loop.non_finite_stop(f"the loss or gradient norm became non-finite (last loss {loop.last_loss:.4f}, "
+                                           f"gradient norm {grad_norm:.4g}) by step {loop.step} (lr {lr:.3e})")
         loop.interval_time += time.perf_counter() - t0
 
         stop_reason = None
@@ -559,8 +554,7 @@ def fit(loop: Fit) -> str:
             return STOPPED
         if step % train_cfg.checkpoint_interval == 0 and step < plan.max_steps:
             loop.save(run.run_dir / CHECKPOINTS_DIR / step_dir_name(step), "step")
-    if loop.step > run.start_step or run.resume_from is None:
-        loop.save(run.run_dir / FINAL_DIR, "final")
+    loop.save(run.run_dir / FINAL_DIR, "final")  # fit() runs only when a step remains (train() returns before otherwise)
     return FINISHED
 
 

@@ -2,9 +2,20 @@
 (stamped; its progress lines also go to train.log for `launcher logs --follow`)."""
 from __future__ import annotations
 
+from typing import Optional
+
 from launcher.stages.context import RunContext, module_command
 from launcher.stages.stamps import fingerprint
-from runcontract.run_folder import THROUGHPUT_FILE
+from runcontract.run_folder import THROUGHPUT_FILE, TRAIN_LOG
+
+
+def switched_off(ctx: RunContext) -> Optional[str]:
+    return None if ctx.config.run.benchmark else "run.benchmark is off"
+
+
+def progress_log(ctx: RunContext) -> str:
+    """Where its progress lines are copied, for `launcher logs --follow`."""
+    return f"{ctx.run_dir}/{TRAIN_LOG}"
 
 
 def outputs(ctx: RunContext) -> list[str]:

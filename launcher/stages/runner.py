@@ -27,7 +27,7 @@ from launcher.stages.run_status import write_launcher_phase
 from launcher.stages.stamps import stamp_done, write_stamp
 from launcher.stages.step_output import run_logged
 from runcontract.errors import EXIT_INTERRUPTED, UserError
-from runcontract.run_folder import FAILED, STOPPED, TRAIN_LOG
+from runcontract.run_folder import FAILED, STOPPED
 
 
 class StageInterrupted(UserError):
@@ -47,15 +47,16 @@ class Stage:
 
 
 def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable[[RunContext], str],
-                   outputs: Callable[[RunContext], list[str]], what: str, interrupted: str) -> Stage:
+                   outputs: Callable[[RunContext], list[str]], what: str, interrupted: str,
+                   switched_off: Callable[[RunContext], Optional[str]] = lambda ctx: None,
+                   tee: Callable[[RunContext], Optional[str]] = lambda ctx: None) -> Stage:
+    """A stage that runs one trainer command and leaves a stamp; ``switched_off`` says why the config
+    skips it, ``tee`` names a file its output is also copied to."""
     def is_done(ctx: RunContext) -> Optional[str]:
-        if name == "benchmark" and not ctx.config.run.benchmark:
-            return "run.benchmark is off"
-        return stamp_done(ctx, name, fp(ctx), outputs(ctx))
+        return switched_off(ctx) or stamp_done(ctx, name, fp(ctx), outputs(ctx))
 
     def run(ctx: RunContext) -> str:
-        # the benchmark's progress lines also go to train.log, where `launcher logs --follow` shows them
-        out = run_logged(ctx, command(ctx), what, tee=f"{ctx.run_dir}/{TRAIN_LOG}" if name == "benchmark" else None)
+        out = run_logged(ctx, command(ctx), what, tee=tee(ctx))
         write_stamp(ctx, name, fp(ctx))
         last = [l for l in out.strip().splitlines() if l.strip()]
         return last[-1] if last else "done"
@@ -81,7 +82,8 @@ def build_stages(ctx: RunContext) -> list[Stage]:
         _stamped_stage("data", data.command, data.stamp_fingerprint, lambda ctx: data.OUTPUTS,
                        "preparing the data", "data preparation was stopped on the box; it is rebuilt next run"),
         _stamped_stage("benchmark", benchmark.command, benchmark.stamp_fingerprint, benchmark.outputs,
-                       "the throughput benchmark", "the benchmark was stopped on the box; it runs again next time"),
+                       "the throughput benchmark", "the benchmark was stopped on the box; it runs again next time",
+                       switched_off=benchmark.switched_off, tee=benchmark.progress_log),
         Stage("cost", lambda ctx: [cost.command(ctx)], cost.run, cost.is_done, "nothing was started"),
         Stage("train", train.commands, train.run, train.is_done,
               "training may have been started in the tmux session: check with `launcher status`"),

@@ -215,7 +215,7 @@ def test_100m_model_compiles_with_no_graph_breaks():
 
 def test_train_then_eval_recompiles_at_most_once():
     """As train.py runs it: the compiled model trains, evaluates under no_grad in eval mode
-    (validation.evaluate), trains again and evaluates again; graphs are counted at the backend."""
+    (val_loss.evaluate), trains again and evaluates again; graphs are counted at the backend."""
     cfg = small_config()
     torch.manual_seed(0)
     model = prepare_model(Transformer(cfg), TrainConfig(), torch.device("cpu")).train()
