@@ -36,7 +36,7 @@ from runcontract.errors import UserError, cli_main
 from runcontract.manifest import sha256_file
 from runcontract.run_folder import DATA_META_FILE
 from trainer.prepared_files import TOKEN_BYTES, open_tokens, read_meta
-from trainer.tokenizer import tokenizer_info
+from trainer.tokenizer import load_tokenizer, tokenizer_info
 
 STATE_NAME = "data_build_state.json"
 SPLITS = ("train", "val")
@@ -200,15 +200,22 @@ def _chunks(mix, build: _Build, chunk_bytes: int) -> Iterator[tuple[tuple[list, 
             if build.done():
                 break
             continue
-        nbytes = len(doc.text.encode("utf-8"))
-        docs.append((doc.source, doc.is_val, nbytes))
+        docs.append((doc.source, doc.is_val, doc.nbytes))
         texts.append(doc.text)
-        size += nbytes
+        size += doc.nbytes
         if size >= chunk_bytes or len(docs) >= CHUNK_DOCS:
             yield (docs, mix.state_dict()), texts
             docs, texts, size = [], [], 0
     if docs:
         yield (docs, mix.state_dict()), texts
+
+
+def open_mix(data_config: DataMixConfig, tokenizer_model: str | os.PathLike):
+    """The mix as the build reads it: shares measured with the tokenizer the data is built with."""
+    from trainer.mix import MixedStream
+
+    processor = load_tokenizer(tokenizer_model, "train it first with python -m trainer.tokenizer")
+    return MixedStream(data_config, count_tokens=lambda text: len(processor.encode(text)) + 1)  # + EOS, as written
 
 
 class _Shortfall(UserError):
@@ -241,7 +248,6 @@ def build_memmaps(
     from tqdm import tqdm
 
     from trainer.encode_pool import EncodePool
-    from trainer.mix import MixedStream
 
     if train_tokens < 1 or val_tokens < 1:
         raise UserError(f"--train_tokens ({train_tokens}) and --val_tokens ({val_tokens}) must both be at least 1.")
@@ -253,7 +259,7 @@ def build_memmaps(
     (out_dir / DATA_META_FILE).unlink(missing_ok=True)
     started = time.time()
     build = _Build(out_dir, fp, data_config)
-    mix = MixedStream(data_config)  # opens every source now: a bad one fails before any work
+    mix = open_mix(data_config, tokenizer_model)  # opens every source now: a bad one fails before any work
     resumed = build.open()
     if resumed:
         mix.load_state_dict(build.mix_state)
@@ -289,6 +295,8 @@ def build_memmaps(
         name = val_source_file(counts["name"])
         os.replace(build.source_tmp_path(index), out_dir / name)
         val_sources.append({"source": counts["name"], "file": name, "tokens": counts["val_tokens"], "sha256": sha256_file(out_dir / name)})
+    for counts in build.sources:  # what the weights became on this data (the mix only estimates tokens ahead)
+        counts["token_share"] = round(counts["tokens"] / total, 4)
     meta = {
         **fp,
         "vocab_size": info["vocab_size"],
