@@ -36,6 +36,7 @@ from runcontract.errors import UserError, cli_main
 from runcontract.manifest import sha256_file
 from runcontract.run_folder import DATA_META_FILE
 from trainer.prepared_files import TOKEN_BYTES, open_tokens, read_meta
+from trainer.sources import HubUnavailable
 from trainer.tokenizer import load_tokenizer, tokenizer_info
 
 STATE_NAME = "data_build_state.json"
@@ -218,6 +219,21 @@ def open_mix(data_config: DataMixConfig, tokenizer_model: str | os.PathLike):
     return MixedStream(data_config, count_tokens=lambda text: len(processor.encode(text)) + 1)  # + EOS, as written
 
 
+def _with_rerun_note(exc: HubUnavailable, build: "_Build") -> HubUnavailable:
+    """The hub's failure, saying what running again will do: the saved resume point decides."""
+    try:
+        state = json.loads(build.state_path.read_text())
+        written = state["written"] if state["fingerprint"] == build.fp else None
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None
+    if written:
+        note = (f"Running it again resumes where it stopped ({written['train']} train and {written['val']} val tokens "
+                "are kept).")
+    else:
+        note = "Nothing was written yet; running it again starts the build."
+    return HubUnavailable(f"{exc} {note}")
+
+
 class _Shortfall(UserError):
     """The sources ran out before the requested token counts."""
 
@@ -259,7 +275,10 @@ def build_memmaps(
     (out_dir / DATA_META_FILE).unlink(missing_ok=True)
     started = time.time()
     build = _Build(out_dir, fp, data_config)
-    mix = open_mix(data_config, tokenizer_model)  # opens every source now: a bad one fails before any work
+    try:
+        mix = open_mix(data_config, tokenizer_model)  # opens every source now: a bad one fails before any work
+    except HubUnavailable as exc:
+        raise _with_rerun_note(exc, build) from None
     resumed = build.open()
     if resumed:
         mix.load_state_dict(build.mix_state)
@@ -284,6 +303,8 @@ def build_memmaps(
         # connection); with no resume point yet, or sources too small, there is nothing to keep
         if isinstance(exc, _Shortfall) or not build.state_path.exists():
             build.discard()
+        if isinstance(exc, HubUnavailable):
+            raise _with_rerun_note(exc, build) from None
         raise
     hashes = {}
     for split in SPLITS:
