@@ -36,7 +36,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -78,6 +78,7 @@ class FakeHub:
     repos: dict[str, HubRepo] = field(default_factory=dict)
     requests: list[tuple[str, str, Optional[str]]] = field(default_factory=list)  # (method, path, Authorization)
     faults: list[_Fault] = field(default_factory=list)
+    on_request: Optional[Callable[[str, str], None]] = None  # called with (method, path) before each answer
     retry_after: str = "0"  # the Retry-After of a 429, in seconds (huggingface_hub waits it + 1 s between its own retries)
     server: Optional[ThreadingHTTPServer] = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -177,6 +178,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         auth = self.headers.get("Authorization")
         self.hub.requests.append((self.command, self.path, auth))
+        if self.hub.on_request is not None:
+            self.hub.on_request(self.command, path)
         status = self.hub._take_fault(path)
         if status is not None:
             messages = {429: "You have been rate-limited; retry later.", 503: "Service Unavailable"}
