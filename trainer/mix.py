@@ -80,7 +80,7 @@ class MixedStream:
         return active[min(pick, len(active) - 1)]
 
     def _estimate(self, index: int, text: str, nbytes: int) -> float:
-        if self.count_tokens is None:
+        if self.count_tokens is None or self.config.mix_by != "tokens":  # documents: the estimate is not used
             return float(nbytes)
         if self.seen[index] % CALIBRATE_EVERY == 0:
             self.sample_tokens[index] += self.count_tokens(text)
