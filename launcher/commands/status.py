@@ -45,6 +45,8 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "tokens_seen": (("integer", "null"), "training tokens consumed"),
     "loss": (("number", "null"), "training loss at the last logged step"),
     "val_loss": (("number", "null"), "validation loss at the last eval"),
+    "val_bpb": (("number", "null"), "validation bits per byte of the mix at the last eval"),
+    "val_sources": (("object",), "per data source at the last eval: {source: {\"loss\": .., \"bpb\": ..}} (C4 apart from Wikipedia); {} before any"),
     "tokens_per_sec": (("number", "null"), "training throughput over the last log interval"),
     "elapsed_s": (("number", "null"), "seconds of training (summed over resumes)"),
     "eta_s": (("number", "null"), "seconds left at the current speed, while running"),
@@ -66,6 +68,8 @@ def typed(summary: dict) -> dict:
     out = {}
     for name, (types, _) in STATUS_FIELDS.items():
         value = summary.get(name)
+        if value is None and "null" not in types:
+            value = {} if types[0] == "object" else value  # an object that is always present: empty until known
         if value is None or (types[0] == "object" and isinstance(value, dict)):
             out[name] = value
             continue

@@ -127,3 +127,26 @@ def test_trainer_output_on_a_terminal_and_in_a_file(tmp_path: Path):
     assert file_out.getvalue() == ("      start\n      bar 1%\n      bar 50%\n      bar 100%\n"
                                    f"      interval={TQDM_QUIET_INTERVAL}\n")
     assert "\r" not in text
+
+
+def test_status_shows_validation_per_source():
+    """`status --json` carries val_bpb and val_sources (C4 apart from Wikipedia); the table shows C4's loss and bits per byte."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from launcher.commands.status import render, summarize
+    from runcontract.run_files import StatusFile
+
+    status = StatusFile(state="running", step=250, max_steps=3815, val_loss=3.41, val_bpb=1.05,
+                        val_sources={"c4": {"loss": 3.52, "bpb": 1.0912}, "wikipedia": {"loss": 2.98, "bpb": 0.9}})
+    summary = summarize("box", "llama100m", {"status": status, "source": "box", "session_alive": True}, None, 0.69)
+    data = json.loads(json.dumps(typed(summary)))
+    assert data["val_bpb"] == 1.05 and data["val_sources"]["c4"] == {"loss": 3.52, "bpb": 1.0912}, data
+    out = io.StringIO()
+    Console(file=out, width=120).print(render(summary))
+    c4_row = next(line for line in out.getvalue().splitlines() if "val loss c4" in line)
+    assert "3.5200" in c4_row and "1.0912 bits/byte" in c4_row, out.getvalue()
+    before_any_eval = typed(summarize("box", "r", {"status": StatusFile(state="running"), "source": "box", "session_alive": True}, None, None))
+    assert before_any_eval["val_sources"] == {} and before_any_eval["val_bpb"] is None
