@@ -124,6 +124,7 @@ class Store(ABC):
     """Objects under one root. Subclasses implement the primitives; checkpoints are built on them."""
 
     url: str
+    endpoint: Optional[str] = None  # the server, for messages (S3: storage.endpoint_url or "AWS S3"); None for a folder
 
     # -- primitives ------------------------------------------------------------
     @abstractmethod

@@ -5,6 +5,7 @@
     throughput.json   Throughput      trainer.benchmark
     cost.json         CostFile        trainer.cost
     store.json        StoreFile       the launcher, for the box agent (launcher/agent.py)
+    store_health.json StoreHealth     the box agent: how its uploads are going (`launcher status` shows it)
 
 Every writer builds the model and calls ``write`` (one atomic rename, runcontract.atomic);
 every reader calls ``read`` (or ``parse`` for bytes fetched from a box or a store), which
@@ -27,7 +28,7 @@ from runcontract.atomic import atomic_write_text
 from runcontract.budget import BudgetConfig
 from runcontract.configlib import format_validation_error
 from runcontract.errors import ConfigError, UserError
-from runcontract.run_folder import COST_FILE, RUN_PHASES, RUN_STATES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE
+from runcontract.run_folder import COST_FILE, RUN_PHASES, RUN_STATES, STATUS_FILE, STORE_CONFIG_FILE, STORE_HEALTH_FILE, THROUGHPUT_FILE
 
 F = TypeVar("F", bound="RunFile")
 
@@ -293,3 +294,20 @@ class StoreFile(RunFile):
         if data["provider"].get("api_base") is None:
             del data["provider"]["api_base"]
         return data
+
+
+# ----------------------------------------------------------------------------- store_health.json
+class StoreHealth(RunFile):
+    """store_health.json: how the box agent's uploads to the store are going, rewritten after every
+    pass of the mirror and once more when it ends (then the waiting lists are what is NOT stored)."""
+
+    FILE: ClassVar[str] = STORE_HEALTH_FILE
+
+    store: str = Field(..., description="Where the run is mirrored (the store's URL for the run).")
+    last_upload: Optional[float] = Field(None, description="Unix time of the last successful upload; null before any.")
+    waiting_files: list[str] = Field(default_factory=list, description="Run files changed since their last successful upload.")
+    waiting_checkpoints: list[str] = Field(default_factory=list, description="Complete local checkpoints not yet stored and verified.")
+    last_error: Optional[str] = Field(None, description="The last upload failure, while one is unresolved; null when the last pass succeeded.")
+    last_error_at: Optional[float] = Field(None, description="Unix time of last_error.")
+    ended: bool = Field(False, description="The agent has made its final flush: the waiting lists are what is not stored.")
+    updated: float = Field(..., description="Unix time of this write.")

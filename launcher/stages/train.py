@@ -59,6 +59,7 @@ def train_windows(ctx: RunContext) -> list[Window]:
 def commands(ctx: RunContext) -> list[str]:
     how = "directly on this machine" if ctx.box.kind == "local" else "over SFTP"
     return [f"(write {ctx.run_dir}/{STORE_CONFIG_FILE}, and {ctx.secrets_path} (mode 600) if the box needs secrets, {how})",
+            probe_command(ctx),
             *detached_session.start_commands(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)]
 
 
@@ -71,9 +72,25 @@ def is_done(ctx: RunContext) -> Optional[str]:
     return None
 
 
+def probe_command(ctx: RunContext) -> str:
+    return f"{secrets_prefix(ctx)} " + module_command(ctx, "launcher.agent", ["probe", "--run_dir", ctx.run_dir, "--store_config",
+                                                                              f"{ctx.run_dir}/{STORE_CONFIG_FILE}"])
+
+
+def probe_store_from_box(ctx: RunContext) -> None:
+    """The box's own check of the store (its network, the credentials it was handed) before the
+    trainer starts: a store the box cannot write is an error now, not a run that stores nothing."""
+    result = ctx.box.run(probe_command(ctx), check=False, timeout=300)
+    if not result.ok:
+        said = [line[len("error: "):] if line.startswith("error: ") else line
+                for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
+        raise UserError(" ".join(said[-3:]) or f"the store probe on {ctx.box.label} exited with code {result.exit_code} and said nothing.")
+
+
 def run(ctx: RunContext) -> str:
     write_store_config(ctx)
     count = write_secrets(ctx)
+    probe_store_from_box(ctx)
     rd = shlex.quote(ctx.run_dir)
     ctx.box.run(f"mkdir -p {rd} && rm -f {rd}/{TRAINER_EXIT_FILE}", timeout=30)
     resuming = ctx.resume or ctx.box.run(f"test -d {rd}/{CHECKPOINTS_DIR} -o -d {rd}/{FINAL_DIR}", check=False, timeout=30).ok
