@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -94,27 +96,45 @@ class TransferProgress:
 
 
 class RichProgress(TransferProgress):
-    """A rich progress bar with bytes, speed and time left (on stderr; thread-safe)."""
+    """A rich progress bar with bytes, speed and time left (on stderr; thread-safe); off a terminal,
+    a line about every tenth instead (runcontract/progress.py)."""
 
     def __init__(self, transient: bool = False):
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+        from runcontract.progress import progress_as_lines
+
+        console = Console(stderr=True)
+        self._lines = progress_as_lines(console.file, console.is_terminal)
+        self._counter = None
+        self._lock = threading.Lock()
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=transient,
+            console=console, transient=transient,
         )
         self._task = None
 
     def start(self, description: str, total: int) -> None:
+        if self._lines:
+            from runcontract.progress import TenthLines
+
+            self._counter = TenthLines(description, max(total, 1), lambda line: print(line, file=sys.stderr, flush=True), unit="B")
+            return
         self._progress.start()
         self._task = self._progress.add_task(description, total=max(total, 1))
 
     def advance(self, nbytes: int) -> None:
-        if self._task is not None:
+        if self._counter is not None:
+            with self._lock:  # parts arrive from several threads
+                self._counter.update(nbytes)
+        elif self._task is not None:
             self._progress.update(self._task, advance=nbytes)
 
     def finish(self) -> None:
+        if self._counter is not None:
+            self._counter = None
+            return
         self._progress.stop()
         self._task = None
 
