@@ -14,7 +14,7 @@ from launcher.stages.store_and_secrets import secrets_prefix, write_secrets, wri
 from runcontract.errors import UserError
 from runcontract.run_files import StatusFile
 from runcontract.run_folder import (
-    CHECKPOINTS_DIR, FAILED, FINAL_DIR, STATUS_FILE, STORE_CONFIG_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG,
+    CHECKPOINTS_DIR, FAILED, FINAL_DIR, STATUS_FILE, STORE_CONFIG_FILE, STORE_HEALTH_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG,
 )
 
 # How long `launcher run` waits for a resuming trainer to accept its checkpoint (loading torch and the
@@ -92,7 +92,7 @@ def run(ctx: RunContext) -> str:
     count = write_secrets(ctx)
     probe_store_from_box(ctx)
     rd = shlex.quote(ctx.run_dir)
-    ctx.box.run(f"mkdir -p {rd} && rm -f {rd}/{TRAINER_EXIT_FILE}", timeout=30)
+    ctx.box.run(f"mkdir -p {rd} && rm -f {rd}/{TRAINER_EXIT_FILE} {rd}/{STORE_HEALTH_FILE}", timeout=30)  # the last run's verdicts
     resuming = ctx.resume or ctx.box.run(f"test -d {rd}/{CHECKPOINTS_DIR} -o -d {rd}/{FINAL_DIR}", check=False, timeout=30).ok
     # before the session starts: the trainer's own first status.json (or its refusal) must come after it
     write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)
