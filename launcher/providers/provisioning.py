@@ -435,8 +435,9 @@ def reconcile_unconfirmed(record: dict, config: LauncherConfig, console: Optiona
     """Look again, by its name and through the recorded provider, for an unconfirmed create.
 
     Found: the record becomes that instance (``on_found`` stores it before anything else) and
-    is returned. Not found within ``window_s`` (default ``box.lost_create_search_s``; 0: one
-    look): UserError with the check command, the record left as it is.
+    is returned. Not found within ``window_s`` (0: one look; default: what is left of
+    ``box.lost_create_search_s`` since the create was sent, so a record older than that gets
+    one look): UserError with the check command, the record left as it is.
     """
     problem = record_mismatch(config, record, teardown=True)
     if problem:
@@ -445,7 +446,10 @@ def reconcile_unconfirmed(record: dict, config: LauncherConfig, console: Optiona
     label = PROVIDER_NAMES[kind]
     cfg = recorded_provider_config(record, config)
     provider = rented_provider(kind, cfg)
-    window = config.box.lost_create_search_s if window_s is None else window_s
+    if window_s is None:
+        created_at = record.get("created_at")
+        window_s = config.box.lost_create_search_s - (time.time() - created_at if created_at else 0.0)
+    window = max(0.0, window_s)
     if console is not None:
         console.print(f"{recorded_what(record)} is unconfirmed (its create's answer was lost): looking for it by name"
                       + (f" for up to {window:.0f}s" if window else ""), highlight=False)

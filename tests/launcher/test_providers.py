@@ -542,11 +542,14 @@ def test_reconcile_that_does_not_find_it_keeps_the_record_and_gives_the_command(
         record = provisioning.unconfirmed_instance(kind, "llm-box-q-abc123", registry.provider_config(config), 1.0e9).to_dict()
         stored: list[dict] = []
         with pytest.raises(UserError) as info:
-            providers.reconcile_unconfirmed(record, config, console(), on_found=stored.append)
+            providers.reconcile_unconfirmed(record, config, console(), window_s=0.3, on_found=stored.append)
         message = " ".join(str(info.value).split())
         assert stored == [] and "could not confirm whether an instance was created: check `" in message
         assert "llm-box-q-abc123" in message and "2001-09-09 01:46:40 UTC" in message and "lists lag" in message
         assert len(fake.calls("GET", LIST_PATH[kind])) >= 2
+        # by default the search window runs from the create: a record older than it gets one look
+        with pytest.raises(UserError, match=r"\b1 look\(s\) at"):
+            providers.reconcile_unconfirmed(record, config, console(), on_found=stored.append)
         with pytest.raises(UserError, match="no id to terminate"):
             providers.terminate_recorded(record, config)
         assert "llm-box-q-abc123" in providers.manual_terminate_command(record)
