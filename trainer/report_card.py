@@ -29,10 +29,10 @@ HOW_TO_READ = """\
 - Each row is one lm-eval metric; "this run" is exactly what lm-evaluation-harness computed on the
   exported model. A baseline is comparable only at the same shot count (0-shot unless the row says otherwise).
 - acc / acc_norm are accuracies (higher is better; acc_norm divides each answer's log-likelihood by its
-  length in bytes). Chance: hellaswag 0.25, arc_easy about 0.25, piqa 0.50, lambada_openai 0.
-  perplexity, word_perplexity and bits_per_byte are lower-is-better.
-- Models of ~100M parameters sit near chance on hellaswag (0.25-0.31) and arc_easy; piqa and lambada move
-  first. A gap of a few points on a few hundred documents is within the stderr column.
+  length in characters). Chance: hellaswag 0.25, arc_easy about 0.25, piqa 0.50, lambada_openai 0.
+  perplexity, word_perplexity, byte_perplexity and bits_per_byte are lower-is-better.
+- Models of ~100M parameters sit close to chance on hellaswag and arc_easy (Pythia-160M: arc_easy acc 0.44);
+  piqa and lambada show progress first. A gap smaller than the ± column is noise.
 - "not published": no lm-eval number for that model, task and shot count was found; none was made up.
 - With a limit (documents per task) or local task data the numbers are a smoke test, not comparable with the baselines.
 """
