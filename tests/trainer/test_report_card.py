@@ -127,3 +127,33 @@ def test_missing_task_data_and_unknown_task_are_clear(tmp_path):
     (tmp_path / "no_such_task" / "test.jsonl").write_text("{}\n")
     with pytest.raises(UserError, match="lm-eval has no task named 'no_such_task'"):
         write_local_task_configs(tmp_path, ["no_such_task"], tmp_path / "inc")
+
+
+def test_train_writes_the_report_card_after_final_before_it_finishes(world, tmp_path, monkeypatch):  # noqa: F811
+    """train.eval.tasks: the trainer scores final/ and writes report.json/report.md before status.json
+    says finished (the agent's last sync mirrors what is there then); a report that cannot be made
+    is a warning, and the run still finishes with its model."""
+    from tests.harness.trainer_runs import make_data, tiny_args
+    from trainer.train import main
+
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    make_data(tmp_path / "data", vocab=512)
+    data = write_task_data(tmp_path / "task_data")
+    common = ("--set", "model.vocab_size=512", "--set", f"train.tokenizer_model={world['spm']}",
+              "--set", "train.checks.overfit_microset.enabled=false", "--set", "train.eval.tasks=[arc_easy, piqa]", "--set", "train.eval.limit=2")
+    assert main(tiny_args(tmp_path, "rc", *common, "--set", f"train.eval.task_data={data}", steps=2)) == 0
+    run = tmp_path / "runs" / "rc"
+    report = ReportFile.read(run / "report.json")
+    assert {(r.task, r.metric) for r in report.tasks} == {("arc_easy", "acc"), ("arc_easy", "acc_norm"), ("piqa", "acc"), ("piqa", "acc_norm")}
+    assert report.limit == 2 and all(r.samples == 2 for r in report.tasks) and report.step == 2 and report.tokens_trained == 2 * 256
+    assert "report card: 4 scores" in (run / "train.log").read_text() and (run / "report.md").is_file()
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["updated"] >= (run / "report.md").stat().st_mtime - 1
+
+    (tmp_path / "empty").mkdir()
+    assert main(tiny_args(tmp_path, "rc2", *common, "--set", f"train.eval.task_data={tmp_path / 'empty'}", steps=2)) == 0
+    run = tmp_path / "runs" / "rc2"
+    assert json.loads((run / "status.json").read_text())["state"] == "finished" and not (run / "report.json").exists()
+    log = (run / "train.log").read_text()
+    assert "warning: report card not written: --task_data" in log and "no data for task 'arc_easy'" in log and "python -m trainer.eval" in log
