@@ -201,3 +201,18 @@ def test_prune_never_deletes_the_newest_complete_checkpoint(project):
     assert result.returncode == 0, result.stderr
     assert "nothing to prune" in result.stdout
     assert [c.name for c in project.store.checkpoints(RUN)] == ["step_000100", "step_000200"]
+
+
+def test_fetch_brings_the_report_card_beside_the_checkpoint(project):
+    project.upload(100)
+    assert "report card" not in project.fetch().stdout  # no card stored: nothing said, nothing written
+    assert not (project.root / "checkpoints" / RUN / "report.json").exists()
+    card = b'{"checkpoint": "runs/demo/final", "tasks": []}\n'
+    project.store.write_bytes(f"{RUN}/report.json", card)
+    project.store.write_bytes(f"{RUN}/report.md", b"# Report card\n")
+    result = project.fetch("--step", "100", "--out", "mine")
+    assert result.returncode == 0, result.stderr
+    assert (project.root / "report.json").read_bytes() == card and (project.root / "report.md").read_text() == "# Report card\n"
+    assert "the run's report card" in result.stdout
+    result = project.fetch()
+    assert result.returncode == 0 and (project.root / "checkpoints" / RUN / "report.md").is_file()
