@@ -66,7 +66,8 @@ def test_report_card_equals_lm_eval_cli(world, tmp_path, run_python):  # noqa: F
     assert values[("arc_easy", "acc")].samples == 4 and values[("piqa", "acc")].chance == 0.5
     pythia = values[("arc_easy", "acc")].baselines["Pythia-160M"]
     assert pythia is not None and pythia.num_fewshot == 0 and "EleutherAI/pythia" in pythia.source
-    assert values[("hellaswag", "acc")].baselines["GPT-2 124M"] is None  # not published: never made up
+    assert values[("hellaswag", "acc_norm")].baselines["GPT-2 124M"].value == 0.3114
+    assert values[("hellaswag", "acc")].baselines["SmolLM-135M"] is None  # not published: never made up
 
     markdown = (run_dir / "report.md").read_text()
     assert "| arc_easy | acc | 0 |" in markdown and "not published" in markdown and "How to read this card" in markdown
@@ -118,11 +119,17 @@ def test_local_task_configs_point_lm_eval_at_the_files(tmp_path, monkeypatch):
     assert len(docs) == 4 and docs[0]["goal"] == json.loads((data / "piqa" / "validation.jsonl").read_text().splitlines()[0])["goal"]
 
 
-def test_missing_task_data_and_unknown_task_are_clear(tmp_path):
+def test_missing_task_data_is_clear(tmp_path):
     from trainer.lm_eval_tasks import write_local_task_configs
 
     with pytest.raises(UserError, match="no data for task 'piqa'.*piqa/validation.jsonl"):
         write_local_task_configs(tmp_path, ["piqa"], tmp_path / "inc")
+
+
+@pytest.mark.slow  # builds lm-eval's index of its thousands of task YAMLs (~20-60 s here)
+def test_unknown_task_is_clear(tmp_path):
+    from trainer.lm_eval_tasks import write_local_task_configs
+
     (tmp_path / "no_such_task").mkdir()
     (tmp_path / "no_such_task" / "test.jsonl").write_text("{}\n")
     with pytest.raises(UserError, match="lm-eval has no task named 'no_such_task'"):
@@ -157,3 +164,26 @@ def test_train_writes_the_report_card_after_final_before_it_finishes(world, tmp_
     assert json.loads((run / "status.json").read_text())["state"] == "finished" and not (run / "report.json").exists()
     log = (run / "train.log").read_text()
     assert "warning: report card not written: --task_data" in log and "no data for task 'arc_easy'" in log and "python -m trainer.eval" in log
+
+
+def test_baselines_have_sources_and_show_only_at_the_same_shot_count():
+    from trainer.report_card import build_report, load_baselines, render_markdown
+
+    models, baselines = load_baselines()
+    assert models == ["GPT-2 124M", "Pythia-160M", "SmolLM-135M"]
+    assert baselines and all(score.source.strip() and "http" in score.source for score in baselines.values())
+    assert {model for model, _, _ in baselines} <= set(models)
+    lm = {"results": {"piqa": {"alias": "piqa", "acc,none": 0.5, "acc_stderr,none": 0.1, "acc_norm,none": 0.75, "acc_norm_stderr,none": 0.1}},
+          "n-shot": {"piqa": 5}, "n-samples": {"piqa": {"original": 4, "effective": 4}}, "higher_is_better": {"piqa": {"acc": True}}}
+    evaluated = {"step": 7, "tokens_seen": 7_000, "val_loss": 4.0, "bits_per_byte": 1.5, "sources": {"c4": {"val_loss": 4.5, "bits_per_byte": 1.6}}}
+    report = build_report(Path("runs/x/final"), evaluated, lm, Path("runs/x/final_hf"), None, None)
+    assert (report.val_split, report.val_loss, report.val_bpb, report.tokens_trained) == ("c4", 4.5, 1.6, 7_000)
+    assert [row.metric for row in report.tasks] == ["acc", "acc_norm"] and report.tasks[0].higher_is_better is True
+    assert all(score is None for row in report.tasks for score in row.baselines.values())  # Pythia's piqa is 0-shot, this run 5-shot
+    assert "| piqa | acc | 5 | 0.5000 | 0.1000 | 0.5000 | not published | not published | not published |" in render_markdown(report)
+    lm["n-shot"]["piqa"] = 0
+    zero = build_report(Path("runs/x/final"), evaluated, lm, Path("runs/x/final_hf"), None, None)
+    assert zero.tasks[0].baselines["Pythia-160M"].value == pytest.approx(0.6273, abs=1e-4)
+    markdown = render_markdown(zero)
+    assert "| piqa | acc | 0 | 0.5000 | 0.1000 | 0.5000 | not published | 0.6273 [1] | not published |" in markdown
+    assert "1. EleutherAI/pythia" in markdown and "validation loss (c4): 4.5000" in markdown and "tokens trained 7,000" in markdown
