@@ -207,7 +207,7 @@ def run_report_card(checkpoint: str | Path, tokenizer_model: str | Path, eval_re
 
     from trainer.checkpoint import resolve_checkpoint_path
     from trainer.export import export_checkpoint
-    from trainer.lm_eval_tasks import parse_tasks, run_tasks, write_local_task_configs
+    from trainer.lm_eval_tasks import parse_tasks, run_tasks, stock_task_yaml, write_local_task_configs
     from trainer.report_card import build_report, write_report
 
     names = parse_tasks(tasks)
@@ -215,6 +215,8 @@ def run_report_card(checkpoint: str | Path, tokenizer_model: str | Path, eval_re
         raise UserError("--tasks is empty; name lm-eval tasks, e.g. --tasks hellaswag,arc_easy,piqa,lambada_openai,wikitext.")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}.")
+    for name in names:  # an unknown name fails here, before the export and lm-eval's own traceback
+        stock_task_yaml(name)
     checkpoint = resolve_checkpoint_path(checkpoint)
     hf_dir = export_checkpoint(checkpoint, tokenizer_model, Path(hf_dir) if hf_dir else Path(str(checkpoint) + "_hf"))
     with tempfile.TemporaryDirectory(prefix="llmbox-lm-eval-tasks-") as tmp:

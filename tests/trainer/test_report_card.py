@@ -96,6 +96,13 @@ def test_report_card_equals_lm_eval_cli(world, tmp_path, run_python):  # noqa: F
     for task in ("arc_easy", "piqa"):  # the CLI's printed table carries the same figures
         assert f"{values[(task, 'acc')].value:.4f}" in cli.stdout
 
+    # without --task_data the real path reads the hub: offline, that is one clear paragraph, exit 1
+    hub = run_python("-m", "trainer.eval", "--checkpoint", str(world["final"]), "--tokenizer_model", str(world["spm"]),
+                     "--eval_tokens", "256", "--max_new_tokens", "2", "--device", "cpu", "--tasks", "piqa", "--limit", "1",
+                     "--hf_dir", str(hf_dir), env=OFFLINE, timeout=600)
+    assert hub.returncode == 1 and "could not load the data of piqa" in hub.stderr and "--task_data" in hub.stderr
+    assert "Traceback" not in hub.stderr
+
 
 def test_local_task_configs_point_lm_eval_at_the_files(tmp_path, monkeypatch):
     import yaml
