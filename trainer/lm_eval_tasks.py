@@ -61,6 +61,7 @@ def _stock_index() -> dict:
 
 def stock_task_yaml(task: str) -> Path:
     """The YAML of lm-eval's own task ``task``; a clear error for an unknown name."""
+    _lm_eval()  # installed, or a clear error
     import lm_eval.tasks
 
     shipped = Path(lm_eval.tasks.__file__).parent / SHIPPED_TASK_YAMLS.get(task, "-")

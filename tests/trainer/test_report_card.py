@@ -194,3 +194,16 @@ def test_baselines_have_sources_and_show_only_at_the_same_shot_count():
     markdown = render_markdown(zero)
     assert "| piqa | acc | 0 | 0.5000 | 0.1000 | 0.5000 | not published | 0.6273 [1] | not published |" in markdown
     assert "1. EleutherAI/pythia" in markdown and "validation loss (c4): 4.5000" in markdown and "tokens trained 7,000" in markdown
+
+
+def test_without_lm_eval_the_error_says_how_to_install_it(run_python):
+    blocked = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] == 'lm_eval':\n"
+               "            raise ImportError('No module named lm_eval')\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from trainer.lm_eval_tasks import stock_task_yaml\n"
+               "stock_task_yaml('piqa')\n")
+    result = run_python("-c", blocked, timeout=60)
+    assert result.returncode == 1 and "UserError" in result.stderr and "pip install -e '.[eval]'" in result.stderr
