@@ -5,6 +5,7 @@
     throughput.json   Throughput      trainer.benchmark
     cost.json         CostFile        trainer.cost
     store.json        StoreFile       the launcher, for the box agent (launcher/agent.py)
+    report.json       ReportFile      trainer/report_card.py (python -m trainer.eval --tasks)
 
 Every writer builds the model and calls ``write`` (one atomic rename, runcontract.atomic);
 every reader calls ``read`` (or ``parse`` for bytes fetched from a box or a store), which
@@ -27,7 +28,7 @@ from runcontract.atomic import atomic_write_text
 from runcontract.budget import BudgetConfig
 from runcontract.configlib import format_validation_error
 from runcontract.errors import ConfigError, UserError
-from runcontract.run_folder import COST_FILE, RUN_PHASES, RUN_STATES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE
+from runcontract.run_folder import COST_FILE, REPORT_JSON, RUN_PHASES, RUN_STATES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE
 
 F = TypeVar("F", bound="RunFile")
 
@@ -293,3 +294,45 @@ class StoreFile(RunFile):
         if data["provider"].get("api_base") is None:
             del data["provider"]["api_base"]
         return data
+
+
+# ----------------------------------------------------------------------------- report.json
+class BaselineScore(BaseModel):
+    """A published score of another model on the same task and metric."""
+
+    value: float = Field(..., description="The score, in lm-eval's units (accuracy 0-1, perplexity, bits per byte).")
+    num_fewshot: int = Field(..., ge=0, description="Shots the publisher used.")
+    source: str = Field(..., description="Where it was published (URL, paper, model card, results file).")
+
+
+class TaskScore(BaseModel):
+    """One metric of one lm-eval task: this run's value beside the baselines."""
+
+    task: str = Field(..., description="lm-eval task name (hellaswag, arc_easy, ...).")
+    metric: str = Field(..., description="lm-eval metric name (acc, acc_norm, perplexity, word_perplexity, bits_per_byte).")
+    value: Optional[float] = Field(None, description="This run's value, exactly as lm-eval computed it.")
+    stderr: Optional[float] = Field(None, description="lm-eval's standard error of the value, when it gives one.")
+    num_fewshot: int = Field(..., ge=0, description="Shots this run was scored with.")
+    samples: Optional[int] = Field(None, ge=0, description="Documents scored (fewer than the task's when --limit was given).")
+    higher_is_better: Optional[bool] = Field(None, description="Direction of the metric.")
+    chance: Optional[float] = Field(None, description="The score of random guessing, when the task has one.")
+    baselines: dict[str, Optional[BaselineScore]] = Field(default_factory=dict, description="Model name -> its published score, null when none was published.")
+
+
+class ReportFile(RunFile):
+    """The report card of a checkpoint: standard benchmarks beside published baselines (docs/report-card.md)."""
+
+    FILE: ClassVar[str] = REPORT_JSON
+
+    checkpoint: str = Field(..., description="The checkpoint scored.")
+    step: Optional[int] = Field(None, description="Its optimizer step.")
+    tokens_trained: Optional[int] = Field(None, ge=0, description="Training tokens the checkpoint has seen.")
+    val_loss: Optional[float] = Field(None, description="Validation loss (nats per token) on val_split.")
+    val_bpb: Optional[float] = Field(None, description="Validation bits per byte on val_split.")
+    val_split: Optional[str] = Field(None, description="The validation split val_loss is on: c4 when the data has a C4 source, else mix.")
+    tasks: list[TaskScore] = Field(default_factory=list, description="One entry per task and metric.")
+    task_data: Optional[str] = Field(None, description="Local task data folder (--task_data); null: lm-eval's hub datasets.")
+    limit: Optional[int] = Field(None, description="Documents per task when limited (then not comparable with the baselines).")
+    lm_eval_version: Optional[str] = Field(None, description="lm-eval's version.")
+    hf_model: Optional[str] = Field(None, description="The exported Hugging Face folder lm-eval scored.")
+    created_at: Optional[str] = Field(None, description="ISO 8601 UTC time of the report.")

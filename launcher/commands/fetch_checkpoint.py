@@ -8,7 +8,8 @@ Files go to a temporary folder next to --out and every sha256 is checked against
 checkpoint's manifest; the folder is renamed to --out only when all match. An interrupted
 download keeps its temporary folder and the next call downloads only what is missing.
 Without --step, a latest checkpoint that does not verify is skipped (saying which and why)
-and the next older complete one is fetched.
+and the next older complete one is fetched. The run's report card (report.json, report.md:
+docs/report-card.md), when the store has it, is written beside the checkpoint folder.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import click
 from launcher.store import RichProgress, human_bytes, format_time, open_store
 from runcontract.errors import UserError
 from runcontract.run_files import StatusFile
-from runcontract.run_folder import FINAL_DIR, FINISHED, STATUS_FILE, STOPPED, recency
+from runcontract.atomic import atomic_write_bytes
+from runcontract.run_folder import FINAL_DIR, FINISHED, REPORT_JSON, REPORT_MD, STATUS_FILE, STOPPED, recency
 
 
 @click.command("fetch-checkpoint")
@@ -64,6 +66,7 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
                             "The store's copies are damaged; re-upload from the box if it still has them.")
         chosen, out = found
         click.echo(f"wrote {out} ({chosen.name}, step {chosen.step}, every sha256 verified)")
+        _fetch_report(store, run, out.parent)
         return
     matches = [c for c in checkpoints if c.step == step]
     complete = [c for c in matches if c.complete]
@@ -76,6 +79,19 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
     click.echo(f"fetching {run}/{chosen.rel} (step {chosen.step}, {human_bytes(chosen.size_bytes)}) from {store.describe(run)}")
     manifest = store.download_checkpoint(run, chosen.name, out, progress=RichProgress())
     click.echo(f"wrote {out} ({len(manifest.files)} files, every sha256 verified)")
+    _fetch_report(store, run, out.parent)
+
+
+def _fetch_report(store, run: str, folder: Path) -> None:
+    """The run's report card beside the fetched checkpoint, when the store has one."""
+    fetched = []
+    for name in (REPORT_JSON, REPORT_MD):
+        data = store.read_bytes(f"{run}/{name}")
+        if data is not None:
+            atomic_write_bytes(folder / name, data)
+            fetched.append(str(folder / name))
+    if fetched:
+        click.echo(f"wrote {' and '.join(fetched)} (the run's report card)")
 
 
 def _run_of(config, config_path, state: dict, root: Path, recorded_run) -> str:

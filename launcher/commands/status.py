@@ -26,7 +26,9 @@ from launcher.state import box_for_command, load_command_context, run_name, upda
 from runcontract.detached import session_name
 from runcontract.errors import UserError
 from runcontract.run_files import CostFile, RunFile, StatusFile
-from runcontract.run_folder import COST_FILE, FAILED, FINISHED, STATUS_FILE, STOPPED, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel
+from runcontract.run_folder import (
+    COST_FILE, FAILED, FINISHED, REPORT_JSON, REPORT_MD, STATUS_FILE, STOPPED, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel,
+)
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
 STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -57,6 +59,8 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "age_s": (("number", "null"), "seconds since status.json was last written"),
     "exit_code": (("integer", "null"), "the trainer's exit code once it has exited (0: success); null while it runs"),
     "stderr_tail": (("string", "null"), "the last lines the trainer wrote to stderr, when it failed or never started"),
+    "report": (("string", "null"), "where the report card (report.md, report.json) is, once written: the run folder on the box "
+                                   "or the store's copy; `launcher fetch-checkpoint` brings it; null before"),
 }
 F = TypeVar("F", bound=RunFile)
 _CASTS = {"integer": int, "number": float, "string": str, "boolean": bool}
@@ -125,8 +129,9 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     if status is None or training_state(status, alive, exit_code).startswith(FAILED):
         err = box.get_file(f"{rd}/{TRAINER_STDERR_LOG}") or b""
         stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
+    report = f"{rd}/{REPORT_MD} on the box" if box.get_file(f"{rd}/{REPORT_JSON}") is not None else None
     return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code,
-            "stderr_tail": stderr_tail, "source": "box"}
+            "stderr_tail": stderr_tail, "source": "box", "report": report}
 
 
 def read_run_from_store(config, root: Path, name: str) -> dict:
@@ -135,7 +140,8 @@ def read_run_from_store(config, root: Path, name: str) -> dict:
     store = open_store(config.storage, root)
     return {"status": _parse(StatusFile, store.read_text(f"{name}/{STATUS_FILE}"), f"{name}/{STATUS_FILE}"),
             "cost": _parse(CostFile, store.read_text(f"{name}/{COST_FILE}"), f"{name}/{COST_FILE}"),
-            "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})"}
+            "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})",
+            "report": f"{name}/{REPORT_MD} in the store" if store.read_bytes(f"{name}/{REPORT_JSON}") is not None else None}
 
 
 def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], rate: Optional[float]) -> dict:
@@ -174,6 +180,7 @@ def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], r
         "age_s": (time.time() - status.updated) if status.updated else None,
         "exit_code": data.get("exit_code"),
         "stderr_tail": data.get("stderr_tail") or None,
+        "report": data.get("report"),
     }
 
 
@@ -219,6 +226,8 @@ def render(summary: dict) -> Table:
     table.add_row("$ projected", _fmt(summary["cost_projected"], ".4f") + (f" (max {summary['max_cost']:.2f})" if summary.get("max_cost") else ""))
     if summary.get("age_s") is not None:
         table.add_row("updated", f"{summary['age_s']:.0f} s ago")
+    if summary.get("report"):
+        table.add_row("report card", summary["report"] + " (launcher fetch-checkpoint brings it)")
     if summary.get("stderr_tail"):
         table.add_row("last errors", summary["stderr_tail"])
     return table

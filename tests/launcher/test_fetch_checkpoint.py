@@ -227,3 +227,18 @@ def test_another_config_fetches_its_own_run_not_the_recorded_one(tmp_path):
         result = subprocess.run([sys.executable, "-m", "launcher", "fetch-checkpoint", *argv, "--list"],
                                 cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and f"checkpoints of {RUN} in" in result.stdout, result.stdout + result.stderr
+
+
+def test_fetch_brings_the_report_card_beside_the_checkpoint(project):
+    project.upload(100)
+    assert "report card" not in project.fetch().stdout  # no card stored: nothing said, nothing written
+    assert not (project.root / "checkpoints" / RUN / "report.json").exists()
+    card = b'{"checkpoint": "runs/demo/final", "tasks": []}\n'
+    project.store.write_bytes(f"{RUN}/report.json", card)
+    project.store.write_bytes(f"{RUN}/report.md", b"# Report card\n")
+    result = project.fetch("--step", "100", "--out", "mine")
+    assert result.returncode == 0, result.stderr
+    assert (project.root / "report.json").read_bytes() == card and (project.root / "report.md").read_text() == "# Report card\n"
+    assert "the run's report card" in result.stdout
+    result = project.fetch()
+    assert result.returncode == 0 and (project.root / "checkpoints" / RUN / "report.md").is_file()
