@@ -127,6 +127,16 @@ class DataStageConfig(Config):
     val_tokens: int = Field(10_000_000, ge=1, description="Tokens written to val.bin.")
 
 
+class NcclProbeStageConfig(Config):
+    """The all-reduce probe run before training on several GPUs (trainer.nccl_probe)."""
+
+    size_mb: float = Field(256, gt=0, description="MB all-reduced across the GPUs per iteration.")
+    iterations: int = Field(10, ge=1, description="Timed all-reduces per attempt (after one untimed).")
+    timeout_s: float = Field(120, gt=0, description="Seconds the all-reduces may take once every process is up; longer counts as a hang and the processes are killed.")
+    startup_timeout_s: float = Field(600, gt=0, description="Seconds the processes may take to start and join the process group.")
+    min_busbw_gbps: float = Field(1.0, ge=0, description="Bus bandwidth (GB/s, as nccl-tests defines it) under which the bus counts as crawling.")
+
+
 class RunSpecConfig(Config):
     """What to train."""
 
@@ -139,6 +149,7 @@ class RunSpecConfig(Config):
     tokenizer: TokenizerStageConfig = Field(default_factory=TokenizerStageConfig, description="Tokenizer stage.")
     data: DataStageConfig = Field(default_factory=DataStageConfig, description="Data stage.")
     benchmark: bool = Field(True, description="Run the throughput benchmark before training.")
+    nccl_probe: NcclProbeStageConfig = Field(default_factory=NcclProbeStageConfig, description="The all-reduce probe before training on several GPUs (gpu_count > 1).")
 
     model_config = {**Config.model_config, "populate_by_name": True}
 

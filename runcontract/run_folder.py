@@ -29,6 +29,7 @@ METRICS_FILE = "metrics.jsonl"  # one JSON object a logged step (append-only)
 TRAIN_LOG = "train.log"  # the trainer's human log (append-only); never parsed by the launcher
 THROUGHPUT_FILE = "throughput.json"  # trainer.benchmark's measurement
 COST_FILE = "cost.json"  # trainer.cost's projection and budget verdict
+NCCL_PROBE_FILE = "nccl_probe.json"  # trainer.nccl_probe: the GPUs' all-reduce and the NCCL settings that worked
 SAMPLES_FILE = "fixed_prompt_samples.txt"  # generations from fixed prompts (append-only)
 LOSS_CURVE_FILE = "loss_curve.png"
 RANKS_FILE = "ranks.json"  # the processes of a multi-GPU run
