@@ -159,7 +159,7 @@ def probe(gpu_count: int, output_path: Path, box_id: str, size_bytes: int, itera
         signal.signal(sig, _interrupted)
     attempts: list[ProbeAttempt] = []
     for env in ATTEMPTS:
-        print(f"probe: all-reduce of {size_bytes / 1e6:,.0f} MB x {iterations} across {gpu_count} ranks ({backend}, {env_label(env)}) ...", flush=True)
+        print(f"probe: all-reduce of {size_bytes / 1e6:g} MB x {iterations} across {gpu_count} ranks ({backend}, {env_label(env)}) ...", flush=True)
         attempt = run_attempt(gpu_count, env, size_bytes, iterations, timeout_s, startup_timeout_s, min_busbw_gbps)
         attempts.append(attempt)
         figures = f"busbw {attempt.busbw_gbps:.2f} GB/s, algbw {attempt.algbw_gbps:.2f} GB/s" if attempt.busbw_gbps is not None else ""
