@@ -106,7 +106,7 @@ FINISHED, FAILED, STOPPED = "finished", "failed", "stopped"
 ENDED_STATES = (FINISHED, FAILED, STOPPED)
 RUN_STATES = ("preparing", "running", *ENDED_STATES)
 # "phase", in the order a run goes through them; an ended run's phase is its state.
-LAUNCHER_PHASES = ("setup", "restore", "tokenizer", "data", "benchmark", "cost")
+LAUNCHER_PHASES = ("setup", "restore", "nccl_probe", "tokenizer", "data", "benchmark", "cost")
 TRAINER_PHASES = ("setup", "overfit-check", "training", "eval", "checkpoint")
 RUN_PHASES = (*LAUNCHER_PHASES, *TRAINER_PHASES[1:], *ENDED_STATES)
 TRAINER_STARTING = "the trainer is starting"  # the launcher's "progress" between starting tmux and the trainer's first write
