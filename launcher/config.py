@@ -132,8 +132,8 @@ class NcclProbeStageConfig(Config):
 
     size_mb: float = Field(256, gt=0, description="MB all-reduced across the GPUs per iteration.")
     iterations: int = Field(10, ge=1, description="Timed all-reduces per attempt (after one untimed).")
-    timeout_s: float = Field(120, gt=0, description="Seconds the all-reduces may take once every process is up; longer counts as a hang and the processes are killed.")
-    startup_timeout_s: float = Field(600, gt=0, description="Seconds the processes may take to start and join the process group.")
+    timeout_s: float = Field(120, gt=0, description="Seconds the processes may take to join the process group and all-reduce once every one is up; longer counts as a hang and they are killed.")
+    startup_timeout_s: float = Field(300, gt=0, description="Seconds the processes may take to start (Python and torch loaded).")
     min_busbw_gbps: float = Field(1.0, ge=0, description="Bus bandwidth (GB/s, as nccl-tests defines it) under which the bus counts as crawling.")
 
 

@@ -265,7 +265,7 @@ class NcclProbe(RunFile):
     algbw_gbps: Optional[float] = Field(None, description="Algorithm bandwidth of the attempt that worked, GB/s.")
     size_bytes: int = Field(..., ge=1, description="Bytes of the tensor all-reduced.")
     iterations: int = Field(..., ge=1, description="Timed all-reduces per attempt.")
-    timeout_s: float = Field(..., gt=0, description="Seconds the all-reduces of one attempt may take before it counts as a hang.")
+    timeout_s: float = Field(..., gt=0, description="Seconds an attempt's processes may take to join and all-reduce, once all are up, before it counts as a hang.")
     min_busbw_gbps: float = Field(..., ge=0, description="Bus bandwidth under which an attempt counts as slow.")
     attempts: list[ProbeAttempt] = Field(..., description="Every attempt, in order.")
     measured_at: str = Field(..., description="ISO 8601 UTC time of the probe.")

@@ -1,14 +1,14 @@
 """The NCCL probe: can the GPUs of this box all-reduce, and how fast? Run before training on several GPUs.
 
     python -m trainer.nccl_probe --gpu_count 2 --output_path runs/NAME/nccl_probe.json --box_id ID \
-        [--size_mb 256] [--iterations 10] [--timeout_s 120] [--startup_timeout_s 600] [--min_busbw_gbps 1]
+        [--size_mb 256] [--iterations 10] [--timeout_s 120] [--startup_timeout_s 300] [--min_busbw_gbps 1]
 
 It starts ``gpu_count`` ranks through ``accelerate launch`` (runcontract.ddp_launch, as training
 does), each all-reducing a ``size_mb`` tensor once untimed and ``iterations`` times timed, and
 reports the bandwidth as nccl-tests defines it: algbw = bytes / seconds per all-reduce, busbw =
 algbw x 2(n-1)/n (what each link carries in a ring). The attempt is bounded in time: the ranks
-get ``startup_timeout_s`` to start and join the process group, then ``timeout_s`` for the
-all-reduces; past either, the whole process group is killed and the attempt is a hang. A hang,
+get ``startup_timeout_s`` to start (Python and torch loaded), then ``timeout_s`` to join the
+process group and all-reduce; past either, the whole process group is killed and the attempt is a hang. A hang,
 an error, or a bus under ``min_busbw_gbps`` is retried once with ``NCCL_P2P_DISABLE=1`` (hosts of
 several RTX 4090s without working peer-to-peer hang in NCCL's P2P transport). Every attempt and
 the environment that worked go to ``nccl_probe.json`` (runcontract.run_files.NcclProbe); the
@@ -48,6 +48,7 @@ SIMULATE_HANG_ENV = "LLMBOX_PROBE_SIMULATE_HANG"  # test-only, see the module do
 ATTEMPTS: tuple[dict[str, str], ...] = ({}, P2P_OFF)  # NCCL's defaults first, then without peer-to-peer
 RESULT_FILE = "result.json"  # rank 0's measurement, in the attempt's work folder
 OUTPUT_TAIL_LINES = 200
+EXIT_GRACE_S = 30  # the ranks' time to exit once the result is written
 
 
 def bus_bandwidth(algbw: float, ranks: int) -> float:
@@ -102,7 +103,7 @@ def run_attempt(gpu_count: int, env: dict[str, str], size_bytes: int, iterations
         if hang:
             return ProbeAttempt(nccl_env=env, outcome="hang", seconds=seconds, detail=hang)
         result = Path(work) / RESULT_FILE
-        if proc.returncode != 0 or not result.is_file():
+        if not result.is_file():  # once written, the measurement stands (however the ranks then exit)
             return ProbeAttempt(nccl_env=env, outcome="failed", seconds=seconds,
                                 detail=f"the ranks exited with code {proc.returncode}: {failure_lines(list(tail))}")
         measured = json.loads(result.read_text())
@@ -121,14 +122,18 @@ def failure_lines(output: list[str]) -> str:
 
 def _watch(proc: subprocess.Popen, work: Path, ranks: int, start: float, timeout_s: float, startup_timeout_s: float) -> Optional[str]:
     """Wait for the launch; kill its whole process group past the deadline and say why (None: it ended)."""
-    deadline, started = start + startup_timeout_s, None
+    deadline, started, measured = start + startup_timeout_s, None, False
     while proc.poll() is None:
         now = time.monotonic()
         if started is None and len(list(work.glob("ready.*"))) >= ranks:
             started = now
             deadline = now + timeout_s  # the all-reduces' own budget starts once every rank is up
+        if not measured and (work / RESULT_FILE).is_file():
+            measured, deadline = True, min(deadline, now + EXIT_GRACE_S)
         if now > deadline:
             _kill_group(proc)
+            if measured:
+                return None  # the ranks measured, then stuck on their way out
             if started is None:
                 return f"the {ranks} ranks had not all started within startup_timeout_s {startup_timeout_s:g} s; killed"
             return f"no result within timeout_s {timeout_s:g} s of all {ranks} ranks starting; killed"
@@ -140,8 +145,32 @@ def _interrupted(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc): torch's launcher starts each rank in a session of its own."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        children[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry))  # the field after "(name) state" is ppid
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
-    # a rank stuck in NCCL ignores SIGTERM: the launcher and its ranks go together, at once
+    """SIGKILL the launch and every rank (one stuck in NCCL ignores SIGTERM), the tree read before anyone dies."""
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -194,12 +223,13 @@ def worker(work_dir: Path, size_bytes: int, iterations: int) -> None:
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
+    # up: from here the attempt's timeout runs (joining the group may already build NCCL's communicator and hang)
+    (work_dir / f"ready.{os.environ.get('RANK', '0')}").write_text("")
     # joins the process group: nccl on GPUs, gloo on CPU ranks (Accelerator reads the flag itself, PartialState does not)
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     rank, ranks, device = state.process_index, state.num_processes, state.device
     if ranks < 2:
         raise UserError("trainer.nccl_probe --worker runs under accelerate launch with several processes; run it without --worker.")
-    (work_dir / f"ready.{rank}").write_text("")
     simulate = os.environ.get(SIMULATE_HANG_ENV, "")
     if simulate == "all" or (simulate == "p2p" and os.environ.get("NCCL_P2P_DISABLE") != "1"):
         while True:  # what a rank stuck in NCCL looks like from outside: alive, silent, no result
@@ -237,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--box_id", default="unknown", help="the launcher's identity of this box, recorded so the result is reused on it only")
     parser.add_argument("--size_mb", type=float, default=256, help="MB all-reduced per iteration")
     parser.add_argument("--iterations", type=int, default=10, help="timed all-reduces per attempt")
-    parser.add_argument("--timeout_s", type=float, default=120, help="seconds for the all-reduces once every rank is up (longer: a hang)")
-    parser.add_argument("--startup_timeout_s", type=float, default=600, help="seconds for the ranks to start and join")
+    parser.add_argument("--timeout_s", type=float, default=120, help="seconds to join and all-reduce once every rank is up (longer: a hang)")
+    parser.add_argument("--startup_timeout_s", type=float, default=300, help="seconds for the ranks to start (Python and torch loaded)")
     parser.add_argument("--min_busbw_gbps", type=float, default=1.0, help="bus bandwidth under which the bus counts as crawling")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one rank, started by the probe itself
     parser.add_argument("--work_dir", help=argparse.SUPPRESS)

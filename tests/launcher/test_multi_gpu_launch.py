@@ -17,6 +17,7 @@ from launcher.stages.runner import build_stages, run_stages
 from launcher.stages.train import train_command
 from runcontract.run_files import NcclProbe, Throughput
 from tests.harness.paths import REPO
+from tests.harness.procs import processes_mentioning
 from tests.harness.trainer_runs import make_data, tiny_args
 from trainer.nccl_probe import SIMULATE_HANG_ENV
 
@@ -61,9 +62,11 @@ def test_a_probe_that_hangs_falls_back_to_no_p2p_and_the_benchmark_and_training_
     `launcher run` on this box reuses it; the benchmark and the training launch both carry it,
     as two ranks."""
     make_data(tmp_path / "data")
-    for name, value in {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), SIMULATE_HANG_ENV: "p2p"}.items():
+    (tmp_path / "tmp").mkdir()  # the probe's work folders, so its killed ranks can be looked for
+    for name, value in {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), SIMULATE_HANG_ENV: "p2p",
+                        "TMPDIR": str(tmp_path / "tmp")}.items():
         monkeypatch.setenv(name, value)
-    ctx = two_gpu_context(tmp_path, timeout_s=5)
+    ctx = two_gpu_context(tmp_path, timeout_s=20)
     stage = next(s for s in build_stages(ctx) if s.name == "nccl_probe")
     assert stage.is_done(ctx) is None
     summary = stage.run(ctx)
@@ -72,8 +75,9 @@ def test_a_probe_that_hangs_falls_back_to_no_p2p_and_the_benchmark_and_training_
     assert recorded.ok and recorded.nccl_env == {"NCCL_P2P_DISABLE": "1"}
     assert [(a.nccl_env, a.outcome) for a in recorded.attempts] == [({}, "hang"), ({"NCCL_P2P_DISABLE": "1"}, "ok")]
     assert "probe: NCCL defaults: hang" in (tmp_path / "runs/two/train.log").read_text()  # `launcher logs` shows it
+    assert processes_mentioning(str(tmp_path / "tmp")) == []  # the hung ranks were killed
 
-    again = two_gpu_context(tmp_path, timeout_s=5)  # the next `launcher run`: same box, same GPU count
+    again = two_gpu_context(tmp_path, timeout_s=20)  # the next `launcher run`: same box, same GPU count
     assert "runs/two/nccl_probe.json for this box" in stage.is_done(again)
     assert again.nccl_env == {"NCCL_P2P_DISABLE": "1"}
 

@@ -2,7 +2,6 @@
 the same code that all-reduces across GPUs with NCCL on a box."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runcontract.run_files import NcclProbe
+from tests.harness.procs import processes_mentioning
 from tests.harness.trainer_runs import subprocess_env
 from trainer.nccl_probe import SIMULATE_HANG_ENV, bus_bandwidth
 
@@ -24,18 +24,6 @@ def cpu_ranks_env(tmp_path: Path, **extra: str) -> dict:
     # TMPDIR: the attempts' work folders land in tmp_path, so a test can look for processes left behind
     (tmp_path / "tmp").mkdir(exist_ok=True)
     return {**subprocess_env(), "ACCELERATE_USE_CPU": "1", "TMPDIR": str(tmp_path / "tmp"), **extra}
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{pid}: {cmdline}")
-    return found
 
 
 def test_bus_bandwidth_is_nccl_tests_definition():
