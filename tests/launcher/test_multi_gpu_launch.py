@@ -15,6 +15,7 @@ from launcher.stages import benchmark
 from launcher.stages.context import RunContext
 from launcher.stages.runner import build_stages, run_stages
 from launcher.stages.train import train_command
+from runcontract.errors import UserError
 from runcontract.run_files import NcclProbe, Throughput
 from tests.harness.paths import REPO
 from tests.harness.procs import processes_mentioning
@@ -93,3 +94,16 @@ def test_a_probe_that_hangs_falls_back_to_no_p2p_and_the_benchmark_and_training_
     ranks = json.loads((tmp_path / "runs/two/ranks.json").read_text())
     assert ranks["world_size"] == 2 and [r["rank"] for r in ranks["ranks"]] == [0, 1]
     assert json.loads((tmp_path / "runs/two/cost.json").read_text())["gpu_count"] == 2
+
+
+def test_a_box_without_the_gpus_is_refused_at_the_probe_stage(tmp_path, monkeypatch):
+    """No CUDA here and no ACCELERATE_USE_CPU: run.gpu_count 2 stops at the probe, before data or training."""
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    ctx = two_gpu_context(tmp_path)
+    stage = next(s for s in build_stages(ctx) if s.name == "nccl_probe")
+    with pytest.raises(UserError) as refused:
+        stage.run(ctx)
+    message = str(refused.value)
+    assert "run.gpu_count is 2 but torch sees 0 CUDA GPU(s) on this box" in message and "Traceback" not in message
+    assert not (tmp_path / "runs/two/nccl_probe.json").exists() and ctx.nccl_env == {}
