@@ -8,7 +8,7 @@ does), each all-reducing a ``size_mb`` tensor once untimed and ``iterations`` ti
 reports the bandwidth as nccl-tests defines it: algbw = bytes / seconds per all-reduce, busbw =
 algbw x 2(n-1)/n (what each link carries in a ring). The attempt is bounded in time: the ranks
 get ``startup_timeout_s`` to start (Python and torch loaded), then ``timeout_s`` to join the
-process group and all-reduce; past either, the whole process group is killed and the attempt is a hang. A hang,
+process group and all-reduce; past either, the launch and every rank are killed (SIGKILL) and the attempt is a hang. A hang,
 an error, or a bus under ``min_busbw_gbps`` is retried once with ``NCCL_P2P_DISABLE=1`` (hosts of
 several RTX 4090s without working peer-to-peer hang in NCCL's P2P transport). Every attempt and
 the environment that worked go to ``nccl_probe.json`` (runcontract.run_files.NcclProbe); the
@@ -83,7 +83,7 @@ def _drain(stream, tail: collections.deque) -> None:
 
 def run_attempt(gpu_count: int, env: dict[str, str], size_bytes: int, iterations: int, timeout_s: float,
                 startup_timeout_s: float, min_busbw_gbps: float) -> ProbeAttempt:
-    """One launch of the ranks with ``env`` added; the ranks' process group is killed on a hang."""
+    """One launch of the ranks with ``env`` added; the launch and every rank are killed on a hang."""
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nccl-probe-") as work:
         argv = [sys.executable, *accelerate_launch_args(gpu_count, "trainer.nccl_probe"), "--worker",
@@ -96,7 +96,7 @@ def run_attempt(gpu_count: int, env: dict[str, str], size_bytes: int, iterations
         try:
             hang = _watch(proc, Path(work), gpu_count, start, timeout_s, startup_timeout_s)
         except BaseException:  # Ctrl-C, or the SIGTERM/SIGHUP of a closed session: the ranks never outlive the probe
-            _kill_group(proc)
+            _kill_launch(proc)
             raise
         reader.join(timeout=10)
         seconds = time.monotonic() - start
@@ -121,7 +121,7 @@ def failure_lines(output: list[str]) -> str:
 
 
 def _watch(proc: subprocess.Popen, work: Path, ranks: int, start: float, timeout_s: float, startup_timeout_s: float) -> Optional[str]:
-    """Wait for the launch; kill its whole process group past the deadline and say why (None: it ended)."""
+    """Wait for the launch; past the deadline kill it and every rank, and say why (None: it ended or had measured)."""
     deadline, started, measured = start + startup_timeout_s, None, False
     while proc.poll() is None:
         now = time.monotonic()
@@ -131,7 +131,7 @@ def _watch(proc: subprocess.Popen, work: Path, ranks: int, start: float, timeout
         if not measured and (work / RESULT_FILE).is_file():
             measured, deadline = True, min(deadline, now + EXIT_GRACE_S)
         if now > deadline:
-            _kill_group(proc)
+            _kill_launch(proc)
             if measured:
                 return None  # the ranks measured, then stuck on their way out
             if started is None:
@@ -164,7 +164,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_launch(proc: subprocess.Popen) -> None:
     """SIGKILL the launch and every rank (one stuck in NCCL ignores SIGTERM), the tree read before anyone dies."""
     for pid in [proc.pid, *_descendants(proc.pid)]:
         try:
