@@ -35,6 +35,13 @@ def commands(ctx: RunContext) -> list[str]:
     return [command(ctx)]
 
 
+def describe(ctx: RunContext) -> list[str]:
+    """--dry-run's lines: the command, and what its verdict changes in the launches after it."""
+    return [ctx.box.describe_command(command(ctx)),
+            f"(if NCCL's defaults hang or crawl and NCCL_P2P_DISABLE=1 works, the benchmark and train launches below get "
+            f"NCCL_P2P_DISABLE=1 in front; {output(ctx)} records it)"]
+
+
 def _recorded(ctx: RunContext) -> tuple[str, Optional[NcclProbe]]:
     """This box's identity and the run's nccl_probe.json (None when missing or unreadable), in one box command."""
     result = ctx.box.run(f"{BOX_ID_SHELL}; echo {_SEPARATOR}; cat {shlex.quote(output(ctx))} 2>/dev/null", check=False, timeout=60)

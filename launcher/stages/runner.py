@@ -81,7 +81,8 @@ def build_stages(ctx: RunContext) -> list[Stage]:
                             "the run folder may be partly restored; `launcher run --resume` again restores it fully"))
     if ctx.config.run.gpu_count > 1:
         stages.append(Stage("nccl_probe", nccl_probe.commands, nccl_probe.run, nccl_probe.is_done,
-                            "the all-reduce probe was stopped on the box (its processes end with it); it runs again next time"))
+                            "the all-reduce probe was stopped on the box (its processes end with it); it runs again next time",
+                            describe=nccl_probe.describe))
     stages += [
         _stamped_stage("tokenizer", tokenizer.command, tokenizer.stamp_fingerprint, lambda ctx: tokenizer.OUTPUTS,
                        "training the tokenizer", "the tokenizer step was stopped on the box; it is rebuilt next run"),

@@ -43,6 +43,7 @@ def test_dry_run_shows_the_probe_and_the_two_process_launches(tmp_path):
     shown = ctx.console.file.getvalue()
     assert "[3/8] nccl_probe" in shown and "-m trainer.nccl_probe --gpu_count 2 --output_path runs/two/nccl_probe.json" in shown
     assert "--box_id \"$(( hostname; nvidia-smi -L 2>/dev/null ) | sha256sum | cut -c1-16)\"" in shown
+    assert "the benchmark and train launches below get NCCL_P2P_DISABLE=1 in front" in shown
     launch = "-m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1"
     assert f"{launch} --mixed_precision no --dynamo_backend no -m trainer.benchmark" in shown
     assert f"{launch} --mixed_precision no --dynamo_backend no -m trainer.train" in shown
