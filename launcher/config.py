@@ -144,7 +144,7 @@ class RunSpecConfig(Config):
     model_config_path: str = Field("configs/model_smoke.yaml", alias="model_config", description="Model config, relative to the project.")
     train_config_path: str = Field("configs/train_smoke.yaml", alias="train_config", description="Train config, relative to the project.")
     data_config_path: str = Field("configs/data_offline.yaml", alias="data_config", description="Data-mix config, relative to the project.")
-    gpu_count: int = Field(1, ge=1, description="GPUs to train on, one process each (was gpus); >1 uses accelerate launch (DDP).")
+    gpu_count: int = Field(1, ge=1, description="GPUs to train on, one process each (was gpus); >1 uses accelerate launch (DDP) for the benchmark and training, after the NCCL probe (run.nccl_probe).")
     overrides: list[str] = Field(default_factory=list, alias="set", description="--set overrides passed to every trainer step, e.g. train.max_steps=100.")
     tokenizer: TokenizerStageConfig = Field(default_factory=TokenizerStageConfig, description="Tokenizer stage.")
     data: DataStageConfig = Field(default_factory=DataStageConfig, description="Data stage.")
