@@ -38,7 +38,7 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "source": (("string",), "\"box\", or \"store (<url>)\" when the box could not be reached"),
     "state": (("string",), "not started, starting, preparing, running, finished, failed, stopped, or failed (process gone); "
                            "\" (stored copy)\" is appended when read from the store"),
-    "phase": (("string", "null"), "what the run is doing: setup, restore, tokenizer, data, benchmark, cost, overfit-check, "
+    "phase": (("string", "null"), "what the run is doing: setup, restore, nccl_probe, tokenizer, data, benchmark, cost, overfit-check, "
                                   "training, eval, checkpoint, or the ended state (finished, failed, stopped); null before any"),
     "progress": (("string", "null"), "progress within the phase (\"12/25 steps, loss 3.1\") or the phase a failed run "
                                      "ended in (\"failed during overfit-check\")"),
