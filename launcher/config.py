@@ -107,6 +107,7 @@ class BoxConfig(Config):
     workdir: Optional[str] = Field(None, description="Project folder on the box. None: the project folder itself for local, ~/llm-box for ssh.")
     python: str = Field("python3", description="Python used to create the box's venv.")
     connect_timeout: float = Field(15.0, gt=0, description="Seconds to wait for an SSH connection.")
+    lost_create_search_s: float = Field(600.0, ge=0, description="runpod/vastai: how long to keep looking (with backoff) for the instance of a create whose answer was lost, since instance lists lag; not found by then, the rental stays recorded as unconfirmed.")
     runpod: RunpodConfig = Field(default_factory=RunpodConfig, description="Used when kind is runpod.")
     vastai: VastaiConfig = Field(default_factory=VastaiConfig, description="Used when kind is vastai.")
 
@@ -127,6 +128,16 @@ class DataStageConfig(Config):
     val_tokens: int = Field(10_000_000, ge=1, description="Tokens written to val.bin.")
 
 
+class NcclProbeStageConfig(Config):
+    """The all-reduce probe run before training on several GPUs (trainer.nccl_probe)."""
+
+    size_mb: float = Field(256, gt=0, description="MB all-reduced across the GPUs per iteration.")
+    iterations: int = Field(10, ge=1, description="Timed all-reduces per attempt (after one untimed).")
+    timeout_s: float = Field(120, gt=0, description="Seconds the processes may take to join the process group and all-reduce once every one is up; longer counts as a hang and they are killed.")
+    startup_timeout_s: float = Field(300, gt=0, description="Seconds the processes may take to start (Python and torch loaded).")
+    min_busbw_gbps: float = Field(1.0, ge=0, description="Bus bandwidth (GB/s, as nccl-tests defines it) under which the bus counts as crawling.")
+
+
 class RunSpecConfig(Config):
     """What to train."""
 
@@ -134,11 +145,12 @@ class RunSpecConfig(Config):
     model_config_path: str = Field("configs/model_smoke.yaml", alias="model_config", description="Model config, relative to the project.")
     train_config_path: str = Field("configs/train_smoke.yaml", alias="train_config", description="Train config, relative to the project.")
     data_config_path: str = Field("configs/data_offline.yaml", alias="data_config", description="Data-mix config, relative to the project.")
-    gpu_count: int = Field(1, ge=1, description="GPUs to train on, one process each (was gpus); >1 uses accelerate launch (DDP).")
+    gpu_count: int = Field(1, ge=1, description="GPUs to train on, one process each (was gpus); >1 uses accelerate launch (DDP) for the benchmark and training, after the NCCL probe (run.nccl_probe).")
     overrides: list[str] = Field(default_factory=list, alias="set", description="--set overrides passed to every trainer step, e.g. train.max_steps=100.")
     tokenizer: TokenizerStageConfig = Field(default_factory=TokenizerStageConfig, description="Tokenizer stage.")
     data: DataStageConfig = Field(default_factory=DataStageConfig, description="Data stage.")
     benchmark: bool = Field(True, description="Run the throughput benchmark before training.")
+    nccl_probe: NcclProbeStageConfig = Field(default_factory=NcclProbeStageConfig, description="The all-reduce probe before training on several GPUs (gpu_count > 1).")
 
     model_config = {**Config.model_config, "populate_by_name": True}
 

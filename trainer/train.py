@@ -41,7 +41,7 @@ from runcontract.manifest import ManifestError, read_manifest, verify_manifest
 from runcontract.budget import spent as budget_spent
 from runcontract.run_files import EvalMetrics, Throughput, TrainMetrics
 from runcontract.run_folder import (
-    CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
+    CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, REPORT_JSON, REPORT_MD, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
     recency, step_dir_name, step_of_dir,
 )
 from trainer.metrics_log import RunLog, train_line
@@ -598,9 +598,31 @@ def finish(loop: Fit, final_state: str) -> None:
         atomic_write_text(run.run_dir / RANKS_FILE, json.dumps({"world_size": run.world, "ranks": ranks}, indent=2) + "\n")
         if len({r["weights_sha256"] for r in ranks}) > 1:
             log.log("warning: the ranks' weights differ at the end; data-parallel training went out of sync")
+    if run.is_main and final_state == FINISHED and run.train_cfg.eval.tasks:
+        write_report_card(loop)  # before the ended status: the agent's last sync must find report.json/report.md
     loop.status(final_state)
     log.log(f"{final_state} at step {loop.step}/{run.plan.max_steps}: {loop.tokens_seen:,} tokens, loss {loop.last_loss}, val loss {loop.last_val}, "
             f"{loop.elapsed() / 3600:.2f} h, ${loop.spent():.2f}")
+
+
+def write_report_card(loop: Fit) -> None:
+    """train.eval.tasks: score final/ with lm-eval (trainer.eval --tasks) into report.json/report.md.
+    The model is already saved, so a failure here is logged, never the run's failure."""
+    from trainer.eval import evaluate_checkpoint, run_report_card
+
+    run, log, cfg = loop.run, loop.run.log, loop.run.train_cfg
+    final = run.run_dir / FINAL_DIR
+    log.phase("eval", f"report card: lm-eval {', '.join(cfg.eval.tasks)}")
+    try:
+        if not cfg.tokenizer_model:
+            raise UserError("the report card exports the model with its tokenizer: set train.tokenizer_model.")
+        scored = evaluate_checkpoint(final, cfg.tokenizer_model, device=run.device)
+        report = run_report_card(final, cfg.tokenizer_model, scored, cfg.eval.tasks, cfg.eval.task_data, cfg.eval.num_fewshot,
+                                 cfg.eval.limit, cfg.eval.batch_size, str(run.device))
+        log.log(f"report card: {len(report.tasks)} scores in {run.run_dir / REPORT_JSON} and {REPORT_MD}")
+    except Exception as exc:  # noqa: BLE001 - the run's model is whole; say what went wrong and finish
+        log.log(f"warning: report card not written: {exc}. Write it later with: python -m trainer.eval --checkpoint {final} "
+                f"--tokenizer_model {cfg.tokenizer_model} --tasks {','.join(cfg.eval.tasks)}")
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Reads runs/NAME/status.json and cost.json on the box (written by the launcher's stages and the
 trainer) and asks tmux whether the session is alive: status.json saying "running" with no session
 left is reported as "failed (process gone)". When the box cannot be reached, the stored copy is
-read instead. ``--json`` prints one object whose fields and types are STATUS_FIELDS, documented
+read instead. An unconfirmed rental (a create whose answer was lost) is looked for by name
+first: found, it is recorded and shown; not found, the error says how to check. ``--json`` prints one object whose fields and types are STATUS_FIELDS, documented
 in docs/status-json.md.
 """
 from __future__ import annotations
@@ -22,12 +23,13 @@ from launcher import detached_session
 from launcher.box import Box, BoxUnreachable, ConnectionLost
 from launcher.config import RENTED_KINDS
 from launcher.console import make_console
-from launcher.state import box_for_command, load_command_context, run_name
+from launcher.state import box_for_command, load_command_context, run_name, update_state
 from runcontract.detached import session_name
 from runcontract.errors import UserError
 from runcontract.run_files import CostFile, RunFile, StatusFile, StoreHealth
 from runcontract.run_folder import (
-    COST_FILE, FAILED, FINISHED, STATUS_FILE, STOPPED, STORE_HEALTH_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel,
+    COST_FILE, FAILED, FINISHED, REPORT_JSON, REPORT_MD, STATUS_FILE, STOPPED, STORE_HEALTH_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING,
+    TRAINER_STDERR_LOG, run_rel,
 )
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
@@ -38,7 +40,7 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "source": (("string",), "\"box\", or \"store (<url>)\" when the box could not be reached"),
     "state": (("string",), "not started, starting, preparing, running, finished, failed, stopped, or failed (process gone); "
                            "\" (stored copy)\" is appended when read from the store"),
-    "phase": (("string", "null"), "what the run is doing: setup, restore, tokenizer, data, benchmark, cost, overfit-check, "
+    "phase": (("string", "null"), "what the run is doing: setup, restore, nccl_probe, tokenizer, data, benchmark, cost, overfit-check, "
                                   "training, eval, checkpoint, or the ended state (finished, failed, stopped); null before any"),
     "progress": (("string", "null"), "progress within the phase (\"12/25 steps, loss 3.1\") or the phase a failed run "
                                      "ended in (\"failed during overfit-check\")"),
@@ -63,6 +65,8 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "stderr_tail": (("string", "null"), "the last lines the trainer wrote to stderr, when it failed or never started"),
     "store_health": (("object", "null"), "the box agent's uploads (store_health.json): last_upload, waiting_files, waiting_checkpoints, "
                                          "last_error, ended (then the waiting lists are what is not stored); null before the agent wrote it"),
+    "report": (("string", "null"), "where the report card (report.md, report.json) is, once written: the run folder on the box "
+                                   "or the store's copy; `launcher fetch-checkpoint` brings it; null before"),
 }
 F = TypeVar("F", bound=RunFile)
 _CASTS = {"integer": int, "number": float, "string": str, "boolean": bool}
@@ -134,8 +138,9 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
         err = box.get_file(f"{rd}/{TRAINER_STDERR_LOG}") or b""
         stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
     health = _parse(StoreHealth, box.get_file(f"{rd}/{STORE_HEALTH_FILE}"), f"{rd}/{STORE_HEALTH_FILE}")
+    report = f"{rd}/{REPORT_MD} on the box" if box.get_file(f"{rd}/{REPORT_JSON}") is not None else None
     return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code,
-            "stderr_tail": stderr_tail, "source": "box", "store_health": health}
+            "stderr_tail": stderr_tail, "source": "box", "store_health": health, "report": report}
 
 
 def read_run_from_store(config, root: Path, name: str) -> dict:
@@ -145,7 +150,8 @@ def read_run_from_store(config, root: Path, name: str) -> dict:
     return {"status": _parse(StatusFile, store.read_text(f"{name}/{STATUS_FILE}"), f"{name}/{STATUS_FILE}"),
             "cost": _parse(CostFile, store.read_text(f"{name}/{COST_FILE}"), f"{name}/{COST_FILE}"),
             "store_health": _parse(StoreHealth, store.read_text(f"{name}/{STORE_HEALTH_FILE}"), f"{name}/{STORE_HEALTH_FILE}"),
-            "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})"}
+            "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})",
+            "report": f"{name}/{REPORT_MD} in the store" if store.read_bytes(f"{name}/{REPORT_JSON}") is not None else None}
 
 
 def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], rate: Optional[float]) -> dict:
@@ -184,6 +190,7 @@ def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], r
         "age_s": (time.time() - status.updated) if status.updated else None,
         "exit_code": data.get("exit_code"),
         "stderr_tail": data.get("stderr_tail") or None,
+        "report": data.get("report"),
         "store_health": health.to_json() if (health := data.get("store_health")) is not None else None,
     }
 
@@ -230,6 +237,8 @@ def render(summary: dict) -> Table:
     table.add_row("$ projected", _fmt(summary["cost_projected"], ".4f") + (f" (max {summary['max_cost']:.2f})" if summary.get("max_cost") else ""))
     if summary.get("age_s") is not None:
         table.add_row("updated", f"{summary['age_s']:.0f} s ago")
+    if summary.get("report"):
+        table.add_row("report card", summary["report"] + " (launcher fetch-checkpoint brings it)")
     if summary.get("store_health"):
         table.add_row("store", store_health_line(summary["store_health"]))
     if summary.get("stderr_tail"):
@@ -258,15 +267,25 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
     instance = state.get("instance")
     rate = config.budget.hourly_rate
     if instance and config.box.kind in RENTED_KINDS:
-        try:
-            import launcher.providers as providers
+        import launcher.providers as providers
 
+        if providers.is_unconfirmed(instance):  # one look by name: found, it is recorded; else the check command
+            instance = providers.reconcile_unconfirmed(instance, config, console, window_s=0,
+                                                       on_found=lambda found: update_state(root, instance=found))
+            state = {**state, "instance": instance}
+        recorded = instance
+        try:
             live = providers.describe(config, instance["id"])
             instance = live.to_dict() if live is not None else {**instance, "state": "gone"}
         except Exception as exc:  # the provider's API being down must not hide the run's status
             instance = {**instance, "state": f"unknown ({exc})"}
         if instance.get("hourly_price") is not None:
             rate = instance["hourly_price"]
+        if not state.get("box") and not recorded.get("ssh_host"):  # rented, never reachable: no run to read
+            price = f", ${instance['hourly_price']}/h" if instance.get("hourly_price") is not None else ""
+            raise UserError(f"{providers.recorded_what(recorded)} is {instance.get('state')}{price} and has no SSH address "
+                            "recorded yet, so no run is on it; while it exists it bills: `launcher up` uses it once it runs, "
+                            f"`launcher down` terminates it (or {providers.manual_terminate_command(recorded)})")
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
     box = box_for_command(config, state, root)
     try:

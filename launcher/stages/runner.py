@@ -1,6 +1,9 @@
 """``launcher run`` as an explicit, ordered list of stages, and how a list of them is run.
 
-    sync -> setup -> [restore] -> tokenizer -> data -> benchmark -> cost -> train
+    sync -> setup -> [restore] -> [nccl_probe] -> tokenizer -> data -> benchmark -> cost -> train
+
+(restore with --resume only; nccl_probe with run.gpu_count > 1 only: it refuses a box whose GPUs
+cannot all-reduce before hours of data preparation, and its NCCL settings go to every launch.)
 
 Each stage has a name, an ``is_done`` check (a reason string when its output is already valid,
 so it is skipped), the box command(s) it runs (``commands``: also what ``--dry-run`` prints)
@@ -21,7 +24,7 @@ from typing import Callable, Optional
 from rich.markup import escape
 
 from launcher.box import BoxError
-from launcher.stages import benchmark, cost, data, restore, setup, sync, tokenizer, train
+from launcher.stages import benchmark, cost, data, nccl_probe, restore, setup, sync, tokenizer, train
 from launcher.stages.context import RunContext
 from launcher.stages.run_status import write_launcher_phase
 from launcher.stages.stamps import stamp_done, write_stamp
@@ -76,6 +79,10 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     if ctx.resume:
         stages.append(Stage("restore", restore.commands, restore.run, interrupted=
                             "the run folder may be partly restored; `launcher run --resume` again restores it fully"))
+    if ctx.config.run.gpu_count > 1:
+        stages.append(Stage("nccl_probe", nccl_probe.commands, nccl_probe.run, nccl_probe.is_done,
+                            "the all-reduce probe was stopped on the box (its processes end with it); it runs again next time",
+                            describe=nccl_probe.describe))
     stages += [
         _stamped_stage("tokenizer", tokenizer.command, tokenizer.stamp_fingerprint, lambda ctx: tokenizer.OUTPUTS,
                        "training the tokenizer", "the tokenizer step was stopped on the box; it is rebuilt next run"),

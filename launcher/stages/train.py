@@ -8,7 +8,7 @@ from typing import Optional
 
 from launcher import detached_session
 from launcher.detached_session import Window
-from launcher.stages.context import RunContext, module_command
+from launcher.stages.context import RunContext, launch_command, module_command
 from launcher.stages.run_status import write_launcher_phase
 from launcher.stages.store_and_secrets import secrets_prefix, write_secrets, write_store_config
 from runcontract.errors import UserError
@@ -34,12 +34,7 @@ def train_command(ctx: RunContext) -> str:
         args.append("--resume")
     if ctx.allow_over_budget:
         args.append("--allow_over_budget")
-    gpu_count = ctx.config.run.gpu_count
-    if gpu_count > 1:
-        launch = ["--multi_gpu", "--num_processes", str(gpu_count), "--num_machines", "1", "--mixed_precision", "no",
-                  "--dynamo_backend", "no", "-m", "trainer.train"]
-        return f"{ctx.python} -m accelerate.commands.launch {shlex.join(launch)} {shlex.join(args)}"
-    return module_command(ctx, "trainer.train", args)
+    return launch_command(ctx, "trainer.train", args)  # on all run.gpu_count GPUs
 
 
 def agent_command(ctx: RunContext) -> str:

@@ -165,9 +165,12 @@ def test_mirror_uploads_logs_checkpoints_and_prepared_data_then_flushes(run):
         f.write('{"step": 20, "loss": 4.0}\n')
     wait_for(lambda: "4.0" in (store.read_text(f"{RUN}/metrics.jsonl") or ""), 20, "appended metrics mirrored")
     make_checkpoint(run.run_dir, 300, final=True)
+    (run.run_dir / "report.json").write_text('{"checkpoint": "final", "tasks": []}\n')  # the report card, written just before "finished"
+    (run.run_dir / "report.md").write_text("# Report card\n")
     run.finish()
     code, out = run.agent_output()
     assert code == 0, out
+    assert store.read_text(f"{RUN}/report.md") == "# Report card\n" and store.read_text(f"{RUN}/report.json") is not None
     assert "agent: final flush done" in out
     assert "agent: final flush done" in (run.run_dir / "agent.log").read_text()
     assert store.read_text(f"{RUN}/train.log") == (run.run_dir / "train.log").read_text()  # the last lines too

@@ -149,3 +149,34 @@ def test_tenth_lines_for_any_counter():
     resumed = TenthLines("tokenizing", 100, written.clear() or written.append, initial=45)
     resumed.update(10)
     assert written == ["tokenizing: 50% (55 of 100)"]  # from where it resumed: no 10%..40% again
+
+
+def test_status_says_where_the_report_card_is(tmp_path):
+    """`report`: null until the run folder (on the box) or its stored copy holds report.json."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from launcher.box_local import LocalBox
+    from launcher.commands.status import read_run, read_run_from_store, render, summarize
+    from launcher.config import StorageConfig
+
+    run = tmp_path / "runs" / "rc"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text('{"state": "finished", "phase": "finished", "step": 2}')
+    box = LocalBox(tmp_path)
+    config = SimpleNamespace(storage=StorageConfig(url=f"file://{tmp_path / 'store'}"))
+    (tmp_path / "store" / "rc").mkdir(parents=True)
+    (tmp_path / "store" / "rc" / "status.json").write_text((run / "status.json").read_text())
+    assert read_run(box, "rc")["report"] is None and read_run_from_store(config, tmp_path, "rc")["report"] is None
+    (run / "report.json").write_text("{}")
+    (tmp_path / "store" / "rc" / "report.json").write_text("{}")
+    assert read_run(box, "rc")["report"] == "runs/rc/report.md on the box"
+    stored = read_run_from_store(config, tmp_path, "rc")
+    assert stored["report"] == "rc/report.md in the store"
+    summary = summarize("local", "rc", stored, None, None)
+    assert typed(summary)["report"] == "rc/report.md in the store"
+    console = Console(width=200, record=True)
+    console.print(render(summary))
+    shown = console.export_text()
+    assert "report card" in shown and "rc/report.md in the store (launcher fetch-checkpoint brings it)" in shown
