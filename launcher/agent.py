@@ -208,6 +208,7 @@ class Mirror:
 
     # -- small files -----------------------------------------------------------
     def sync_small(self, force: bool = False) -> None:
+        failed: Optional[str] = None  # the store failed this pass: the files after it wait for the next one
         for path in sorted(self.run_dir.iterdir()):
             name = path.name
             if name.startswith(".") or name in NOT_MIRRORED or not path.is_file():
@@ -218,6 +219,11 @@ class Mirror:
                     continue
                 sig = (st.st_size, st.st_mtime_ns)
                 if self.synced.get(name) == sig:
+                    continue
+                if failed is not None:
+                    # a dead store costs the client's whole retry time per request: one such wait per pass,
+                    # so the watches (training ended, a hung trainer over budget) keep running
+                    self.file_errors.setdefault(name, f"not tried: the upload of {failed} failed in the same pass")
                     continue
                 # bounded re-uploads of growing files: one per interval per 4 MB
                 gap = self.interval * max(1, st.st_size // (4 * 1024 * 1024))
@@ -236,6 +242,7 @@ class Mirror:
                 self.failures += 1
                 self.file_errors[name] = str(exc)
                 self.upload_failed(f"{name}: {exc}")
+                failed = name
                 log.warning("agent: could not upload %s: %s (will retry)", name, exc)
 
     # -- upload health ---------------------------------------------------------
