@@ -68,6 +68,9 @@ def record_mismatch(config: LauncherConfig, record: Optional[dict], config_label
     """
     if not record or not record.get("provider"):
         return None
+    from launcher.plan.candidates import resolve_for_record
+
+    config = resolve_for_record(config, record)  # a candidates config takes the recorded box's kind
     recorded_kind = KIND_OF_PROVIDER.get(record["provider"], record["provider"])
     what = f"{PROVIDER_NAMES.get(record['provider'], record['provider'])} instance {record.get('id')}"
     remedy = ("Use the config it was rented with (`launcher down` without --config uses the recorded one)"
