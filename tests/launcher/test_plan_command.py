@@ -142,3 +142,70 @@ def test_plan_table_and_a_provider_that_does_not_answer(project: Path, tmp_path:
     assert "RTX 4090" in out.stdout and "(m)" in out.stdout and "(est)" in out.stdout
     assert "left out" in out.stdout and "runpod NVIDIA GeForce RTX 4090 x1: not listed" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr and "wrong-key" not in out.stdout + out.stderr
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_up_rents_the_plans_pick_and_down_goes_by_the_record(project: Path, tmp_path: Path):
+    """The cheapest run (the $0.15/h two-GPU ask), said why in one line; its SSH never answers here, so up
+    fails saying it still bills; `launcher down` with the candidates config terminates it by the record."""
+    env = env_for(tmp_path)
+    with FakeVast(offers=vast_offers(), ssh_host="127.0.0.1", ssh_port=closed_port()) as vast, FakeRunPod() as runpod:
+        config = write_plan_config(project, vast, runpod, tmp_path / "id_ed25519")
+        data = yaml.safe_load(config.read_text())
+        data["box"]["vastai"]["ready_timeout_s"] = 3
+        config.write_text(yaml.safe_dump(data))
+        up = _launcher(project, env, "up", "--yes", "--config", str(config), timeout=120)
+        out = up.stdout + up.stderr
+        assert up.returncode != 0 and "Traceback" not in out, out
+        assert [r.path for r in vast.calls("PUT")] == ["/api/v0/asks/3007/"] and not runpod.calls("POST")
+        line = next(l for l in up.stdout.splitlines() if l.startswith("Renting vastai 3007"))
+        assert "2x RTX 4090" in line and "for the run" in line and "estimated" in line and "tokens/s" in line
+        assert "still running and billing" in out and "launcher down" in out
+        state = json.loads((project / ".launcher" / "state.json").read_text())
+        assert state["instance"]["provider"] == "vastai" and state["instance"]["id"] == "7000001"
+        assert state["plan"]["offer_id"] == "3007" and state["plan"]["host"] == "53007"
+        assert state["plan"]["tokens_per_second_source"] == "estimated"
+
+        status = _launcher(project, env, "status", "--json", timeout=120)
+        assert "box.kind" not in status.stdout + status.stderr  # the candidates config is not refused
+        down = _launcher(project, env, "down", "--config", str(config), timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert vast.alive() == [] and "billing stopped" in down.stdout
+
+
+def test_up_offer_rents_the_row_named_and_refuses_one_not_in_the_plan(project: Path, tmp_path: Path):
+    env = env_for(tmp_path)
+    with FakeVast(offers=vast_offers(), ssh_host="127.0.0.1", ssh_port=closed_port()) as vast, FakeRunPod() as runpod:
+        config = write_plan_config(project, vast, runpod, tmp_path / "id_ed25519")
+        missing = _launcher(project, env, "up", "--yes", "--offer", "9999", "--config", str(config), timeout=120)
+        assert missing.returncode != 0 and "--offer 9999 is not among the plan's offers" in missing.stdout + missing.stderr
+        assert not vast.calls("PUT") and not (project / ".launcher" / "state.json").exists()
+        data = yaml.safe_load(config.read_text())
+        data["box"]["runpod"]["ready_timeout_s"] = 3
+        config.write_text(yaml.safe_dump(data))
+        up = _launcher(project, env, "up", "--yes", "--offer", "COMMUNITY/NVIDIA GeForce RTX 4090/1", "--config",
+                       str(config), timeout=120)
+        assert up.returncode != 0, up.stdout + up.stderr
+        [create] = runpod.calls("POST", "/v2/pods")
+        assert create.body["cloud"] == "COMMUNITY" and create.body["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1}
+        assert "Renting runpod COMMUNITY/NVIDIA GeForce RTX 4090/1" in up.stdout and not vast.calls("PUT")
+        down = _launcher(project, env, "down", timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert runpod.alive() == []
+
+
+def test_no_offer_within_budget_rents_nothing_and_says_what_to_change(project: Path, tmp_path: Path):
+    with FakeVast(offers=vast_offers()) as vast, FakeRunPod() as runpod:
+        config = write_plan_config(project, vast, runpod, tmp_path / "id_ed25519")
+        up = _launcher(project, env_for(tmp_path), "up", "--yes", "--config", str(config), "--set", "budget.max_cost=0.5",
+                       timeout=120)
+    out = up.stdout + up.stderr
+    assert up.returncode != 0 and "no offer runs within budget.max_cost $0.50" in out and "Traceback" not in out
+    assert not vast.calls("PUT") and not runpod.calls("POST")
