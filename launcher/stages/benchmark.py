@@ -1,5 +1,7 @@
 """Stage benchmark: ``trainer.benchmark`` measures tokens/s on the box into the run's throughput.json
-(stamped; its progress lines also go to train.log for `launcher logs --follow`)."""
+(stamped; its progress lines also go to train.log for `launcher logs --follow`). Once it is done the
+measurement joins the throughput ledger and, on a box the plan chose, the canary compares it with
+the plan's figure (launcher/plan/canary.py)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -29,3 +31,9 @@ def command(ctx: RunContext) -> str:
 def stamp_fingerprint(ctx: RunContext) -> str:
     run = ctx.config.run
     return fingerprint(ctx, command(ctx), run.model_config_path, run.train_config_path)
+
+
+def after_run(ctx: RunContext) -> Optional[str]:
+    from launcher.plan.canary import after_benchmark
+
+    return after_benchmark(ctx)
