@@ -10,6 +10,7 @@ never measured) both read this one table.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Optional
 
@@ -60,13 +61,19 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
+# Letters/digits may not touch the match: "A10" must not claim "A100" or "RTX A1000".
+_PATTERNS = tuple((re.compile(rf"(?<![A-Za-z0-9]){re.escape(needle)}(?![A-Za-z0-9])", re.IGNORECASE), needle, tflops)
+                  for needle, tflops in PEAK_BF16_TFLOPS)
+
+
+@functools.lru_cache(maxsize=1024)  # the plan asks for the same few names thousands of times
 def _match(device_name: Optional[str]) -> Optional[tuple[str, float]]:
     """The table's (name, TFLOP/s) row that ``device_name`` names, or None."""
     if not device_name:
         return None
-    for needle, tflops in PEAK_BF16_TFLOPS:
-        # Letters/digits may not touch the match: "A10" must not claim "A100" or "RTX A1000".
-        if re.search(rf"(?<![A-Za-z0-9]){re.escape(needle)}(?![A-Za-z0-9])", device_name.replace("_", " "), re.IGNORECASE):
+    name = device_name.replace("_", " ")  # Vast's CLI spells names with underscores
+    for pattern, needle, tflops in _PATTERNS:
+        if pattern.search(name):
             return needle, tflops
     return None
 

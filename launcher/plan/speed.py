@@ -71,7 +71,7 @@ class SpeedModel:
                 mfu = fpt * tps / (peak * count) if peak and fpt else None
             if mfu is not None and mfu < 1:
                 self.mfus.setdefault(gpu, []).append(mfu)
-        self._cache: dict[tuple[str, int], Optional[Speed]] = {}
+        self._cache: dict[tuple[str, int], Optional[Speed]] = {}  # by the name as offered: one lookup per kind of offer
 
     def _is_this_model(self, record: dict[str, Any]) -> bool:
         if self.model_hash and record.get("model_config_hash"):
@@ -81,10 +81,9 @@ class SpeedModel:
 
     def speed(self, gpu_name: str, gpu_count: int) -> Optional[Speed]:
         """The speed of the run on ``gpu_count`` x ``gpu_name`` (None: nothing to go on)."""
-        gpu = canonical_gpu_name(gpu_name)
-        key = (gpu, gpu_count)
+        key = (gpu_name, gpu_count)
         if key not in self._cache:
-            self._cache[key] = self._speed(gpu, gpu_count)
+            self._cache[key] = self._speed(canonical_gpu_name(gpu_name), gpu_count)
         return self._cache[key]
 
     def _speed(self, gpu: str, count: int) -> Optional[Speed]:

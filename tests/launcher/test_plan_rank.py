@@ -127,3 +127,16 @@ def test_the_torch_free_counts_match_the_trainers_model(shape):
         built = Transformer(model)
     assert parameter_count(model) == built.num_parameters()
     assert flops_per_token(model, 256) == pytest.approx(built.flops_per_token(256))
+
+
+def test_plan_json_is_documented_field_for_field():
+    import re
+
+    from launcher.plan.plan_json import PlanJson, PlanRow
+    from tests.harness.paths import REPO
+
+    doc = (REPO / "docs" / "plan-json.md").read_text()
+    plan_part, row_part = doc.split("## An offer")
+    fields = lambda text: re.findall(r"^\| `([a-z_0-9]+)` \|", text, re.M)  # noqa: E731
+    assert fields(plan_part) == list(PlanJson.model_fields)
+    assert fields(row_part) == list(PlanRow.model_fields)
