@@ -53,6 +53,9 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], as_json: boo
     console = make_console()
     result = planned.result
     console.print(plan_table(result))
+    if not result.offers:
+        console.print("[red]no offer can run this[/red]: every candidate's offers were left out (below), or none are "
+                      "listed now. Add candidates, or try again later.", highlight=False)
     if len(result.offers) > SHOWN:
         console.print(f"... and {len(result.offers) - SHOWN} more (--json lists them all)")
     for line in result.skipped:

@@ -54,3 +54,14 @@ def test_a_candidates_config_is_not_refused_for_the_recorded_kind_but_a_wrong_ap
     assert record_mismatch(config, record, teardown=True) is None
     elsewhere = {**record, "api_base": "http://127.0.0.1:9/v2"}
     assert "was rented through http://127.0.0.1:9/v2" in record_mismatch(config, elsewhere, teardown=True)
+
+
+def test_plan_of_a_config_without_candidates_says_how_to_write_them(tmp_path):
+    from pathlib import Path
+
+    from launcher.plan.make import make_plan
+    from runcontract.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        make_plan(LauncherConfig(), Path(tmp_path), lambda kind, cfg: None)
+    assert "box.kind: plan with candidates" in str(caught.value) and "kind local" in str(caught.value)
