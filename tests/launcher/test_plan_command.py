@@ -209,3 +209,15 @@ def test_no_offer_within_budget_rents_nothing_and_says_what_to_change(project: P
     out = up.stdout + up.stderr
     assert up.returncode != 0 and "no offer runs within budget.max_cost $0.50" in out and "Traceback" not in out
     assert not vast.calls("PUT") and not runpod.calls("POST")
+
+
+def test_a_resumed_run_is_priced_for_the_tokens_it_has_left(project: Path, tmp_path: Path):
+    store = FileStore(project / ".launcher" / "store")
+    store.write_bytes("llama100m/status.json", json.dumps({"state": "stopped", "tokens_seen": 1_500_000_000}).encode())
+    with FakeVast(offers=vast_offers()) as vast, FakeRunPod() as runpod:
+        config = write_plan_config(project, vast, runpod, tmp_path / "id_ed25519")
+        out = _launcher(project, env_for(tmp_path), "plan", "--json", "--config", str(config), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = PlanJson.model_validate_json(out.stdout)
+    assert result.remaining_tokens == 500_000_000
+    assert all(r.train_hours == pytest.approx(5e8 / r.tokens_per_second / 3600) for r in result.offers)
