@@ -140,3 +140,14 @@ def test_plan_json_is_documented_field_for_field():
     fields = lambda text: re.findall(r"^\| `([a-z_0-9]+)` \|", text, re.M)  # noqa: E731
     assert fields(plan_part) == list(PlanJson.model_fields)
     assert fields(row_part) == list(PlanRow.model_fields)
+
+
+@pytest.mark.parametrize("name, canonical", [
+    ("NVIDIA GeForce RTX 4090", "RTX 4090"), ("RTX 4090", "RTX 4090"), ("RTX_4090", "RTX 4090"),
+    ("NVIDIA H100 80GB HBM3", "H100"), ("H100 PCIe", "H100 PCIe"), ("A100 SXM4", "A100"), ("A10", "A10"),
+    ("Mystery  GPU", "Mystery GPU"),
+])
+def test_one_name_per_gpu_model_whoever_spells_it(name, canonical):
+    from runcontract.gpu_specs import canonical_gpu_name
+
+    assert canonical_gpu_name(name) == canonical
