@@ -46,7 +46,11 @@ def slow_verdict(promise: dict[str, Any], record: dict[str, Any], box_gpus: int)
 def after_benchmark(ctx: RunContext) -> Optional[str]:
     """Ledger the benchmark, run the canary; returns a line for the stage's summary (None: nothing to add)."""
     path = f"{ctx.run_dir}/{THROUGHPUT_FILE}"
-    throughput = Throughput.parse(ctx.box.get_file(path) or b"", path)
+    try:
+        throughput = Throughput.parse(ctx.box.get_file(path) or b"", path)
+    except UserError as err:  # the cost stage reports an unreadable result; the ledger just goes without it
+        ctx.console.print(f"[yellow]the throughput ledger was not updated ({err})[/yellow]", highlight=False)
+        return None
     state = load_state(ctx.project_root)
     instance = state.get("instance") or {}
     promise = state.get("plan") or {}
