@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from launcher.box import Box, BoxUnreachable, box_spec, open_box
-from launcher.state import check_config_matches_record, load_state, resolved_config, update_state
+from launcher.state import check_config_matches_record, load_state, update_state
 from launcher.store import human_bytes
 from launcher.config import RENTED_KINDS, load_launcher_config
 from runcontract.errors import UserError
@@ -86,28 +86,6 @@ def info_table(box: Box, info) -> Table:
     return table
 
 
-def choose_and_rent(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool,
-                    offer_id: Optional[str]):
-    """``box.kind: plan``: the recorded box's config when one is recorded, else the plan's pick, rented and
-    recorded (launcher/plan/rent.py); returns (config of the chosen box, its static instance record or None)."""
-    from launcher.plan.rent import rent_planned
-
-    state = load_state(root)
-    if state.get("instance"):
-        if offer_id is not None:
-            raise UserError(f"a box is already recorded for this project ({state['instance'].get('provider')} "
-                            f"{state['instance'].get('id')}): `launcher down` it before renting --offer {offer_id}")
-        concrete = resolved_config(config, state)
-    else:
-        def on_created(instance) -> None:
-            update_state(root, config_path=config_path, instance=instance.to_dict(), box=None, run=None)
-
-        concrete = rent_planned(config, root, console, assume_yes, offer_id, on_created,
-                                lambda promise: update_state(root, plan=promise))
-    static = load_state(root).get("instance") if concrete.box.kind == "ssh" else None
-    return concrete, static
-
-
 def bring_up(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool = False,
              bootstrap_box: bool = True, offer_id: Optional[str] = None) -> Box:
     from launcher.stages import bootstrap
@@ -115,6 +93,8 @@ def bring_up(config, config_path: Optional[str], root: Path, console: Console, a
     check_config_matches_record(config, config_path, load_state(root))  # a recorded rental is never overwritten
     instance = None
     if config.box.kind == "plan":
+        from launcher.plan.rent import choose_and_rent
+
         config, instance = choose_and_rent(config, config_path, root, console, assume_yes, offer_id)
     elif offer_id is not None:
         raise UserError(f"--offer picks among the plan's offers, and this config's box is kind {config.box.kind}: use "

@@ -89,7 +89,7 @@ def _append(ctx: RunContext, record: dict[str, Any]) -> Optional[str]:
 
 def _release_and_rent_next(ctx: RunContext, state: dict, promise: dict, verdict: str) -> None:
     import launcher.providers as providers
-    from launcher.commands.up import choose_and_rent
+    from launcher.plan.rent import choose_and_rent
     from launcher.config import load_launcher_config
 
     instance = state.get("instance") or {}

@@ -21,6 +21,7 @@ from launcher.plan.make import Planned, make_plan
 from launcher.plan.plan_json import PlanRow
 from launcher.plan.slow_hosts import load_avoided
 from launcher.providers.base import RUNNING, Instance
+from launcher.state import load_state, resolved_config, update_state
 from runcontract.errors import UserError
 
 SHOWN_BEFORE_RENTING = 5
@@ -104,3 +105,23 @@ def rent_planned(config: LauncherConfig, root: Path, console: Console, assume_ye
     instance.gpu_count = instance.gpu_count or chosen.gpu_count
     on_created(instance)
     return concrete
+
+
+def choose_and_rent(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool,
+                    offer_id: Optional[str]):
+    """``box.kind: plan``: the recorded box's config when one is recorded, else the plan's pick, rented and
+    recorded; returns (config of the chosen box, its static instance record or None)."""
+    state = load_state(root)
+    if state.get("instance"):
+        if offer_id is not None:
+            raise UserError(f"a box is already recorded for this project ({state['instance'].get('provider')} "
+                            f"{state['instance'].get('id')}): `launcher down` it before renting --offer {offer_id}")
+        concrete = resolved_config(config, state)
+    else:
+        def on_created(instance) -> None:
+            update_state(root, config_path=config_path, instance=instance.to_dict(), box=None, run=None)
+
+        concrete = rent_planned(config, root, console, assume_yes, offer_id, on_created,
+                                lambda promise: update_state(root, plan=promise))
+    static = load_state(root).get("instance") if concrete.box.kind == "ssh" else None
+    return concrete, static
