@@ -221,3 +221,29 @@ def test_a_resumed_run_is_priced_for_the_tokens_it_has_left(project: Path, tmp_p
     result = PlanJson.model_validate_json(out.stdout)
     assert result.remaining_tokens == 500_000_000
     assert all(r.train_hours == pytest.approx(5e8 / r.tokens_per_second / 3600) for r in result.offers)
+
+
+@pytest.mark.slow
+def test_up_takes_an_ssh_host_of_yours_when_it_is_the_cheapest_run(sshd, box_python: Path, remote_workdir: str,
+                                                                    project: Path, tmp_path: Path):
+    """Free SSH host against rented 4090s: the plan takes the host, up records and bootstraps it over the real
+    sshd, run-time commands act on it through the candidates config, and down leaves it running."""
+    with FakeVast(offers=vast_offers()) as vast, FakeRunPod() as runpod:
+        config = write_plan_config(project, vast, runpod, Path(str(sshd.identity_file)), python=str(box_python),
+                                   workdir=remote_workdir)
+        data = yaml.safe_load(config.read_text())
+        data["box"]["candidates"][-1] = {"kind": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
+                                         "hourly_rate": 0.0, "gpu_name": "RTX 4090"}
+        config.write_text(yaml.safe_dump(data))
+        env = env_for(tmp_path)
+        up = _launcher(project, env, "up", "--yes", "--config", str(config))
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"Renting ssh {sshd.user}@{sshd.host}:{sshd.port}" in up.stdout and "$0.00 for the run" in up.stdout
+        assert not vast.calls("PUT") and not runpod.calls("POST")
+        state = json.loads((project / ".launcher" / "state.json").read_text())
+        assert state["instance"]["provider"] == "static" and state["box"]["kind"] == "ssh"
+        assert state["box"]["port"] == sshd.port and state["plan"]["tokens_per_second_source"] == "measured"
+        ssh = _launcher(project, env, "ssh", "--", "echo", "on-the-box")
+        assert ssh.returncode == 0 and "on-the-box" in ssh.stdout, ssh.stdout + ssh.stderr
+        down = _launcher(project, env, "down", "--config", str(config))
+        assert down.returncode == 0 and "keeps running (it is yours)" in down.stdout, down.stdout + down.stderr
