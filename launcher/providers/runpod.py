@@ -152,6 +152,7 @@ class RunpodProvider(ManualCommands):
                     provider=KIND, offer_id=None, gpu_name=gpu.get("displayName") or cfg.gpu_name, gpu_count=cfg.gpu_count,
                     hourly_price=per_gpu * cfg.gpu_count, location=f"{cloud.lower()} cloud (RunPod picks the data center)",
                     note="spot (may be preempted), bid = this price", cloud=cloud,
+                    storage_per_hour=self.storage_per_hour(),
                 ))
         return result
 

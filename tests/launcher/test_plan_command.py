@@ -247,3 +247,20 @@ def test_up_takes_an_ssh_host_of_yours_when_it_is_the_cheapest_run(sshd, box_pyt
         assert ssh.returncode == 0 and "on-the-box" in ssh.stdout, ssh.stdout + ssh.stderr
         down = _launcher(project, env, "down", "--config", str(config))
         assert down.returncode == 0 and "keeps running (it is yours)" in down.stdout, down.stdout + down.stderr
+
+
+def test_provider_offers_carry_gpu_memory_storage_and_host():
+    from launcher.config import RunpodConfig, VastaiConfig
+    from launcher.providers.runpod import RunpodProvider
+    from launcher.providers.vastai import VastaiProvider
+
+    with FakeVast(offers=vast_offers()) as vast, FakeRunPod() as runpod:
+        pod = RunpodProvider(RunpodConfig(api_base=runpod.rest_base, container_disk_gb=40, volume_gb=60), API_KEY)
+        offers = pod.offers(limit=10)
+        assert {o.gpu_memory_gb for o in offers} == {24.0} and {o.cloud for o in offers} == {"SECURE", "COMMUNITY"}
+        assert all(o.billed_per_hour == pytest.approx(o.hourly_price + 100 * 0.10 / 730) for o in offers)
+        too_many = RunpodProvider(RunpodConfig(api_base=runpod.rest_base, gpu_count=16), API_KEY)
+        assert too_many.offers() == []  # maxCount is 8 in both clouds
+        [ask] = [o for o in VastaiProvider(VastaiConfig(api_base=vast.api_base), API_KEY).offers(limit=1000)
+                 if o.offer_id == "3003"]
+        assert ask.gpu_memory_gb == pytest.approx(24564 / 1024) and ask.host == "53003" and ask.storage_per_hour == 0
