@@ -153,6 +153,7 @@ class BoxConfig(Config):
     workdir: Optional[str] = Field(None, description="Project folder on the box. None: the project folder itself for local, ~/llm-box for ssh.")
     python: str = Field("python3", description="Python used to create the box's venv.")
     connect_timeout: float = Field(15.0, gt=0, description="Seconds to wait for an SSH connection.")
+    lost_create_search_s: float = Field(600.0, ge=0, description="runpod/vastai: how long to keep looking (with backoff) for the instance of a create whose answer was lost, since instance lists lag; not found by then, the rental stays recorded as unconfirmed.")
     runpod: RunpodConfig = Field(default_factory=RunpodConfig, description="Used when kind is runpod.")
     vastai: VastaiConfig = Field(default_factory=VastaiConfig, description="Used when kind is vastai.")
     candidates: list[CandidateConfig] = Field(default_factory=list, description="kind plan: the boxes to choose among (providers x GPU names x counts, and SSH hosts at a stated $/h).")

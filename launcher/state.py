@@ -10,10 +10,13 @@
 Commands other than up/run take the box and the config path from here. No secrets here.
 A recorded instance carries its provider and the API it was rented through (``provider``,
 ``api_base``, ``name``): every command refuses a config that names another box kind or API
-(``launcher.providers.record_mismatch``), and teardown goes through the record. A
-``box.kind: plan`` config (candidates) is resolved to the recorded box, never refused for its
-kind. ``plan`` holds what the plan promised for the rented offer (tokens/s, its source, $ for the
-run), which the canary compares with the benchmark.
+(``launcher.providers.record_mismatch``), and teardown goes through the record. A create
+whose answer was lost is recorded before any waiting as ``{"id": null, "state":
+"unconfirmed", "name", "provider", "api_base", "created_at", ...}`` until a look by its name
+finds it (``launcher.providers.reconcile_unconfirmed``). A ``box.kind: plan`` config
+(candidates) is resolved to the recorded box, never refused for its kind. ``plan`` holds what
+the plan promised for the rented offer (tokens/s, its source, $ for the run), which the canary
+compares with the benchmark.
 """
 from __future__ import annotations
 

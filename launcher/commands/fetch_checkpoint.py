@@ -25,7 +25,7 @@ from runcontract.run_folder import FINAL_DIR, FINISHED, STATUS_FILE, STOPPED, re
 
 @click.command("fetch-checkpoint")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="Launcher config (default: the last run's, else configs/quickstart.yaml).")
-@click.option("--run", "run_name", default=None, help="Run name (default: the last `launcher run`, else run.name from the config).")
+@click.option("--run", "run_name", default=None, help="Run name (default: the last `launcher run`'s, unless --config names another config: then its run.name).")
 @click.option("--step", type=int, default=None, help="Fetch the checkpoint of this step.")
 @click.option("--latest", is_flag=True, help="Fetch the newest complete checkpoint (the default).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Destination folder (default: checkpoints/<run>/<checkpoint>).")
@@ -38,7 +38,7 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
         raise UserError("give either --step N or --latest, not both.")
     root = Path.cwd()
     config, _, state = load_command_context(root, config_path)
-    run = run_name or recorded_run(config, state)
+    run = run_name or _run_of(config, config_path, state, root, recorded_run)
     store = open_store(config.storage, root)
     checkpoints = store.checkpoints(run)
     if list_only:
@@ -76,6 +76,15 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
     click.echo(f"fetching {run}/{chosen.rel} (step {chosen.step}, {human_bytes(chosen.size_bytes)}) from {store.describe(run)}")
     manifest = store.download_checkpoint(run, chosen.name, out, progress=RichProgress())
     click.echo(f"wrote {out} ({len(manifest.files)} files, every sha256 verified)")
+
+
+def _run_of(config, config_path, state: dict, root: Path, recorded_run) -> str:
+    """--config naming another file than the recorded run's: that config's run.name (its run
+    is what the user asks for); otherwise the run `launcher run` started last, else run.name."""
+    recorded_config = state.get("config_path")
+    if config_path and not (recorded_config and (root / config_path).resolve() == (root / recorded_config).resolve()):
+        return config.run.name
+    return recorded_run(config, state)
 
 
 def _latest_once_uploaded(store, run: str, wait_s: float = 120.0, poll_s: float = 2.0):

@@ -3,7 +3,8 @@
 Reads runs/NAME/status.json and cost.json on the box (written by the launcher's stages and the
 trainer) and asks tmux whether the session is alive: status.json saying "running" with no session
 left is reported as "failed (process gone)". When the box cannot be reached, the stored copy is
-read instead. ``--json`` prints one object whose fields and types are STATUS_FIELDS, documented
+read instead. An unconfirmed rental (a create whose answer was lost) is looked for by name
+first: found, it is recorded and shown; not found, the error says how to check. ``--json`` prints one object whose fields and types are STATUS_FIELDS, documented
 in docs/status-json.md.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from launcher import detached_session
 from launcher.box import Box, BoxUnreachable, ConnectionLost
 from launcher.config import RENTED_KINDS
 from launcher.console import make_console
-from launcher.state import box_for_command, load_command_context, run_name
+from launcher.state import box_for_command, load_command_context, run_name, update_state
 from runcontract.detached import session_name
 from runcontract.errors import UserError
 from runcontract.run_files import CostFile, RunFile, StatusFile
@@ -228,15 +229,25 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
     instance = state.get("instance")
     rate = config.budget.hourly_rate
     if instance and config.box.kind in RENTED_KINDS:
-        try:
-            import launcher.providers as providers
+        import launcher.providers as providers
 
+        if providers.is_unconfirmed(instance):  # one look by name: found, it is recorded; else the check command
+            instance = providers.reconcile_unconfirmed(instance, config, console, window_s=0,
+                                                       on_found=lambda found: update_state(root, instance=found))
+            state = {**state, "instance": instance}
+        recorded = instance
+        try:
             live = providers.describe(config, instance["id"])
             instance = live.to_dict() if live is not None else {**instance, "state": "gone"}
         except Exception as exc:  # the provider's API being down must not hide the run's status
             instance = {**instance, "state": f"unknown ({exc})"}
         if instance.get("hourly_price") is not None:
             rate = instance["hourly_price"]
+        if not state.get("box") and not recorded.get("ssh_host"):  # rented, never reachable: no run to read
+            price = f", ${instance['hourly_price']}/h" if instance.get("hourly_price") is not None else ""
+            raise UserError(f"{providers.recorded_what(recorded)} is {instance.get('state')}{price} and has no SSH address "
+                            "recorded yet, so no run is on it; while it exists it bills: `launcher up` uses it once it runs, "
+                            f"`launcher down` terminates it (or {providers.manual_terminate_command(recorded)})")
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
     box = box_for_command(config, state, root)
     try:

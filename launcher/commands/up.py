@@ -2,8 +2,9 @@
 
 Records the box in .launcher/state.json before anything slow (a rented box is recorded the
 moment the provider acknowledges it), so `launcher down` can always find it. A recorded
-rental is never replaced by a new one: a config for another provider is refused, and an
-instance that still exists but is not reachable is reported, not forgotten.
+rental is never replaced by a new one: a config for another provider is refused, an
+instance that still exists but is not reachable is reported, not forgotten, and an
+unconfirmed create (its answer lost) is looked for by name before anything is rented.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def provision_instance(config, root: Path, config_path: Optional[str], console: 
 
     recorded = load_state(root).get("instance")  # bring_up checked that it matches the config
     if recorded and recorded.get("provider") == config.box.kind:
+        if providers.is_unconfirmed(recorded):  # never a second box over a create that may have made one
+            recorded = providers.reconcile_unconfirmed(recorded, config, console,
+                                                       on_found=lambda found: update_state(root, instance=found))
         current = providers.describe(config, recorded["id"])
         if current is not None and current.ssh_ready:
             console.print(f"reusing {config.box.kind} instance {current.id} ({current.gpu_name}, ${current.hourly_price}/h)")

@@ -121,7 +121,14 @@ def choose_and_rent(config, config_path: Optional[str], root: Path, console: Con
         def on_created(instance) -> None:
             update_state(root, config_path=config_path, instance=instance.to_dict(), box=None, run=None)
 
-        concrete = rent_planned(config, root, console, assume_yes, offer_id, on_created,
-                                lambda promise: update_state(root, plan=promise))
+        from launcher.providers.base import ProvisionError
+
+        try:
+            concrete = rent_planned(config, root, console, assume_yes, offer_id, on_created,
+                                    lambda promise: update_state(root, plan=promise))
+        except ProvisionError as err:
+            if err.terminated:  # confirmed gone: nothing left to track
+                update_state(root, instance=None, box=None, plan=None)
+            raise
     static = load_state(root).get("instance") if concrete.box.kind == "ssh" else None
     return concrete, static

@@ -20,6 +20,9 @@ STARTING = "starting"
 STOPPED = "stopped"
 TERMINATED = "terminated"
 UNKNOWN = "unknown"
+# A create whose answer was lost and whose instance no list has shown yet: the record keeps
+# the name (label) it was created with, no id; it may exist and bill (provisioning.py).
+UNCONFIRMED = "unconfirmed"
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Instance:
     raw_state: Optional[str] = field(default=None, compare=False)
     name: Optional[str] = None             # the unique name/label the launcher gave it (recovery looks it up)
     api_base: Optional[str] = None         # the API it was rented through: teardown goes there, whatever the config says
+    created_at: Optional[float] = None     # Unix time the create was sent (an unconfirmed record's only clock)
 
     @property
     def ssh_ready(self) -> bool:

@@ -2,6 +2,7 @@
 file:// store and a real S3 server. Verified downloads, refusals without tracebacks, resume."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -201,3 +202,28 @@ def test_prune_never_deletes_the_newest_complete_checkpoint(project):
     assert result.returncode == 0, result.stderr
     assert "nothing to prune" in result.stdout
     assert [c.name for c in project.store.checkpoints(RUN)] == ["step_000100", "step_000200"]
+
+
+def test_another_config_fetches_its_own_run_not_the_recorded_one(tmp_path):
+    """The recorded run is `demo` (run.yaml); --config other.yaml names run `other` and must get
+    other's checkpoint. Fails on the code that took the recorded run's name whatever --config said."""
+    project = Project(tmp_path, StorageConfig(url="file://store"), {})
+    project.upload(100)  # run demo
+    other = make_checkpoint(tmp_path / "box" / "runs" / "other", 300)
+    project.store.upload_checkpoint("other", other)
+    (project.root / "other.yaml").write_text("run:\n  name: other\nstorage:\n  url: file://store\n")
+    (project.root / ".launcher").mkdir()
+    (project.root / ".launcher" / "state.json").write_text(json.dumps({
+        "version": 1, "config_path": "run.yaml", "box": None, "instance": None,
+        "run": {"name": RUN, "tmux_session": f"llmbox-{RUN}", "multiplexer": "tmux", "started_at": 1.0}}))
+    env = project.environ()
+    result = subprocess.run([sys.executable, "-m", "launcher", "fetch-checkpoint", "--config", "other.yaml"],
+                            cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    verify_manifest(project.root / "checkpoints" / "other" / "step_000300", check_hashes=True)
+    assert not (project.root / "checkpoints" / RUN).exists()
+    # the recorded config (as given or by default) still means the recorded run
+    for argv in (["--config", "run.yaml"], []):
+        result = subprocess.run([sys.executable, "-m", "launcher", "fetch-checkpoint", *argv, "--list"],
+                                cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and f"checkpoints of {RUN} in" in result.stdout, result.stdout + result.stderr
