@@ -45,8 +45,8 @@ from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import UserError, cli_main
 from runcontract.run_files import Throughput
 from runcontract.run_folder import THROUGHPUT_FILE
-from trainer.gpu_specs import mfu as compute_mfu
-from trainer.gpu_specs import peak_bf16_flops
+from runcontract.gpu_specs import mfu as compute_mfu
+from runcontract.gpu_specs import peak_bf16_flops
 from trainer.precision import autocast_dtype, device_description, pick_device
 from trainer.train_step import TrainStep, prepare_model
 from trainer.train_step import compile_model as compile_step_model
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cuda:N or cpu")
-    parser.add_argument("--peak_tflops", type=float, default=None, help="the device's peak dense bf16 TFLOP/s, for a GPU missing from trainer/gpu_specs.py")
+    parser.add_argument("--peak_tflops", type=float, default=None, help="the device's peak dense bf16 TFLOP/s, for a GPU missing from runcontract/gpu_specs.py")
     return parser
 
 

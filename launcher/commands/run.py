@@ -58,7 +58,10 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
     config, config_path, state = load_command_context(root, config_path, overrides)
     validate_run(config, config_path, root)
     console = make_console()
-    instance = state.get("instance") if config.box.kind in RENTED_KINDS else None
+    recorded = state.get("instance") or {}
+    # a rented box, or an SSH host the plan chose (recorded with its $/h): kept in the state for later commands
+    keep = config.box.kind in RENTED_KINDS or recorded.get("provider") == "static"
+    instance = (recorded or None) if keep else None
     if config.box.kind in RENTED_KINDS and not instance:
         raise UserError(f"no {config.box.kind} box is recorded for this project; rent one with "
                         f"`launcher up{' --config ' + config_path if config_path else ''}` first.")

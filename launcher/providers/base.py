@@ -39,6 +39,14 @@ class Offer:
     disk_gb: Optional[float] = None
     note: str = ""                   # e.g. "spot", "stock: HIGH"
     cloud: Optional[str] = None      # RunPod: SECURE or COMMUNITY, always explicit when renting
+    gpu_memory_gb: Optional[float] = None   # per GPU, GiB (Vast: gpu_ram MB / 1024; RunPod: the catalog's memory)
+    storage_per_hour: float = 0.0    # $/h of disk and volume billed on top of hourly_price (RunPod); Vast's price has it inside
+    host: Optional[str] = None       # the physical machine, where the provider says (Vast: machine_id), for avoiding slow hosts
+
+    @property
+    def billed_per_hour(self) -> Optional[float]:
+        """$/h as billed: the machine with its disk and storage."""
+        return None if self.hourly_price is None else self.hourly_price + self.storage_per_hour
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The money-safe flow around a provider: rent, record, wait, check the price, recover, terminate.
 
     provision(config, console, assume_yes, on_created)  -> Instance   (``launcher up``)
+    rent_offer(config, provider, offer, ...)            -> Instance   (``launcher up`` renting the plan's pick)
     describe(config, instance_id)                       -> Instance | None  (``launcher status``)
     reconcile_unconfirmed(record, config, console)      -> dict  (``up``, ``status``, ``down`` on an unconfirmed record)
     record_mismatch(config, record)                     -> str | None  (every command, via state)
@@ -54,7 +55,7 @@ from rich.console import Console
 
 from launcher.config import RENTED_KINDS, LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.base import (
-    STOPPED, TERMINATED, UNCONFIRMED, CreatedButFailed, Instance, Provider, ProviderError, ProvisionError,
+    STOPPED, TERMINATED, UNCONFIRMED, CreatedButFailed, Instance, Offer, Provider, ProviderError, ProvisionError,
     TransientProviderError,
 )
 from launcher.providers.offer_view import cloud_choice, money, offers_table, projection_lines
@@ -78,6 +79,9 @@ def record_mismatch(config: LauncherConfig, record: Optional[dict], config_label
     """
     if not record or not record.get("provider"):
         return None
+    from launcher.plan.candidates import resolve_for_record
+
+    config = resolve_for_record(config, record)  # a candidates config takes the recorded box's kind
     recorded_kind = KIND_OF_PROVIDER.get(record["provider"], record["provider"])
     what = recorded_what(record)
     remedy = ("Use the config it was rented with (`launcher down` without --config uses the recorded one)"
@@ -236,6 +240,16 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
                   f"{offer.location or 'location chosen by the provider'}{cloud_choice(offers, offer)}")
     for line in projection_lines(config, offer.hourly_price):
         console.print(line)
+    return rent_offer(config, provider, offer, public_key, console, assume_yes, record)
+
+
+def rent_offer(config: LauncherConfig, provider: Provider, offer: Offer, public_key: str, console: Console,
+               assume_yes: bool, record: Callable[[Instance], None]) -> Instance:
+    """Confirm, rent ``offer`` (recorded through ``record`` the moment it exists), wait for SSH, check the live
+    price; whatever fails after the create terminates the instance (``provision``'s rules). ``config.box.kind``
+    names the provider and its settings (``launcher up`` with candidates passes the chosen candidate's)."""
+    kind = config.box.kind
+    pcfg = provider_config(config)
     console.print("Charges run from now until `launcher down` (or the agent's budget/idle shutdown).")
     _confirm(console, f"Rent this {PROVIDER_NAMES[kind]} machine?", assume_yes)
 

@@ -1,7 +1,8 @@
 """Stage benchmark: ``trainer.benchmark`` measures tokens/s on the box into the run's throughput.json
 (stamped; its progress lines also go to train.log for `launcher logs --follow`). With several GPUs
 it runs on all of them under DDP, launched as training is (``launch_command``, with the probe's
-NCCL environment)."""
+NCCL environment). Once it is done the measurement joins the throughput ledger and, on a box the
+plan chose, the canary compares it with the plan's figure (launcher/plan/canary.py)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -31,3 +32,9 @@ def command(ctx: RunContext) -> str:
 def stamp_fingerprint(ctx: RunContext) -> str:
     run = ctx.config.run
     return fingerprint(ctx, command(ctx), run.model_config_path, run.train_config_path)
+
+
+def after_run(ctx: RunContext) -> Optional[str]:
+    from launcher.plan.canary import after_benchmark
+
+    return after_benchmark(ctx)

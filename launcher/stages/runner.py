@@ -33,6 +33,11 @@ from runcontract.errors import EXIT_INTERRUPTED, UserError
 from runcontract.run_folder import FAILED, STOPPED
 
 
+class SlowHostReplaced(UserError):
+    """The canary released a slow box and rented the next offer (launcher/plan/canary.py): `launcher run`
+    again continues on the new box."""
+
+
 class StageInterrupted(UserError):
     """Ctrl-C during a stage: the message says which stage and what state it left."""
 
@@ -52,9 +57,11 @@ class Stage:
 def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable[[RunContext], str],
                    outputs: Callable[[RunContext], list[str]], what: str, interrupted: str,
                    switched_off: Callable[[RunContext], Optional[str]] = lambda ctx: None,
-                   tee: Callable[[RunContext], Optional[str]] = lambda ctx: None) -> Stage:
+                   tee: Callable[[RunContext], Optional[str]] = lambda ctx: None,
+                   after: Callable[[RunContext], Optional[str]] = lambda ctx: None) -> Stage:
     """A stage that runs one trainer command and leaves a stamp; ``switched_off`` says why the config
-    skips it, ``tee`` names a file its output is also copied to."""
+    skips it, ``tee`` names a file its output is also copied to, ``after`` runs once it is done (a line
+    it returns joins the summary)."""
     def is_done(ctx: RunContext) -> Optional[str]:
         return switched_off(ctx) or stamp_done(ctx, name, fp(ctx), outputs(ctx))
 
@@ -62,7 +69,8 @@ def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable
         out = run_logged(ctx, command(ctx), what, tee=tee(ctx))
         write_stamp(ctx, name, fp(ctx))
         last = [l for l in out.strip().splitlines() if l.strip()]
-        return last[-1] if last else "done"
+        extra = after(ctx)
+        return (last[-1] if last else "done") + (f"; {extra}" if extra else "")
 
     return Stage(name, lambda ctx: [command(ctx)], run, is_done, interrupted)
 
@@ -90,7 +98,7 @@ def build_stages(ctx: RunContext) -> list[Stage]:
                        "preparing the data", "data preparation was stopped on the box; it is rebuilt next run"),
         _stamped_stage("benchmark", benchmark.command, benchmark.stamp_fingerprint, benchmark.outputs,
                        "the throughput benchmark", "the benchmark was stopped on the box; it runs again next time",
-                       switched_off=benchmark.switched_off, tee=benchmark.progress_log),
+                       switched_off=benchmark.switched_off, tee=benchmark.progress_log, after=benchmark.after_run),
         Stage("cost", lambda ctx: [cost.command(ctx)], cost.run, cost.is_done, "nothing was started"),
         Stage("train", train.commands, train.run, train.is_done,
               "training may have been started in the tmux session: check with `launcher status`"),
@@ -131,6 +139,9 @@ def run_stages(ctx: RunContext, stages: list[Stage], dry_run: bool = False) -> N
                 f"interrupted during stage '{stage.name}' on {ctx.box.label}: the command running there was stopped; "
                 f"{stage.interrupted}. Stages before it are complete. `launcher status` shows the box."
             ) from None
+        except SlowHostReplaced:  # the box is released: nothing more is written to it
+            console.print(f"[bold]{label}[/bold] [yellow]box released as slow[/yellow]")
+            raise
         except (UserError, BoxError):
             console.print(f"[bold]{label}[/bold] [red]failed[/red]")
             write_launcher_phase(ctx, stage.name, FAILED, f"failed during {stage.name}")

@@ -592,7 +592,8 @@ class FakeVast(FakeServer):
 def default_vast_offers() -> list[dict]:
     """Offers in the search response's documented shape (a subset of its fields).
 
-    ``dph_base`` is the machine; ``storage_cost`` ($/GB/month) is what the disk adds to ``dph_total``.
+    ``dph_base`` is the machine; ``storage_cost`` ($/GB/month) is what the disk adds to ``dph_total``;
+    ``gpu_ram`` is MB per GPU; ``machine_id`` names the physical host (several asks may share one).
     """
     base = {"num_gpus": 1, "gpu_name": "RTX 4090", "rentable": True, "rented": False, "verified": True,
             "verification": "verified", "disk_space": 500.0, "gpu_ram": 24564, "direct_port_count": 20}
@@ -601,11 +602,11 @@ def default_vast_offers() -> list[dict]:
         (3003, 0.34, 0.10, 0.999, "Texas, US"), (3004, 0.21, 0.10, 0.900, "Unreliable, XX"),
         (3005, 0.94, 0.10, 0.999, "Expensive, DE"),
     ]
-    offers = [dict(base, id=oid, ask_contract_id=oid, dph_base=dph, storage_cost=sc, reliability=rel, reliability2=rel,
-                   geolocation=loc) for oid, dph, sc, rel, loc in rows]
-    offers.append(dict(base, id=3006, ask_contract_id=3006, dph_base=0.2, storage_cost=0.1, reliability=0.999,
+    offers = [dict(base, id=oid, ask_contract_id=oid, machine_id=oid + 50000, dph_base=dph, storage_cost=sc, reliability=rel,
+                   reliability2=rel, geolocation=loc) for oid, dph, sc, rel, loc in rows]
+    offers.append(dict(base, id=3006, ask_contract_id=3006, machine_id=53006, dph_base=0.2, storage_cost=0.1, reliability=0.999,
                        reliability2=0.999, geolocation="Nodirect, US", direct_port_count=0))
-    offers.append(dict(base, id=3007, ask_contract_id=3007, dph_base=0.15, storage_cost=0.1, reliability=0.999,
+    offers.append(dict(base, id=3007, ask_contract_id=3007, machine_id=53007, dph_base=0.15, storage_cost=0.1, reliability=0.999,
                        reliability2=0.999, geolocation="Twogpu, US", num_gpus=2))
     return offers
 

@@ -28,7 +28,7 @@ def test_help_shows_every_command_whole_in_workflow_order():
         first_paragraph = " ".join(cmd.help.strip().split("\n\n")[0].split())
         assert f"{name} {first_paragraph}" in flat, (name, result.stdout)
     listed = re.findall(r"^  ([a-z-]+)  ", result.stdout.split("Commands:")[1], re.M)
-    assert listed == ["up", "run", "logs", "status", "stop", "fetch-checkpoint", "prune", "ssh", "down"], listed
+    assert listed == ["plan", "up", "run", "logs", "status", "stop", "fetch-checkpoint", "prune", "ssh", "down"], listed
 
 
 def test_version():

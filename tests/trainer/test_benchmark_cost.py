@@ -18,7 +18,7 @@ from runcontract.config import ModelConfig, TrainConfig
 from runcontract.configlib import load_config
 from trainer.cost import gate, project
 from runcontract.errors import OverBudgetError, UserError
-from trainer.gpu_specs import mfu, peak_bf16_flops
+from runcontract.gpu_specs import mfu, peak_bf16_flops
 from tests.harness.paths import REPO as ROOT
 
 THROUGHPUT_KEYS = {
