@@ -6,6 +6,7 @@
     cost.json         CostFile        trainer.cost
     nccl_probe.json   NcclProbe       trainer.nccl_probe (several GPUs only)
     store.json        StoreFile       the launcher, for the box agent (launcher/agent.py)
+    store_health.json StoreHealth     the box agent: how its uploads are going (`launcher status` shows it)
     report.json       ReportFile      trainer/report_card.py (python -m trainer.eval --tasks)
 
 Every writer builds the model and calls ``write`` (one atomic rename, runcontract.atomic);
@@ -30,7 +31,7 @@ from runcontract.budget import BudgetConfig
 from runcontract.configlib import format_validation_error
 from runcontract.errors import ConfigError, UserError
 from runcontract.run_folder import (COST_FILE, NCCL_PROBE_FILE, REPORT_JSON, RUN_PHASES, RUN_STATES, STATUS_FILE,
-                                     STORE_CONFIG_FILE, THROUGHPUT_FILE)
+                                     STORE_CONFIG_FILE, STORE_HEALTH_FILE, THROUGHPUT_FILE)
 
 F = TypeVar("F", bound="RunFile")
 
@@ -381,3 +382,20 @@ class ReportFile(RunFile):
     lm_eval_version: Optional[str] = Field(None, description="lm-eval's version.")
     hf_model: Optional[str] = Field(None, description="The exported Hugging Face folder lm-eval scored.")
     created_at: Optional[str] = Field(None, description="ISO 8601 UTC time of the report.")
+
+
+# ----------------------------------------------------------------------------- store_health.json
+class StoreHealth(RunFile):
+    """store_health.json: how the box agent's uploads to the store are going, rewritten after every
+    pass of the mirror and once more when it ends (then the waiting lists are what is NOT stored)."""
+
+    FILE: ClassVar[str] = STORE_HEALTH_FILE
+
+    store: str = Field(..., description="Where the run is mirrored (the store's URL for the run).")
+    last_upload: Optional[float] = Field(None, description="Unix time of the last successful upload; null before any.")
+    waiting_files: list[str] = Field(default_factory=list, description="Run files changed since their last successful upload.")
+    waiting_checkpoints: list[str] = Field(default_factory=list, description="Complete local checkpoints not yet stored and verified.")
+    last_error: Optional[str] = Field(None, description="The last upload failure, while one is unresolved; null when the last pass succeeded.")
+    last_error_at: Optional[float] = Field(None, description="Unix time of last_error.")
+    ended: bool = Field(False, description="The agent has made its final flush: the waiting lists are what is not stored.")
+    updated: float = Field(..., description="Unix time of this write.")

@@ -35,6 +35,7 @@ LOSS_CURVE_FILE = "loss_curve.png"
 RANKS_FILE = "ranks.json"  # the processes of a multi-GPU run
 STORE_CONFIG_FILE = "store.json"  # the launcher's store settings for the box's agent; never mirrored
 AGENT_LOG = "agent.log"  # the box agent's log (append-only)
+STORE_HEALTH_FILE = "store_health.json"  # the box agent's uploads: last success, what waits, last error (the agent owns it)
 TRAINER_EXIT_FILE = "train.exit"  # the trainer's exit code, written by the tmux window that ran it
 TRAINER_STDERR_LOG = "train.stderr"  # the trainer's stderr, as the tmux window teed it
 REPORT_JSON = "report.json"  # the report card: lm-eval benchmarks beside published baselines (trainer/report_card.py)

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -147,6 +147,26 @@ def check_same_model(folder: Path, model_cfg: ModelConfig) -> None:
         raise ckpt.CheckpointError(f"{folder} was written for another model shape ({'; '.join(diffs)}). Resume with the model config it was trained with, or use a new train.run_name.")
 
 
+def refuse_resume(run_dir: Path, error: UserError, is_main: bool) -> NoReturn:
+    """A resume the trainer will not do ends the run "failed", progress "resume refused: <why>", in
+    status.json (keeping the last run's figures) and train.log as well as on stderr, so that
+    `launcher status` and `launcher run` show it. Another trainer using the folder keeps its status."""
+    refused = type(error)(f"resume refused: {error}")
+    if is_main and (run_dir / STATUS_FILE).is_file():
+        try:
+            lock = lock_run_dir(run_dir)
+        except UserError:
+            raise refused from None
+        log = RunLog(run_dir)
+        try:
+            log.error(str(refused))
+            log.end_before_training(FAILED, str(refused))
+        finally:
+            log.close()
+            lock.close()
+    raise refused from None
+
+
 def weights_sha256(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -256,9 +276,12 @@ def prepare(accelerator, model_cfg: ModelConfig, train_cfg: TrainConfig, options
     if options.smoke and not (data_dir / "train.bin").is_file():
         share_main_result(accelerator, lambda: build_smoke_data(model_cfg, train_cfg, data_dir))
     data_facts = check_data(data_dir, model_cfg.vocab_size, train_cfg.seq_len)
-    resume_from = find_resume_point(run_dir, options.resume)
-    if resume_from is not None:
-        check_same_model(resume_from, model_cfg)
+    try:
+        resume_from = find_resume_point(run_dir, options.resume)
+        if resume_from is not None:
+            check_same_model(resume_from, model_cfg)
+    except UserError as exc:
+        refuse_resume(run_dir, exc, is_main)
     lock = lock_run_dir(run_dir) if is_main else None
 
     log = RunLog(run_dir, enabled=is_main)
@@ -271,7 +294,13 @@ def prepare(accelerator, model_cfg: ModelConfig, train_cfg: TrainConfig, options
         saved = ckpt.load_training_state(resume_from)
         current = {"sampling": train_cfg.sampling, "seed": train_cfg.seed, "seq_len": train_cfg.seq_len,
                    "train_tokens": data_facts["train_tokens"], "train_sha256": train_sha256}
-        kept_micro, kept_accum = keep_stream(saved.data_state, current, micro_batch, world, saved.step, log.log)
+        try:
+            kept_micro, kept_accum = keep_stream(saved.data_state, current, micro_batch, world, saved.step, log.log)
+        except UserError as exc:
+            log.close()
+            if lock is not None:
+                lock.close()
+            refuse_resume(run_dir, exc, is_main)
         if kept_accum:
             train_cfg.micro_batch_size = kept_micro
             kept_tokens = kept_micro * kept_accum * world * train_cfg.seq_len

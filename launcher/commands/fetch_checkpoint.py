@@ -8,8 +8,11 @@ Files go to a temporary folder next to --out and every sha256 is checked against
 checkpoint's manifest; the folder is renamed to --out only when all match. An interrupted
 download keeps its temporary folder and the next call downloads only what is missing.
 Without --step, a latest checkpoint that does not verify is skipped (saying which and why)
-and the next older complete one is fetched. The run's report card (report.json, report.md:
-docs/report-card.md), when the store has it, is written beside the checkpoint folder.
+and the next older complete one is fetched. A checkpoint whose manifest is missing may still be
+uploading (fetch waits, bounded, for the one training ended at); one whose manifest is there but
+unreadable will not mend: it is skipped at once, saying why.
+The run's report card (report.json, report.md: docs/report-card.md), when the store has it, is
+written beside the checkpoint folder.
 """
 from __future__ import annotations
 
@@ -65,6 +68,8 @@ def command(config_path, run_name, step, latest, out_dir, list_only) -> None:
             raise UserError(f"no complete checkpoint of run {run!r} verifies: each has a corrupt or missing file (see above). "
                             "The store's copies are damaged; re-upload from the box if it still has them.")
         chosen, out = found
+        for broken in _unreadable_newer(store.checkpoints(run), chosen):
+            click.echo(f"skipped {broken.name}/: manifest unreadable ({broken.unreadable}); fetched {chosen.name} instead")
         click.echo(f"wrote {out} ({chosen.name}, step {chosen.step}, every sha256 verified)")
         _fetch_report(store, run, out.parent)
         return
@@ -114,6 +119,8 @@ def _latest_once_uploaded(store, run: str, wait_s: float = 120.0, poll_s: float 
     ended_at = status.step if status.state in (FINISHED, STOPPED) else None
     if ended_at is None or (chosen is not None and chosen.step >= ended_at):
         return chosen
+    if _unreadable_newer(store.checkpoints(run), chosen):
+        return chosen  # the last checkpoint is there with a broken manifest: waiting will not mend it
     click.echo(f"training ended at step {ended_at}; waiting up to {wait_s:.0f} s for the agent to store that checkpoint")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -123,6 +130,13 @@ def _latest_once_uploaded(store, run: str, wait_s: float = 120.0, poll_s: float 
             return chosen
     click.echo(f"the checkpoint of step {ended_at} is not in the store yet; fetching the newest complete one")
     return chosen
+
+
+def _unreadable_newer(checkpoints, chosen) -> list:
+    """The stored checkpoints newer than ``chosen`` whose manifest is there but unreadable (a
+    final/ whose manifest cannot say its step counts as newer): missing may still come, these will not."""
+    return [c for c in checkpoints if c.unreadable is not None
+            and (chosen is None or c.name == FINAL_DIR or recency(c.step, c.name) > recency(chosen.step, chosen.name))]
 
 
 def _print_list(store, run: str, checkpoints) -> None:

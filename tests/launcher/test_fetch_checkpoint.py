@@ -141,6 +141,29 @@ def test_latest_waits_for_the_final_upload_when_training_has_ended(project):
     assert verify_manifest(project.root / "checkpoints" / RUN / "step_000200").meta["step"] == 200
 
 
+def test_a_broken_final_manifest_is_skipped_at_once_not_waited_for(project):
+    """Missing and unreadable differ (issue 23): a truncated final/manifest.json will not mend, so
+    fetch does not wait for it; it says why it skipped final/ and which checkpoint it fetched."""
+    project.upload(100)
+    project.upload(200, final=True)
+    key = f"{RUN}/final/manifest.json"
+    whole = project.store.read_bytes(key)
+    project.store.write_bytes(key, whole[: len(whole) // 2])  # truncated
+    project.store.write_text(f"{RUN}/status.json", '{"state": "finished", "step": 200}')
+    started = time.monotonic()
+    result = project.fetch("--latest", timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60 and "waiting" not in result.stdout, result.stdout
+    assert "not in the store yet" not in result.stdout, result.stdout
+    assert "skipped final/: manifest unreadable (not valid JSON: " in result.stdout, result.stdout
+    assert "); fetched step_000100 instead" in result.stdout, result.stdout
+    assert verify_manifest(project.root / "checkpoints" / RUN / "step_000100", check_hashes=True).meta["step"] == 100
+    info = {c.name: c for c in project.store.checkpoints(RUN)}
+    assert info["final"].unreadable.startswith("not valid JSON") and info["step_000100"].unreadable is None
+    project.store.delete(key)  # missing (still uploading, say) is not unreadable
+    assert {c.name: c for c in project.store.checkpoints(RUN)}["final"].unreadable is None
+
+
 # ----------------------------------------------------------------------------- issue 14
 def test_a_corrupt_latest_is_skipped_for_the_newest_that_verifies(project):
     project.upload(100)
