@@ -41,7 +41,7 @@ from trainer.precision import device_description, pick_device  # noqa: E402
 from runcontract.config import ModelConfig, TrainConfig  # noqa: E402
 from runcontract.configlib import load_config  # noqa: E402
 from runcontract.errors import UserError, cli_main  # noqa: E402
-from trainer.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
+from runcontract.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
 from trainer.linear_cross_entropy import saved_bytes_for_backward  # noqa: E402
 from trainer.train_step import compile_model, prepare_model  # noqa: E402
 

@@ -35,7 +35,7 @@ from runcontract.run_folder import RUNS_DIR  # noqa: E402
 from trainer.cli_args import add_config_args, load_configs  # noqa: E402
 from runcontract.config import ModelConfig  # noqa: E402
 from runcontract.errors import UserError, cli_main  # noqa: E402
-from trainer.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
+from runcontract.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
 
 # Compiled vs eager under bf16 autocast: kernels fuse and round differently, so only loose
 # agreement is expected (bf16 keeps ~3 significant digits).

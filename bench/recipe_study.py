@@ -7,8 +7,8 @@ Every arm is a real ``python -m trainer.train`` run (configs/model_smoke.yaml, s
 the same data: a tokenizer and memmaps built from the installed Python standard library's
 docstrings (trainer/smoke_data.py), train.bin sized so that ``--tokens`` is about one epoch.
 Each arm trains ``--tokens`` tokens; the whole validation split is scored at the end (loss and
-bits per byte). The baseline arm is the recipe the 100M config had before this study (lr 6e-4,
-cosine to 10%, ~5% warmup: Pythia-160M's); the table shows each arm against it, measured in the
+bits per byte). The baseline arm is the recipe the 100M config had before this study (lr 6e-4 and
+cosine to 10%: Pythia-160M's; 5% warmup: the config's 200 of 3,815 steps); the table shows each arm against it, measured in the
 same run. A second seed of one arm shows how much of a difference is noise. Prints a Markdown
 table (for docs/training-recipe.md) and writes <output_dir>/recipe_study.json.
 
@@ -41,7 +41,7 @@ CENTER_LR = 1.5e-3  # the arms that vary one other thing do it here (between the
 # name -> (what it tests, overrides of the baseline)
 BASELINE = {"lr": 6e-4, "min_lr_ratio": 0.1, "warmup_frac": 0.05, "batch_tokens": BASE_BATCH_TOKENS, "sampling": "epoch", "seed": 1337}
 ARMS = {
-    "baseline": ("before this study: Pythia-160M's lr 6e-4, cosine to 10%, 5% warmup", {}),
+    "baseline": ("before this study: lr 6e-4 and cosine to 10% (Pythia-160M's), 5% warmup", {}),
     "lr3e-4": ("lr 3e-4", {"lr": 3e-4}),
     "lr1.5e-3": ("lr 1.5e-3", {"lr": CENTER_LR}),
     "lr3e-3": ("lr 3e-3", {"lr": 3e-3}),
@@ -110,7 +110,7 @@ def _result(run_dir: Path) -> dict:
 
 def markdown_table(results: list[dict]) -> str:
     base = next((r for r in results if r["name"] == "baseline"), None)
-    lines = ["| arm | what changes | lr | final lr | warmup | batch tokens | steps | sampling | val loss | bits/byte | vs baseline (bits/byte) |",
+    lines = ["| arm | what changes | lr | final lr | warmup steps | batch tokens | steps | sampling | val loss | bits/byte | vs baseline (bits/byte) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: r["val_bpb"] if r["val_bpb"] is not None else r["val_loss"]):
         delta = "-" if base is None or r is base or r["val_bpb"] is None else f"{r['val_bpb'] - base['val_bpb']:+.4f}"

@@ -4,14 +4,14 @@
 # Python packages.
 #
 #   bash infra/setup.sh            # everything: launcher + trainer + test tools
-#   EXTRAS=trainer bash infra/setup.sh   # without the test tools
+#   EXTRAS=trainer bash infra/setup.sh   # without the test tools (and without the report card's lm-eval)
 #
 # torch: kept if already importable (GPU images ship a CUDA build); otherwise TORCH_SPEC is
 # installed first and alone, so no later range pulls a different (CUDA) build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="${EXTRAS:-trainer,dev}"
+EXTRAS="${EXTRAS:-trainer,eval,dev}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 PYTHON="${PYTHON:-python3}"
 

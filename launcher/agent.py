@@ -50,10 +50,10 @@ from runcontract.atomic import atomic_dir, atomic_write_bytes
 from runcontract.budget import spent
 from runcontract.errors import UserError, cli_main
 from runcontract.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
-from runcontract.run_files import ProviderRecord, StatusFile, StoreFile, parse_metrics_line
+from runcontract.run_files import ProviderRecord, StatusFile, StoreFile, StoreHealth, parse_metrics_line
 from runcontract.run_folder import (
     AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, DATA_META_FILE, ENDED_STATES, EVAL_FILE, FINAL_DIR, FINISHED, LOSS_CURVE_FILE,
-    METRICS_FILE, SAMPLES_FILE, STATUS_FILE, STOPPED, STORE_CONFIG_FILE, THROUGHPUT_FILE, TRAIN_LOG, TOKENIZER_META_FILE,
+    METRICS_FILE, SAMPLES_FILE, STATUS_FILE, STOPPED, STORE_CONFIG_FILE, STORE_HEALTH_FILE, THROUGHPUT_FILE, TRAIN_LOG, TOKENIZER_META_FILE,
     TRAINER_EXIT_FILE, checkpoint_rel, latest_complete_checkpoint,
 )
 
@@ -198,12 +198,17 @@ class Mirror:
         self.uploaded: set[tuple[str, float]] = set()  # (checkpoint rel, manifest created)
         self.prepared_done: set[str] = set()
         self.failures = 0
+        # upload health (store_health.json): what `launcher status` shows about the store during and after the run
+        self.last_upload: Optional[float] = None
+        self.file_errors: dict[str, str] = {}  # run file -> why its last upload failed (until one succeeds)
+        self.last_error: Optional[tuple[float, str]] = None
         self.budget_hit = False
         self.worker_error: Optional[str] = None
         self.keep = int(cfg.storage.keep)
 
     # -- small files -----------------------------------------------------------
     def sync_small(self, force: bool = False) -> None:
+        failed: Optional[str] = None  # the store failed this pass: the files after it wait for the next one
         for path in sorted(self.run_dir.iterdir()):
             name = path.name
             if name.startswith(".") or name in NOT_MIRRORED or not path.is_file():
@@ -215,6 +220,11 @@ class Mirror:
                 sig = (st.st_size, st.st_mtime_ns)
                 if self.synced.get(name) == sig:
                     continue
+                if failed is not None:
+                    # a dead store costs the client's whole retry time per request: one such wait per pass,
+                    # so the watches (training ended, a hung trainer over budget) keep running
+                    self.file_errors.setdefault(name, f"not tried: the upload of {failed} failed in the same pass")
+                    continue
                 # bounded re-uploads of growing files: one per interval per 4 MB
                 gap = self.interval * max(1, st.st_size // (4 * 1024 * 1024))
                 if not force and time.monotonic() - self.synced_at.get(name, -1e9) < gap:
@@ -223,11 +233,39 @@ class Mirror:
                 self.store.sync_bytes(f"{self.run}/{name}", data, append=name in APPEND_ONLY)
                 self.synced[name] = (len(data), st.st_mtime_ns) if len(data) == st.st_size else (len(data), 0)
                 self.synced_at[name] = time.monotonic()
+                self.uploaded_ok()
+                self.file_errors.pop(name, None)
             except FileNotFoundError:
+                self.file_errors.pop(name, None)  # gone: nothing left to store
                 continue
             except Exception as exc:  # a store hiccup must not kill the mirror
                 self.failures += 1
+                self.file_errors[name] = str(exc)
+                self.upload_failed(f"{name}: {exc}")
+                failed = name
                 log.warning("agent: could not upload %s: %s (will retry)", name, exc)
+
+    # -- upload health ---------------------------------------------------------
+    def uploaded_ok(self) -> None:
+        self.last_upload = time.time()
+
+    def upload_failed(self, why: str) -> None:
+        self.last_error = (time.time(), why)
+
+    def write_health(self, ended: bool = False) -> StoreHealth:
+        """store_health.json: the last successful upload, what waits, the last unresolved error (at the
+        end: what is not stored). Written locally: it must be readable when the store is not."""
+        waiting_checkpoints = [p.name for p in self.pending_checkpoints()]
+        unresolved = bool(self.file_errors or self.worker_error)
+        error_at, error = self.last_error if (self.last_error and unresolved) else (None, None)
+        health = StoreHealth(store=self.store.describe(self.run), last_upload=self.last_upload, waiting_files=sorted(self.file_errors),
+                             waiting_checkpoints=waiting_checkpoints, last_error=error, last_error_at=error_at, ended=ended,
+                             updated=time.time())
+        try:
+            health.write(self.run_dir / STORE_HEALTH_FILE)
+        except OSError as exc:
+            log.warning("agent: could not write %s: %s", STORE_HEALTH_FILE, exc)
+        return health
 
     # -- checkpoints and prepared data -----------------------------------------
     def pending_checkpoints(self) -> list[Path]:
@@ -266,6 +304,7 @@ class Mirror:
                 started = time.monotonic()
                 sent = self.store.upload_checkpoint(self.run, folder, progress=LogProgress())  # verified before its manifest goes up
                 self.uploaded.add((folder.name, manifest.created))
+                self.uploaded_ok()
                 took = time.monotonic() - started
                 log.info("agent: checkpoint %s stored and verified (%s sent in %.1fs)", folder.name, human_bytes(sent), took)
                 self.apply_retention()
@@ -274,6 +313,7 @@ class Mirror:
             except Exception as exc:
                 self.failures += 1
                 self.worker_error = f"{folder.name}: {exc}"
+                self.upload_failed(self.worker_error)
                 log.warning("agent: upload of checkpoint %s failed: %s (will retry)", folder.name, exc)
                 self.abort_stale_uploads()
 
@@ -327,9 +367,11 @@ class Mirror:
                 log.info("agent: uploading prepared %s/ (%s) once", sub, human_bytes(manifest.total_bytes))
                 self.store.upload_tree(local, prefix, manifest, progress=LogProgress())
                 self.prepared_done.add(sub)
+                self.uploaded_ok()
                 log.info("agent: prepared %s/ stored", sub)
             except Exception as exc:
                 self.failures += 1
+                self.upload_failed(f"prepared {sub}/: {exc}")
                 log.warning("agent: upload of prepared %s/ failed: %s (will retry)", sub, exc)
 
     def worker(self) -> None:
@@ -434,6 +476,7 @@ class Mirror:
         reason = None
         while not self.stop.is_set():
             self.sync_small()
+            self.write_health()
             reason = self.training_ended()
             if reason:
                 self.end_over_budget()
@@ -448,9 +491,11 @@ class Mirror:
             self.upload_checkpoints()
             self.upload_prepared()
         self.sync_small(force=True)
-        incomplete = [p.name for p in self.pending_checkpoints()]
+        health = self.write_health(ended=True)
+        incomplete = health.waiting_checkpoints + health.waiting_files
         if incomplete:
-            log.error("agent: final flush incomplete: %s not stored (see the warnings above)", ", ".join(incomplete))
+            log.error("agent: final flush incomplete: %s not stored in %s (last error: %s); they are only on this box",
+                      ", ".join(incomplete), self.store.describe(self.run), health.last_error or "see the warnings above")
         else:
             log.info("agent: final flush done")
         self.sync_small(force=True)  # agent.log with the line above
@@ -550,7 +595,8 @@ def yield_cpu() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m launcher.agent", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
-    for name, text in (("mirror", "mirror the run folder to the store until training ends"), ("restore", "restore a run from the store before resuming")):
+    for name, text in (("mirror", "mirror the run folder to the store until training ends"), ("restore", "restore a run from the store before resuming"),
+                       ("probe", "check that the store takes the run: write, read back and delete a probe object under <run>/")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--run_dir", required=True, help="The run folder, e.g. runs/NAME.")
         p.add_argument("--store_config", required=True, help="store.json written by launcher run.")
@@ -566,6 +612,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     run_dir, project_root = Path(args.run_dir), Path(args.project_root).resolve()
     cfg = load_store_config(Path(args.store_config))
     store = open_store(cfg.storage, project_root)
+    if args.action == "probe":
+        from launcher.store_probe import probe_store
+
+        probe_store(store, cfg.run_name, "the box")
+        print(f"store {store.describe(cfg.run_name)}: write, read-back and delete work from the box")
+        return
     if args.action == "restore":
         progress = RichProgress() if sys.stderr.isatty() else TransferProgress()
         restored = restore(run_dir, store, cfg.run_name, project_root, progress)

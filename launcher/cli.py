@@ -17,9 +17,9 @@ import click
 from runcontract.errors import cli_main
 
 # Module names under launcher.commands; each defines ``command`` (a click.Command).
-COMMAND_MODULES = ("up", "run", "logs", "status", "stop", "down", "ssh", "fetch_checkpoint", "prune")
+COMMAND_MODULES = ("plan", "up", "run", "logs", "status", "stop", "down", "ssh", "fetch_checkpoint", "prune")
 # The order a user meets them in (click would sort them by name).
-WORKFLOW_ORDER = ("up", "run", "logs", "status", "stop", "fetch-checkpoint", "prune", "ssh", "down")
+WORKFLOW_ORDER = ("plan", "up", "run", "logs", "status", "stop", "fetch-checkpoint", "prune", "ssh", "down")
 PACKAGE = "llm-box"
 
 

@@ -95,10 +95,56 @@ class VastaiConfig(Config):
 
 RENTED_KINDS = ("runpod", "vastai")  # the box kinds rented from a provider (the others are given)
 
+
+class CandidateConfig(Config):
+    """One kind of box `launcher plan` may choose: a provider's GPU at one or more counts, or an SSH host of yours."""
+
+    kind: Literal["runpod", "vastai", "ssh"] = Field(..., description="runpod or vastai (rented; their other settings come from box.runpod / box.vastai), or ssh (a host of yours).")
+    gpu_name: Optional[str] = Field(None, description="runpod: the GPU type id (e.g. NVIDIA GeForce RTX 4090); vastai: Vast's GPU name (e.g. RTX 4090); ssh: the GPU the host has, for its speed. None: box.runpod/box.vastai's gpu_name.")
+    gpu_count: list[int] = Field(default_factory=lambda: [1], description="GPU counts to consider, e.g. [1, 2] (a single number works too); training uses every GPU of the box.")
+    host: Optional[str] = Field(None, description="ssh: host name or address.")
+    port: int = Field(22, ge=1, le=65535, description="ssh: port.")
+    user: Optional[str] = Field(None, description="ssh: login user.")
+    hourly_rate: Optional[float] = Field(None, ge=0, description="ssh: what an hour of the host costs you, in $ (0 for a box already paid for).")
+    gpu_memory_gb: Optional[float] = Field(None, gt=0, description="ssh: GiB of memory per GPU, if you want the plan to check the run fits.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("gpu_count"), int):
+            data = {**data, "gpu_count": [data["gpu_count"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "CandidateConfig":
+        if not self.gpu_count or any(n < 1 for n in self.gpu_count):
+            raise ValueError("gpu_count must be a positive number or a non-empty list of them, e.g. [1, 2]")
+        if self.kind == "ssh":
+            if not (self.host and self.user):
+                raise ValueError("an ssh candidate needs host and user")
+            if self.hourly_rate is None:
+                raise ValueError("an ssh candidate needs hourly_rate (its $/h; 0 for a box already paid for) to be priced")
+            if not self.gpu_name:
+                raise ValueError("an ssh candidate needs gpu_name (the GPU it has), so its speed can be told")
+        elif self.host or self.user or self.hourly_rate is not None or self.gpu_memory_gb is not None:
+            raise ValueError(f"host, user, hourly_rate and gpu_memory_gb are for ssh candidates; a {self.kind} offer "
+                             "carries its own price and GPU memory")
+        return self
+
+
+class PlanSettings(Config):
+    """How `launcher plan` prices a run (launcher/plan/)."""
+
+    setup_hours: float = Field(0.5, ge=0, description="Hours billed before training (image pull, bootstrap, data) when no past run of the provider measured them.")
+    default_mfu: float = Field(0.35, gt=0, lt=1, description="Model FLOPs utilisation assumed for a GPU when no GPU at all has been measured.")
+    multi_gpu_efficiency: float = Field(0.9, gt=0, le=1, description="Fraction of N x one GPU's speed assumed for N GPUs that were never measured together.")
+    offers_per_search: int = Field(1000, ge=1, le=10000, description="The most offers asked of one provider search (Vast's limit; RunPod's catalog answers whole).")
+
+
 class BoxConfig(Config):
     """Where commands run."""
 
-    kind: Literal["local", "ssh", "runpod", "vastai"] = Field("local", description="local: this machine; ssh: any SSH host; runpod/vastai: rent one.")
+    kind: Literal["local", "ssh", "runpod", "vastai", "plan"] = Field("local", description="local: this machine; ssh: any SSH host; runpod/vastai: rent one; plan: rent the cheapest run among box.candidates (`launcher plan`).")
     host: Optional[str] = Field(None, description="ssh: host name or address.")
     port: int = Field(22, ge=1, le=65535, description="ssh: port.")
     user: Optional[str] = Field(None, description="ssh: login user.")
@@ -107,13 +153,22 @@ class BoxConfig(Config):
     workdir: Optional[str] = Field(None, description="Project folder on the box. None: the project folder itself for local, ~/llm-box for ssh.")
     python: str = Field("python3", description="Python used to create the box's venv.")
     connect_timeout: float = Field(15.0, gt=0, description="Seconds to wait for an SSH connection.")
+    lost_create_search_s: float = Field(600.0, ge=0, description="runpod/vastai: how long to keep looking (with backoff) for the instance of a create whose answer was lost, since instance lists lag; not found by then, the rental stays recorded as unconfirmed.")
     runpod: RunpodConfig = Field(default_factory=RunpodConfig, description="Used when kind is runpod.")
     vastai: VastaiConfig = Field(default_factory=VastaiConfig, description="Used when kind is vastai.")
+    candidates: list[CandidateConfig] = Field(default_factory=list, description="kind plan: the boxes to choose among (providers x GPU names x counts, and SSH hosts at a stated $/h).")
+    plan: PlanSettings = Field(default_factory=PlanSettings, description="How the plan prices a run.")
+    release_slow_hosts: bool = Field(False, description="kind plan: when the benchmark on a new box measures under 0.8 x the planned tokens/s, release it, avoid its host and rent the next offer within budget.max_cost.")
 
     @model_validator(mode="after")
     def _check(self) -> "BoxConfig":
         if self.kind == "ssh" and not (self.host and self.user):
             raise ValueError("an ssh box needs host and user")
+        if self.kind == "plan" and not self.candidates:
+            raise ValueError("kind plan needs candidates, e.g. [{kind: vastai, gpu_name: RTX 4090, gpu_count: [1, 2]}]")
+        if self.candidates and self.kind != "plan":
+            raise ValueError(f"candidates are chosen among by kind plan; this box is kind {self.kind} (set kind: plan, "
+                             "or remove candidates)")
         return self
 
 
@@ -127,6 +182,16 @@ class DataStageConfig(Config):
     val_tokens: int = Field(10_000_000, ge=1, description="Tokens written to val.bin.")
 
 
+class NcclProbeStageConfig(Config):
+    """The all-reduce probe run before training on several GPUs (trainer.nccl_probe)."""
+
+    size_mb: float = Field(256, gt=0, description="MB all-reduced across the GPUs per iteration.")
+    iterations: int = Field(10, ge=1, description="Timed all-reduces per attempt (after one untimed).")
+    timeout_s: float = Field(120, gt=0, description="Seconds the processes may take to join the process group and all-reduce once every one is up; longer counts as a hang and they are killed.")
+    startup_timeout_s: float = Field(300, gt=0, description="Seconds the processes may take to start (Python and torch loaded).")
+    min_busbw_gbps: float = Field(1.0, ge=0, description="Bus bandwidth (GB/s, as nccl-tests defines it) under which the bus counts as crawling.")
+
+
 class RunSpecConfig(Config):
     """What to train."""
 
@@ -134,11 +199,12 @@ class RunSpecConfig(Config):
     model_config_path: str = Field("configs/model_smoke.yaml", alias="model_config", description="Model config, relative to the project.")
     train_config_path: str = Field("configs/train_smoke.yaml", alias="train_config", description="Train config, relative to the project.")
     data_config_path: str = Field("configs/data_offline.yaml", alias="data_config", description="Data-mix config, relative to the project.")
-    gpu_count: int = Field(1, ge=1, description="GPUs to train on, one process each (was gpus); >1 uses accelerate launch (DDP).")
+    gpu_count: int = Field(1, ge=1, description="GPUs to train on, one process each (was gpus); >1 uses accelerate launch (DDP) for the benchmark and training, after the NCCL probe (run.nccl_probe).")
     overrides: list[str] = Field(default_factory=list, alias="set", description="--set overrides passed to every trainer step, e.g. train.max_steps=100.")
     tokenizer: TokenizerStageConfig = Field(default_factory=TokenizerStageConfig, description="Tokenizer stage.")
     data: DataStageConfig = Field(default_factory=DataStageConfig, description="Data stage.")
     benchmark: bool = Field(True, description="Run the throughput benchmark before training.")
+    nccl_probe: NcclProbeStageConfig = Field(default_factory=NcclProbeStageConfig, description="The all-reduce probe before training on several GPUs (gpu_count > 1).")
 
     model_config = {**Config.model_config, "populate_by_name": True}
 

@@ -10,7 +10,13 @@
 Commands other than up/run take the box and the config path from here. No secrets here.
 A recorded instance carries its provider and the API it was rented through (``provider``,
 ``api_base``, ``name``): every command refuses a config that names another box kind or API
-(``launcher.providers.record_mismatch``), and teardown goes through the record.
+(``launcher.providers.record_mismatch``), and teardown goes through the record. A create
+whose answer was lost is recorded before any waiting as ``{"id": null, "state":
+"unconfirmed", "name", "provider", "api_base", "created_at", ...}`` until a look by its name
+finds it (``launcher.providers.reconcile_unconfirmed``). A ``box.kind: plan`` config
+(candidates) is resolved to the recorded box, never refused for its kind. ``plan`` holds what
+the plan promised for the rented offer (tokens/s, its source, $ for the run), which the canary
+compares with the benchmark.
 """
 from __future__ import annotations
 
@@ -81,7 +87,14 @@ def load_command_context(project_root: Path, config_opt: Optional[str], override
     config_path = config_opt or state.get("config_path")
     config = load_launcher_config(config_path, overrides)
     check_config_matches_record(config, config_path, state, teardown)
-    return config, config_path, state
+    return resolved_config(config, state), config_path, state
+
+
+def resolved_config(config, state: dict):
+    """A ``box.kind: plan`` config as the config of the box `launcher up` chose (launcher/plan/candidates.py)."""
+    from launcher.plan.candidates import resolve_for_record
+
+    return resolve_for_record(config, state.get("instance"))
 
 
 def check_config_matches_record(config, config_path: Optional[str], state: dict, teardown: bool = False) -> None:

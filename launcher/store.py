@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ class CheckpointInfo:
     created: float  # manifest's creation time, else the newest object's mtime
     complete: bool  # manifest present and every listed file stored with its size
     val_loss: Optional[float] = None  # from the manifest's meta, when the trainer recorded one
+    unreadable: Optional[str] = None  # why its stored manifest cannot be read (None: read, or not there yet)
 
     @property
     def rel(self) -> str:
@@ -93,27 +96,45 @@ class TransferProgress:
 
 
 class RichProgress(TransferProgress):
-    """A rich progress bar with bytes, speed and time left (on stderr; thread-safe)."""
+    """A rich progress bar with bytes, speed and time left (on stderr; thread-safe); off a terminal,
+    a line about every tenth instead (runcontract/progress.py)."""
 
     def __init__(self, transient: bool = False):
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+        from runcontract.progress import progress_as_lines
+
+        console = Console(stderr=True)
+        self._lines = progress_as_lines(console.file, console.is_terminal)
+        self._counter = None
+        self._lock = threading.Lock()
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=transient,
+            console=console, transient=transient,
         )
         self._task = None
 
     def start(self, description: str, total: int) -> None:
+        if self._lines:
+            from runcontract.progress import TenthLines
+
+            self._counter = TenthLines(description, max(total, 1), lambda line: print(line, file=sys.stderr, flush=True), unit="B")
+            return
         self._progress.start()
         self._task = self._progress.add_task(description, total=max(total, 1))
 
     def advance(self, nbytes: int) -> None:
-        if self._task is not None:
+        if self._counter is not None:
+            with self._lock:  # parts arrive from several threads
+                self._counter.update(nbytes)
+        elif self._task is not None:
             self._progress.update(self._task, advance=nbytes)
 
     def finish(self) -> None:
+        if self._counter is not None:
+            self._counter = None
+            return
         self._progress.stop()
         self._task = None
 
@@ -123,6 +144,7 @@ class Store(ABC):
     """Objects under one root. Subclasses implement the primitives; checkpoints are built on them."""
 
     url: str
+    endpoint: Optional[str] = None  # the server, for messages (S3: storage.endpoint_url or "AWS S3"); None for a folder
 
     # -- primitives ------------------------------------------------------------
     @abstractmethod
@@ -196,13 +218,20 @@ class Store(ABC):
     # -- trees with manifests --------------------------------------------------
     def read_manifest(self, prefix: str) -> Optional[Manifest]:
         """The manifest stored at ``<prefix>/manifest.json`` or None (missing or unreadable)."""
+        return self.read_manifest_or_why(prefix)[0]
+
+    def read_manifest_or_why(self, prefix: str) -> tuple[Optional[Manifest], Optional[str]]:
+        """(the manifest, None), (None, None) when there is none, or (None, why) when the object is
+        there but unreadable (truncated, not JSON, not a manifest): missing may still come, unreadable will not."""
         text = self.read_text(f"{prefix}/{MANIFEST_NAME}")
         if text is None:
-            return None
+            return None, None
         try:
-            return Manifest.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError):
-            return None
+            return Manifest.from_json(json.loads(text)), None
+        except ValueError as exc:
+            return None, f"not valid JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        except (KeyError, TypeError) as exc:
+            return None, f"not a manifest: {type(exc).__name__} {exc}"
 
     def tree_complete(self, prefix: str, manifest: Manifest, objects: Optional[dict[str, ObjectInfo]] = None) -> bool:
         """Every file the manifest lists is stored under ``prefix`` with its size."""
@@ -388,7 +417,7 @@ class Store(ABC):
             prefix = f"{run}/{checkpoint_rel(name)}"
             step = step_of_dir(name)
             step = -1 if step is None else step
-            manifest = self.read_manifest(prefix) if f"{prefix}/{MANIFEST_NAME}" in objs else None
+            manifest, unreadable = self.read_manifest_or_why(prefix) if f"{prefix}/{MANIFEST_NAME}" in objs else (None, None)
             if manifest is not None:
                 step = int(manifest.meta.get("step", step))
                 val_loss = manifest.meta.get("val_loss")
@@ -396,7 +425,8 @@ class Store(ABC):
                                              self.tree_complete(prefix, manifest, objs),
                                              float(val_loss) if isinstance(val_loss, (int, float)) else None))
             else:
-                result.append(CheckpointInfo(run, name, step, sum(o.size for o in objs.values()), max(o.mtime for o in objs.values()), False))
+                result.append(CheckpointInfo(run, name, step, sum(o.size for o in objs.values()), max(o.mtime for o in objs.values()), False,
+                                             unreadable=unreadable))
         result.sort(key=lambda c: (*recency(c.step, c.name), c.created))
         return result
 

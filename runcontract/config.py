@@ -87,6 +87,16 @@ class SpeedConfig(Config):
     param_dtype: Literal["fp32", "bf16"] = Field("fp32", description="Parameters and residual stream dtype; bf16 halves their memory traffic but rounds the weight updates (see docs/performance.md).")
 
 
+class EvalConfig(Config):
+    """The report card after the final checkpoint (issue 26, docs/report-card.md): lm-eval tasks on the exported model."""
+
+    tasks: list[str] = Field(default_factory=list, description="lm-eval tasks to score final/ on, e.g. [hellaswag, arc_easy, piqa, lambada_openai, wikitext]; [] writes no report card. Needs the eval extra.")
+    task_data: Optional[str] = Field(None, description="Folder of local task data (<task>/<split>.jsonl in the hub dataset's schema); None reads lm-eval's hub datasets.")
+    num_fewshot: Optional[int] = Field(None, ge=0, description="Shots per task; None keeps each task's own (0 for the shipped ones, as the baselines).")
+    limit: Optional[int] = Field(None, ge=1, description="Score only the first N documents of each task (a smoke test; not comparable with the baselines).")
+    batch_size: int = Field(8, ge=1, description="lm-eval batch size.")
+
+
 class TrainConfig(Config):
     """How to train: data, batch, optimizer, schedule, logging, checkpoints, checks, budget."""
 
@@ -130,6 +140,7 @@ class TrainConfig(Config):
     cpu_threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; None picks the cores other processes leave free at start (trainer/cpu_threads.py).")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Hourly rate and the spending cap.")
     speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Throughput levers: compile mode, fused loss, SDPA GQA, bf16 parameters.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="The report card written after the final checkpoint: lm-eval tasks beside published baselines.")
 
 
 HUB_C4 = {"name": "c4", "type": "hub", "path": "allenai/c4", "config": "en", "split": "train", "text_field": "text", "weight": 0.8}

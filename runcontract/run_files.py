@@ -4,7 +4,10 @@
     metrics.jsonl     TrainMetrics, EvalMetrics, one a line   the trainer
     throughput.json   Throughput      trainer.benchmark
     cost.json         CostFile        trainer.cost
+    nccl_probe.json   NcclProbe       trainer.nccl_probe (several GPUs only)
     store.json        StoreFile       the launcher, for the box agent (launcher/agent.py)
+    store_health.json StoreHealth     the box agent: how its uploads are going (`launcher status` shows it)
+    report.json       ReportFile      trainer/report_card.py (python -m trainer.eval --tasks)
 
 Every writer builds the model and calls ``write`` (one atomic rename, runcontract.atomic);
 every reader calls ``read`` (or ``parse`` for bytes fetched from a box or a store), which
@@ -27,7 +30,8 @@ from runcontract.atomic import atomic_write_text
 from runcontract.budget import BudgetConfig
 from runcontract.configlib import format_validation_error
 from runcontract.errors import ConfigError, UserError
-from runcontract.run_folder import COST_FILE, RUN_PHASES, RUN_STATES, STATUS_FILE, STORE_CONFIG_FILE, THROUGHPUT_FILE
+from runcontract.run_folder import (COST_FILE, NCCL_PROBE_FILE, REPORT_JSON, RUN_PHASES, RUN_STATES, STATUS_FILE,
+                                     STORE_CONFIG_FILE, STORE_HEALTH_FILE, THROUGHPUT_FILE)
 
 F = TypeVar("F", bound="RunFile")
 
@@ -200,7 +204,11 @@ class Throughput(RunFile):
 
     FILE: ClassVar[str] = THROUGHPUT_FILE
 
-    tokens_per_sec: float = Field(..., gt=0, allow_inf_nan=False, description="Training tokens per second on one process (GPU).")
+    tokens_per_sec: float = Field(..., gt=0, allow_inf_nan=False, description=(
+        "Training tokens per second of one process (GPU); with gpu_count > 1 measured while all of them trained "
+        "together under DDP, so tokens_per_sec x gpu_count is the box's measured speed."))
+    gpu_count: Optional[int] = Field(None, description="Processes (GPUs) that trained together in the measurement (DDP when > 1); null in files from before it was recorded: 1.")
+    nccl_env: Optional[dict[str, str]] = Field(None, description="The NCCL_* environment the measurement ran with (NCCL_P2P_DISABLE=1 when the probe chose it).")
     micro_batch_size: Optional[int] = Field(None, description="Sequences per forward pass that fit (train.micro_batch_size takes it when unset).")
     micro_batch_searched: Optional[bool] = Field(None, description="Whether micro_batch_size was found by searching down from the largest.")
     grad_accum: Optional[int] = Field(None, description="Micro-batches per timed step.")
@@ -225,6 +233,45 @@ class Throughput(RunFile):
     steps: Optional[int] = Field(None, description="Timed steps.")
     warmup: Optional[int] = Field(None, description="Untimed steps before them.")
     measured_at: Optional[str] = Field(None, description="ISO 8601 UTC time of the measurement.")
+
+
+# ----------------------------------------------------------------------------- nccl_probe.json
+PROBE_OUTCOMES = ("ok", "hang", "slow", "failed")
+
+
+class ProbeAttempt(BaseModel):
+    """One launch of the all-reduce probe with one NCCL environment."""
+
+    model_config = ConfigDict(extra="allow")
+
+    nccl_env: dict[str, str] = Field(..., description="The variables added to the environment for this attempt ({} for NCCL's defaults).")
+    outcome: Literal["ok", "hang", "slow", "failed"] = Field(..., description="ok; hang (no result within the timeout, the processes were killed); slow (bus bandwidth under the threshold); failed (the launch exited with an error).")
+    busbw_gbps: Optional[float] = Field(None, description="Bus bandwidth measured, GB/s (nccl-tests' busbw = algbw x 2(n-1)/n); null when none was measured.")
+    algbw_gbps: Optional[float] = Field(None, description="Algorithm bandwidth measured, GB/s (bytes reduced / seconds per all-reduce).")
+    seconds: float = Field(..., ge=0, description="Wall time of the attempt.")
+    detail: Optional[str] = Field(None, description="What went wrong, in words (the last lines of the output of a failed launch).")
+
+
+class NcclProbe(RunFile):
+    """trainer.nccl_probe's verdict on this box's GPUs: an all-reduce across all of them, bounded in
+    time, retried with NCCL_P2P_DISABLE=1 when it hangs or crawls; ``nccl_env`` is what the
+    benchmark and training launches get."""
+
+    FILE: ClassVar[str] = NCCL_PROBE_FILE
+
+    ok: bool = Field(..., description="Whether an attempt passed; nccl_env is then the one to use.")
+    gpu_count: int = Field(..., ge=2, description="Processes (GPUs) the probe ran on.")
+    backend: Optional[str] = Field(None, description="torch.distributed backend: nccl on GPUs, gloo on CPU (tests).")
+    box_id: str = Field(..., description="Identity of the box probed (the launcher's hash of its host name and GPU list): a result is reused on that box only.")
+    nccl_env: dict[str, str] = Field(default_factory=dict, description="The environment that worked, added to every later launch ({}: NCCL's defaults).")
+    busbw_gbps: Optional[float] = Field(None, description="Bus bandwidth of the attempt that worked, GB/s.")
+    algbw_gbps: Optional[float] = Field(None, description="Algorithm bandwidth of the attempt that worked, GB/s.")
+    size_bytes: int = Field(..., ge=1, description="Bytes of the tensor all-reduced.")
+    iterations: int = Field(..., ge=1, description="Timed all-reduces per attempt.")
+    timeout_s: float = Field(..., gt=0, description="Seconds an attempt's processes may take to join and all-reduce, once all are up, before it counts as a hang.")
+    min_busbw_gbps: float = Field(..., ge=0, description="Bus bandwidth under which an attempt counts as slow.")
+    attempts: list[ProbeAttempt] = Field(..., description="Every attempt, in order.")
+    measured_at: str = Field(..., description="ISO 8601 UTC time of the probe.")
 
 
 # ----------------------------------------------------------------------------- cost.json
@@ -293,3 +340,62 @@ class StoreFile(RunFile):
         if data["provider"].get("api_base") is None:
             del data["provider"]["api_base"]
         return data
+
+
+# ----------------------------------------------------------------------------- report.json
+class BaselineScore(BaseModel):
+    """A published score of another model on the same task and metric."""
+
+    value: float = Field(..., description="The score, in lm-eval's units (accuracy 0-1, perplexity, bits per byte).")
+    num_fewshot: int = Field(..., ge=0, description="Shots the publisher used.")
+    source: str = Field(..., description="Where it was published (URL, paper, model card, results file).")
+
+
+class TaskScore(BaseModel):
+    """One metric of one lm-eval task: this run's value beside the baselines."""
+
+    task: str = Field(..., description="lm-eval task name (hellaswag, arc_easy, ...).")
+    metric: str = Field(..., description="lm-eval metric name (acc, acc_norm, perplexity, word_perplexity, bits_per_byte).")
+    value: Optional[float] = Field(None, description="This run's value, exactly as lm-eval computed it.")
+    stderr: Optional[float] = Field(None, description="lm-eval's standard error of the value, when it gives one.")
+    num_fewshot: int = Field(..., ge=0, description="Shots this run was scored with.")
+    samples: Optional[int] = Field(None, ge=0, description="Documents scored (fewer than the task's when --limit was given).")
+    higher_is_better: Optional[bool] = Field(None, description="Direction of the metric.")
+    chance: Optional[float] = Field(None, description="The score of random guessing, when the task has one.")
+    baselines: dict[str, Optional[BaselineScore]] = Field(default_factory=dict, description="Model name -> its published score, null when none was published.")
+
+
+class ReportFile(RunFile):
+    """The report card of a checkpoint: standard benchmarks beside published baselines (docs/report-card.md)."""
+
+    FILE: ClassVar[str] = REPORT_JSON
+
+    checkpoint: str = Field(..., description="The checkpoint scored.")
+    step: Optional[int] = Field(None, description="Its optimizer step.")
+    tokens_trained: Optional[int] = Field(None, ge=0, description="Training tokens the checkpoint has seen.")
+    val_loss: Optional[float] = Field(None, description="Validation loss (nats per token) on val_split.")
+    val_bpb: Optional[float] = Field(None, description="Validation bits per byte on val_split.")
+    val_split: Optional[str] = Field(None, description="The validation split val_loss is on: c4 when the data has a C4 source, else mix.")
+    tasks: list[TaskScore] = Field(default_factory=list, description="One entry per task and metric.")
+    task_data: Optional[str] = Field(None, description="Local task data folder (--task_data); null: lm-eval's hub datasets.")
+    limit: Optional[int] = Field(None, description="Documents per task when limited (then not comparable with the baselines).")
+    lm_eval_version: Optional[str] = Field(None, description="lm-eval's version.")
+    hf_model: Optional[str] = Field(None, description="The exported Hugging Face folder lm-eval scored.")
+    created_at: Optional[str] = Field(None, description="ISO 8601 UTC time of the report.")
+
+
+# ----------------------------------------------------------------------------- store_health.json
+class StoreHealth(RunFile):
+    """store_health.json: how the box agent's uploads to the store are going, rewritten after every
+    pass of the mirror and once more when it ends (then the waiting lists are what is NOT stored)."""
+
+    FILE: ClassVar[str] = STORE_HEALTH_FILE
+
+    store: str = Field(..., description="Where the run is mirrored (the store's URL for the run).")
+    last_upload: Optional[float] = Field(None, description="Unix time of the last successful upload; null before any.")
+    waiting_files: list[str] = Field(default_factory=list, description="Run files changed since their last successful upload.")
+    waiting_checkpoints: list[str] = Field(default_factory=list, description="Complete local checkpoints not yet stored and verified.")
+    last_error: Optional[str] = Field(None, description="The last upload failure, while one is unresolved; null when the last pass succeeded.")
+    last_error_at: Optional[float] = Field(None, description="Unix time of last_error.")
+    ended: bool = Field(False, description="The agent has made its final flush: the waiting lists are what is not stored.")
+    updated: float = Field(..., description="Unix time of this write.")

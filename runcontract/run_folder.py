@@ -29,13 +29,17 @@ METRICS_FILE = "metrics.jsonl"  # one JSON object a logged step (append-only)
 TRAIN_LOG = "train.log"  # the trainer's human log (append-only); never parsed by the launcher
 THROUGHPUT_FILE = "throughput.json"  # trainer.benchmark's measurement
 COST_FILE = "cost.json"  # trainer.cost's projection and budget verdict
+NCCL_PROBE_FILE = "nccl_probe.json"  # trainer.nccl_probe: the GPUs' all-reduce and the NCCL settings that worked
 SAMPLES_FILE = "fixed_prompt_samples.txt"  # generations from fixed prompts (append-only)
 LOSS_CURVE_FILE = "loss_curve.png"
 RANKS_FILE = "ranks.json"  # the processes of a multi-GPU run
 STORE_CONFIG_FILE = "store.json"  # the launcher's store settings for the box's agent; never mirrored
 AGENT_LOG = "agent.log"  # the box agent's log (append-only)
+STORE_HEALTH_FILE = "store_health.json"  # the box agent's uploads: last success, what waits, last error (the agent owns it)
 TRAINER_EXIT_FILE = "train.exit"  # the trainer's exit code, written by the tmux window that ran it
 TRAINER_STDERR_LOG = "train.stderr"  # the trainer's stderr, as the tmux window teed it
+REPORT_JSON = "report.json"  # the report card: lm-eval benchmarks beside published baselines (trainer/report_card.py)
+REPORT_MD = "report.md"  # the same report card as a table to read
 # -- the files in a checkpoint folder (beside manifest.json, runcontract.manifest) ---------------
 EVAL_FILE = "eval.json"  # trainer.eval's scores of a checkpoint (in its folder; mirrored from the run folder too)
 DATA_STATE_FILE = "data_state.json"  # the data sampler's position
@@ -105,7 +109,7 @@ FINISHED, FAILED, STOPPED = "finished", "failed", "stopped"
 ENDED_STATES = (FINISHED, FAILED, STOPPED)
 RUN_STATES = ("preparing", "running", *ENDED_STATES)
 # "phase", in the order a run goes through them; an ended run's phase is its state.
-LAUNCHER_PHASES = ("setup", "restore", "tokenizer", "data", "benchmark", "cost")
+LAUNCHER_PHASES = ("setup", "restore", "nccl_probe", "tokenizer", "data", "benchmark", "cost")
 TRAINER_PHASES = ("setup", "overfit-check", "training", "eval", "checkpoint")
 RUN_PHASES = (*LAUNCHER_PHASES, *TRAINER_PHASES[1:], *ENDED_STATES)
 TRAINER_STARTING = "the trainer is starting"  # the launcher's "progress" between starting tmux and the trainer's first write

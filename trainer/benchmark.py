@@ -15,6 +15,12 @@ Reports tokens/s, step time, MFU
 memory, and writes ``throughput.json``, which ``trainer.cost`` projects the price from and
 ``trainer.train`` takes the micro-batch from.
 
+Under ``accelerate launch`` with several processes (the launcher's benchmark stage when
+``run.gpu_count`` > 1) every rank runs the same step on its own GPU with the model in
+DistributedDataParallel, as training does, so the gradient all-reduce is in the time; the
+slowest rank's time counts, ``tokens_per_sec`` is per GPU, and throughput.json records
+``gpu_count`` (the processes) and the NCCL environment. Rank 0 writes it.
+
 Without a micro-batch (neither ``--micro_batch_size`` nor ``train.micro_batch_size``) it finds
 the largest that fits: start at ``--max_micro_batch`` and halve on CUDA out-of-memory, each
 candidate run with the same (compiled, when configured) step as training.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -38,8 +45,8 @@ from runcontract.config import ModelConfig, TrainConfig
 from runcontract.errors import UserError, cli_main
 from runcontract.run_files import Throughput
 from runcontract.run_folder import THROUGHPUT_FILE
-from trainer.gpu_specs import mfu as compute_mfu
-from trainer.gpu_specs import peak_bf16_flops
+from runcontract.gpu_specs import mfu as compute_mfu
+from runcontract.gpu_specs import peak_bf16_flops
 from trainer.precision import autocast_dtype, device_description, pick_device
 from trainer.train_step import TrainStep, prepare_model
 from trainer.train_step import compile_model as compile_step_model
@@ -132,16 +139,47 @@ def build_runner(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: in
     optimizer = model.configure_optimizer(train_cfg.weight_decay, train_cfg.lr, (train_cfg.beta1, train_cfg.beta2), train_cfg.eps, device.type)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     tokens = torch.randint(0, model_cfg.vocab_size, (micro_batch, train_cfg.seq_len + 1), generator=generator).to(device)
+    no_sync = None
+    if world_size() > 1:  # as training wraps it (accelerator.prepare): gradients all-reduced on the last micro-batch
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        no_sync = model.no_sync
     runnable = compile_step_model(model, train_cfg.model_copy(update={"compile": compile_model}))
-    step = TrainStep(runnable, optimizer, device, autocast_dtype(train_cfg.precision, device), train_cfg.grad_clip, memory_guard=memory_guard)
+    step = TrainStep(runnable, optimizer, device, autocast_dtype(train_cfg.precision, device), train_cfg.grad_clip,
+                     no_sync=no_sync, memory_guard=memory_guard)
     return StepRunner(step, tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), grad_accum)
 
 
 def bench_grad_accum(train_cfg: TrainConfig, micro_batch: int) -> int:
-    """Micro-batches per benchmark step: training's accumulation (one GPU), capped at BENCH_GRAD_ACCUM."""
+    """Micro-batches per benchmark step: training's accumulation (on this many processes), capped at BENCH_GRAD_ACCUM."""
     from trainer.train import plan_batches
 
-    return min(BENCH_GRAD_ACCUM, plan_batches(train_cfg, micro_batch, 1).grad_accum)
+    return min(BENCH_GRAD_ACCUM, plan_batches(train_cfg, micro_batch, world_size()).grad_accum)
+
+
+def world_size() -> int:
+    """Processes measuring together (1 without a process group)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return world_size() == 1 or dist.get_rank() == 0
+
+
+def slowest(seconds: float, device: torch.device) -> float:
+    """The longest of the ranks' times (the step's time: every rank waits in the all-reduce for the last)."""
+    if world_size() == 1:
+        return seconds
+    import torch.distributed as dist
+
+    value = torch.tensor([seconds], dtype=torch.float64, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value.item())
 
 
 def _synchronize(device: torch.device) -> None:
@@ -180,7 +218,7 @@ def measure(model_cfg: ModelConfig, train_cfg: TrainConfig, micro_batch: int, de
             if steps > 1 and _report_now(done, steps):
                 progress_line(f"{what}: step {done}/{steps} ({time.perf_counter() - start:.1f} s)")
         _synchronize(device)
-        elapsed = time.perf_counter() - start
+        elapsed = slowest(time.perf_counter() - start, device)
         peak, kind = peak_memory_bytes(device)
         tokens = micro_batch * train_cfg.seq_len * grad_accum * steps
         return Measurement(micro_batch, tokens / elapsed, elapsed / steps, peak, kind, float(loss))
@@ -194,8 +232,9 @@ def _report_now(done: int, total: int) -> bool:
 
 
 def progress_line(text: str) -> None:
-    """One plain line on stdout (the launcher shows it and keeps it in train.log)."""
-    print(text, flush=True)
+    """One plain line on stdout (the launcher shows it and keeps it in train.log); rank 0's only."""
+    if is_main_process():
+        print(text, flush=True)
 
 
 def fits_with_headroom(device: torch.device, guard: Optional[MemoryGuard]) -> Optional[MemoryGuard]:
@@ -265,6 +304,8 @@ def run_benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.
         "device_name": device_name,
         "device_type": device.type,
         "device_count": device_count,
+        "gpu_count": world_size(),
+        "nccl_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")},
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "model_config_hash": model_cfg.config_hash(),
@@ -299,11 +340,12 @@ def format_table(record: dict):
     mfu = record["mfu"]
     rows = [
         ("device", f"{record['device_name']} x{record['device_count']}"),
+        ("processes (DDP)", str(record.get("gpu_count") or 1)),
         ("torch / CUDA", f"{record['torch_version']} / {record['cuda_version'] or '-'}"),
         ("parameters", f"{record['num_parameters']:,}"),
         ("precision / compile", f"{record['precision']} / {record['compile']}"),
         ("micro-batch x seq_len", f"{record['micro_batch_size']} x {record['seq_len']}" + (" (searched)" if record["micro_batch_searched"] else "")),
-        ("tokens/s", f"{record['tokens_per_sec']:,.0f}"),
+        ("tokens/s per process", f"{record['tokens_per_sec']:,.0f}"),
         ("step time", f"{record['step_time_s'] * 1000:,.1f} ms"),
         ("MFU", "-" if mfu is None else f"{mfu:.1%}"),
         ("peak memory", f"{record['peak_memory_bytes'] / 2**30:.2f} GiB ({record['peak_memory_kind']})"),
@@ -322,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cuda:N or cpu")
-    parser.add_argument("--peak_tflops", type=float, default=None, help="the device's peak dense bf16 TFLOP/s, for a GPU missing from trainer/gpu_specs.py")
+    parser.add_argument("--peak_tflops", type=float, default=None, help="the device's peak dense bf16 TFLOP/s, for a GPU missing from runcontract/gpu_specs.py")
     return parser
 
 
@@ -332,7 +374,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     args, model_cfg, train_cfg, _ = parse_configs(build_parser(), argv)
     if args.micro_batch_size is not None and args.micro_batch_size < 1:
         raise UserError(f"--micro_batch_size must be at least 1, got {args.micro_batch_size}.")
-    device = pick_device(args.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under accelerate launch: this rank's device, the process group joined
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+
+        device = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
+    else:
+        device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as training does: fp32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = True
@@ -341,6 +389,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         model_cfg, train_cfg, device, steps=args.steps, warmup=args.warmup, micro_batch_size=args.micro_batch_size,
         max_micro_batch=args.max_micro_batch, peak_flops=args.peak_tflops * 1e12 if args.peak_tflops else None,
     )
+    if not is_main_process():
+        return
     if record["mfu"] is None and device.type == "cuda":
         log.warning("no peak FLOP/s known for %s: MFU not reported (pass --peak_tflops)", record["device_name"])
     Throughput.model_validate(record).write(output)
@@ -351,4 +401,6 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from trainer.train import exit_process
+
+    exit_process(main)

@@ -93,8 +93,8 @@ def over_budget_message(proj: CostProjection, train_cfg: TrainConfig, override_h
     )
 
 
-def _warn_if_stale(throughput: Throughput, model_cfg: ModelConfig, train_cfg: TrainConfig, source: Path) -> list[str]:
-    """Warnings when the benchmark measured a different model or sequence length."""
+def _warn_if_stale(throughput: Throughput, model_cfg: ModelConfig, train_cfg: TrainConfig, source: Path, gpu_count: int) -> list[str]:
+    """Warnings when the benchmark measured a different model, sequence length or number of GPUs."""
     warnings = []
     measured_hash = throughput.model_config_hash
     if measured_hash is not None and measured_hash != model_cfg.config_hash():
@@ -105,6 +105,10 @@ def _warn_if_stale(throughput: Throughput, model_cfg: ModelConfig, train_cfg: Tr
     measured_seq = throughput.seq_len
     if measured_seq is not None and measured_seq != train_cfg.seq_len:
         warnings.append(f"{source} was measured at seq_len {measured_seq}, this run uses {train_cfg.seq_len}: the projection may be off.")
+    measured_gpus = throughput.gpu_count or 1
+    if measured_gpus != gpu_count:
+        warnings.append(f"{source} was measured on {measured_gpus} GPU(s) together, this run trains on {gpu_count}: the projection "
+                        "assumes each GPU keeps its measured speed; rerun python -m trainer.benchmark under the same launch.")
     for line in warnings:
         log.warning(line)
     return warnings
@@ -147,9 +151,10 @@ def gate(train_cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, allow_ov
         log.warning("no %s: cost gate skipped (run python -m trainer.benchmark to enable it)", throughput_path)
         return None
     throughput = read_throughput(throughput_path)
-    warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path)
+    gpu_count = gpu_count or _default_gpu_count()
+    warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path, gpu_count)
     proj = project(planned_tokens(train_cfg), throughput.tokens_per_sec, train_cfg.budget.hourly_rate,
-                   gpu_count or _default_gpu_count(), max_cost=train_cfg.budget.max_cost)
+                   gpu_count, max_cost=train_cfg.budget.max_cost)
     write_cost_json(run_dir / COST_FILE, proj, throughput_path, throughput, model_cfg, warnings,
                     allowed_over_budget=allow_over_budget and proj.verdict == OVER_BUDGET)
     if proj.verdict == OVER_BUDGET:
@@ -188,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.cost", description=__doc__.split("\n\n")[0])
     add_config_args(parser, model=True, train=True)
     parser.add_argument("--throughput", default=None, help="throughput.json from trainer.benchmark (default: <runs_dir>/<run_name>/throughput.json)")
-    parser.add_argument("--gpu_count", type=int, default=None, help="GPUs training in parallel (default: the benchmark's device_count)")
+    parser.add_argument("--gpu_count", type=int, default=None, help="GPUs training in parallel (default: the benchmark's gpu_count, else 1)")
     parser.add_argument("--output_path", default=None, help="where to write cost.json (default: next to the throughput file)")
     return parser
 
@@ -199,8 +204,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     args, model_cfg, train_cfg, _ = parse_configs(build_parser(), argv)
     throughput_path = Path(args.throughput) if args.throughput else Path(train_cfg.runs_dir) / train_cfg.run_name / THROUGHPUT_FILE
     throughput = read_throughput(throughput_path)
-    warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path)
-    gpu_count = args.gpu_count if args.gpu_count is not None else throughput.device_count or 1
+    gpu_count = args.gpu_count if args.gpu_count is not None else throughput.gpu_count or 1
+    warnings = _warn_if_stale(throughput, model_cfg, train_cfg, throughput_path, gpu_count)
     proj = project(planned_tokens(train_cfg), throughput.tokens_per_sec, train_cfg.budget.hourly_rate,
                    gpu_count, max_cost=train_cfg.budget.max_cost)
     output_path = Path(args.output_path) if args.output_path else throughput_path.with_name(COST_FILE)

@@ -261,9 +261,8 @@ def build_memmaps(
 
     ``workers``: tokenizer processes (None: all cores; 0: in this process, for small builds).
     """
-    from tqdm import tqdm
-
     from trainer.encode_pool import EncodePool
+    from trainer.progress import progress_bar
 
     if train_tokens < 1 or val_tokens < 1:
         raise UserError(f"--train_tokens ({train_tokens}) and --val_tokens ({val_tokens}) must both be at least 1.")
@@ -284,8 +283,8 @@ def build_memmaps(
         mix.load_state_dict(build.mix_state)
     total = train_tokens + val_tokens
     try:
-        with EncodePool(tokenizer_model, workers) as pool, tqdm(
-            total=total, initial=sum(build.written.values()), unit="tok", unit_scale=True, desc="tokenizing", disable=not progress, smoothing=0.1
+        with EncodePool(tokenizer_model, workers) as pool, progress_bar(
+            total, "tokenizing", unit="tok", initial=sum(build.written.values()), disable=not progress, unit_scale=True, smoothing=0.1
         ) as bar:
             if resumed:
                 bar.write(f"resuming at {build.written['train']} train / {build.written['val']} val tokens", file=sys.stderr)

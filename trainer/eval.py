@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: validation loss, perplexity, bits per byte, and samples.
 
     python -m trainer.eval --checkpoint runs/<name>/final --tokenizer_model tokenizer/spm.model \
-        [--data_dir data] [--eval_tokens N] [--seed S] [--seq_len T] [--prompt "..."]...
+        [--data_dir data] [--eval_tokens N] [--seed S] [--seq_len T] [--prompt "..."]... \
+        [--tasks hellaswag,arc_easy,piqa,lambada_openai,wikitext [--task_data DIR] [--limit N] [--num_fewshot K]]
 
 Scores a fixed number of validation tokens: non-overlapping windows of ``seq_len + 1`` tokens
 of ``<data_dir>/val.bin`` chosen with ``seed``, so two checkpoints (or two runs) are scored on
@@ -12,6 +13,11 @@ Wikipedia: the goal is a loss on C4, not on the mix). Greedy samples continue a 
 the training stream. Writes ``<checkpoint>/eval.json`` and, when the run folder has a
 ``metrics.jsonl``, redraws ``<run>/loss_curve.png``. Defaults for data_dir, eval_tokens, seed
 and seq_len come from the checkpoint's config.yaml.
+
+With ``--tasks`` it also writes the report card (trainer/report_card.py, docs/report-card.md): the
+checkpoint is exported to ``<checkpoint>_hf`` (trainer/export.py), lm-evaluation-harness scores
+those tasks on it (trainer/lm_eval_tasks.py: the hub's data, or ``--task_data``'s local copies),
+and ``<run>/report.json`` and ``<run>/report.md`` set the scores beside published baselines.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from trainer.cli_args import add_checkpoint_args
 from trainer.bits_per_byte import bits_per_byte, count_bytes, starts_with_space, token_byte_lengths
 from trainer.precision import autocast, autocast_dtype, pick_device
 from runcontract.errors import UserError, cli_main
-from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, EVAL_FILE, LOSS_CURVE_FILE, METRICS_FILE
+from runcontract.run_folder import CHECKPOINTS_DIR, CONFIG_FILE, EVAL_FILE, LOSS_CURVE_FILE, METRICS_FILE, REPORT_JSON, REPORT_MD
 from trainer.prepared_files import open_tokens, read_data_meta, token_count
 from trainer.tokenizer import RUN_TOKENIZER_FIX, load_tokenizer
 
@@ -192,6 +198,36 @@ def redraw_loss_curve(run_dir: Path) -> Optional[Path]:
         return None
 
 
+def run_report_card(checkpoint: str | Path, tokenizer_model: str | Path, eval_result: dict, tasks, task_data: Optional[str | Path] = None,
+                    num_fewshot: Optional[int] = None, limit: Optional[int] = None, batch_size: int = 1, device: str = "cpu",
+                    hf_dir: Optional[str | Path] = None):
+    """Export the checkpoint, run lm-eval's ``tasks`` on it and write report.json/report.md in its
+    run folder; returns the ReportFile."""
+    import tempfile
+
+    from trainer.checkpoint import resolve_checkpoint_path
+    from trainer.export import export_checkpoint
+    from trainer.lm_eval_tasks import parse_tasks, run_tasks, stock_task_yaml, write_local_task_configs
+    from trainer.report_card import build_report, write_report
+
+    names = parse_tasks(tasks)
+    if not names:
+        raise UserError("--tasks is empty; name lm-eval tasks, e.g. --tasks hellaswag,arc_easy,piqa,lambada_openai,wikitext.")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}.")
+    for name in names:  # an unknown name fails here, before the export and lm-eval's own traceback
+        stock_task_yaml(name)
+    checkpoint = resolve_checkpoint_path(checkpoint)
+    hf_dir = export_checkpoint(checkpoint, tokenizer_model, Path(hf_dir) if hf_dir else Path(str(checkpoint) + "_hf"))
+    with tempfile.TemporaryDirectory(prefix="llmbox-lm-eval-tasks-") as tmp:
+        include = write_local_task_configs(task_data, names, tmp) if task_data else None
+        lm_results = run_tasks(hf_dir, names, include, num_fewshot, limit, batch_size, str(device))
+    report = build_report(checkpoint, eval_result, lm_results, hf_dir, str(task_data) if task_data else None, limit)
+    json_path, md_path = write_report(run_folder_of(checkpoint), report)
+    log.info("report card: %s and %s", json_path, md_path)
+    return report
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.eval", description="Validation loss, perplexity, bits per byte and samples of a checkpoint.")
     add_checkpoint_args(parser)
@@ -203,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", dest="prompts", action="append", default=None, help="prompt to sample from (repeatable; default: a few built-in ones)")
     parser.add_argument("--max_new_tokens", type=int, default=48, help="tokens generated per sample")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu")
+    report = parser.add_argument_group("report card (lm-evaluation-harness; the eval extra)")
+    report.add_argument("--tasks", default=None, help="comma-separated lm-eval tasks, e.g. hellaswag,arc_easy,piqa,lambada_openai,wikitext: "
+                        "exports the checkpoint and writes <run>/report.json and report.md")
+    report.add_argument("--task_data", default=None, help="folder with local task data, <task>/<split>.jsonl in the hub dataset's schema "
+                        "(default: lm-eval's hub datasets)")
+    report.add_argument("--num_fewshot", type=int, default=None, help="shots per task (default: each task's own, 0 for the shipped ones)")
+    report.add_argument("--limit", type=int, default=None, help="score only the first N documents of each task (a smoke test)")
+    report.add_argument("--lm_eval_batch_size", type=int, default=1, help="lm-eval batch size")
+    report.add_argument("--hf_dir", default=None, help="where the export goes (default: <checkpoint>_hf)")
     return parser
 
 
@@ -223,6 +268,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     for item in result["samples"]:
         print(f"  {item['prompt']!r} -> {item['completion']!r}")
     print(f"wrote {Path(result['checkpoint']) / EVAL_FILE}")
+    if args.tasks:
+        report = run_report_card(result["checkpoint"], args.tokenizer_model, result, args.tasks, args.task_data, args.num_fewshot,
+                                 args.limit, args.lm_eval_batch_size, str(pick_device(args.device)), args.hf_dir)
+        for row in report.tasks:
+            print(f"  {row.task} {row.metric} ({row.num_fewshot}-shot): {row.value:.4f}")
+        print(f"wrote {run_folder_of(Path(result['checkpoint'])) / REPORT_JSON} and {REPORT_MD}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from runcontract.errors import UserError
 from runcontract.run_files import MetricsRecord, StatusFile, metrics_line
 from runcontract.run_folder import ENDED_STATES, FINISHED, LOSS_CURVE_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, TRAIN_LOG
 
@@ -72,6 +73,19 @@ class RunLog:
             return
         self.phase_name = name
         self._write_status(progress)
+
+    def end_before_training(self, state: str, progress: str) -> None:
+        """End a run that never got to train (a refused resume): status.json keeps the figures the
+        last run left there, with this ended state and ``progress`` saying why."""
+        if not self.enabled:
+            return
+        try:
+            previous = StatusFile.read(self.run_dir / STATUS_FILE).to_json()
+        except UserError:
+            previous = {}
+        self.phase_name = state
+        StatusFile(**{**previous, "state": state, "phase": state, "progress": progress, "updated": time.time(),
+                      "pid": os.getpid()}).write(self.run_dir / STATUS_FILE)
 
     def _write_status(self, progress: Optional[str]) -> None:
         StatusFile(state=getattr(self, "_state", "running"), phase=self.phase_name, progress=progress,

@@ -1,5 +1,5 @@
 """Device and numeric-precision helpers: which device, its name, which autocast to use, and
-the peak FLOPs for MFU (the table itself is trainer/gpu_specs.py).
+the peak FLOPs for MFU (the table itself is runcontract/gpu_specs.py).
 
 bf16 autocast on CUDA (when the GPU supports it), plain fp32 on CPU.
 """
@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from runcontract.errors import UserError
-from trainer.gpu_specs import peak_bf16_flops
+from runcontract.gpu_specs import peak_bf16_flops
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for a TrainConfig.precision on ``device``; None means plain fp32."""

@@ -110,11 +110,11 @@ def _cache_path(files: list[Path], root: Path) -> Path:
 
 def _build_cache(files: list[Path], cache: Path) -> None:
     """Extract every file once (in parallel: parsing ~1800 files takes ~10 s on one core)."""
-    from tqdm import tqdm
+    from trainer.progress import progress_bar
 
     workers = max(1, min(8, os.cpu_count() or 1))
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        docs = list(tqdm(pool.imap(file_document, files, chunksize=16), total=len(files), desc="python_stdlib corpus", unit="file"))
+    with multiprocessing.get_context("spawn").Pool(workers) as pool, progress_bar(len(files), "python_stdlib corpus", unit="file") as bar:
+        docs = list(bar.wrap(pool.imap(file_document, files, chunksize=16)))
     atomic_write_text(cache, "".join(json.dumps(doc) + "\n" for doc in docs))
 
 

@@ -96,12 +96,11 @@ def _sample_lines(text: str) -> Iterable[str]:
 
 def write_sample(data_config: DataMixConfig, path: Path, sample_bytes: int) -> list[dict]:
     """Write the training sample to ``path``; return per-source documents and bytes."""
-    from tqdm import tqdm
-
     from trainer.mix import sample_train_texts
+    from trainer.progress import progress_bar
 
     stats = [{"name": s.name, "type": s.type, "path": s.path, "config": s.config, "weight": s.weight, "documents": 0, "bytes": 0} for s in data_config.sources]
-    with open(path, "w", encoding="utf-8") as out, tqdm(total=sample_bytes, unit="B", unit_scale=True, desc="tokenizer sample") as bar:
+    with open(path, "w", encoding="utf-8") as out, progress_bar(sample_bytes, "tokenizer sample", unit="B", unit_scale=True) as bar:
         for index, text in sample_train_texts(data_config, sample_bytes):
             size = len(text.encode("utf-8"))
             stats[index]["documents"] += 1

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from runcontract.manifest import ManifestError, read_manifest, verify_manifest
 from runcontract.budget import spent as budget_spent
 from runcontract.run_files import EvalMetrics, Throughput, TrainMetrics
 from runcontract.run_folder import (
-    CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
+    CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, REPORT_JSON, REPORT_MD, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
     recency, step_dir_name, step_of_dir,
 )
 from trainer.metrics_log import RunLog, train_line
@@ -145,6 +145,26 @@ def check_same_model(folder: Path, model_cfg: ModelConfig) -> None:
     if saved.to_dict() != model_cfg.to_dict():
         diffs = [f"{k}: checkpoint {v!r}, config {model_cfg.to_dict()[k]!r}" for k, v in saved.to_dict().items() if model_cfg.to_dict()[k] != v]
         raise ckpt.CheckpointError(f"{folder} was written for another model shape ({'; '.join(diffs)}). Resume with the model config it was trained with, or use a new train.run_name.")
+
+
+def refuse_resume(run_dir: Path, error: UserError, is_main: bool) -> NoReturn:
+    """A resume the trainer will not do ends the run "failed", progress "resume refused: <why>", in
+    status.json (keeping the last run's figures) and train.log as well as on stderr, so that
+    `launcher status` and `launcher run` show it. Another trainer using the folder keeps its status."""
+    refused = type(error)(f"resume refused: {error}")
+    if is_main and (run_dir / STATUS_FILE).is_file():
+        try:
+            lock = lock_run_dir(run_dir)
+        except UserError:
+            raise refused from None
+        log = RunLog(run_dir)
+        try:
+            log.error(str(refused))
+            log.end_before_training(FAILED, str(refused))
+        finally:
+            log.close()
+            lock.close()
+    raise refused from None
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -256,9 +276,12 @@ def prepare(accelerator, model_cfg: ModelConfig, train_cfg: TrainConfig, options
     if options.smoke and not (data_dir / "train.bin").is_file():
         share_main_result(accelerator, lambda: build_smoke_data(model_cfg, train_cfg, data_dir))
     data_facts = check_data(data_dir, model_cfg.vocab_size, train_cfg.seq_len)
-    resume_from = find_resume_point(run_dir, options.resume)
-    if resume_from is not None:
-        check_same_model(resume_from, model_cfg)
+    try:
+        resume_from = find_resume_point(run_dir, options.resume)
+        if resume_from is not None:
+            check_same_model(resume_from, model_cfg)
+    except UserError as exc:
+        refuse_resume(run_dir, exc, is_main)
     lock = lock_run_dir(run_dir) if is_main else None
 
     log = RunLog(run_dir, enabled=is_main)
@@ -271,7 +294,13 @@ def prepare(accelerator, model_cfg: ModelConfig, train_cfg: TrainConfig, options
         saved = ckpt.load_training_state(resume_from)
         current = {"sampling": train_cfg.sampling, "seed": train_cfg.seed, "seq_len": train_cfg.seq_len,
                    "train_tokens": data_facts["train_tokens"], "train_sha256": train_sha256}
-        kept_micro, kept_accum = keep_stream(saved.data_state, current, micro_batch, world, saved.step, log.log)
+        try:
+            kept_micro, kept_accum = keep_stream(saved.data_state, current, micro_batch, world, saved.step, log.log)
+        except UserError as exc:
+            log.close()
+            if lock is not None:
+                lock.close()
+            refuse_resume(run_dir, exc, is_main)
         if kept_accum:
             train_cfg.micro_batch_size = kept_micro
             kept_tokens = kept_micro * kept_accum * world * train_cfg.seq_len
@@ -569,9 +598,31 @@ def finish(loop: Fit, final_state: str) -> None:
         atomic_write_text(run.run_dir / RANKS_FILE, json.dumps({"world_size": run.world, "ranks": ranks}, indent=2) + "\n")
         if len({r["weights_sha256"] for r in ranks}) > 1:
             log.log("warning: the ranks' weights differ at the end; data-parallel training went out of sync")
+    if run.is_main and final_state == FINISHED and run.train_cfg.eval.tasks:
+        write_report_card(loop)  # before the ended status: the agent's last sync must find report.json/report.md
     loop.status(final_state)
     log.log(f"{final_state} at step {loop.step}/{run.plan.max_steps}: {loop.tokens_seen:,} tokens, loss {loop.last_loss}, val loss {loop.last_val}, "
             f"{loop.elapsed() / 3600:.2f} h, ${loop.spent():.2f}")
+
+
+def write_report_card(loop: Fit) -> None:
+    """train.eval.tasks: score final/ with lm-eval (trainer.eval --tasks) into report.json/report.md.
+    The model is already saved, so a failure here is logged, never the run's failure."""
+    from trainer.eval import evaluate_checkpoint, run_report_card
+
+    run, log, cfg = loop.run, loop.run.log, loop.run.train_cfg
+    final = run.run_dir / FINAL_DIR
+    log.phase("eval", f"report card: lm-eval {', '.join(cfg.eval.tasks)}")
+    try:
+        if not cfg.tokenizer_model:
+            raise UserError("the report card exports the model with its tokenizer: set train.tokenizer_model.")
+        scored = evaluate_checkpoint(final, cfg.tokenizer_model, device=run.device)
+        report = run_report_card(final, cfg.tokenizer_model, scored, cfg.eval.tasks, cfg.eval.task_data, cfg.eval.num_fewshot,
+                                 cfg.eval.limit, cfg.eval.batch_size, str(run.device))
+        log.log(f"report card: {len(report.tasks)} scores in {run.run_dir / REPORT_JSON} and {REPORT_MD}")
+    except Exception as exc:  # noqa: BLE001 - the run's model is whole; say what went wrong and finish
+        log.log(f"warning: report card not written: {exc}. Write it later with: python -m trainer.eval --checkpoint {final} "
+                f"--tokenizer_model {cfg.tokenizer_model} --tasks {','.join(cfg.eval.tasks)}")
 
 
 # -- command line -------------------------------------------------------------------------------

@@ -3,8 +3,11 @@
 For a rented box the instance is terminated through the provider recorded with it in
 .launcher/state.json (never the one the current config happens to name: a config whose box
 kind or API differs from the record is refused, naming both), and "billing stopped" is
-printed and the local state cleared only after that provider confirms it is gone. For an
-SSH box you own, the session and the secrets file are removed from it and the box itself is
+printed and the local state cleared only after that provider confirms it is gone. An
+unconfirmed rental (a create whose answer was lost, recorded by name without an id) is
+looked for by that name first: found, it is terminated like any other; not found, the
+record stays and the error gives the provider's command to check, unless
+``--forget-unconfirmed`` says the user has checked. For an SSH box you own, the session and the secrets file are removed from it and the box itself is
 left running.
 """
 from __future__ import annotations
@@ -20,15 +23,18 @@ from launcher.commands.stop import at_step, stop_training
 from launcher.config import RENTED_KINDS
 from launcher.console import make_console
 from launcher.secrets import secrets_path
-from launcher.state import box_for_command, clear_state, load_command_context, run_name
+from launcher.state import box_for_command, clear_state, load_command_context, run_name, update_state
 from runcontract.detached import session_name
+from runcontract.errors import UserError
 from runcontract.run_folder import ENDED_STATES
 
 
 @click.command("down")
 @click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one).")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for training to stop with a checkpoint.")
-def command(config_path: Optional[str], timeout: float) -> None:
+@click.option("--forget-unconfirmed", is_flag=True,
+              help="Drop an unconfirmed rental's record when one more look does not find it (after you checked the provider yourself).")
+def command(config_path: Optional[str], timeout: float, forget_unconfirmed: bool) -> None:
     """Stop the run, release the box (a rented one stops billing) and forget it."""
     root = Path.cwd()
     config, _, state = load_command_context(root, config_path, teardown=True)
@@ -38,10 +44,38 @@ def command(config_path: Optional[str], timeout: float) -> None:
         clear_state(root)
         console.print("nothing to take down: no box is recorded for this project.")
         return
+    import launcher.providers as providers
+
+    if providers.is_unconfirmed(instance):
+        instance = _reconcile(instance, config, root, console, forget_unconfirmed)
+        if instance is None:
+            return
+        state = {**state, "instance": instance}
     name = run_name(config, state)
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
-    box = box_for_command(config, state, root)
     account: list[str] = []  # what down did, in order, printed once at the end
+    rented = bool(instance) and instance.get("provider") in RENTED_KINDS
+    if rented and not state.get("box") and not instance.get("ssh_host"):  # e.g. found after a lost create
+        account.append("it never had an SSH address, so nothing ran on it")
+        box = None
+    else:
+        box = box_for_command(config, state, root)
+        _release_box(box, state, name, multiplexer, console, timeout, account)
+    if rented:
+        provider_name = providers.PROVIDER_NAMES[instance["provider"]]
+        console.print(f"terminating {provider_name} instance {instance['id']} (through {instance.get('api_base') or 'its default API'}) ...")
+        providers.terminate_recorded(instance, config)  # raises with the manual command if it cannot confirm
+        account.append(f"{provider_name} confirmed instance {instance['id']} is gone: billing stopped")
+    elif box is not None and box.kind == "local":
+        account.append("this machine needs no releasing")
+    else:
+        account.append(f"{box.label} itself keeps running (it is yours)")
+    clear_state(root)
+    console.print(f"down: {'; '.join(account)}; local state cleared.", highlight=False)
+
+
+def _release_box(box, state: dict, name: str, multiplexer: str, console, timeout: float, account: list[str]) -> None:
+    """Stop the run and remove the secrets file on the box, saying what happened in ``account``."""
     try:
         if state.get("run"):
             data = stop_training(box, name, multiplexer, console, timeout)
@@ -58,19 +92,24 @@ def command(config_path: Optional[str], timeout: float) -> None:
                        "not removed")
     finally:
         box.close()
-    if instance and instance.get("provider") in RENTED_KINDS:
-        import launcher.providers as providers
 
-        provider_name = providers.PROVIDER_NAMES[instance["provider"]]
-        console.print(f"terminating {provider_name} instance {instance['id']} (through {instance.get('api_base') or 'its default API'}) ...")
-        providers.terminate_recorded(instance, config)  # raises with the manual command if it cannot confirm
-        account.append(f"{provider_name} confirmed instance {instance['id']} is gone: billing stopped")
-    elif box.kind == "local":
-        account.append("this machine needs no releasing")
-    else:
-        account.append(f"{box.label} itself keeps running (it is yours)")
+
+def _reconcile(record: dict, config, root: Path, console, forget: bool) -> Optional[dict]:
+    """The instance an unconfirmed record turned out to be (recorded at once), or None when it
+    was forgotten unfound; UserError (record kept) when it is not found and not to be forgotten."""
+    import launcher.providers as providers
+
+    try:
+        return providers.reconcile_unconfirmed(record, config, console, window_s=0 if forget else None,
+                                               on_found=lambda found: update_state(root, instance=found))
+    except UserError:
+        if not forget:
+            raise
     clear_state(root)
-    console.print(f"down: {'; '.join(account)}; local state cleared.", highlight=False)
+    console.print(f"down: one more look did not find {providers.recorded_what(record)}, and you have checked it with "
+                  f"{providers.manual_terminate_command(record)}: record forgotten, nothing was terminated; local state "
+                  "cleared.", highlight=False)
+    return None
 
 
 def _run_account(name: str, data: dict) -> str:

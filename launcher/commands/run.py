@@ -23,7 +23,8 @@ from runcontract.errors import ConfigError, UserError
 
 
 def validate_run(config: LauncherConfig, config_path: Optional[str], root: Path) -> None:
-    """Checks that need no box: the tokenizer's vocabulary fits the model; the store is reachable."""
+    """Checks that need no box: the config files exist, the tokenizer's vocabulary fits the model, a box that is
+    not this machine is not given a folder on it as its store. (Whether the store works is probed before the stages.)"""
     source = config_path or "the embedded default config"
     run = config.run
     for rel in (run.model_config_path, run.train_config_path, run.data_config_path):
@@ -57,7 +58,10 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
     config, config_path, state = load_command_context(root, config_path, overrides)
     validate_run(config, config_path, root)
     console = make_console()
-    instance = state.get("instance") if config.box.kind in RENTED_KINDS else None
+    recorded = state.get("instance") or {}
+    # a rented box, or an SSH host the plan chose (recorded with its $/h): kept in the state for later commands
+    keep = config.box.kind in RENTED_KINDS or recorded.get("provider") == "static"
+    instance = (recorded or None) if keep else None
     if config.box.kind in RENTED_KINDS and not instance:
         raise UserError(f"no {config.box.kind} box is recorded for this project; rent one with "
                         f"`launcher up{' --config ' + config_path if config_path else ''}` first.")
@@ -87,6 +91,12 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
         if complete:  # before anything is written: the state, status.json and train.log stay as they are
             console.print(complete, highlight=False)
             return
+        from launcher.store import open_store
+        from launcher.store_probe import probe_store
+
+        store = open_store(config.storage, root)
+        probe_store(store, ctx.run_name, "this machine")  # before anything runs: a dead store is an error, not a run that stores nothing
+        console.print(f"store {store.describe(ctx.run_name)}: write, read-back and delete work from this machine", highlight=False)
         update_state(root, config_path=config_path, box=spec, instance=instance,
                      run={"name": ctx.run_name, "tmux_session": ctx.session, "multiplexer": ctx.multiplexer,
                           "started_at": None})

@@ -3,7 +3,8 @@
 Reads runs/NAME/status.json and cost.json on the box (written by the launcher's stages and the
 trainer) and asks tmux whether the session is alive: status.json saying "running" with no session
 left is reported as "failed (process gone)". When the box cannot be reached, the stored copy is
-read instead. ``--json`` prints one object whose fields and types are STATUS_FIELDS, documented
+read instead. An unconfirmed rental (a create whose answer was lost) is looked for by name
+first: found, it is recorded and shown; not found, the error says how to check. ``--json`` prints one object whose fields and types are STATUS_FIELDS, documented
 in docs/status-json.md.
 """
 from __future__ import annotations
@@ -15,17 +16,21 @@ from typing import Optional, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from launcher import detached_session
 from launcher.box import Box, BoxUnreachable, ConnectionLost
 from launcher.config import RENTED_KINDS
 from launcher.console import make_console
-from launcher.state import box_for_command, load_command_context, run_name
+from launcher.state import box_for_command, load_command_context, run_name, update_state
 from runcontract.detached import session_name
 from runcontract.errors import UserError
-from runcontract.run_files import CostFile, RunFile, StatusFile
-from runcontract.run_folder import COST_FILE, FAILED, FINISHED, STATUS_FILE, STOPPED, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG, run_rel
+from runcontract.run_files import CostFile, RunFile, StatusFile, StoreHealth
+from runcontract.run_folder import (
+    COST_FILE, FAILED, FINISHED, REPORT_JSON, REPORT_MD, STATUS_FILE, STOPPED, STORE_HEALTH_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING,
+    TRAINER_STDERR_LOG, run_rel,
+)
 
 # `launcher status --json`: every field, its JSON type(s) and meaning (docs/status-json.md shows this table).
 STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -35,7 +40,7 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "source": (("string",), "\"box\", or \"store (<url>)\" when the box could not be reached"),
     "state": (("string",), "not started, starting, preparing, running, finished, failed, stopped, or failed (process gone); "
                            "\" (stored copy)\" is appended when read from the store"),
-    "phase": (("string", "null"), "what the run is doing: setup, restore, tokenizer, data, benchmark, cost, overfit-check, "
+    "phase": (("string", "null"), "what the run is doing: setup, restore, nccl_probe, tokenizer, data, benchmark, cost, overfit-check, "
                                   "training, eval, checkpoint, or the ended state (finished, failed, stopped); null before any"),
     "progress": (("string", "null"), "progress within the phase (\"12/25 steps, loss 3.1\") or the phase a failed run "
                                      "ended in (\"failed during overfit-check\")"),
@@ -45,6 +50,8 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "tokens_seen": (("integer", "null"), "training tokens consumed"),
     "loss": (("number", "null"), "training loss at the last logged step"),
     "val_loss": (("number", "null"), "validation loss at the last eval"),
+    "val_bpb": (("number", "null"), "validation bits per byte of the mix at the last eval"),
+    "val_sources": (("object",), "per data source at the last eval: {source: {\"loss\": .., \"bpb\": ..}} (C4 apart from Wikipedia); {} before any"),
     "tokens_per_sec": (("number", "null"), "training throughput over the last log interval"),
     "elapsed_s": (("number", "null"), "seconds of training (summed over resumes)"),
     "eta_s": (("number", "null"), "seconds left at the current speed, while running"),
@@ -56,6 +63,10 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "age_s": (("number", "null"), "seconds since status.json was last written"),
     "exit_code": (("integer", "null"), "the trainer's exit code once it has exited (0: success); null while it runs"),
     "stderr_tail": (("string", "null"), "the last lines the trainer wrote to stderr, when it failed or never started"),
+    "store_health": (("object", "null"), "the box agent's uploads (store_health.json): last_upload, waiting_files, waiting_checkpoints, "
+                                         "last_error, ended (then the waiting lists are what is not stored); null before the agent wrote it"),
+    "report": (("string", "null"), "where the report card (report.md, report.json) is, once written: the run folder on the box "
+                                   "or the store's copy; `launcher fetch-checkpoint` brings it; null before"),
 }
 F = TypeVar("F", bound=RunFile)
 _CASTS = {"integer": int, "number": float, "string": str, "boolean": bool}
@@ -66,6 +77,8 @@ def typed(summary: dict) -> dict:
     out = {}
     for name, (types, _) in STATUS_FIELDS.items():
         value = summary.get(name)
+        if value is None and "null" not in types:
+            value = {} if types[0] == "object" else value  # an object that is always present: empty until known
         if value is None or (types[0] == "object" and isinstance(value, dict)):
             out[name] = value
             continue
@@ -124,8 +137,10 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     if status is None or training_state(status, alive, exit_code).startswith(FAILED):
         err = box.get_file(f"{rd}/{TRAINER_STDERR_LOG}") or b""
         stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
+    health = _parse(StoreHealth, box.get_file(f"{rd}/{STORE_HEALTH_FILE}"), f"{rd}/{STORE_HEALTH_FILE}")
+    report = f"{rd}/{REPORT_MD} on the box" if box.get_file(f"{rd}/{REPORT_JSON}") is not None else None
     return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code,
-            "stderr_tail": stderr_tail, "source": "box"}
+            "stderr_tail": stderr_tail, "source": "box", "store_health": health, "report": report}
 
 
 def read_run_from_store(config, root: Path, name: str) -> dict:
@@ -134,7 +149,9 @@ def read_run_from_store(config, root: Path, name: str) -> dict:
     store = open_store(config.storage, root)
     return {"status": _parse(StatusFile, store.read_text(f"{name}/{STATUS_FILE}"), f"{name}/{STATUS_FILE}"),
             "cost": _parse(CostFile, store.read_text(f"{name}/{COST_FILE}"), f"{name}/{COST_FILE}"),
-            "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})"}
+            "store_health": _parse(StoreHealth, store.read_text(f"{name}/{STORE_HEALTH_FILE}"), f"{name}/{STORE_HEALTH_FILE}"),
+            "session_alive": False, "exit_code": None, "stderr_tail": "", "source": f"store ({config.storage.url})",
+            "report": f"{name}/{REPORT_MD} in the store" if store.read_bytes(f"{name}/{REPORT_JSON}") is not None else None}
 
 
 def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], rate: Optional[float]) -> dict:
@@ -173,6 +190,8 @@ def summarize(box_label: str, name: str, data: dict, instance: Optional[dict], r
         "age_s": (time.time() - status.updated) if status.updated else None,
         "exit_code": data.get("exit_code"),
         "stderr_tail": data.get("stderr_tail") or None,
+        "report": data.get("report"),
+        "store_health": health.to_json() if (health := data.get("store_health")) is not None else None,
     }
 
 
@@ -218,9 +237,29 @@ def render(summary: dict) -> Table:
     table.add_row("$ projected", _fmt(summary["cost_projected"], ".4f") + (f" (max {summary['max_cost']:.2f})" if summary.get("max_cost") else ""))
     if summary.get("age_s") is not None:
         table.add_row("updated", f"{summary['age_s']:.0f} s ago")
+    if summary.get("report"):
+        table.add_row("report card", summary["report"] + " (launcher fetch-checkpoint brings it)")
+    if summary.get("store_health"):
+        table.add_row("store", store_health_line(summary["store_health"]))
     if summary.get("stderr_tail"):
         table.add_row("last errors", summary["stderr_tail"])
     return table
+
+
+def store_health_line(health: dict) -> str:
+    """The agent's uploads in one line: when the last one worked, what waits and why (at the end: what is not stored)."""
+    last = health.get("last_upload")
+    parts = [f"last upload {time.time() - last:.0f} s ago" if last else "nothing uploaded yet"]
+    waiting = [*health.get("waiting_checkpoints", []), *health.get("waiting_files", [])]
+    if waiting:
+        listed = ", ".join(waiting[:6]) + (f" and {len(waiting) - 6} more" if len(waiting) > 6 else "")
+        parts.append(f"{'NOT stored' if health.get('ended') else 'waiting'}: {len(waiting)} ({listed})")
+    elif health.get("ended"):
+        parts.append("everything stored")
+    if health.get("last_error"):
+        parts.append(f"last error: {health['last_error'][:300]}")
+    text = "; ".join(parts)
+    return f"[red]{escape(text)}[/red]" if waiting and (health.get("ended") or health.get("last_error")) else escape(text)
 
 
 def collect(config, state: dict, root: Path, console: Optional[Console] = None) -> dict:
@@ -228,15 +267,25 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
     instance = state.get("instance")
     rate = config.budget.hourly_rate
     if instance and config.box.kind in RENTED_KINDS:
-        try:
-            import launcher.providers as providers
+        import launcher.providers as providers
 
+        if providers.is_unconfirmed(instance):  # one look by name: found, it is recorded; else the check command
+            instance = providers.reconcile_unconfirmed(instance, config, console, window_s=0,
+                                                       on_found=lambda found: update_state(root, instance=found))
+            state = {**state, "instance": instance}
+        recorded = instance
+        try:
             live = providers.describe(config, instance["id"])
             instance = live.to_dict() if live is not None else {**instance, "state": "gone"}
         except Exception as exc:  # the provider's API being down must not hide the run's status
             instance = {**instance, "state": f"unknown ({exc})"}
         if instance.get("hourly_price") is not None:
             rate = instance["hourly_price"]
+        if not state.get("box") and not recorded.get("ssh_host"):  # rented, never reachable: no run to read
+            price = f", ${instance['hourly_price']}/h" if instance.get("hourly_price") is not None else ""
+            raise UserError(f"{providers.recorded_what(recorded)} is {instance.get('state')}{price} and has no SSH address "
+                            "recorded yet, so no run is on it; while it exists it bills: `launcher up` uses it once it runs, "
+                            f"`launcher down` terminates it (or {providers.manual_terminate_command(recorded)})")
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
     box = box_for_command(config, state, root)
     try:

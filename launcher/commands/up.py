@@ -2,8 +2,9 @@
 
 Records the box in .launcher/state.json before anything slow (a rented box is recorded the
 moment the provider acknowledges it), so `launcher down` can always find it. A recorded
-rental is never replaced by a new one: a config for another provider is refused, and an
-instance that still exists but is not reachable is reported, not forgotten.
+rental is never replaced by a new one: a config for another provider is refused, an
+instance that still exists but is not reachable is reported, not forgotten, and an
+unconfirmed create (its answer lost) is looked for by name before anything is rented.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def provision_instance(config, root: Path, config_path: Optional[str], console: 
 
     recorded = load_state(root).get("instance")  # bring_up checked that it matches the config
     if recorded and recorded.get("provider") == config.box.kind:
+        if providers.is_unconfirmed(recorded):  # never a second box over a create that may have made one
+            recorded = providers.reconcile_unconfirmed(recorded, config, console,
+                                                       on_found=lambda found: update_state(root, instance=found))
         current = providers.describe(config, recorded["id"])
         if current is not None and current.ssh_ready:
             console.print(f"reusing {config.box.kind} instance {current.id} ({current.gpu_name}, ${current.hourly_price}/h)")
@@ -87,11 +91,18 @@ def info_table(box: Box, info) -> Table:
 
 
 def bring_up(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool = False,
-             bootstrap_box: bool = True) -> Box:
+             bootstrap_box: bool = True, offer_id: Optional[str] = None) -> Box:
     from launcher.stages import bootstrap
 
     check_config_matches_record(config, config_path, load_state(root))  # a recorded rental is never overwritten
     instance = None
+    if config.box.kind == "plan":
+        from launcher.plan.rent import choose_and_rent
+
+        config, instance = choose_and_rent(config, config_path, root, console, assume_yes, offer_id)
+    elif offer_id is not None:
+        raise UserError(f"--offer picks among the plan's offers, and this config's box is kind {config.box.kind}: use "
+                        "box.kind: plan with candidates (see `launcher plan`)")
     if config.box.kind in RENTED_KINDS:
         instance = provision_instance(config, root, config_path, console, assume_yes)
     spec = box_spec(config, root, instance)
@@ -134,13 +145,14 @@ def bring_up(config, config_path: Optional[str], root: Path, console: Console, a
 @click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one, else configs/quickstart.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a launcher config key (box., run., storage., budget., agent.).")
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Rent without asking for confirmation.")
-def command(config_path: Optional[str], overrides: tuple[str, ...], assume_yes: bool) -> None:
-    """Connect to the box (or rent one), check it and bootstrap its Python environment."""
+@click.option("--offer", "offer_id", default=None, metavar="ID", help="box.kind plan: rent this offer of `launcher plan` instead of the cheapest run within budget.")
+def command(config_path: Optional[str], overrides: tuple[str, ...], assume_yes: bool, offer_id: Optional[str]) -> None:
+    """Connect to the box (or rent one: with box.kind plan, the plan's cheapest run within budget), check it and bootstrap it."""
     root = Path.cwd()
     config_path = config_path or load_state(root).get("config_path")
     config = load_launcher_config(config_path, overrides)
     console = Console()
-    box = bring_up(config, config_path, root, console, assume_yes)
+    box = bring_up(config, config_path, root, console, assume_yes, offer_id=offer_id)
     box.close()
     hint = f" --config {config_path}" if config_path else ""
     console.print(f"[green]box ready[/green]: {box.label}. Next: `launcher run{hint}`")

@@ -10,12 +10,14 @@ The commands use the names re-exported here.
 """
 from launcher.providers.base import Instance, Offer, Provider, ProviderError, ProvisionError, TransientProviderError
 from launcher.providers.provisioning import (
-    describe, provision, read_public_key, record_mismatch, terminate_by_id, terminate_recorded,
+    describe, is_unconfirmed, provision, read_public_key, reconcile_unconfirmed, record_mismatch, terminate_by_id,
+    terminate_recorded,
 )
-from launcher.providers.registry import PROVIDER_NAMES, make_provider, manual_terminate_command
+from launcher.providers.registry import PROVIDER_NAMES, make_provider, manual_terminate_command, recorded_what
 
 __all__ = [
     "Instance", "Offer", "Provider", "ProviderError", "ProvisionError", "TransientProviderError",
     "provision", "describe", "record_mismatch", "terminate_recorded", "terminate_by_id", "make_provider",
-    "read_public_key", "PROVIDER_NAMES", "manual_terminate_command",
+    "read_public_key", "PROVIDER_NAMES", "manual_terminate_command", "is_unconfirmed", "reconcile_unconfirmed",
+    "recorded_what",
 ]

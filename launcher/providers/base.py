@@ -20,6 +20,9 @@ STARTING = "starting"
 STOPPED = "stopped"
 TERMINATED = "terminated"
 UNKNOWN = "unknown"
+# A create whose answer was lost and whose instance no list has shown yet: the record keeps
+# the name (label) it was created with, no id; it may exist and bill (provisioning.py).
+UNCONFIRMED = "unconfirmed"
 
 
 @dataclass
@@ -36,6 +39,14 @@ class Offer:
     disk_gb: Optional[float] = None
     note: str = ""                   # e.g. "spot", "stock: HIGH"
     cloud: Optional[str] = None      # RunPod: SECURE or COMMUNITY, always explicit when renting
+    gpu_memory_gb: Optional[float] = None   # per GPU, GiB (Vast: gpu_ram MB / 1024; RunPod: the catalog's memory)
+    storage_per_hour: float = 0.0    # $/h of disk and volume billed on top of hourly_price (RunPod); Vast's price has it inside
+    host: Optional[str] = None       # the physical machine, where the provider says (Vast: machine_id), for avoiding slow hosts
+
+    @property
+    def billed_per_hour(self) -> Optional[float]:
+        """$/h as billed: the machine with its disk and storage."""
+        return None if self.hourly_price is None else self.hourly_price + self.storage_per_hour
 
 
 @dataclass
@@ -55,6 +66,7 @@ class Instance:
     raw_state: Optional[str] = field(default=None, compare=False)
     name: Optional[str] = None             # the unique name/label the launcher gave it (recovery looks it up)
     api_base: Optional[str] = None         # the API it was rented through: teardown goes there, whatever the config says
+    created_at: Optional[float] = None     # Unix time the create was sent (an unconfirmed record's only clock)
 
     @property
     def ssh_ready(self) -> bool:

@@ -1,7 +1,9 @@
 """The money-safe flow around a provider: rent, record, wait, check the price, recover, terminate.
 
     provision(config, console, assume_yes, on_created)  -> Instance   (``launcher up``)
+    rent_offer(config, provider, offer, ...)            -> Instance   (``launcher up`` renting the plan's pick)
     describe(config, instance_id)                       -> Instance | None  (``launcher status``)
+    reconcile_unconfirmed(record, config, console)      -> dict  (``up``, ``status``, ``down`` on an unconfirmed record)
     record_mismatch(config, record)                     -> str | None  (every command, via state)
     terminate_recorded(record, config)                                    (``launcher down``, a failed ``up``)
     terminate_by_id(kind, instance_id, api_base)                          (the on-box agent)
@@ -13,10 +15,18 @@ Money rules, all enforced here rather than in the thin clients:
   so the caller records the instance in local state: no code path leaves a paid instance
   unknown to the launcher. Every create carries a unique name (``llm-box-<run>-<6 hex>``,
   RunPod's pod name, Vast's label). A create that may have made something without saying
-  so (5xx, 408, timeout, dropped connection, Ctrl-C) is followed by a lookup by that name:
-  what is found is recorded and terminated; when the lookup fails, the error gives the name
-  and the provider's exact command to find and stop it. A create that failed but named its
-  instance (Vast ``success: false`` with ``new_contract``) is recorded and destroyed.
+  so (5xx, 408, timeout, dropped connection, Ctrl-C) is recorded at once as UNCONFIRMED
+  (provider, API, name, time of the create; no id), then looked up by that name for
+  ``box.lost_create_search_s`` with backoff, since instance lists lag the creates: what is
+  found is recorded and terminated. Absence is never concluded from a list: neither provider
+  can prove that a name was never used (a list that lacks it may only be behind), so when the
+  search ends without it the record stays unconfirmed and the error says "could not confirm
+  whether an instance was created: check <the provider's command>; `launcher down` looks
+  again". ``launcher up``, ``status`` and ``down`` look by the name again before anything
+  else (``reconcile_unconfirmed``); ``up`` never rents a second box over such a record, and
+  only ``launcher down --forget-unconfirmed`` (the user has checked) drops it unfound.
+  A create that failed but named its instance (Vast ``success: false`` with
+  ``new_contract``) is recorded and destroyed.
 - One teardown rule: an instance is terminated through the provider (kind and API base)
   recorded with it in ``.launcher/state.json``, never through whatever the current config
   names; a config whose box kind or API differs from the record is an error naming both.
@@ -37,6 +47,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -44,19 +55,19 @@ from rich.console import Console
 
 from launcher.config import RENTED_KINDS, LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.base import (
-    STOPPED, TERMINATED, CreatedButFailed, Instance, Provider, ProviderError, ProvisionError,
+    STOPPED, TERMINATED, UNCONFIRMED, CreatedButFailed, Instance, Offer, Provider, ProviderError, ProvisionError,
     TransientProviderError,
 )
 from launcher.providers.offer_view import cloud_choice, money, offers_table, projection_lines
 from launcher.providers.registry import (
     KIND_OF_PROVIDER, PROVIDER_NAMES, make_provider, manual_terminate_command, provider_config, recorded_provider_config,
-    rented_provider,
+    recorded_what, rented_provider,
 )
 from launcher.providers.static import static_instance
 from runcontract.errors import UserError
 
-# lookups by name after a create whose outcome is unknown (the provider may list it late)
-FIND_ATTEMPTS = 3
+# the longest wait between two looks for a lost create (the first is poll_interval_s, then doubling)
+SEARCH_MAX_WAIT_S = 60.0
 
 
 def record_mismatch(config: LauncherConfig, record: Optional[dict], config_label: str = "the config",
@@ -68,8 +79,11 @@ def record_mismatch(config: LauncherConfig, record: Optional[dict], config_label
     """
     if not record or not record.get("provider"):
         return None
+    from launcher.plan.candidates import resolve_for_record
+
+    config = resolve_for_record(config, record)  # a candidates config takes the recorded box's kind
     recorded_kind = KIND_OF_PROVIDER.get(record["provider"], record["provider"])
-    what = f"{PROVIDER_NAMES.get(record['provider'], record['provider'])} instance {record.get('id')}"
+    what = recorded_what(record)
     remedy = ("Use the config it was rented with (`launcher down` without --config uses the recorded one)"
               + (f", or stop it yourself with {manual_terminate_command(record)}" if recorded_kind in RENTED_KINDS else "")
               if teardown else
@@ -226,25 +240,38 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
                   f"{offer.location or 'location chosen by the provider'}{cloud_choice(offers, offer)}")
     for line in projection_lines(config, offer.hourly_price):
         console.print(line)
+    return rent_offer(config, provider, offer, public_key, console, assume_yes, record)
+
+
+def rent_offer(config: LauncherConfig, provider: Provider, offer: Offer, public_key: str, console: Console,
+               assume_yes: bool, record: Callable[[Instance], None]) -> Instance:
+    """Confirm, rent ``offer`` (recorded through ``record`` the moment it exists), wait for SSH, check the live
+    price; whatever fails after the create terminates the instance (``provision``'s rules). ``config.box.kind``
+    names the provider and its settings (``launcher up`` with candidates passes the chosen candidate's)."""
+    kind = config.box.kind
+    pcfg = provider_config(config)
     console.print("Charges run from now until `launcher down` (or the agent's budget/idle shutdown).")
     _confirm(console, f"Rent this {PROVIDER_NAMES[kind]} machine?", assume_yes)
 
     name = unique_name(config)
+    created_at = time.time()
     try:
         instance = provider.create(offer, public_key, name)
     except CreatedButFailed as err:  # it exists and bills although the create "failed"
-        orphan = Instance(id=err.instance_id, provider=kind, ssh_user=pcfg.ssh_user, name=name, api_base=pcfg.api_base)
+        orphan = Instance(id=err.instance_id, provider=kind, ssh_user=pcfg.ssh_user, name=name, api_base=pcfg.api_base,
+                          created_at=created_at)
         record(orphan)
         _abandon(provider, kind, err.instance_id, pcfg, console, str(err), err)
         raise  # unreachable: _abandon always raises
     except ProviderError as err:
         if not err.may_have_created:
             raise
-        _recover_unknown_create(provider, kind, name, pcfg, console, record, str(err), err)
+        _recover_unknown_create(provider, kind, name, created_at, config, console, record, str(err), err)
         raise  # unreachable
     except KeyboardInterrupt as err:
-        _recover_unknown_create(provider, kind, name, pcfg, console, record, "interrupted during the create", err)
+        _recover_unknown_create(provider, kind, name, created_at, config, console, record, "interrupted during the create", err)
         raise  # unreachable
+    instance.created_at = created_at
     instance.ssh_user = pcfg.ssh_user
     instance.name = instance.name or name
     instance.api_base = pcfg.api_base
@@ -286,39 +313,86 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
         raise  # unreachable: _abandon always raises
 
 
-def _recover_unknown_create(provider: Provider, kind: str, name: str, pcfg: RunpodConfig | VastaiConfig,
-                            console: Console, record: Callable[[Instance], None], reason: str,
-                            cause: BaseException) -> None:
-    """The create may have made an instance without saying so: find it by name, record it, terminate it."""
-    label = PROVIDER_NAMES[kind]
-    console.print(f"[yellow]{reason}[/yellow]: the {label} rental may exist anyway; looking for instances named {name}")
+def is_unconfirmed(record: Optional[dict]) -> bool:
+    """Whether a recorded instance is a create whose answer was lost and that no list showed yet."""
+    return bool(record) and record.get("state") == UNCONFIRMED and not record.get("id")
+
+
+def unconfirmed_message(kind: str, name: str, created_at: Optional[float], manual_find: str, why: str) -> str:
+    """The one paragraph for a create that may or may not have made an instance."""
+    when = (datetime.fromtimestamp(created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            if created_at else "an unknown time")
+    return (f"could not confirm whether an instance was created: check {manual_find}; `launcher down` looks again. "
+            f"The {PROVIDER_NAMES[kind]} instance named {name!r} may exist and bill (its create was sent at {when}): {why}. "
+            "It stays recorded as unconfirmed in .launcher/state.json, and `launcher up`, `status` and `down` look for it "
+            "by that name first; once you have checked that none exists, `launcher down --forget-unconfirmed` drops the record")
+
+
+def search_by_name(provider: Provider, name: str, window_s: float, first_wait_s: float,
+                   sleep: Callable[[float], None] = time.sleep) -> tuple[Optional[list[Instance]], int, str]:
+    """Look for instances named ``name`` until one is listed or ``window_s`` has passed.
+
+    Waits ``first_wait_s`` after the first look, doubling up to SEARCH_MAX_WAIT_S, and always
+    looks once more at the end of the window. Returns (found, looks, last list error): found is
+    [] when the lists that could be read lacked it (which proves nothing: lists lag), None when
+    no list could be read at all.
+    """
+    deadline = time.monotonic() + window_s
     found: Optional[list[Instance]] = None
-    problem = ""
-    for attempt in range(FIND_ATTEMPTS):
+    looks, problem, wait = 0, "", max(first_wait_s, 0.001)
+    while True:
+        looks += 1
         try:
             found = provider.find_by_name(name)
         except ProviderError as err:
             problem = str(err)
         if found:
-            break
-        if attempt + 1 < FIND_ATTEMPTS:
-            time.sleep(pcfg.poll_interval_s)
-    manual = provider.manual_find_command(name)
+            return found, looks, problem
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return found, looks, problem
+        sleep(min(wait, left))
+        wait = min(wait * 2, SEARCH_MAX_WAIT_S)
+
+
+def _search_failed(label: str, found: Optional[list[Instance]], looks: int, window_s: float, problem: str) -> str:
     if found is None:
-        raise ProvisionError(
-            f"renting failed ({reason}) and {label}'s instance list could not be read ({problem}). An instance named "
-            f"{name!r} may exist and bill: find it with {manual} and terminate it to stop charges",
-            instance_id=name, terminated=False,
-        ) from cause
+        return f"{label}'s instance list could not be read in {looks} look(s) over {window_s:.0f}s ({problem})"
+    return f"{looks} look(s) at {label}'s instance list over {window_s:.0f}s did not show it, and lists lag"
+
+
+def unconfirmed_instance(kind: str, name: str, pcfg: RunpodConfig | VastaiConfig, created_at: float) -> Instance:
+    """The record of a create whose answer was lost: no id, its name, provider, API and time."""
+    return Instance(id=None, provider=kind, ssh_user=pcfg.ssh_user, state=UNCONFIRMED, name=name,  # type: ignore[arg-type]
+                    api_base=pcfg.api_base, created_at=created_at)
+
+
+def _recover_unknown_create(provider: Provider, kind: str, name: str, created_at: float, config: LauncherConfig,
+                            console: Console, record: Callable[[Instance], None], reason: str,
+                            cause: BaseException) -> None:
+    """The create may have made an instance without saying so: record that, find it by name, terminate it."""
+    label = PROVIDER_NAMES[kind]
+    pcfg = provider_config(config)
+    window = config.box.lost_create_search_s
+    manual = provider.manual_find_command(name)
+    record(unconfirmed_instance(kind, name, pcfg, created_at))  # before any waiting
+    console.print(f"[yellow]{reason}[/yellow]: the {label} rental may exist anyway (recorded as unconfirmed); looking for "
+                  f"instances named {name} for up to {window:.0f}s, since the instance list may lag")
+    try:
+        found, looks, problem = search_by_name(provider, name, window, pcfg.poll_interval_s)
+    except KeyboardInterrupt:
+        raise ProvisionError(f"renting failed ({reason}). " + unconfirmed_message(kind, name, created_at, manual,
+                                                                                  "the search was interrupted"),
+                             instance_id=name, terminated=False) from cause
     if not found:
         raise ProvisionError(
-            f"renting failed ({reason}); no {label} instance named {name!r} exists, so nothing bills. If one shows up "
-            f"later, find it with {manual}",
-            instance_id=name, terminated=True,
+            f"renting failed ({reason}). "
+            + unconfirmed_message(kind, name, created_at, manual, _search_failed(label, found, looks, window, problem)),
+            instance_id=name, terminated=False,
         ) from cause
     still_running = []
     for instance in found:
-        instance.name, instance.api_base = name, pcfg.api_base
+        instance.name, instance.api_base, instance.created_at = name, pcfg.api_base, created_at
         record(instance)
         console.print(f"found {label} instance {instance.id} named {name}: terminating it")
         try:
@@ -369,6 +443,49 @@ def describe(config: LauncherConfig, instance_id: str) -> Optional[Instance]:
     return instance
 
 
+def reconcile_unconfirmed(record: dict, config: LauncherConfig, console: Optional[Console] = None,
+                          window_s: Optional[float] = None,
+                          on_found: Optional[Callable[[dict], None]] = None) -> dict:
+    """Look again, by its name and through the recorded provider, for an unconfirmed create.
+
+    Found: the record becomes that instance (``on_found`` stores it before anything else) and
+    is returned. Not found within ``window_s`` (0: one look; default: what is left of
+    ``box.lost_create_search_s`` since the create was sent, so a record older than that gets
+    one look): UserError with the check command, the record left as it is.
+    """
+    problem = record_mismatch(config, record, teardown=True)
+    if problem:
+        raise UserError(problem)
+    kind, name = record["provider"], str(record["name"])
+    label = PROVIDER_NAMES[kind]
+    cfg = recorded_provider_config(record, config)
+    provider = rented_provider(kind, cfg)
+    if window_s is None:
+        created_at = record.get("created_at")
+        window_s = config.box.lost_create_search_s - (time.time() - created_at if created_at else 0.0)
+    window = max(0.0, window_s)
+    if console is not None:
+        console.print(f"{recorded_what(record)} is unconfirmed (its create's answer was lost): looking for it by name"
+                      + (f" for up to {window:.0f}s" if window else ""), highlight=False)
+    found, looks, problem = search_by_name(provider, name, window, cfg.poll_interval_s)
+    if not found:
+        raise UserError(unconfirmed_message(kind, name, record.get("created_at"), provider.manual_find_command(name),
+                                            _search_failed(label, found, looks, window, problem)))
+    listed = found[0]  # a name is used by one create only
+    try:
+        current = provider.get(listed.id) or listed  # the full view (SSH endpoint, live price)
+    except TransientProviderError:
+        current = listed
+    updated = {**record, **{k: v for k, v in current.to_dict().items() if v is not None},
+               "name": name, "api_base": cfg.api_base}
+    if on_found is not None:
+        on_found(updated)
+    if console is not None:
+        console.print(f"found {label} instance {updated['id']} named {name} ({updated.get('state')}): it exists and bills",
+                      highlight=False)
+    return updated
+
+
 def terminate_recorded(record: dict, config: Optional[LauncherConfig] = None) -> None:
     """Terminate a recorded instance through the provider recorded with it, and confirm it is gone.
 
@@ -378,6 +495,8 @@ def terminate_recorded(record: dict, config: Optional[LauncherConfig] = None) ->
     """
     if record.get("provider") == "static":
         return  # a static host is not ours to stop
+    if is_unconfirmed(record):  # callers reconcile first; no id means nothing to terminate by
+        raise UserError(f"{recorded_what(record)} has no id to terminate: run `launcher down`, which looks for it first")
     if config is not None:
         problem = record_mismatch(config, record, teardown=True)
         if problem:

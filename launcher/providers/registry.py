@@ -55,6 +55,20 @@ def recorded_provider_config(record: dict, config: Optional[LauncherConfig]) -> 
 
 
 def manual_terminate_command(record: dict) -> str:
-    """The provider's own command that stops a recorded instance (no network, no key needed)."""
+    """The provider's own command that stops a recorded instance (no network, no key needed);
+    for an unconfirmed record (no id yet) the command that finds it by its name."""
     cls = PROVIDER_CLASSES.get(record.get("provider") or "")
-    return cls.manual_terminate_command(str(record.get("id"))) if cls else "(nothing to stop: it is not a rental)"
+    if cls is None:
+        return "(nothing to stop: it is not a rental)"
+    if not record.get("id") and record.get("name"):
+        return cls.manual_find_command(str(record["name"]))
+    return cls.manual_terminate_command(str(record.get("id")))
+
+
+def recorded_what(record: dict) -> str:
+    """How messages name a recorded instance: "Vast.ai instance 7000001", or for an unconfirmed
+    record "the unconfirmed Vast.ai rental named llm-box-...", which has no id yet."""
+    provider = PROVIDER_NAMES.get(record.get("provider") or "", record.get("provider"))
+    if not record.get("id") and record.get("name"):
+        return f"the unconfirmed {provider} rental named {record['name']}"
+    return f"{provider} instance {record.get('id')}"

@@ -12,8 +12,11 @@ Coded from RunPod's published v2 description as of 2026-11-25:
 
 Endpoints and fields used:
   GET    /v2/catalog/gpus?include=AVAILABILITY&product=POD&count=N&cloud=SECURE|COMMUNITY
-         -> {"gpus": [{id, name, price: {secure, community}, availability: HIGH|MEDIUM|LOW|NONE}]}
-         (``product`` is required with ``include``; a 400 without it)
+         -> {"gpus": [{id, name, memory (GB per GPU), price: {secure, community} (per GPU, storage not
+         included), maxCount: {secure, community}, availability: HIGH|MEDIUM|LOW|NONE}]}
+         (``product`` is required with ``include``; a 400 without it). Field names per RunPod's
+         migration reference (graphql-to-v2.md, "Catalog": displayName -> name, memoryInGb -> memory,
+         checked 2026-12-03); the whole catalog comes in one answer (no pagination).
   POST   /v2/pods  body {name, image, cloud, gpu: {id, count}, disk, mounts: {persistent: {size, path}},
          ports: ["22/tcp"], env: {PUBLIC_KEY}} -> 201 Pod. Every request body has
          ``additionalProperties: false``: an unknown field is a 422 that names it. ``cloud`` has no
@@ -50,6 +53,11 @@ from launcher.providers.http_client import JsonHttpClient, Response, error_text
 
 KIND = "runpod"
 CLOUDS = ("SECURE", "COMMUNITY")
+# Storage: "Running Pods are charged $0.10 per GB per month for all storage" (container disk and
+# volume; $0.20 for a stopped pod's volume), billed per minute: docs.runpod.io/get-started/billing-information,
+# read 2026-12-03. The catalog's price is the GPU's alone, so offers add this to price the bill.
+STORAGE_PER_GB_MONTH = 0.10
+HOURS_PER_MONTH = 730.0  # 365 x 24 / 12
 
 _STATES = {
     "PROVISIONING": STARTING, "STARTING": STARTING, "RUNNING": RUNNING,
@@ -118,10 +126,14 @@ class RunpodProvider(ManualCommands):
                 stock = str(gpu.get("availability") or "UNKNOWN")
                 if per_gpu is None or per_gpu <= 0 or stock == "NONE":
                     continue  # not offered in this cloud, or no stock for this GPU count
+                most = (gpu.get("maxCount") or {}).get(cloud.lower()) if isinstance(gpu.get("maxCount"), dict) else None
+                if isinstance(most, int) and most < cfg.gpu_count:
+                    continue  # this cloud has no machine with that many of this GPU
                 result.append(Offer(
                     provider=KIND, offer_id=None, gpu_name=gpu.get("name") or cfg.gpu_name, gpu_count=cfg.gpu_count,
                     hourly_price=per_gpu * cfg.gpu_count, location=f"{cloud.lower()} cloud (RunPod picks the data center)",
-                    note=f"on-demand, stock: {stock}", cloud=cloud,
+                    note=f"on-demand, stock: {stock}", cloud=cloud, gpu_memory_gb=_float(gpu.get("memory")),
+                    storage_per_hour=self.storage_per_hour(),
                 ))
         return result
 
@@ -140,8 +152,13 @@ class RunpodProvider(ManualCommands):
                     provider=KIND, offer_id=None, gpu_name=gpu.get("displayName") or cfg.gpu_name, gpu_count=cfg.gpu_count,
                     hourly_price=per_gpu * cfg.gpu_count, location=f"{cloud.lower()} cloud (RunPod picks the data center)",
                     note="spot (may be preempted), bid = this price", cloud=cloud,
+                    storage_per_hour=self.storage_per_hour(),
                 ))
         return result
+
+    def storage_per_hour(self) -> float:
+        """$/h of the pod's container disk and volume while it runs (not in the catalog's GPU price)."""
+        return (self.config.container_disk_gb + self.config.volume_gb) * STORAGE_PER_GB_MONTH / HOURS_PER_MONTH
 
     # -- create ----------------------------------------------------------------------------
     def create_body(self, offer: Offer, public_key: str, name: str) -> dict:

@@ -38,6 +38,10 @@ checked on 2026-11-25 against the official client, github.com/vast-ai/vast-cli (
                                 (docs.vast.ai/api-reference/instances/show-instance)
   DELETE /instances/{id}/       destroy -> {"success": true}
 Auth: ``Authorization: Bearer <key>``. ``dph_total`` is the whole instance's $/h, disk included.
+An offer also carries ``gpu_ram`` (MB per GPU) and ``machine_id`` (the physical host, which
+``launcher plan`` uses to avoid a host that benchmarked slow). The search has no page token: it
+answers at most ``limit`` offers in ``order``, so ``launcher plan`` asks for
+``box.plan.offers_per_search`` (default 1000) instead of the few ``launcher up`` shows.
 Rate limits: HTTP 429 with a plain-text body and no Retry-After (the official client backs off
 itself): JsonHttpClient's exponential backoff applies.
 
@@ -143,6 +147,8 @@ class VastaiProvider(ManualCommands):
                 gpu_count=int(o.get("num_gpus") or self.config.gpu_count), hourly_price=price,
                 location=o.get("geolocation"), reliability=_float(o.get("reliability2", o.get("reliability"))),
                 disk_gb=_float(o.get("disk_space")), note=str(o.get("verification") or ""),
+                gpu_memory_gb=None if _float(o.get("gpu_ram")) is None else _float(o.get("gpu_ram")) / 1024,
+                host=None if o.get("machine_id") is None else str(o["machine_id"]),
             ))
         result.sort(key=lambda o: o.hourly_price)
         return result[:limit]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +14,7 @@ from launcher.box import Box
 from launcher.config import LauncherConfig
 from launcher.secrets import secrets_path
 from runcontract.budget import BudgetConfig
+from runcontract.ddp_launch import accelerate_launch_args
 from runcontract.detached import session_name
 from runcontract.run_folder import run_rel
 
@@ -31,6 +32,7 @@ class RunContext:
     instance_id: Optional[str] = None
     multiplexer: str = "tmux"
     probe_box: bool = True  # --dry-run may read the box (False: it was never connected)
+    nccl_env: dict[str, str] = field(default_factory=dict)  # set by the nccl_probe stage: added to every multi-GPU launch
 
     # ---- names ------------------------------------------------------------------------------
     @property
@@ -95,3 +97,13 @@ class RunContext:
 def module_command(ctx: RunContext, module: str, args: list[str]) -> str:
     """``python -m module args`` with the box's Python: how every trainer step is started."""
     return f"{ctx.python} -m {module} {shlex.join(args)}"
+
+
+def launch_command(ctx: RunContext, module: str, args: list[str]) -> str:
+    """A step that runs on all ``run.gpu_count`` GPUs: ``accelerate launch`` (DDP) with the NCCL
+    environment the probe chose (ctx.nccl_env) when there are several, else ``module_command``."""
+    gpu_count = ctx.config.run.gpu_count
+    if gpu_count == 1:
+        return module_command(ctx, module, args)
+    env = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(ctx.nccl_env.items()))
+    return f"{env}{ctx.python} {shlex.join(accelerate_launch_args(gpu_count, module))} {shlex.join(args)}"

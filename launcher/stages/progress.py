@@ -6,6 +6,8 @@ from typing import Optional
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from runcontract.progress import TenthLines, progress_as_lines
+
 
 class progress_bar:
     """A rich progress bar (0..100) for sync and bootstrap; transient, so the log stays tidy.
@@ -15,7 +17,7 @@ class progress_bar:
         self.console = console
         self.description = description
         self.progress = None
-        if console.is_terminal:
+        if not progress_as_lines(console.file, console.is_terminal):
             self.progress = Progress(TextColumn("      {task.description}"), BarColumn(), TaskProgressColumn(),
                                      TimeElapsedColumn(), console=console, transient=True)
 
@@ -32,18 +34,11 @@ class progress_bar:
 
 
 class _LineProgress:
-    """progress_bar's stand-in off a terminal: the same ``update`` calls, printed as lines."""
+    """progress_bar's stand-in off a terminal: the same ``update`` calls, a line about every tenth
+    (runcontract/progress.py)."""
 
     def __init__(self, console: Console, description: str):
-        self.console = console
-        self.description = description
-        self.shown = (None, -1)  # (description, tens of percent) last printed
+        self.lines = TenthLines(description, 100, lambda line: console.print(f"      {line}", markup=False, highlight=False), unit="%")
 
     def update(self, task, completed: Optional[float] = None, description: Optional[str] = None) -> None:
-        if description is not None:
-            self.description = description
-        done = int(completed or 0)
-        if (self.description, done // 10) == self.shown:
-            return
-        self.shown = (self.description, done // 10)
-        self.console.print(f"      {self.description}: {done}%", markup=False, highlight=False)
+        self.lines.set(completed if completed is not None else self.lines.done, description)

@@ -1,6 +1,9 @@
 """``launcher run`` as an explicit, ordered list of stages, and how a list of them is run.
 
-    sync -> setup -> [restore] -> tokenizer -> data -> benchmark -> cost -> train
+    sync -> setup -> [restore] -> [nccl_probe] -> tokenizer -> data -> benchmark -> cost -> train
+
+(restore with --resume only; nccl_probe with run.gpu_count > 1 only: it refuses a box whose GPUs
+cannot all-reduce before hours of data preparation, and its NCCL settings go to every launch.)
 
 Each stage has a name, an ``is_done`` check (a reason string when its output is already valid,
 so it is skipped), the box command(s) it runs (``commands``: also what ``--dry-run`` prints)
@@ -22,7 +25,7 @@ from typing import Callable, Optional
 from rich.markup import escape
 
 from launcher.box import BoxError
-from launcher.stages import benchmark, cost, data, restore, setup, sync, tokenizer, train
+from launcher.stages import benchmark, cost, data, nccl_probe, restore, setup, sync, tokenizer, train
 from launcher.stages.context import RunContext
 from launcher.stages.run_status import write_launcher_phase
 from launcher.stages.stamps import stamp_done, write_stamp
@@ -30,6 +33,11 @@ from launcher.stages.step_output import run_logged
 from launcher.stages.store_and_secrets import secrets_prefix, write_secrets
 from runcontract.errors import EXIT_INTERRUPTED, UserError
 from runcontract.run_folder import FAILED, STOPPED
+
+
+class SlowHostReplaced(UserError):
+    """The canary released a slow box and rented the next offer (launcher/plan/canary.py): `launcher run`
+    again continues on the new box."""
 
 
 class StageInterrupted(UserError):
@@ -51,10 +59,12 @@ class Stage:
 def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable[[RunContext], str],
                    outputs: Callable[[RunContext], list[str]], what: str, interrupted: str,
                    switched_off: Callable[[RunContext], Optional[str]] = lambda ctx: None,
-                   tee: Callable[[RunContext], Optional[str]] = lambda ctx: None, secrets: bool = False) -> Stage:
+                   tee: Callable[[RunContext], Optional[str]] = lambda ctx: None,
+                   after: Callable[[RunContext], Optional[str]] = lambda ctx: None, secrets: bool = False) -> Stage:
     """A stage that runs one trainer command and leaves a stamp; ``switched_off`` says why the config
-    skips it, ``tee`` names a file its output is also copied to; with ``secrets`` the command runs
-    with the box's secrets file sourced (HF_TOKEN and HF_ENDPOINT for the steps that read the hub)."""
+    skips it, ``tee`` names a file its output is also copied to, ``after`` runs once it is done (a line
+    it returns joins the summary); with ``secrets`` the command runs with the box's secrets file
+    sourced (HF_TOKEN and HF_ENDPOINT for the steps that read the hub)."""
     def is_done(ctx: RunContext) -> Optional[str]:
         return switched_off(ctx) or stamp_done(ctx, name, fp(ctx), outputs(ctx))
 
@@ -66,7 +76,8 @@ def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable
         out = run_logged(ctx, shell, what, tee=tee(ctx))
         write_stamp(ctx, name, fp(ctx))
         last = [l for l in out.strip().splitlines() if l.strip()]
-        return last[-1] if last else "done"
+        extra = after(ctx)
+        return (last[-1] if last else "done") + (f"; {extra}" if extra else "")
 
     return Stage(name, lambda ctx: [command(ctx)], run, is_done, interrupted)
 
@@ -83,6 +94,10 @@ def build_stages(ctx: RunContext) -> list[Stage]:
     if ctx.resume:
         stages.append(Stage("restore", restore.commands, restore.run, interrupted=
                             "the run folder may be partly restored; `launcher run --resume` again restores it fully"))
+    if ctx.config.run.gpu_count > 1:
+        stages.append(Stage("nccl_probe", nccl_probe.commands, nccl_probe.run, nccl_probe.is_done,
+                            "the all-reduce probe was stopped on the box (its processes end with it); it runs again next time",
+                            describe=nccl_probe.describe))
     stages += [
         _stamped_stage("tokenizer", tokenizer.command, tokenizer.stamp_fingerprint, lambda ctx: tokenizer.OUTPUTS,
                        "training the tokenizer", "the tokenizer step was stopped on the box; it is rebuilt next run",
@@ -92,7 +107,7 @@ def build_stages(ctx: RunContext) -> list[Stage]:
                        secrets=True),
         _stamped_stage("benchmark", benchmark.command, benchmark.stamp_fingerprint, benchmark.outputs,
                        "the throughput benchmark", "the benchmark was stopped on the box; it runs again next time",
-                       switched_off=benchmark.switched_off, tee=benchmark.progress_log),
+                       switched_off=benchmark.switched_off, tee=benchmark.progress_log, after=benchmark.after_run),
         Stage("cost", lambda ctx: [cost.command(ctx)], cost.run, cost.is_done, "nothing was started"),
         Stage("train", train.commands, train.run, train.is_done,
               "training may have been started in the tmux session: check with `launcher status`"),
@@ -133,6 +148,9 @@ def run_stages(ctx: RunContext, stages: list[Stage], dry_run: bool = False) -> N
                 f"interrupted during stage '{stage.name}' on {ctx.box.label}: the command running there was stopped; "
                 f"{stage.interrupted}. Stages before it are complete. `launcher status` shows the box."
             ) from None
+        except SlowHostReplaced:  # the box is released: nothing more is written to it
+            console.print(f"[bold]{label}[/bold] [yellow]box released as slow[/yellow]")
+            raise
         except (UserError, BoxError):
             console.print(f"[bold]{label}[/bold] [red]failed[/red]")
             write_launcher_phase(ctx, stage.name, FAILED, f"failed during {stage.name}")

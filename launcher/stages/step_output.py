@@ -9,9 +9,9 @@ from typing import Optional
 
 from launcher.box import RunResult, command_failed
 from launcher.stages.context import RunContext
+from runcontract.progress import PROGRESS_ENV
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-TQDM_QUIET_INTERVAL = 30  # seconds between progress lines when the output is not a terminal
 
 
 def split_progress_lines(buf: bytes) -> tuple[list[tuple[bytes, bool]], bytes]:
@@ -28,12 +28,13 @@ def split_progress_lines(buf: bytes) -> tuple[list[tuple[bytes, bool]], bytes]:
 def run_logged(ctx: RunContext, command: str, what: str, remedy: str = "", tee: Optional[str] = None) -> str:
     """Run a trainer step on the box, its output shown dimmed as it comes (long steps).
 
-    Progress bars (tqdm's carriage-return updates) redraw in place on a terminal; off one, tqdm
-    is told to update at most every TQDM_QUIET_INTERVAL seconds and each update is a line.
+    Progress bars (tqdm's carriage-return updates) redraw in place on a terminal; when the output
+    goes to a file (this console is not a terminal, or ``tee`` copies it to one) the box's command
+    is told to write a plain line about every tenth instead (PROGRESS_ENV, runcontract/progress.py).
     ``tee``: a file on the box that also gets the output (train.log, for `launcher logs`)."""
     lines: list[str] = []
     tty = ctx.console.is_terminal
-    shell = command if tty else f"export TQDM_MININTERVAL={TQDM_QUIET_INTERVAL}; {command}"
+    shell = f"export {PROGRESS_ENV}={'bar' if tty and not tee else 'lines'}; {command}"
     if tee:
         shell = f"set -o pipefail; mkdir -p {shlex.quote(os.path.dirname(tee))}; ({shell}) 2>&1 | tee -a {shlex.quote(tee)}"
     stream = ctx.box.stream(f"bash -c {shlex.quote(shell)} 2>&1" if tee else f"{shell} 2>&1")

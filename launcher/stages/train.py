@@ -3,15 +3,23 @@ session (a window each), after store.json and the secrets file are written on th
 from __future__ import annotations
 
 import shlex
+import time
 from typing import Optional
 
 from launcher import detached_session
 from launcher.detached_session import Window
-from launcher.stages.context import RunContext, module_command
+from launcher.stages.context import RunContext, launch_command, module_command
 from launcher.stages.run_status import write_launcher_phase
 from launcher.stages.store_and_secrets import secrets_prefix, write_secrets, write_store_config
 from runcontract.errors import UserError
-from runcontract.run_folder import STORE_CONFIG_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG
+from runcontract.run_files import StatusFile
+from runcontract.run_folder import (
+    CHECKPOINTS_DIR, FAILED, FINAL_DIR, STATUS_FILE, STORE_CONFIG_FILE, STORE_HEALTH_FILE, TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG,
+)
+
+# How long `launcher run` waits for a resuming trainer to accept its checkpoint (loading torch and the
+# checkpoint); past it the run is left to start and `launcher status` tells.
+RESUME_VERDICT_TIMEOUT_S = 300
 
 
 def _cache_exports(ctx: RunContext) -> str:
@@ -26,12 +34,7 @@ def train_command(ctx: RunContext) -> str:
         args.append("--resume")
     if ctx.allow_over_budget:
         args.append("--allow_over_budget")
-    gpu_count = ctx.config.run.gpu_count
-    if gpu_count > 1:
-        launch = ["--multi_gpu", "--num_processes", str(gpu_count), "--num_machines", "1", "--mixed_precision", "no",
-                  "--dynamo_backend", "no", "-m", "trainer.train"]
-        return f"{ctx.python} -m accelerate.commands.launch {shlex.join(launch)} {shlex.join(args)}"
-    return module_command(ctx, "trainer.train", args)
+    return launch_command(ctx, "trainer.train", args)  # on all run.gpu_count GPUs
 
 
 def agent_command(ctx: RunContext) -> str:
@@ -51,6 +54,7 @@ def train_windows(ctx: RunContext) -> list[Window]:
 def commands(ctx: RunContext) -> list[str]:
     how = "directly on this machine" if ctx.box.kind == "local" else "over SFTP"
     return [f"(write {ctx.run_dir}/{STORE_CONFIG_FILE}, and {ctx.secrets_path} (mode 600) if the box needs secrets, {how})",
+            probe_command(ctx),
             *detached_session.start_commands(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)]
 
 
@@ -63,11 +67,55 @@ def is_done(ctx: RunContext) -> Optional[str]:
     return None
 
 
+def probe_command(ctx: RunContext) -> str:
+    return f"{secrets_prefix(ctx)} " + module_command(ctx, "launcher.agent", ["probe", "--run_dir", ctx.run_dir, "--store_config",
+                                                                              f"{ctx.run_dir}/{STORE_CONFIG_FILE}"])
+
+
+def probe_store_from_box(ctx: RunContext) -> None:
+    """The box's own check of the store (its network, the credentials it was handed) before the
+    trainer starts: a store the box cannot write is an error now, not a run that stores nothing."""
+    result = ctx.box.run(probe_command(ctx), check=False, timeout=300)
+    if not result.ok:
+        said = [line[len("error: "):] if line.startswith("error: ") else line
+                for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
+        raise UserError(" ".join(said[-3:]) or f"the store probe on {ctx.box.label} exited with code {result.exit_code} and said nothing.")
+
+
 def run(ctx: RunContext) -> str:
     write_store_config(ctx)
     count = write_secrets(ctx)
-    ctx.box.run(f"mkdir -p {shlex.quote(ctx.run_dir)} && rm -f {shlex.quote(ctx.run_dir)}/{TRAINER_EXIT_FILE}", timeout=30)
+    probe_store_from_box(ctx)
+    rd = shlex.quote(ctx.run_dir)
+    ctx.box.run(f"mkdir -p {rd} && rm -f {rd}/{TRAINER_EXIT_FILE} {rd}/{STORE_HEALTH_FILE}", timeout=30)  # the last run's verdicts
+    resuming = ctx.resume or ctx.box.run(f"test -d {rd}/{CHECKPOINTS_DIR} -o -d {rd}/{FINAL_DIR}", check=False, timeout=30).ok
+    # before the session starts: the trainer's own first status.json (or its refusal) must come after it
+    write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)
     detached_session.start(ctx.box, ctx.session, train_windows(ctx), ctx.multiplexer)
-    write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)  # until the trainer's first status.json
+    if resuming:
+        await_resume_verdict(ctx)
     secrets = f"{count} secret variable(s) in {ctx.secrets_path}" if count else "no secrets needed"
     return f"started in {ctx.multiplexer} session {ctx.session!r} with the store agent; {secrets}"
+
+
+def await_resume_verdict(ctx: RunContext, timeout_s: float = RESUME_VERDICT_TIMEOUT_S) -> None:
+    """A resuming trainer checks the checkpoint (model shape, sample stream) before it trains: wait
+    for that verdict, so that `launcher run` never says "training started" for a resume the trainer
+    refused. The verdict: status.json leaves "the trainer is starting", or the trainer exits."""
+    status_path, exit_path = f"{ctx.run_dir}/{STATUS_FILE}", f"{ctx.run_dir}/{TRAINER_EXIT_FILE}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            status = StatusFile.parse(ctx.box.get_file(status_path) or b"{}", status_path)
+        except UserError:
+            status = None  # not there, or being replaced
+        exit_text = (ctx.box.get_file(exit_path) or b"").decode().strip()
+        if status is not None and status.state == FAILED:
+            raise UserError(f"failed: {status.progress or 'the trainer failed before training'}. Nothing was trained on "
+                            f"{ctx.box.label}; `launcher status` shows the same.")
+        if exit_text.lstrip("-").isdigit() and int(exit_text) != 0:
+            tail = "\n".join((ctx.box.get_file(f"{ctx.run_dir}/{TRAINER_STDERR_LOG}") or b"").decode(errors="replace").strip().splitlines()[-5:])
+            raise UserError(f"failed: the trainer exited with code {exit_text} before training on {ctx.box.label}: {tail or 'no error output'}")
+        if exit_text or (status is not None and status.progress != TRAINER_STARTING):
+            return  # training (or nothing left to do): the run's own status takes over
+        time.sleep(1.0)

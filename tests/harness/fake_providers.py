@@ -36,7 +36,9 @@ query of a created machine answers 500), ``delete_fails``, ``ready_after`` (stat
 the machine runs), ``linger_after_delete``, ``live_price`` (the instance's real $/h per GPU,
 unlike the catalog's), ``create_then_fail`` ("500": the machine is made, the answer is a 500;
 "drop": made, then the connection closes without an answer; "hang": made, and no answer ever
-comes, so the client times out), Vast's ``create_half_fails``
+comes, so the client times out), ``list_lag`` (eventual consistency: an instance created while
+it is N is absent from the next N answers of the instance list, RunPod's GET /v2/pods and
+Vast's /api/v1/instances/, while GET by id already knows it), Vast's ``create_half_fails``
 (``success: false`` with a ``new_contract``), RunPod's ``stock`` per cloud, ``graphql_errors``.
 
 ``LateSshd``: a TCP port that, like a freshly published port of a rented box, accepts and
@@ -133,6 +135,8 @@ class FakeServer:
         self.delete_fails = False
         self.linger_after_delete = 0  # GETs that still show it after a delete
         self.create_then_fail: Optional[str] = None
+        self.list_lag = 0  # list answers a new instance is missing from (the list lags the creates)
+        self.unlisted: dict[Any, int] = {}  # instance id -> list answers it is still missing from
         self.stopping = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.fake = self  # type: ignore[attr-defined]
@@ -178,6 +182,19 @@ class FakeServer:
 
     def rate_limited(self) -> Reply:
         return Reply(429, {"error": "Too many requests"}, {"Retry-After": "0"})
+
+    def lagging(self, instance_id: Any) -> None:
+        """A new instance: the list leaves it out of its next ``list_lag`` answers."""
+        if self.list_lag > 0:
+            self.unlisted[instance_id] = self.list_lag
+
+    def listed(self, ids: list) -> list:
+        """The ids one list answer shows (those the list has caught up with); counts the answer."""
+        shown = [i for i in ids if not self.unlisted.get(i)]
+        for i in ids:
+            if self.unlisted.get(i):
+                self.unlisted[i] -= 1
+        return shown
 
     def route(self, rec: Recorded) -> Reply:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -290,7 +307,8 @@ class FakeRunPod(FakeServer):
         if pod_id is None and rec.method == "POST":
             return self.create(rec.body)
         if pod_id is None and rec.method == "GET":
-            return Reply(200, {"pods": [self._view(p) for i, p in self.pods.items() if i not in self.deleted]})
+            shown = self.listed([i for i in self.pods if i not in self.deleted])
+            return Reply(200, {"pods": [self._view(self.pods[i]) for i in shown]})
         if pod_id and rec.method == "GET":
             return self.get(pod_id)
         if pod_id and rec.method == "DELETE":
@@ -337,6 +355,7 @@ class FakeRunPod(FakeServer):
             "actions": ["stop", "restart", "terminate"], "interruptible": False,
         }
         self.polls[pod_id] = 0
+        self.lagging(pod_id)
         if self.create_then_fail == "500":
             return problem(500, "Internal Server Error", "upstream timeout")
         if self.create_then_fail in ("drop", "hang"):
@@ -515,6 +534,7 @@ class FakeVast(FakeServer):
             "dph_base": offer["dph_base"], "dph_total": round(price, 6), "disk_space": disk,
         }
         self.polls[iid] = 0
+        self.lagging(iid)
         if self.create_half_fails:
             return Reply(200, {"success": False, "new_contract": iid, "error": "machine_error",
                                "msg": "Error starting container, please try another machine"})
@@ -551,7 +571,8 @@ class FakeVast(FakeServer):
 
     def list_instances(self, query: dict) -> Reply:
         filters = json.loads((query.get("select_filters") or ["{}"])[0])
-        rows = [dict(i) for iid, i in sorted(self.instances.items()) if iid not in self.deleted]
+        shown = self.listed([iid for iid in sorted(self.instances) if iid not in self.deleted])
+        rows = [dict(self.instances[iid]) for iid in shown]
         rows = [r for r in rows if all(self._matches(r.get(k), v) for k, v in filters.items())]
         return Reply(200, {"instances": rows, "next_token": None, "total_instances": len(rows)})
 
@@ -571,7 +592,8 @@ class FakeVast(FakeServer):
 def default_vast_offers() -> list[dict]:
     """Offers in the search response's documented shape (a subset of its fields).
 
-    ``dph_base`` is the machine; ``storage_cost`` ($/GB/month) is what the disk adds to ``dph_total``.
+    ``dph_base`` is the machine; ``storage_cost`` ($/GB/month) is what the disk adds to ``dph_total``;
+    ``gpu_ram`` is MB per GPU; ``machine_id`` names the physical host (several asks may share one).
     """
     base = {"num_gpus": 1, "gpu_name": "RTX 4090", "rentable": True, "rented": False, "verified": True,
             "verification": "verified", "disk_space": 500.0, "gpu_ram": 24564, "direct_port_count": 20}
@@ -580,11 +602,11 @@ def default_vast_offers() -> list[dict]:
         (3003, 0.34, 0.10, 0.999, "Texas, US"), (3004, 0.21, 0.10, 0.900, "Unreliable, XX"),
         (3005, 0.94, 0.10, 0.999, "Expensive, DE"),
     ]
-    offers = [dict(base, id=oid, ask_contract_id=oid, dph_base=dph, storage_cost=sc, reliability=rel, reliability2=rel,
-                   geolocation=loc) for oid, dph, sc, rel, loc in rows]
-    offers.append(dict(base, id=3006, ask_contract_id=3006, dph_base=0.2, storage_cost=0.1, reliability=0.999,
+    offers = [dict(base, id=oid, ask_contract_id=oid, machine_id=oid + 50000, dph_base=dph, storage_cost=sc, reliability=rel,
+                   reliability2=rel, geolocation=loc) for oid, dph, sc, rel, loc in rows]
+    offers.append(dict(base, id=3006, ask_contract_id=3006, machine_id=53006, dph_base=0.2, storage_cost=0.1, reliability=0.999,
                        reliability2=0.999, geolocation="Nodirect, US", direct_port_count=0))
-    offers.append(dict(base, id=3007, ask_contract_id=3007, dph_base=0.15, storage_cost=0.1, reliability=0.999,
+    offers.append(dict(base, id=3007, ask_contract_id=3007, machine_id=53007, dph_base=0.15, storage_cost=0.1, reliability=0.999,
                        reliability2=0.999, geolocation="Twogpu, US", num_gpus=2))
     return offers
 

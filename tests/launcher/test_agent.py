@@ -165,9 +165,12 @@ def test_mirror_uploads_logs_checkpoints_and_prepared_data_then_flushes(run):
         f.write('{"step": 20, "loss": 4.0}\n')
     wait_for(lambda: "4.0" in (store.read_text(f"{RUN}/metrics.jsonl") or ""), 20, "appended metrics mirrored")
     make_checkpoint(run.run_dir, 300, final=True)
+    (run.run_dir / "report.json").write_text('{"checkpoint": "final", "tasks": []}\n')  # the report card, written just before "finished"
+    (run.run_dir / "report.md").write_text("# Report card\n")
     run.finish()
     code, out = run.agent_output()
     assert code == 0, out
+    assert store.read_text(f"{RUN}/report.md") == "# Report card\n" and store.read_text(f"{RUN}/report.json") is not None
     assert "agent: final flush done" in out
     assert "agent: final flush done" in (run.run_dir / "agent.log").read_text()
     assert store.read_text(f"{RUN}/train.log") == (run.run_dir / "train.log").read_text()  # the last lines too
@@ -515,3 +518,50 @@ def test_restore_skips_a_corrupt_latest_and_says_why(run):
     assert not (run.run_dir / "checkpoints" / "step_000200").exists()
     assert not (run.run_dir / "checkpoints" / ".step_000200.partial").exists()
     assert [json.loads(line)["step"] for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()] == [100]
+
+
+# ----------------------------------------------------------------------------- issue 23
+def test_a_store_that_fails_mid_run_shows_in_status_and_the_end_says_what_is_not_stored(b2_run, strict_proxy):
+    """The store starts refusing every write mid-run: store_health.json (the agent's) shows the last
+    good upload, what waits and why; `launcher status` shows it; the end lists what is NOT stored."""
+    from launcher.box_local import LocalBox
+    from launcher.commands.status import read_run, render, summarize, typed
+    from rich.console import Console
+    import io
+
+    run = b2_run
+    health_path = run.run_dir / "store_health.json"
+
+    def health():
+        try:
+            return json.loads(health_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def shown() -> tuple[dict, str]:
+        box = LocalBox(run.project)
+        summary = typed(summarize(box.label, RUN, read_run(box, RUN), None, None))
+        out = io.StringIO()
+        Console(file=out, width=400).print(render(summary))
+        return summary, " ".join(out.getvalue().split())
+
+    run.start_trainer()
+    run.start_agent()
+    healthy = wait_for(lambda: (h := health()) and h["last_upload"] and not h["waiting_files"] and h, 30, "a healthy store")
+    assert healthy["last_error"] is None and healthy["ended"] is False
+    strict_proxy.inject("PUT", f"/{RUN}/", "error:403:AccessDenied", count=10**6)  # from now on the store refuses every write
+    make_checkpoint(run.run_dir, 100)
+    failing = wait_for(lambda: (h := health()) and h["last_error"] and "train.log" in h["waiting_files"]
+                       and h["waiting_checkpoints"] == ["step_000100"] and h, 60, "the failing store in store_health.json")
+    assert "AccessDenied" in failing["last_error"] and failing["last_upload"] <= failing["last_error_at"]
+    summary, text = shown()
+    assert summary["store_health"]["waiting_checkpoints"] == ["step_000100"], summary
+    assert "store │ last upload" in text and "waiting:" in text and "step_000100" in text and "last error:" in text, text
+    run.finish()
+    code, out = run.agent_output(timeout=120)
+    assert code == 1, out
+    assert "final flush incomplete: step_000100" in out and "not stored in" in out and "AccessDenied" in out, out
+    ended = health()
+    assert ended["ended"] and ended["waiting_checkpoints"] == ["step_000100"] and "train.log" in ended["waiting_files"], ended
+    summary, text = shown()
+    assert "NOT stored:" in text and "step_000100" in text, text

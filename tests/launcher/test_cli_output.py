@@ -28,7 +28,7 @@ def test_help_shows_every_command_whole_in_workflow_order():
         first_paragraph = " ".join(cmd.help.strip().split("\n\n")[0].split())
         assert f"{name} {first_paragraph}" in flat, (name, result.stdout)
     listed = re.findall(r"^  ([a-z-]+)  ", result.stdout.split("Commands:")[1], re.M)
-    assert listed == ["up", "run", "logs", "status", "stop", "fetch-checkpoint", "prune", "ssh", "down"], listed
+    assert listed == ["plan", "up", "run", "logs", "status", "stop", "fetch-checkpoint", "prune", "ssh", "down"], listed
 
 
 def test_version():
@@ -103,27 +103,80 @@ def test_wandb_key_travels_as_a_secret_only(tmp_path: Path):
 
 
 def test_trainer_output_on_a_terminal_and_in_a_file(tmp_path: Path):
-    """A bar's carriage-return updates redraw one terminal line; in a file each is a plain line and
-    tqdm is asked for few of them (TQDM_MININTERVAL)."""
+    """A real trainer progress bar (trainer/progress.py) run on the box as a stage runs it: on a
+    terminal its carriage-return updates redraw one line; in a file it writes a plain line about
+    every tenth, never tqdm's 0%/100% pair (issue 23)."""
     import io
+    import shlex
     from types import SimpleNamespace
 
     from rich.console import Console
 
     from launcher.box_local import LocalBox
-    from launcher.stages.step_output import TQDM_QUIET_INTERVAL, run_logged
+    from launcher.stages.step_output import run_logged
 
-    command = "printf 'start\\nbar 1%%\\rbar 50%%\\rbar 100%%\\n'; echo \"interval=$TQDM_MININTERVAL\""
+    script = ("import time; from trainer.progress import progress_bar\n"
+              "print('start', flush=True)\n"
+              "with progress_bar(2000, 'tokenizing', unit='tok', unit_scale=True, mininterval=0) as bar:\n"
+              "    for _ in range(2000): bar.update(1)\n"
+              "print('done', flush=True)\n")
+    command = f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -c {shlex.quote(script)}"
     tty_out = io.StringIO()
     ctx = SimpleNamespace(console=Console(file=tty_out, force_terminal=True, width=100), box=LocalBox(tmp_path))
     run_logged(ctx, command, "test")
     screen = tty_out.getvalue()
-    assert "\r      bar 1%" in screen and "\r      bar 50%" in screen
-    assert "interval=" in screen and f"interval={TQDM_QUIET_INTERVAL}" not in screen  # tqdm left alone on a terminal
+    assert screen.count("\r      tokenizing:") > 10 and "2.00k/2.00k" in screen, screen  # tqdm, redrawn in place
 
     file_out = io.StringIO()
     ctx = SimpleNamespace(console=Console(file=file_out, force_terminal=False, soft_wrap=True), box=LocalBox(tmp_path))
     text = run_logged(ctx, command, "test")
-    assert file_out.getvalue() == ("      start\n      bar 1%\n      bar 50%\n      bar 100%\n"
-                                   f"      interval={TQDM_QUIET_INTERVAL}\n")
-    assert "\r" not in text
+    lines = file_out.getvalue().splitlines()
+    assert lines[0] == "      start" and lines[-1] == "      done", lines
+    expected = ["200", "400", "600", "800", "1.0k", "1.2k", "1.4k", "1.6k", "1.8k", "2.0k"]
+    assert lines[1:-1] == [f"      tokenizing: {10 * t}% ({done} tok of 2.0k tok)" for t, done in enumerate(expected, 1)], lines
+    assert "\r" not in text and "0%|" not in text
+
+
+def test_tenth_lines_for_any_counter():
+    from runcontract.progress import TenthLines
+
+    written: list[str] = []
+    counter = TenthLines("download", 5_000_000, written.append, unit="B")
+    for _ in range(5000):
+        counter.update(1000)
+    assert written[:3] == ["download: 10% (500.0 KB of 5.0 MB)", "download: 20% (1.0 MB of 5.0 MB)", "download: 30% (1.5 MB of 5.0 MB)"]
+    assert len(written) == 10 and written[-1] == "download: 100% (5.0 MB of 5.0 MB)", written
+    resumed = TenthLines("tokenizing", 100, written.clear() or written.append, initial=45)
+    resumed.update(10)
+    assert written == ["tokenizing: 50% (55 of 100)"]  # from where it resumed: no 10%..40% again
+
+
+def test_status_says_where_the_report_card_is(tmp_path):
+    """`report`: null until the run folder (on the box) or its stored copy holds report.json."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from launcher.box_local import LocalBox
+    from launcher.commands.status import read_run, read_run_from_store, render, summarize
+    from launcher.config import StorageConfig
+
+    run = tmp_path / "runs" / "rc"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text('{"state": "finished", "phase": "finished", "step": 2}')
+    box = LocalBox(tmp_path)
+    config = SimpleNamespace(storage=StorageConfig(url=f"file://{tmp_path / 'store'}"))
+    (tmp_path / "store" / "rc").mkdir(parents=True)
+    (tmp_path / "store" / "rc" / "status.json").write_text((run / "status.json").read_text())
+    assert read_run(box, "rc")["report"] is None and read_run_from_store(config, tmp_path, "rc")["report"] is None
+    (run / "report.json").write_text("{}")
+    (tmp_path / "store" / "rc" / "report.json").write_text("{}")
+    assert read_run(box, "rc")["report"] == "runs/rc/report.md on the box"
+    stored = read_run_from_store(config, tmp_path, "rc")
+    assert stored["report"] == "rc/report.md in the store"
+    summary = summarize("local", "rc", stored, None, None)
+    assert typed(summary)["report"] == "rc/report.md in the store"
+    console = Console(width=200, record=True)
+    console.print(render(summary))
+    shown = console.export_text()
+    assert "report card" in shown and "rc/report.md in the store (launcher fetch-checkpoint brings it)" in shown

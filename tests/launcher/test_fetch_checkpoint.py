@@ -2,6 +2,7 @@
 file:// store and a real S3 server. Verified downloads, refusals without tracebacks, resume."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -140,6 +141,29 @@ def test_latest_waits_for_the_final_upload_when_training_has_ended(project):
     assert verify_manifest(project.root / "checkpoints" / RUN / "step_000200").meta["step"] == 200
 
 
+def test_a_broken_final_manifest_is_skipped_at_once_not_waited_for(project):
+    """Missing and unreadable differ (issue 23): a truncated final/manifest.json will not mend, so
+    fetch does not wait for it; it says why it skipped final/ and which checkpoint it fetched."""
+    project.upload(100)
+    project.upload(200, final=True)
+    key = f"{RUN}/final/manifest.json"
+    whole = project.store.read_bytes(key)
+    project.store.write_bytes(key, whole[: len(whole) // 2])  # truncated
+    project.store.write_text(f"{RUN}/status.json", '{"state": "finished", "step": 200}')
+    started = time.monotonic()
+    result = project.fetch("--latest", timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60 and "waiting" not in result.stdout, result.stdout
+    assert "not in the store yet" not in result.stdout, result.stdout
+    assert "skipped final/: manifest unreadable (not valid JSON: " in result.stdout, result.stdout
+    assert "); fetched step_000100 instead" in result.stdout, result.stdout
+    assert verify_manifest(project.root / "checkpoints" / RUN / "step_000100", check_hashes=True).meta["step"] == 100
+    info = {c.name: c for c in project.store.checkpoints(RUN)}
+    assert info["final"].unreadable.startswith("not valid JSON") and info["step_000100"].unreadable is None
+    project.store.delete(key)  # missing (still uploading, say) is not unreadable
+    assert {c.name: c for c in project.store.checkpoints(RUN)}["final"].unreadable is None
+
+
 # ----------------------------------------------------------------------------- issue 14
 def test_a_corrupt_latest_is_skipped_for_the_newest_that_verifies(project):
     project.upload(100)
@@ -201,3 +225,43 @@ def test_prune_never_deletes_the_newest_complete_checkpoint(project):
     assert result.returncode == 0, result.stderr
     assert "nothing to prune" in result.stdout
     assert [c.name for c in project.store.checkpoints(RUN)] == ["step_000100", "step_000200"]
+
+
+def test_another_config_fetches_its_own_run_not_the_recorded_one(tmp_path):
+    """The recorded run is `demo` (run.yaml); --config other.yaml names run `other` and must get
+    other's checkpoint. Fails on the code that took the recorded run's name whatever --config said."""
+    project = Project(tmp_path, StorageConfig(url="file://store"), {})
+    project.upload(100)  # run demo
+    other = make_checkpoint(tmp_path / "box" / "runs" / "other", 300)
+    project.store.upload_checkpoint("other", other)
+    (project.root / "other.yaml").write_text("run:\n  name: other\nstorage:\n  url: file://store\n")
+    (project.root / ".launcher").mkdir()
+    (project.root / ".launcher" / "state.json").write_text(json.dumps({
+        "version": 1, "config_path": "run.yaml", "box": None, "instance": None,
+        "run": {"name": RUN, "tmux_session": f"llmbox-{RUN}", "multiplexer": "tmux", "started_at": 1.0}}))
+    env = project.environ()
+    result = subprocess.run([sys.executable, "-m", "launcher", "fetch-checkpoint", "--config", "other.yaml"],
+                            cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    verify_manifest(project.root / "checkpoints" / "other" / "step_000300", check_hashes=True)
+    assert not (project.root / "checkpoints" / RUN).exists()
+    # the recorded config (as given or by default) still means the recorded run
+    for argv in (["--config", "run.yaml"], []):
+        result = subprocess.run([sys.executable, "-m", "launcher", "fetch-checkpoint", *argv, "--list"],
+                                cwd=project.root, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and f"checkpoints of {RUN} in" in result.stdout, result.stdout + result.stderr
+
+
+def test_fetch_brings_the_report_card_beside_the_checkpoint(project):
+    project.upload(100)
+    assert "report card" not in project.fetch().stdout  # no card stored: nothing said, nothing written
+    assert not (project.root / "checkpoints" / RUN / "report.json").exists()
+    card = b'{"checkpoint": "runs/demo/final", "tasks": []}\n'
+    project.store.write_bytes(f"{RUN}/report.json", card)
+    project.store.write_bytes(f"{RUN}/report.md", b"# Report card\n")
+    result = project.fetch("--step", "100", "--out", "mine")
+    assert result.returncode == 0, result.stderr
+    assert (project.root / "report.json").read_bytes() == card and (project.root / "report.md").read_text() == "# Report card\n"
+    assert "the run's report card" in result.stdout
+    result = project.fetch()
+    assert result.returncode == 0 and (project.root / "checkpoints" / RUN / "report.md").is_file()

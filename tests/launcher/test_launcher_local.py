@@ -5,6 +5,7 @@ changes nothing; an over-budget projection stops before training.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -66,3 +67,48 @@ def test_over_budget_stops_before_training(project: Path):
     assert f"projected cost ${cost['total_cost']:,.2f}" in result.stderr and f"exceeds budget.max_cost ${cost['max_cost']:,.2f}" in result.stderr
     assert "] train" not in result.stdout
     assert subprocess.run(["tmux", "has-session", "-t", f"=llmbox-{name}"], capture_output=True).returncode != 0
+
+
+
+@pytest.mark.slow  # two trainer starts: ~40 s on a loaded machine
+def test_a_refused_resume_fails_the_run_in_run_and_status(tmp_path: Path):
+    """A real trainer refuses to resume with another model shape, started as the train stage starts
+    it (stderr teed, exit code in train.exit): `launcher run`'s wait for the verdict raises "failed:
+    resume refused: ..." (not "training started"), and `launcher status` shows the same."""
+    import shlex
+    import sys
+    from types import SimpleNamespace
+
+    from launcher.box_local import LocalBox
+    from launcher.commands.status import read_run, render, summarize
+    from launcher.stages.run_status import write_launcher_phase
+    from launcher.stages.train import await_resume_verdict
+    from rich.console import Console
+    from runcontract.errors import UserError
+    from runcontract.run_folder import TRAINER_EXIT_FILE, TRAINER_STARTING, TRAINER_STDERR_LOG
+    from tests.harness.trainer_runs import make_data, subprocess_env, tiny_args
+
+    make_data(tmp_path / "data")
+    first = subprocess.run([sys.executable, "-m", "trainer.train", *tiny_args(tmp_path, "shape", "--stop_at_step", "2",
+                                                                              "--set", "train.checks.overfit_microset.enabled=false")],
+                           cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    box = LocalBox(tmp_path)
+    ctx = SimpleNamespace(box=box, run_dir="runs/shape")
+    write_launcher_phase(ctx, "setup", progress=TRAINER_STARTING)  # as the train stage does before starting the session
+    wider = shlex.join([sys.executable, "-m", "trainer.train", *tiny_args(tmp_path, "shape", "--set", "model.n_layers=3")])
+    rd = tmp_path / "runs" / "shape"
+    window = subprocess.Popen(["bash", "-c", f"{wider} 2> >(tee -ia {rd / TRAINER_STDERR_LOG} >&2); echo $? > {rd / TRAINER_EXIT_FILE}"],
+                              cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with pytest.raises(UserError, match=r"^failed: resume refused: .*another model shape.*n_layers") as refused:
+            await_resume_verdict(ctx, timeout_s=240)
+        assert "Nothing was trained" in str(refused.value)
+    finally:
+        window.wait(timeout=120)
+    data = read_run(box, "shape")
+    summary = summarize(box.label, "shape", data, None, None)
+    assert summary["state"] == "failed" and summary["progress"].startswith("resume refused: "), summary
+    out = io.StringIO()
+    Console(file=out, width=400).print(render(summary))
+    assert "failed: resume refused: " in out.getvalue(), out.getvalue()

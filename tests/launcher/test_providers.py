@@ -64,14 +64,14 @@ def identity(tmp_path) -> str:
     return str(private)
 
 
-def make_config(kind: str, fake, tmp_path, max_cost: float = 5.0, **section) -> LauncherConfig:
+def make_config(kind: str, fake, tmp_path, max_cost: float = 5.0, search_s: float = 5.0, **section) -> LauncherConfig:
     timing = {"ready_timeout_s": 2, "poll_interval_s": 0.02, "terminate_timeout_s": 2}
     if kind == "runpod":
         sub = {"api_base": fake.rest_base, "graphql_url": fake.graphql_url, **timing, **section}
     else:
         sub = {"api_base": fake.api_base, **timing, **section}
     return LauncherConfig.model_validate({
-        "box": {"kind": kind, "identity_file": identity(tmp_path), kind: sub},
+        "box": {"kind": kind, "identity_file": identity(tmp_path), "lost_create_search_s": search_s, kind: sub},
         "budget": {"hourly_rate": 0, "max_cost": max_cost},
     })
 
@@ -481,20 +481,78 @@ def test_provision_terminates_a_machine_that_never_gets_a_public_port(kind, tmp_
 @pytest.mark.parametrize("kind", ["runpod", "vastai"])
 @pytest.mark.parametrize("failure", ["500", "drop", "hang"])
 def test_provision_finds_and_terminates_what_a_failed_create_made(kind, failure, tmp_path, keyed, fast_http, monkeypatch):
-    """A 5xx, a dropped connection or a timeout after the provider made the machine: pre-v2 code lost it."""
+    """A 5xx, a dropped connection or a timeout after the provider made the machine, while the
+    instance list lags 5 answers behind: pre-v2 code lost it, three looks concluded "nothing bills"."""
     if failure == "hang":  # the create never answers: the client's own timeout ends the wait
         monkeypatch.setattr(registry, "HTTP_OPTIONS", {**FAST, "timeout": 1})
     with (FakeRunPod() if kind == "runpod" else FakeVast()) as fake:
         fake.create_then_fail = failure
+        fake.list_lag = 5
         recorded: list[Instance] = []
         with pytest.raises(ProvisionError) as info:
-            providers.provision(make_config(kind, fake, tmp_path), console(), True, recorded.append)
+            providers.provision(make_config(kind, fake, tmp_path, search_s=30), console(), True, recorded.append)
         made = str(fake.alive() or [None])
         assert fake.alive() == []  # terminated and confirmed gone
         assert info.value.terminated and "named" in str(info.value) and "nothing bills" in str(info.value)
-        assert recorded and recorded[0].name.startswith("llm-box-") and recorded[0].api_base, made
+        assert len(fake.calls("GET", LIST_PATH[kind])) == 6  # looked until the list caught up
+        first = recorded[0]  # recorded before the first look: unconfirmed, by name
+        assert first.state == "unconfirmed" and first.id is None and first.created_at, made
+        assert first.name.startswith("llm-box-") and first.api_base and first.provider == kind
+        [made_id] = fake.pods if kind == "runpod" else fake.instances
+        assert recorded[-1].id == str(made_id) and recorded[-1].name == first.name  # then the instance, by its id
         assert len([r for r in fake.requests if r.method in ("POST", "PUT") and "ssh" not in r.path
                     and "graphql" not in r.path and "bundles" not in r.path]) == 1  # never a blind second create
+
+
+LIST_PATH = {"runpod": r"^/v2/pods$", "vastai": r"^/api/v1/instances/"}
+
+
+@pytest.mark.parametrize("kind", ["runpod", "vastai"])
+def test_provision_lost_create_never_listed_stays_recorded_unconfirmed(kind, tmp_path, keyed, fast_http):
+    """The list lags past the whole search window: the instance bills, and the record must say so."""
+    with (FakeRunPod() if kind == "runpod" else FakeVast()) as fake:
+        fake.create_then_fail = "drop"
+        fake.list_lag = 10**6
+        recorded: list[Instance] = []
+        with pytest.raises(ProvisionError) as info:
+            providers.provision(make_config(kind, fake, tmp_path, search_s=0.5), console(), True, recorded.append)
+        err, message = info.value, " ".join(str(info.value).split())
+        [made] = fake.alive()  # it exists and bills: nothing may say otherwise
+        name = recorded[-1].name
+        assert not err.terminated and "nothing bills" not in message and "billing stopped" not in message
+        manual = registry.PROVIDER_CLASSES[kind].manual_find_command(name)
+        assert f"could not confirm whether an instance was created: check {manual}; `launcher down` looks again" in message
+        assert [r.state for r in recorded] == ["unconfirmed"] and recorded[0].id is None
+        assert recorded[0].to_dict()["created_at"] and recorded[0].api_base == (fake.rest_base if kind == "runpod" else fake.api_base)
+        assert len(fake.calls("GET", LIST_PATH[kind])) >= 3  # backoff within the window, not one look
+
+        # a later look, once the list has caught up, finds it and hands back the record with its id
+        fake.unlisted.clear()
+        stored: list[dict] = []
+        found = providers.reconcile_unconfirmed(recorded[0].to_dict(), make_config(kind, fake, tmp_path), console(),
+                                                window_s=0, on_found=stored.append)
+        assert stored == [found] and found["id"] == str(made) and found["name"] == name and found["created_at"]
+        assert found["state"] != "unconfirmed" and found["api_base"] == recorded[0].api_base
+
+
+@pytest.mark.parametrize("kind", ["runpod", "vastai"])
+def test_reconcile_that_does_not_find_it_keeps_the_record_and_gives_the_command(kind, tmp_path, keyed, fast_http):
+    with (FakeRunPod() if kind == "runpod" else FakeVast()) as fake:
+        config = make_config(kind, fake, tmp_path, search_s=0.3)
+        record = provisioning.unconfirmed_instance(kind, "llm-box-q-abc123", registry.provider_config(config), 1.0e9).to_dict()
+        stored: list[dict] = []
+        with pytest.raises(UserError) as info:
+            providers.reconcile_unconfirmed(record, config, console(), window_s=0.3, on_found=stored.append)
+        message = " ".join(str(info.value).split())
+        assert stored == [] and "could not confirm whether an instance was created: check `" in message
+        assert "llm-box-q-abc123" in message and "2001-09-09 01:46:40 UTC" in message and "lists lag" in message
+        assert len(fake.calls("GET", LIST_PATH[kind])) >= 2
+        # by default the search window runs from the create: a record older than it gets one look
+        with pytest.raises(UserError, match=r"\b1 look\(s\) at"):
+            providers.reconcile_unconfirmed(record, config, console(), on_found=stored.append)
+        with pytest.raises(UserError, match="no id to terminate"):
+            providers.terminate_recorded(record, config)
+        assert "llm-box-q-abc123" in providers.manual_terminate_command(record)
 
 
 def test_provision_lost_create_with_unreadable_list_names_the_instance_and_the_command(runpod, tmp_path, keyed, fast_http):
@@ -508,8 +566,8 @@ def test_provision_lost_create_with_unreadable_list_names_the_instance_and_the_c
 
     runpod.route = no_list
     with pytest.raises(ProvisionError) as info:
-        providers.provision(make_config("runpod", runpod, tmp_path), console(), True)
-    message = str(info.value)
+        providers.provision(make_config("runpod", runpod, tmp_path, search_s=0.5), console(), True)
+    message = " ".join(str(info.value).split())
     name = runpod.pods[runpod.alive()[0]]["name"]
     assert not info.value.terminated and f"named {name!r} may exist and bill" in message
     assert f"`runpodctl pod list --all --name {name}`" in message

@@ -217,3 +217,66 @@ def test_ssh_readiness_retries_a_port_that_resets_with_backoff(sshd: SSHTarget, 
         clock = iter(range(0, 10**6, 50))
         with pytest.raises(BoxUnreachable, match="reset|banner"):
             box.wait_until_reachable(120, sleep=lambda s: None, clock=lambda: next(clock))
+
+
+@pytest.mark.parametrize("kind", ["vastai", "runpod"])
+def test_a_lost_create_under_a_lagging_list_stays_recorded_until_up_status_or_down_finds_it(kind, tmp_path: Path):
+    """The create's answer is lost and the instance list lags far behind: pre-issue-23 code looked
+    three times, cleared the record and said "nothing bills" while the instance billed."""
+    project = _project_copy(tmp_path / "project")
+    env = {"RUNPOD_API_KEY": API_KEY, "VAST_API_KEY": API_KEY, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    key = tmp_path / "id_ed25519"
+    key.write_text("unused\n")
+    (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test@laptop\n")
+    state_file = project / ".launcher" / "state.json"
+    with (FakeVast() if kind == "vastai" else FakeRunPod()) as fake:
+        fake.create_then_fail, fake.list_lag, fake.never_public_port = "drop", 10**6, True
+        api = fake.api_base if kind == "vastai" else fake.rest_base
+        config = _write_config(project, f"{kind}.yaml", {
+            "kind": kind, "identity_file": str(key), "lost_create_search_s": 1,
+            kind: {"api_base": api, "poll_interval_s": 0.05, "terminate_timeout_s": 20}})
+
+        def creates() -> int:
+            return len(fake.calls("PUT", "/asks/") if kind == "vastai" else fake.calls("POST", r"^/v2/pods$"))
+
+        def unconfirmed(result: subprocess.CompletedProcess) -> dict:
+            out = " ".join((result.stdout + result.stderr).split())
+            assert result.returncode != 0 and "Traceback" not in out, out
+            assert "could not confirm whether an instance was created: check `" in out and "`launcher down` looks again" in out
+            assert "billing stopped" not in out and "nothing bills" not in out
+            record = json.loads(state_file.read_text())["instance"]
+            assert record["state"] == "unconfirmed" and record["id"] is None and record["provider"] == kind
+            assert record["name"].startswith("llm-box-") and record["name"] in out and record["api_base"] == api
+            assert record["created_at"]
+            return record
+
+        record = unconfirmed(_launcher(project, env, "up", "--yes", "--config", str(config), timeout=120))
+        [made] = fake.alive()  # it bills, whatever the list says
+        fake.create_then_fail = None
+        assert unconfirmed(_launcher(project, env, "up", "--yes", timeout=120)) == record
+        assert creates() == 1  # no second box over an unconfirmed one
+        assert unconfirmed(_launcher(project, env, "status", timeout=120)) == record
+        assert unconfirmed(_launcher(project, env, "down", timeout=120)) == record
+        assert fake.alive() == [made] and not fake.calls("DELETE")
+
+        fake.unlisted.clear()  # the list catches up
+        if kind == "runpod":  # status finds it, records its id, and says it bills without an SSH address
+            status = _launcher(project, env, "status", timeout=120)
+            out = " ".join((status.stdout + status.stderr).split())
+            assert status.returncode != 0 and "Traceback" not in out, out
+            assert f"found RunPod instance {made}" in out and "has no SSH address recorded yet" in out and "bills" in out
+            assert json.loads(state_file.read_text())["instance"]["id"] == str(made)
+        down = _launcher(project, env, "down", timeout=120)
+        out = down.stdout + down.stderr
+        assert down.returncode == 0 and "Traceback" not in out, out
+        assert fake.alive() == [] and f"confirmed instance {made} is gone: billing stopped" in out
+        assert json.loads(state_file.read_text())["instance"] is None and creates() == 1
+
+        if kind == "vastai":  # never found: kept until the user has checked and says so
+            state_file.write_text(json.dumps({"version": 1, "config_path": str(config), "box": None, "run": None,
+                                              "instance": {**record, "name": "llm-box-q-000000"}}))
+            unconfirmed(_launcher(project, env, "down", timeout=120))
+            forget = _launcher(project, env, "down", "--forget-unconfirmed", timeout=120)
+            assert forget.returncode == 0, forget.stdout + forget.stderr
+            assert "record forgotten, nothing was terminated" in " ".join(forget.stdout.split())
+            assert json.loads(state_file.read_text())["instance"] is None

@@ -97,9 +97,13 @@ def test_store_file_writes_every_field_and_refuses_unknown_keys(tmp_path):
 
 
 def test_the_docs_show_the_status_models_own_descriptions():
-    doc = (ROOT / "docs" / "status-json.md").read_text().split("## The file itself")[1]
+    doc, health_doc = (ROOT / "docs" / "status-json.md").read_text().split("## The file itself")[1].split("## The store's health")
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", doc, re.M))
     assert rows == {name: field.description for name, field in StatusFile.model_fields.items()}
+    from runcontract.run_files import StoreHealth
+
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", health_doc, re.M))
+    assert rows == {name: field.description for name, field in StoreHealth.model_fields.items()}
 
 
 def test_spent_and_the_budget_rule():

@@ -18,7 +18,7 @@ from runcontract.config import ModelConfig, TrainConfig
 from runcontract.configlib import load_config
 from trainer.cost import gate, project
 from runcontract.errors import OverBudgetError, UserError
-from trainer.gpu_specs import mfu, peak_bf16_flops
+from runcontract.gpu_specs import mfu, peak_bf16_flops
 from tests.harness.paths import REPO as ROOT
 
 THROUGHPUT_KEYS = {
@@ -113,6 +113,17 @@ def test_gate_passes_within_budget_and_writes_cost_json(tmp_path, smoke_model, s
     written = json.loads((tmp_path / "cost.json").read_text())
     assert written["total_cost"] == pytest.approx(1.0) and written["verdict"] == "ok"
     assert written["tokens_per_sec"] == 1000.0 and written["hours"] == pytest.approx(1.0)
+
+
+def test_gate_warns_when_the_benchmark_measured_another_gpu_count(tmp_path, smoke_model, smoke_train):
+    _write_throughput(tmp_path, 1000.0, smoke_model.config_hash(), smoke_train.seq_len)  # no gpu_count: one process
+    gate(smoke_train, smoke_model, tmp_path, allow_over_budget=True, gpu_count=2)
+    warnings = json.loads((tmp_path / "cost.json").read_text())["warnings"]
+    assert any("measured on 1 GPU(s) together, this run trains on 2" in w for w in warnings), warnings
+    record = json.loads((tmp_path / "throughput.json").read_text())
+    (tmp_path / "throughput.json").write_text(json.dumps({**record, "gpu_count": 2}))  # measured under DDP on both
+    gate(smoke_train, smoke_model, tmp_path, allow_over_budget=True, gpu_count=2)
+    assert json.loads((tmp_path / "cost.json").read_text())["warnings"] == []
 
 
 def test_gate_refuses_over_budget_with_figures_and_knobs(tmp_path, smoke_model, smoke_train):

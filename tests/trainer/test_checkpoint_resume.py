@@ -89,8 +89,17 @@ def test_explicit_resume_from_an_earlier_checkpoint(tmp_path):
 def test_resume_with_another_model_shape_is_refused(tmp_path):
     make_data(tmp_path / "data")
     assert main([*run_args(tmp_path, "shape"), "--stop_at_step", "2"]) == 0
-    with pytest.raises(UserError, match="another model shape.*n_layers"):
+    status_path = tmp_path / "runs/shape/status.json"
+    stopped = json.loads(status_path.read_text())
+    assert stopped["state"] == "stopped" and stopped["step"] == 2
+    with pytest.raises(UserError, match="^resume refused: .*another model shape.*n_layers"):
         main(run_args(tmp_path, "shape", 10, "--set", "model.n_layers=3"))
+    # the refusal is the run's state, not only a line on stderr: `launcher status` shows "failed: resume refused: ..."
+    refused = json.loads(status_path.read_text())
+    assert refused["state"] == refused["phase"] == "failed", refused
+    assert refused["progress"].startswith("resume refused: ") and "n_layers" in refused["progress"], refused
+    assert refused["step"] == 2 and refused["loss"] == stopped["loss"]  # the last run's figures stay
+    assert "error: resume refused: " in (tmp_path / "runs/shape/train.log").read_text()
 
 
 def test_resume_flag_without_checkpoints_is_an_error(tmp_path):
@@ -216,9 +225,11 @@ def test_a_resume_that_would_change_the_stream_is_refused_before_training(tmp_pa
     make_data(tmp_path / "data")
     assert main([*run_args(tmp_path, "fixed"), "--stop_at_step", "2"]) == 0
     before = (tmp_path / "runs/fixed/metrics.jsonl").read_text()
-    with pytest.raises(UserError, match="cannot resume with the same sample stream: " + message.replace("(", r"\(")):
+    with pytest.raises(UserError, match="resume refused: cannot resume with the same sample stream: " + message.replace("(", r"\(")):
         main(run_args(tmp_path, "fixed", 10, *change))
     assert (tmp_path / "runs/fixed/metrics.jsonl").read_text() == before  # nothing trained
+    status = json.loads((tmp_path / "runs/fixed/status.json").read_text())
+    assert status["state"] == "failed" and status["progress"].startswith("resume refused: cannot resume"), status
 
 
 def test_keep_stream_rules():

@@ -227,10 +227,14 @@ def test_corrupt_checkpoint_is_refused_and_left_alone(tmp_path):
     before = folder_hashes(run)
     with pytest.raises(UserError, match="sha256") as err:
         main(args)
-    assert "step_000004" in str(err.value)
+    assert "step_000004" in str(err.value) and str(err.value).startswith("resume refused: ")
     after = folder_hashes(run)
-    assert {k: after[k] for k in before if k != "train.log"} == {k: v for k, v in before.items() if k != "train.log"}
+    # the checkpoints and data are left alone; the logs and status.json say the resume was refused
+    said = {"train.log", "status.json", ".lock"}
+    assert {k: after[k] for k in before if k not in said} == {k: v for k, v in before.items() if k not in said}
     assert set(after) == set(before)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and status["progress"].startswith("resume refused: ") and status["step"] == 4, status
 
 
 def test_errors_exit_non_zero_without_traceback(tmp_path):

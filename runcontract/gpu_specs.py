@@ -5,10 +5,12 @@ one GPU. A device is matched by a whole-word substring of ``torch.cuda.get_devic
 (``A10`` does not match ``A10G`` or ``A100``), first match wins, so the more specific name comes
 first (``H100 PCIe`` before ``H100``). An unknown GPU or a CPU gives ``None``: no MFU
 is reported rather than a wrong one (``--peak_tflops`` on the benchmark supplies a figure).
-No torch here.
+No torch here: the trainer (MFU) and the launcher (`launcher plan`'s roofline estimate of a GPU
+never measured) both read this one table.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Optional
 
@@ -59,15 +61,35 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def peak_bf16_flops(device_name: Optional[str]) -> Optional[float]:
-    """Peak dense bf16 FLOP/s for ``device_name``, or None (CPU, unknown GPU, no name)."""
+# Letters/digits may not touch the match: "A10" must not claim "A100" or "RTX A1000".
+_PATTERNS = tuple((re.compile(rf"(?<![A-Za-z0-9]){re.escape(needle)}(?![A-Za-z0-9])", re.IGNORECASE), needle, tflops)
+                  for needle, tflops in PEAK_BF16_TFLOPS)
+
+
+@functools.lru_cache(maxsize=1024)  # the plan asks for the same few names thousands of times
+def _match(device_name: Optional[str]) -> Optional[tuple[str, float]]:
+    """The table's (name, TFLOP/s) row that ``device_name`` names, or None."""
     if not device_name:
         return None
-    for needle, tflops in PEAK_BF16_TFLOPS:
-        # Letters/digits may not touch the match: "A10" must not claim "A100" or "RTX A1000".
-        if re.search(rf"(?<![A-Za-z0-9]){re.escape(needle)}(?![A-Za-z0-9])", device_name, re.IGNORECASE):
-            return tflops * TFLOPS
+    name = device_name.replace("_", " ")  # Vast's CLI spells names with underscores
+    for pattern, needle, tflops in _PATTERNS:
+        if pattern.search(name):
+            return needle, tflops
     return None
+
+
+def peak_bf16_flops(device_name: Optional[str]) -> Optional[float]:
+    """Peak dense bf16 FLOP/s for ``device_name``, or None (CPU, unknown GPU, no name)."""
+    row = _match(device_name)
+    return None if row is None else row[1] * TFLOPS
+
+
+def canonical_gpu_name(device_name: str) -> str:
+    """One name per GPU model, whoever spells it: torch's "NVIDIA GeForce RTX 4090", RunPod's
+    "NVIDIA GeForce RTX 4090", Vast's "RTX 4090" (or "RTX_4090") are all "RTX 4090". A GPU
+    missing from the table keeps its own name, with spaces collapsed."""
+    row = _match(device_name)
+    return row[0] if row is not None else " ".join(device_name.replace("_", " ").split())
 
 
 def mfu(flops_per_token: float, tokens_per_sec: float, peak_flops: Optional[float]) -> Optional[float]:
