@@ -5,6 +5,11 @@ Hub and local files go through the same call, ``datasets.load_dataset(..., strea
 so nothing is downloaded or held in memory up front. A ``SourceStream`` yields document texts
 and can save and restore its position (``state_dict``/``load_state_dict``), which is how an
 interrupted data build resumes without re-reading what it already wrote.
+
+A hub source's failures are told apart (``hub_failure``): offline mode, the hub unreachable,
+429/5xx (tried again after each of ``HUB_RETRY_DELAYS_S``, on opening and mid-stream from the
+record after the last one read, then ``HubUnavailable``), gated without a usable HF_TOKEN
+(401/403), no such dataset (404), no such config (naming the dataset's configs).
 """
 from __future__ import annotations
 
