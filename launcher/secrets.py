@@ -2,7 +2,7 @@
 
 ``box_secret_env(config)`` collects them (S3 keys from this shell's environment or from a named
 AWS profile; the provider's API key when the box is rented; WANDB_API_KEY when the run logs to
-Weights & Biases). ``render_env_file(env)`` turns them into ``export KEY='value'`` lines; the run
+Weights & Biases; HF_TOKEN and the hub's address, HF_ENDPOINT, for the data steps). ``render_env_file(env)`` turns them into ``export KEY='value'`` lines; the run
 command writes that with mode 600 to ``~/.llm-box/secrets.env`` on a remote box (to
 ``.launcher/secrets.env`` in the project for the local box, and not at all when there are none)
 and sources it in the tmux session. Secrets never go on a command line, into a log, into
@@ -42,7 +42,7 @@ def _provider_key(kind: str, env_name: str, env: Mapping[str, str]) -> Optional[
 def box_secret_env(config, env: Optional[Mapping[str, str]] = None, train_config=None) -> dict[str, str]:
     """Environment variables the box needs (S3 credentials, provider API key, W&B key); may be empty."""
     env = os.environ if env is None else env
-    result: dict[str, str] = {}
+    result: dict[str, str] = _hub_env(env)
     if train_config is not None and "wandb" in train_config.trackers:
         result.update(_wandb_env(env))
     storage = config.storage
@@ -91,6 +91,30 @@ def box_secret_env(config, env: Optional[Mapping[str, str]] = None, train_config
                 f"set (nor ~/.config/llm-box/{'runpod' if kind == 'runpod' else 'vast'}_key). Export {env_name}, or set "
                 "agent.shutdown_when_done: false."
             )
+    return result
+
+
+def _hub_token_file(env: Mapping[str, str]) -> Path:
+    hf_home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return Path(os.path.expanduser(env.get("HF_TOKEN_PATH") or os.path.join(hf_home, "token")))
+
+
+def _hub_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The Hugging Face Hub's settings the box's tokenizer and data steps need, as documented at
+    https://huggingface.co/docs/huggingface_hub/package_reference/environment_variables (read
+    2026-12-03): HF_TOKEN authenticates (gated datasets; anonymous requests are rate-limited) and
+    overrides the token stored by `hf auth login` in $HF_TOKEN_PATH or $HF_HOME/token, which is read
+    when HF_TOKEN is not set; HF_ENDPOINT points the client at a mirror. HF_HUB_OFFLINE and
+    HF_DATASETS_OFFLINE are not handed over: they say what this machine can reach, not the box."""
+    result = {"HF_ENDPOINT": env["HF_ENDPOINT"]} if env.get("HF_ENDPOINT") else {}
+    token = (env.get("HF_TOKEN") or "").strip()
+    if not token:
+        try:
+            token = _hub_token_file(env).read_text().strip()
+        except OSError:
+            token = ""
+    if token:
+        result["HF_TOKEN"] = token
     return result
 
 

@@ -156,7 +156,7 @@ class SourceConfig(Config):
     config: Optional[str] = Field(None, description="hub: the dataset config (en, 20231101.en).")
     split: str = Field("train", description="Split to stream.")
     text_field: str = Field("text", description="Field holding the document text.")
-    weight: float = Field(1.0, gt=0, description="Relative share of documents drawn from this source.")
+    weight: float = Field(1.0, gt=0, description="This source's relative share of the tokens (of the documents with mix_by: documents); weights are normalised by their sum.")
 
     @model_validator(mode="after")
     def _check_path(self) -> "SourceConfig":
@@ -170,6 +170,7 @@ class DataMixConfig(Config):
 
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(**HUB_C4), SourceConfig(**HUB_WIKIPEDIA)], description="Sources interleaved by weight.")
     seed: int = Field(1234, description="Seed for interleaving and the train/val split.")
+    mix_by: Literal["tokens", "documents"] = Field("tokens", description="What the weights share out: tokens (each source's share of the written tokens follows its weight; data_meta.json records the realized token_share) or documents (each next document drawn by weight, so sources with longer documents get more than their weight of the tokens).")
     val_every: int = Field(100, ge=2, description="Every val_every-th document (by position in the interleaved stream) goes to val, never to train.")
     min_chars: int = Field(1, ge=0, description="Documents shorter than this are skipped.")
 

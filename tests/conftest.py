@@ -44,6 +44,16 @@ def run_python(tmp_path):
     return _run
 
 
+@pytest.fixture
+def fake_hub():
+    """A stand-in for the Hugging Face Hub on 127.0.0.1 (tests/harness/fake_hub.py); add repos to it."""
+    from tests.harness.fake_hub import FakeHub
+
+    hub = FakeHub().start()
+    yield hub
+    hub.stop()
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory) -> SSHTarget:
     """A real OpenSSH server on 127.0.0.1; log in as the non-root user with ``identity_file``."""

@@ -36,7 +36,8 @@ from runcontract.errors import UserError, cli_main
 from runcontract.manifest import sha256_file
 from runcontract.run_folder import DATA_META_FILE
 from trainer.prepared_files import TOKEN_BYTES, open_tokens, read_meta
-from trainer.tokenizer import tokenizer_info
+from trainer.sources import HubUnavailable
+from trainer.tokenizer import load_tokenizer, tokenizer_info
 
 STATE_NAME = "data_build_state.json"
 SPLITS = ("train", "val")
@@ -200,15 +201,37 @@ def _chunks(mix, build: _Build, chunk_bytes: int) -> Iterator[tuple[tuple[list, 
             if build.done():
                 break
             continue
-        nbytes = len(doc.text.encode("utf-8"))
-        docs.append((doc.source, doc.is_val, nbytes))
+        docs.append((doc.source, doc.is_val, doc.nbytes))
         texts.append(doc.text)
-        size += nbytes
+        size += doc.nbytes
         if size >= chunk_bytes or len(docs) >= CHUNK_DOCS:
             yield (docs, mix.state_dict()), texts
             docs, texts, size = [], [], 0
     if docs:
         yield (docs, mix.state_dict()), texts
+
+
+def open_mix(data_config: DataMixConfig, tokenizer_model: str | os.PathLike):
+    """The mix as the build reads it: shares measured with the tokenizer the data is built with."""
+    from trainer.mix import MixedStream
+
+    processor = load_tokenizer(tokenizer_model, "train it first with python -m trainer.tokenizer")
+    return MixedStream(data_config, count_tokens=lambda text: len(processor.encode(text)) + 1)  # + EOS, as written
+
+
+def _with_rerun_note(exc: HubUnavailable, build: "_Build") -> HubUnavailable:
+    """The hub's failure, saying what running again will do: the saved resume point decides."""
+    try:
+        state = json.loads(build.state_path.read_text())
+        written = state["written"] if state["fingerprint"] == build.fp else None
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None
+    if written:
+        note = (f"Running it again resumes where it stopped ({written['train']} train and {written['val']} val tokens "
+                "are kept).")
+    else:
+        note = "Nothing was written yet; running it again starts the build."
+    return HubUnavailable(f"{exc} {note}")
 
 
 class _Shortfall(UserError):
@@ -239,7 +262,6 @@ def build_memmaps(
     ``workers``: tokenizer processes (None: all cores; 0: in this process, for small builds).
     """
     from trainer.encode_pool import EncodePool
-    from trainer.mix import MixedStream
     from trainer.progress import progress_bar
 
     if train_tokens < 1 or val_tokens < 1:
@@ -252,7 +274,10 @@ def build_memmaps(
     (out_dir / DATA_META_FILE).unlink(missing_ok=True)
     started = time.time()
     build = _Build(out_dir, fp, data_config)
-    mix = MixedStream(data_config)  # opens every source now: a bad one fails before any work
+    try:
+        mix = open_mix(data_config, tokenizer_model)  # opens every source now: a bad one fails before any work
+    except HubUnavailable as exc:
+        raise _with_rerun_note(exc, build) from None
     resumed = build.open()
     if resumed:
         mix.load_state_dict(build.mix_state)
@@ -277,6 +302,8 @@ def build_memmaps(
         # connection); with no resume point yet, or sources too small, there is nothing to keep
         if isinstance(exc, _Shortfall) or not build.state_path.exists():
             build.discard()
+        if isinstance(exc, HubUnavailable):
+            raise _with_rerun_note(exc, build) from None
         raise
     hashes = {}
     for split in SPLITS:
@@ -288,6 +315,8 @@ def build_memmaps(
         name = val_source_file(counts["name"])
         os.replace(build.source_tmp_path(index), out_dir / name)
         val_sources.append({"source": counts["name"], "file": name, "tokens": counts["val_tokens"], "sha256": sha256_file(out_dir / name)})
+    for counts in build.sources:  # what the weights became on this data (the mix only estimates tokens ahead)
+        counts["token_share"] = round(counts["tokens"] / total, 4)
     meta = {
         **fp,
         "vocab_size": info["vocab_size"],

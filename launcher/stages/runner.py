@@ -17,6 +17,7 @@ costs time, never correctness.
 """
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -29,6 +30,7 @@ from launcher.stages.context import RunContext
 from launcher.stages.run_status import write_launcher_phase
 from launcher.stages.stamps import stamp_done, write_stamp
 from launcher.stages.step_output import run_logged
+from launcher.stages.store_and_secrets import secrets_prefix, write_secrets
 from runcontract.errors import EXIT_INTERRUPTED, UserError
 from runcontract.run_folder import FAILED, STOPPED
 
@@ -58,15 +60,20 @@ def _stamped_stage(name: str, command: Callable[[RunContext], str], fp: Callable
                    outputs: Callable[[RunContext], list[str]], what: str, interrupted: str,
                    switched_off: Callable[[RunContext], Optional[str]] = lambda ctx: None,
                    tee: Callable[[RunContext], Optional[str]] = lambda ctx: None,
-                   after: Callable[[RunContext], Optional[str]] = lambda ctx: None) -> Stage:
+                   after: Callable[[RunContext], Optional[str]] = lambda ctx: None, secrets: bool = False) -> Stage:
     """A stage that runs one trainer command and leaves a stamp; ``switched_off`` says why the config
     skips it, ``tee`` names a file its output is also copied to, ``after`` runs once it is done (a line
-    it returns joins the summary)."""
+    it returns joins the summary); with ``secrets`` the command runs with the box's secrets file
+    sourced (HF_TOKEN and HF_ENDPOINT for the steps that read the hub)."""
     def is_done(ctx: RunContext) -> Optional[str]:
         return switched_off(ctx) or stamp_done(ctx, name, fp(ctx), outputs(ctx))
 
     def run(ctx: RunContext) -> str:
-        out = run_logged(ctx, command(ctx), what, tee=tee(ctx))
+        shell = command(ctx)
+        if secrets:
+            write_secrets(ctx)
+            shell = f"bash -c {shlex.quote(f'{secrets_prefix(ctx)} {shell}')}"
+        out = run_logged(ctx, shell, what, tee=tee(ctx))
         write_stamp(ctx, name, fp(ctx))
         last = [l for l in out.strip().splitlines() if l.strip()]
         extra = after(ctx)
@@ -93,9 +100,11 @@ def build_stages(ctx: RunContext) -> list[Stage]:
                             describe=nccl_probe.describe))
     stages += [
         _stamped_stage("tokenizer", tokenizer.command, tokenizer.stamp_fingerprint, lambda ctx: tokenizer.OUTPUTS,
-                       "training the tokenizer", "the tokenizer step was stopped on the box; it is rebuilt next run"),
+                       "training the tokenizer", "the tokenizer step was stopped on the box; it is rebuilt next run",
+                       secrets=True),
         _stamped_stage("data", data.command, data.stamp_fingerprint, lambda ctx: data.OUTPUTS,
-                       "preparing the data", "data preparation was stopped on the box; it is rebuilt next run"),
+                       "preparing the data", "data preparation was stopped on the box; it resumes where it stopped next run",
+                       secrets=True),
         _stamped_stage("benchmark", benchmark.command, benchmark.stamp_fingerprint, benchmark.outputs,
                        "the throughput benchmark", "the benchmark was stopped on the box; it runs again next time",
                        switched_off=benchmark.switched_off, tee=benchmark.progress_log, after=benchmark.after_run),

@@ -67,12 +67,12 @@ def assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> No
 
 
 def ssh_config(sshd: SSHTarget, workdir: str, python: str, *, name: str, storage: str, port: int | None = None,
-               identity: str | None = None, sets=TRAIN_SETS, max_cost: float = 100.0) -> str:
+               identity: str | None = None, sets=TRAIN_SETS, max_cost: float = 100.0, data_config: str | None = None) -> str:
     lines = [
         "box:", "  kind: ssh", f"  host: {sshd.host}", f"  port: {port or sshd.port}", f"  user: {sshd.user}",
         f"  identity_file: {identity or sshd.identity_file}", f"  workdir: {workdir}", f"  python: {python}",
         "  connect_timeout: 5",
-        "run:", f"  name: {name}", f"  set: {json.dumps(list(sets))}",
+        "run:", f"  name: {name}", f"  set: {json.dumps(list(sets))}", *([f"  data_config: {data_config}"] if data_config else []),
         "  tokenizer: {vocab_size: 4096, sample_bytes: 400000}", "  data: {train_tokens: 100000, val_tokens: 10000}",
         storage,
         f"budget: {{hourly_rate: 0.5, max_cost: {max_cost}}}",

@@ -31,13 +31,31 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_up_run_logs_status_stop_rerun_down(sshd: SSHTarget, remote_workdir: str, box_python: Path, s3_server: S3Endpoint,
-                                            s3_bucket: str, project: Path):
+                                            s3_bucket: str, project: Path, fake_hub):
+    from tests.harness.fake_hub import jsonl_dataset
     from tests.harness.sshd import session_processes
 
     name = f"ssh{os.getpid()}"
+    # half of the data from a gated dataset on a hub mirror: the box's tokenizer and data steps must
+    # get both HF_ENDPOINT and HF_TOKEN, which exist only in this shell
+    hf_token = f"hf_e2e{os.getpid()}tok"
+    words = ["river", "stone", "light", "paper", "winter", "garden", "signal", "engine"]
+    fake_hub.add(jsonl_dataset("org/gated-web", {"en": [f"web page {i}: " + " ".join(words[(i * j) % 8] for j in range(60))
+                                                       for i in range(2000)]}, gated=True, allowed_tokens=(hf_token,)))
+    (project / "configs" / "data_hub_e2e.yaml").write_text(
+        "sources:\n  - {name: stdlib, type: python_stdlib, weight: 0.5}\n"
+        "  - {name: web, type: hub, path: org/gated-web, config: en, weight: 0.5}\nval_every: 20\n")
+    processes_during_data: list[str] = []
+
+    def snapshot_processes(method: str, path: str) -> None:  # the process list while the box's data step reads the hub
+        if "/resolve/" in path and len(processes_during_data) < 3:
+            processes_during_data.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
+
+    fake_hub.on_request = snapshot_processes
     cfg = project / "configs" / "ssh_e2e.yaml"
-    cfg.write_text(ssh_config(sshd, remote_workdir, str(box_python), name=name, storage=s3_storage(s3_server, s3_bucket)))
-    env = s3_server.env()
+    cfg.write_text(ssh_config(sshd, remote_workdir, str(box_python), name=name, storage=s3_storage(s3_server, s3_bucket),
+                              data_config="configs/data_hub_e2e.yaml"))
+    env = {**s3_server.env(), "HF_TOKEN": hf_token, "HF_ENDPOINT": fake_hub.url}
 
     up = launcher(project, "up", "--config", "configs/ssh_e2e.yaml", env=env)
     assert up.returncode == 0, up.stderr + up.stdout
@@ -60,9 +78,20 @@ def test_up_run_logs_status_stop_rerun_down(sshd: SSHTarget, remote_workdir: str
         secrets = box_shell(sshd, "stat -c %a ~/.llm-box/secrets.env")
         assert secrets.stdout.strip() == "600"
         ps = box_shell(sshd, f"ps -u {sshd.user} -o args")
-        assert s3_server.secret_key not in ps.stdout and s3_server.access_key not in ps.stdout
-        grep = box_shell(sshd, f"grep -rl {s3_server.secret_key} {remote_workdir} --exclude-dir=.venv; true")
-        assert grep.stdout.strip() == ""
+        assert s3_server.secret_key not in ps.stdout and s3_server.access_key not in ps.stdout and hf_token not in ps.stdout
+        for secret in (s3_server.secret_key, hf_token):
+            grep = box_shell(sshd, f"grep -rl {secret} {remote_workdir} --exclude-dir=.venv; true")
+            assert grep.stdout.strip() == "", grep.stdout
+        # the hub's token and address reached the box's data steps (the gated dataset opened with it)
+        # and nothing else: no command line while they ran, no log, no output
+        hub_auth = {auth for _, path, auth in fake_hub.requests if "gated-web" in path}
+        assert hub_auth == {f"Bearer {hf_token}"}, hub_auth
+        data_meta = json.loads(box_shell(sshd, f"cat {remote_workdir}/data/data_meta.json").stdout)
+        assert [s["name"] for s in data_meta["sources"]] == ["stdlib", "web"] and data_meta["sources"][1]["tokens"] > 0
+        assert abs(data_meta["sources"][1]["token_share"] - 0.5) < 0.05, data_meta["sources"]
+        assert processes_during_data and all(hf_token not in listing for listing in processes_during_data)
+        assert processes_during_data and any("trainer." in listing for listing in processes_during_data)
+        assert hf_token not in run.stdout + run.stderr + up.stdout + up.stderr
 
         def status():
             r = launcher(project, "status", "--json", env=env)

@@ -220,6 +220,21 @@ def test_box_secret_env_and_env_file(tmp_path):
         render_env_file({"BAD NAME": "x"})
 
 
+def test_the_hub_token_and_endpoint_reach_the_box_offline_flags_do_not(tmp_path):
+    """HF_TOKEN (else the token `hf auth login` stored in $HF_TOKEN_PATH or $HF_HOME/token) and
+    HF_ENDPOINT go into the box's secrets file; the laptop's offline flags stay on the laptop."""
+    home = {"HF_HOME": str(tmp_path / "hf")}
+    assert box_secret_env(LauncherConfig(), env=home) == {}
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "token").write_text("hf_stored\n")
+    assert box_secret_env(LauncherConfig(), env=home) == {"HF_TOKEN": "hf_stored"}
+    env = {**home, "HF_TOKEN": "hf_exported", "HF_ENDPOINT": "https://mirror.example", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1"}
+    assert box_secret_env(LauncherConfig(), env=env) == {"HF_TOKEN": "hf_exported", "HF_ENDPOINT": "https://mirror.example"}
+    (tmp_path / "elsewhere").write_text("hf_from_path")
+    assert box_secret_env(LauncherConfig(), env={**home, "HF_TOKEN_PATH": str(tmp_path / "elsewhere")})["HF_TOKEN"] == "hf_from_path"
+
+
 def test_empty_objects_do_not_stall_the_next_request(store, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")

@@ -114,7 +114,7 @@ def test_memmaps_hold_exactly_the_mix_in_order(tmp_path, run_python, mix_yaml, t
     # every document, in mix order, followed by EOS; the val split is every 5th position
     processor = spm.SentencePieceProcessor(model_file=str(tok_model))
     expected = {"train": [], "val": []}
-    for doc in MixedStream(load_mix(mix_yaml)):
+    for doc in data.open_mix(load_mix(mix_yaml), tok_model):
         expected["val" if doc.is_val else "train"].append(doc.text)
         if len(expected["val"]) > 400 and len(expected["train"]) > 1600:
             break
@@ -134,7 +134,7 @@ def test_memmaps_hold_exactly_the_mix_in_order(tmp_path, run_python, mix_yaml, t
     assert sum(v["tokens"] for v in meta["val_sources"]) == val_n
     assert [v["tokens"] for v in meta["val_sources"]] == [s["val_tokens"] for s in meta["sources"]]
     by_source = {0: [], 1: []}
-    for doc in MixedStream(load_mix(mix_yaml)):
+    for doc in data.open_mix(load_mix(mix_yaml), tok_model):
         if doc.is_val:
             by_source[doc.source].append(doc.text)
         if min(len(v) for v in by_source.values()) > 200:
@@ -160,17 +160,49 @@ def test_mix_is_seeded_and_val_by_position(mix_yaml):
     assert sum(v for *_, v in first) == 60
 
 
-def test_mix_state_resumes_mid_stream(mix_yaml):
-    config = load_mix(mix_yaml)
-    stream = MixedStream(config)
+@pytest.mark.parametrize("mix_by, tokens", [("tokens", True), ("tokens", False), ("documents", False)])
+def test_mix_state_resumes_mid_stream(mix_yaml, tok_model, mix_by, tokens):
+    config = load_mix(mix_yaml).model_copy(update={"mix_by": mix_by})
+    processor = spm.SentencePieceProcessor(model_file=str(tok_model))
+    count = (lambda text: len(processor.encode(text))) if tokens else None
+    stream = MixedStream(config, count_tokens=count)
     iterator = iter(stream)
     head = [next(iterator).text for _ in range(777)]
     state = json.loads(json.dumps(stream.state_dict()))  # it goes through a JSON file
     rest = [next(iterator).text for _ in range(500)]
-    resumed = MixedStream(config)
+    resumed = MixedStream(config, count_tokens=count)
     resumed.load_state_dict(state)
     assert [d.text for _, d in zip(range(500), resumed)] == rest
     assert head[-1] not in rest
+
+
+@pytest.fixture(scope="module")
+def short_and_long(tmp_path_factory) -> Path:
+    """Two sources whose documents differ tenfold in length, weighted 0.8 (short) / 0.2 (long)."""
+    folder = tmp_path_factory.mktemp("lengths")
+    write_corpus(folder / "short", "short", 1500, seed=4, words=30)
+    write_corpus(folder / "long", "long", 300, seed=5, words=300)
+    return write_yaml(folder / "mix.yaml", [
+        {"name": "web", "type": "json", "path": str(folder / "short" / "*.jsonl"), "weight": 0.8},
+        {"name": "articles", "type": "json", "path": str(folder / "long" / "*.jsonl"), "weight": 0.2},
+    ], val_every=10)
+
+
+@pytest.mark.parametrize("mix_by", ["tokens", "documents"])
+def test_weights_are_token_shares(tmp_path, short_and_long, tok_model, mix_by):
+    """Weights 0.8/0.2 are the sources' shares of the written tokens (data_meta.json records the
+    realized shares), however long each source's documents are; mix_by: documents keeps the old
+    meaning, where the source with long documents takes far more than its weight."""
+    config = load_mix(short_and_long).model_copy(update={"mix_by": mix_by})
+    meta = data.build_memmaps(config, tok_model, tmp_path / "out", 200_000, 20_000, workers=0, progress=False)
+    web, articles = meta["sources"]
+    assert web["token_share"] == round(web["tokens"] / 220_000, 4) and articles["token_share"] == round(articles["tokens"] / 220_000, 4)
+    if mix_by == "tokens":
+        assert abs(web["token_share"] - 0.8) < 0.02 and abs(articles["token_share"] - 0.2) < 0.02, meta["sources"]
+        assert articles["val_tokens"] > 0  # val holds every source (its share is noisier: few long documents)
+    else:
+        assert web["documents"] / (web["documents"] + articles["documents"]) == pytest.approx(0.8, abs=0.05)
+        assert articles["token_share"] > 0.5, meta["sources"]
 
 
 @pytest.mark.parametrize("kind", ["json", "parquet", "text"])
