@@ -1,0 +1,56 @@
+"""infra/bootstrap.sh on a box image's Python (issue 22). Keeping a supported image's torch,
+with the MB and seconds it took, is run for real on the oldest supported image by CI's oldest
+lane (tests/harness/oldest_lane.py: ~2.5 GB of torch, so not here)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness.paths import REPO
+
+
+def scratch_image(tmp_path: Path, torch_version: str) -> Path:
+    """A Python whose only torch is metadata saying ``torch_version`` (nothing of torch runs)."""
+    image = tmp_path / "image"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(image)], check=True)
+    site = Path(subprocess.run([str(image / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    info = site / f"torch-{torch_version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {torch_version}\n")
+    (info / "RECORD").write_text("")
+    return image / "bin/python"
+
+
+def project_copy(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "infra", project / "infra")
+    shutil.copy(REPO / "pyproject.toml", project)
+    return project
+
+
+def test_an_image_torch_below_the_floor_is_refused_in_one_line_before_anything_is_installed(tmp_path):
+    python = scratch_image(tmp_path, "2.3.1+cu121")
+    project = project_copy(tmp_path)
+    result = subprocess.run(["bash", "infra/bootstrap.sh", "--python", str(python)], cwd=project,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert "torch is 2.3.1+cu121" in errors[0] and "torch >= 2.4" in errors[0] and "nothing was installed" in errors[0]
+    assert not (project / ".venv").exists()
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_supported_range_is_declared_once_and_read_by_bootstrap():
+    from tests.harness.paths import box_requirements
+
+    reqs = box_requirements()
+    assert reqs.supported_range(REPO / "pyproject.toml") == ("3.10", "2.4")
+    assert reqs.torch_refusal(REPO / "pyproject.toml", "2.4.0+cu124") is None
+    assert reqs.torch_refusal(REPO / "pyproject.toml", "2.13.0+cpu") is None
+    assert "torch >= 2.4" in reqs.torch_refusal(REPO / "pyproject.toml", "2.3.1")
+    names = {reqs.requirement_name(r) for r in reqs.box_requirements(REPO / "pyproject.toml")}
+    assert "transformers" in names  # export runs on the box (issue 22)
