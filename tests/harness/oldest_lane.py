@@ -47,10 +47,10 @@ def copy_project(dest: Path) -> None:
                    check=True)
 
 
-def check_bootstrap(output: str, image_torch: str, venv_python: Path) -> list[str]:
+def check_bootstrap(output: str, image_torch: str, image_base: Path, venv_python: Path) -> list[str]:
     """What a bootstrap on a supported image must show; the problems found."""
     problems = []
-    if f"keeping" not in output or image_torch not in output:
+    if "keeping" not in output or image_torch not in output:
         problems.append(f"bootstrap did not say it kept torch {image_torch}")
     installed = next((line for line in output.splitlines() if line.startswith("bootstrap: installed into")), "")
     names = installed.split(":", 2)[-1].split()
@@ -59,9 +59,10 @@ def check_bootstrap(output: str, image_torch: str, venv_python: Path) -> list[st
         problems.append(f"bootstrap installed {heavy or 'nothing it listed'}: the image's torch must be kept")
     if not re.search(r"^bootstrap: fetched \d+ MB .* in \d+ s$", output, re.M):
         problems.append("bootstrap did not say how many MB it fetched and how long it took")
-    venv_torch = subprocess.run([str(venv_python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True).stdout.strip()
-    if venv_torch != image_torch:
-        problems.append(f"the venv's torch is {venv_torch or 'missing'}, the image's {image_torch}")
+    where = subprocess.run([str(venv_python), "-c", "import importlib.metadata as m, torch; print(m.version('torch'), torch.__file__)"],
+                           capture_output=True, text=True).stdout.split()
+    if where[:1] != [image_torch] or not where[1:] or not where[1].startswith(str(image_base)):
+        problems.append(f"the venv's torch is {' '.join(where) or 'missing'}, not the image's {image_torch} from {image_base}")
     return problems
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(boot.stdout[-3000:], boot.stderr[-3000:], sep="\n")
         print(f"oldest lane: FAILED: bootstrap exited {boot.returncode}")
         return 1
-    problems = check_bootstrap(boot.stdout, image_torch, venv_python)
+    problems = check_bootstrap(boot.stdout, image_torch, image.parent.parent, venv_python)
     if problems:
         print("oldest lane: FAILED: " + "; ".join(problems))
         return 1

@@ -54,3 +54,23 @@ def test_the_supported_range_is_declared_once_and_read_by_bootstrap():
     assert "torch >= 2.4" in reqs.torch_refusal(REPO / "pyproject.toml", "2.3.1")
     names = {reqs.requirement_name(r) for r in reqs.box_requirements(REPO / "pyproject.toml")}
     assert "transformers" in names  # export runs on the box (issue 22)
+
+
+def test_fetched_megabytes_are_summed_from_pips_own_lines(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_summary", REPO / "infra" / "fetch_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    local = tmp_path / "h11-0.16.0-py3-none-any.whl"
+    local.write_bytes(b"x" * 2_000_000)
+    log = ["Collecting accelerate>=0.30",
+           "  Downloading accelerate-1.15.0-py3-none-any.whl (375 kB)",
+           "  Using cached datasets-5.2.0-py3-none-any.whl (1.5 MB)",
+           f"Processing {local}",
+           "Requirement already satisfied: torch==2.4.0 in /image/lib/python3.10/site-packages",
+           "Downloading pyarrow-26.0.1-cp310-cp310-manylinux_2_28_x86_64.whl (45.2 MB)"]
+    size, names = summary.fetched(log)
+    assert size == 375e3 + 1.5e6 + 2_000_000 + 45.2e6
+    assert names == ["accelerate-1.15.0-py3-none-any.whl", "datasets-5.2.0-py3-none-any.whl", local.name,
+                     "pyarrow-26.0.1-cp310-cp310-manylinux_2_28_x86_64.whl"]
