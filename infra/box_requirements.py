@@ -1,7 +1,7 @@
 """Print the box's Python requirements, one a line: the project's dependencies + the trainer extra.
 
     python infra/box_requirements.py [--pyproject pyproject.toml] [--only torch|--exclude torch]
-    python infra/box_requirements.py --check-torch 2.4.0+cu124   # exit 3 with one line if below the floor
+    python infra/box_requirements.py --check-torch 2.4.0+cu124   # exit 3 with one line: below the floor
 
 Read from pyproject.toml with tomllib (Python >= 3.11; on 3.10 ``tomli``, or the copy pip vendors,
 which every venv has), so the box installs exactly what the project declares. The supported

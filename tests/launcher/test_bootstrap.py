@@ -32,14 +32,14 @@ def project_copy(tmp_path: Path) -> Path:
 
 
 def test_an_image_torch_below_the_floor_is_refused_in_one_line_before_anything_is_installed(tmp_path):
-    python = scratch_image(tmp_path, "2.3.1+cu121")
+    python = scratch_image(tmp_path, "2.4.0+cu124")  # RunPod's default image of 2024
     project = project_copy(tmp_path)
     result = subprocess.run(["bash", "infra/bootstrap.sh", "--python", str(python)], cwd=project,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 3, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1, result.stderr
-    assert "torch is 2.3.1+cu121" in errors[0] and "torch >= 2.4" in errors[0] and "nothing was installed" in errors[0]
+    assert "torch is 2.4.0+cu124" in errors[0] and "torch >= 2.6" in errors[0] and "nothing was installed" in errors[0]
     assert not (project / ".venv").exists()
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -48,10 +48,11 @@ def test_the_supported_range_is_declared_once_and_read_by_bootstrap():
     from tests.harness.paths import box_requirements
 
     reqs = box_requirements()
-    assert reqs.supported_range(REPO / "pyproject.toml") == ("3.10", "2.4")
-    assert reqs.torch_refusal(REPO / "pyproject.toml", "2.4.0+cu124") is None
+    assert reqs.supported_range(REPO / "pyproject.toml") == ("3.10", "2.6")
+    assert reqs.torch_refusal(REPO / "pyproject.toml", "2.6.0+cu124") is None
     assert reqs.torch_refusal(REPO / "pyproject.toml", "2.13.0+cpu") is None
-    assert "torch >= 2.4" in reqs.torch_refusal(REPO / "pyproject.toml", "2.3.1")
+    assert reqs.torch_refusal(REPO / "pyproject.toml", "2.10.0") is None  # numerically, not as text
+    assert "torch >= 2.6" in reqs.torch_refusal(REPO / "pyproject.toml", "2.5.1")
     names = {reqs.requirement_name(r) for r in reqs.box_requirements(REPO / "pyproject.toml")}
     assert "transformers" in names  # export runs on the box (issue 22)
 

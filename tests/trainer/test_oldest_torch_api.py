@@ -1,7 +1,8 @@
-"""The trainer on the oldest supported torch (pyproject's floor, 2.4): it uses only what that
-torch has, and records what took effect there (issue 22). The oldest-torch CI lane
-(tests/harness/oldest_lane.py) runs the trainer's own tests on that torch for real; these run
-on any torch by taking away what 2.4 lacks."""
+"""The trainer on older torch (issue 22): the model uses no API newer than it needs (torch
+2.4, the 2024 images' torch, has no public register_load_state_dict_pre_hook), and the
+throughput record says which levers took effect (no SDPA enable_gqa before 2.5). The oldest-torch
+CI lane (tests/harness/oldest_lane.py) runs the trainer's own tests on pyproject's torch floor for
+real; these run on any torch by taking away what an older one lacks."""
 from __future__ import annotations
 
 import torch
