@@ -267,7 +267,7 @@ def run_benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.
         "device_type": device.type,
         "device_count": device_count,
         "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
+        "cuda_version": torch.version.cuda if device.type == "cuda" else None,  # a CUDA build measured on CPU ran no CUDA
         "model_config_hash": model_cfg.config_hash(),
         "num_parameters": shape_only.num_parameters(),
         "flops_per_token": flops_per_token,

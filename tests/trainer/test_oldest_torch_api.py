@@ -33,11 +33,15 @@ def test_the_model_builds_and_loads_either_layout_without_torch_2_5s_public_hook
         torch.testing.assert_close(fused(idx)[0], separate(idx)[0], atol=1e-5, rtol=1e-5)
 
 
-def _benchmark_speed(tmp_path, model_cfg: ModelConfig) -> dict:
+def _benchmark(tmp_path, model_cfg: ModelConfig) -> dict:
     train_cfg = load_config(TrainConfig, REPO / "configs/train_smoke.yaml")
     train_cfg.runs_dir, train_cfg.seq_len, train_cfg.micro_batch_size = str(tmp_path / "runs"), 32, 2
     assert train_cfg.speed.sdpa_gqa and train_cfg.speed.loss_impl == "auto"  # what the record must not echo blindly
-    return run_benchmark(model_cfg, train_cfg, torch.device("cpu"), steps=1, warmup=0)["speed"]
+    return run_benchmark(model_cfg, train_cfg, torch.device("cpu"), steps=1, warmup=0)
+
+
+def _benchmark_speed(tmp_path, model_cfg: ModelConfig) -> dict:
+    return _benchmark(tmp_path, model_cfg)["speed"]
 
 
 def test_throughput_records_sdpa_gqa_off_where_torch_has_no_enable_gqa(tmp_path, monkeypatch):
@@ -51,3 +55,10 @@ def test_throughput_records_sdpa_gqa_on_only_where_it_acted(tmp_path):
     with_shared_kv = _benchmark_speed(tmp_path, small_config())
     assert with_shared_kv["sdpa_gqa"] is trainer.model.SDPA_HAS_GQA
     assert _benchmark_speed(tmp_path, small_config(n_kv_heads=4))["sdpa_gqa"] is False  # no KV heads to share
+
+
+def test_a_cuda_build_measured_on_cpu_records_no_cuda(tmp_path, monkeypatch):
+    """The registry's torch and the box images' are CUDA builds; on CPU no CUDA ran (found by the oldest lane)."""
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    record = _benchmark(tmp_path, small_config())
+    assert record["device_type"] == "cpu" and record["cuda_version"] is None
