@@ -22,7 +22,13 @@ def exact_release(version: str) -> str:
 
 
 def find_python(version: str) -> str:
-    """A real ``python<version>`` (pyenv's shims need PYENV_VERSION, so its versions are looked up directly)."""
+    """A stand-alone ``python<version>``, as an image has: the system's first (its site-packages
+    hold only the distribution's own, like an image's), else pyenv's (looked up directly: its
+    shims need PYENV_VERSION). Never this machine's working Python, whose site-packages hold every
+    package the tests use: a venv made with --system-site-packages would see them all."""
+    system = Path(f"/usr/bin/python{version}")
+    if system.exists():
+        return str(system)
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     for candidate in sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"), reverse=True):
         return str(candidate)
@@ -33,16 +39,16 @@ def find_python(version: str) -> str:
 
 
 def ensure_image_python(python_version: str, torch_version: str) -> Path:
-    """The image's interpreter (a venv of pyenv's ``python<python_version>``) with ``torch==<torch_version>``."""
+    """The image's interpreter (a venv of a stand-alone ``python<python_version>``) with ``torch==<torch_version>``."""
+    real = find_python(python_version)
     base = IMAGE_ROOT / f"image-py{python_version}-torch{torch_version}"
     python, done = base / "bin" / "python", base / ".complete"
-    if python.exists() and done.exists():
+    if python.exists() and done.exists() and done.read_text().startswith(f"{real}\n"):
         return python
-    real = find_python(python_version)
     started = time.monotonic()
     subprocess.run([real, "-m", "venv", "--clear", str(base)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"torch=={torch_version}"], check=True)
-    done.write_text(f"built in {time.monotonic() - started:.0f} s\n")
+    done.write_text(f"{real}\nbuilt in {time.monotonic() - started:.0f} s\n")
     subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     return python
 
