@@ -4,10 +4,15 @@
 #
 #     bash infra/bootstrap.sh [--python PYTHON] [--check]
 #
-# - If PYTHON already imports torch (GPU images ship a CUDA build; so does the tests' box
-#   Python), the venv sees PYTHON's packages (--system-site-packages, plus a .pth to PYTHON's
-#   own site-packages when PYTHON is itself a venv) and that torch is kept.
+# - If PYTHON already has torch (GPU images ship a CUDA build; so does the tests' box Python),
+#   the venv sees PYTHON's packages (--system-site-packages, plus a .pth to PYTHON's own
+#   site-packages when PYTHON is itself a venv) and that torch is kept: the rest is resolved
+#   under a constraint pinning it ($VENV/llmbox-constraints.txt, pip -c / uv --constraint), so
+#   the resolver picks accelerate, datasets and transformers releases that work with it and
+#   downloads no torch and no CUDA wheel. A torch below the supported floor (pyproject.toml's
+#   trainer extra) is refused in one line before anything is installed.
 #   Otherwise torch is installed first, alone (PIP_FIND_LINKS / UV_FIND_LINKS are honoured).
+# - It ends by saying how many MB it fetched and how long it took.
 # - uv is used when present, else pip.
 # - A stamp (hash of the requirements, PYTHON and this script) makes a second call a no-op.
 #   --check only tests the stamp: exit 0 when up to date, 1 otherwise.
@@ -51,18 +56,20 @@ fi
 [ "$CHECK" = 1 ] && exit 1
 
 progress 1 "checking $PYTHON"
-if "$PYTHON" - <<'PY'
-import sys
-sys.exit(0 if sys.version_info >= (3, 10) else 1)
-PY
+STARTED=$(date +%s)
+read -r PY_FLOOR _ < <("$PYTHON" infra/box_requirements.py --range)
+if "$PYTHON" -c "import sys; sys.exit(sys.version_info[:2] < tuple(map(int, '$PY_FLOOR'.split('.'))))"
 then :; else
-    echo "bootstrap: error: $PYTHON is $("$PYTHON" --version 2>&1); the trainer needs Python >= 3.10. Set box.python." >&2
+    echo "bootstrap: error: $PYTHON is $("$PYTHON" --version 2>&1); the trainer needs Python >= $PY_FLOOR. Set box.python." >&2
     exit 3
 fi
+# The image's torch, read from its metadata (importing torch takes seconds); refused below the floor.
+IMAGE_TORCH="$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)"
 SYSTEM_TORCH=0
-if "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+if [ -n "$IMAGE_TORCH" ]; then
+    "$PYTHON" infra/box_requirements.py --check-torch "$IMAGE_TORCH" || exit 3
     SYSTEM_TORCH=1
-    echo "bootstrap: keeping $PYTHON's torch $("$PYTHON" -c 'import torch; print(torch.__version__)')"
+    echo "bootstrap: keeping $PYTHON's torch $IMAGE_TORCH"
 fi
 
 USE_UV=0
@@ -87,11 +94,18 @@ if [ "$SYSTEM_TORCH" = 1 ]; then
     "$PYTHON" -c 'import site, sys; print("\n".join(p for p in site.getsitepackages() if "site-packages" in p or "dist-packages" in p))' > "$SITE/_llmbox_base_site.pth"
 fi
 
+# What was fetched: pip's own lines (sizes of downloaded, cached and local files, summed by
+# infra/fetch_summary.py); uv prints no sizes, so there the growth of its cache.
+PIP_LOG="$VENV/.bootstrap-pip.log"
+: > "$PIP_LOG"
+cache_kb() { [ "$USE_UV" = 1 ] && du -sk "$(uv cache dir 2>/dev/null)" 2>/dev/null | cut -f1 || echo 0; }
+CACHE_BEFORE=$(cache_kb)
 install() {
     if [ "$USE_UV" = 1 ]; then
         uv pip install -q --python "$VENV/bin/python" "$@"
     else
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@"
+        "$VENV/bin/python" -m pip install --progress-bar off --disable-pip-version-check "$@" >> "$PIP_LOG" \
+            || { tail -n 30 "$PIP_LOG" >&2; return 1; }
     fi
 }
 
@@ -100,13 +114,25 @@ if [ "$SYSTEM_TORCH" = 0 ]; then
     # alone and first: a range resolved together with the rest could pull other CUDA wheels
     install $("$PYTHON" infra/box_requirements.py --only torch)
 fi
+# Every later resolution keeps this torch.
+CONSTRAINTS="$VENV/llmbox-constraints.txt"
+echo "torch==$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')" > "$CONSTRAINTS"
 
 progress 4 "installing the project's dependencies"
 mapfile -t REQ_ARRAY < <(echo "$REQS")
-install "${REQ_ARRAY[@]}"
+install --constraint "$CONSTRAINTS" "${REQ_ARRAY[@]}"
 
 "$VENV/bin/python" -c 'import torch, sentencepiece, numpy, safetensors, paramiko, boto3, yaml, pydantic' \
     || { echo "bootstrap: error: the venv cannot import the trainer's dependencies (see above)" >&2; exit 4; }
+if [ "$USE_UV" = 1 ]; then
+    FETCHED="$(( ($(cache_kb) - CACHE_BEFORE) / 1000 )) MB (uv's cache growth)"
+else
+    read -r MB FILES < <("$PYTHON" infra/fetch_summary.py "$PIP_LOG")
+    FETCHED="$MB MB ($FILES packages)"
+fi
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "bootstrap: installed into $VENV: $(cd "$SITE" && ls -d *.dist-info 2>/dev/null | sed 's/\.dist-info$//' | tr '\n' ' ')"
+echo "bootstrap: fetched $FETCHED in $(( $(date +%s) - STARTED )) s"
 echo "$HASH" > "$STAMP"
 progress 5 "done"
 echo "bootstrap: $VENV ready (torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'), $([ "$USE_UV" = 1 ] && echo uv || echo pip))"

@@ -39,6 +39,11 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   "${pip[@]}" "$TORCH_SPEC"
 fi
 echo "setup: installing the project with extras [$EXTRAS]"
-"${pip[@]}" -e ".[$EXTRAS]"
+# resolved under a constraint pinning the torch now installed, as infra/bootstrap.sh does on a box:
+# an unpinned range would otherwise upgrade it to the newest (CUDA) build
+constraints="$(mktemp)"
+trap 'rm -f "$constraints"' EXIT
+"$PYTHON" -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > "$constraints"
+"${pip[@]}" --constraint "$constraints" -e ".[$EXTRAS]"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 echo "setup: done. Next: 'launcher run' (the quickstart) or 'python3 -m pytest' (the tests)."

@@ -44,7 +44,10 @@ class RunpodConfig(Config):
     api_key_env: str = Field("RUNPOD_API_KEY", description="Environment variable holding the API key (or use ~/.config/llm-box/runpod_key, mode 600).")
     gpu_name: str = Field("NVIDIA GeForce RTX 4090", description="GPU model, as RunPod's GPU type id names it (was gpu_type).")
     gpu_count: int = Field(1, ge=1, description="GPUs in the pod.")
-    image: str = Field("runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", description="Container image (has torch, sshd).")
+    # RunPod's own example image in its REST v2 OpenAPI (runpod/docs api-reference-v2/openapi.json,
+    # commit a900806 of 2026-08-20, read 2026-12-03): torch 2.8.0 built for CUDA 12.8 (drivers >= 570).
+    image: str = Field("runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404", description="Container image (has torch >= 2.6, sshd); its torch is kept by the bootstrap.")
+    min_cuda_version: str = Field("12.8", pattern=r"^\d+\.\d+$", description="The image's CUDA: only hosts whose driver runs at least this CUDA are rented (v2 create's gpu.minCudaVersion).")
     container_disk_gb: int = Field(40, ge=5, description="Container disk in GB.")
     volume_gb: int = Field(60, ge=0, description="Pod volume in GB, mounted at /workspace (0: none; RunPod's floor is 10).")
     cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] = Field("ALL", description="Which RunPod cloud to rent from; ALL compares both and rents the cheaper (the request always names one).")
@@ -80,7 +83,10 @@ class VastaiConfig(Config):
     direct_port: bool = Field(True, description="Only hosts with direct SSH ports.")
     disk_gb: int = Field(60, ge=10, description="Disk in GB; offer prices are searched with this much storage, so they include it.")
     max_price: Optional[float] = Field(None, gt=0, description="Refuse offers above this $/hour (disk included), and destroy at once an instance whose live price is above it.")
-    image: str = Field("pytorch/pytorch:2.4.0-cuda12.4-cudnn9-devel", description="Docker image.")
+    # The PyTorch project's official image of the same torch and CUDA as RunPod's default (Vast's
+    # PyTorch template runs pytorch/pytorch images; read 2026-12-03).
+    image: str = Field("pytorch/pytorch:2.8.0-cuda12.8-cudnn9-devel", description="Docker image (has torch >= 2.6); its torch is kept by the bootstrap.")
+    min_cuda: float = Field(12.8, gt=0, description="The image's CUDA: offers whose host driver runs a lower CUDA (Vast's cuda_max_good) are not searched, so never rented.")
     ssh_user: str = Field("root", description="User the launcher logs in as (root on Vast.ai images; tests override it).")
     ready_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the rented instance to run with SSH reachable before terminating it.")
     poll_interval_s: float = Field(5.0, gt=0, description="Seconds between status polls while waiting.")

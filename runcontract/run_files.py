@@ -229,7 +229,7 @@ class Throughput(RunFile):
     precision: Optional[str] = Field(None, description="bf16 or fp32.")
     compile: Optional[bool] = Field(None, description="Whether the model was compiled.")
     compile_mode: Optional[str] = Field(None, description="torch.compile mode, when compiled.")
-    speed: Optional[dict[str, Any]] = Field(None, description="The train.speed levers measured.")
+    speed: Optional[dict[str, Any]] = Field(None, description="The train.speed levers measured, as they took effect (loss_impl resolved from auto; sdpa_gqa false where torch lacks enable_gqa or the model has no shared KV heads).")
     steps: Optional[int] = Field(None, description="Timed steps.")
     warmup: Optional[int] = Field(None, description="Untimed steps before them.")
     measured_at: Optional[str] = Field(None, description="ISO 8601 UTC time of the measurement.")

@@ -297,6 +297,7 @@ def run_benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.
     with torch.device("meta"):
         shape_only = Transformer(model_cfg)
     flops_per_token = shape_only.flops_per_token(train_cfg.seq_len)
+    in_effect = prepare_model(shape_only, train_cfg, device).speed_in_effect()  # not the config's wish: torch < 2.5 has no SDPA GQA
     device_name, device_count = device_description(device)
     peak = peak_flops if peak_flops is not None else (peak_bf16_flops(device_name) if device.type == "cuda" else None)
     dtype = autocast_dtype(train_cfg.precision, device)
@@ -307,7 +308,7 @@ def run_benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.
         "gpu_count": world_size(),
         "nccl_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")},
         "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
+        "cuda_version": torch.version.cuda if device.type == "cuda" else None,  # a CUDA build measured on CPU ran no CUDA
         "model_config_hash": model_cfg.config_hash(),
         "num_parameters": shape_only.num_parameters(),
         "flops_per_token": flops_per_token,
@@ -324,7 +325,7 @@ def run_benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.
         "precision": "bf16" if dtype == torch.bfloat16 else "fp32",
         "compile": train_cfg.compile,
         "compile_mode": train_cfg.speed.compile_mode if train_cfg.compile else None,
-        "speed": train_cfg.speed.to_dict(),
+        "speed": {**train_cfg.speed.to_dict(), **in_effect},
         "steps": steps,
         "warmup": warmup,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -76,7 +77,12 @@ def compare_logits(model, hf_model, vocab_size: int, seq_len: int, atol: float) 
 
 def export_checkpoint(checkpoint: str | Path, tokenizer_model: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Write the HF folder ``out_dir`` (replacing an older export only once the new one is whole)."""
-    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+    try:
+        from transformers import AutoModelForCausalLM, LlamaForCausalLM
+    except ImportError as error:  # a venv made before transformers joined the trainer extra
+        raise UserError(f"export needs transformers, which this Python ({sys.executable}) cannot import ({error}). "
+                        "Install the trainer's dependencies with `pip install -e '.[trainer]'` (on a box: "
+                        "`bash infra/bootstrap.sh`, which `launcher run` runs), then export again.") from None
 
     from trainer.checkpoint import load_model_from_checkpoint, resolve_checkpoint_path
     from trainer.eval import check_vocab

@@ -90,6 +90,8 @@ class KVCache:
 
 
 class Attention(nn.Module):
+    FUSED, PARTS = "qkv_proj", ("q_proj", "k_proj", "v_proj")
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_heads = config.n_heads
@@ -105,7 +107,10 @@ class Attention(nn.Module):
             self.k_proj = nn.Linear(config.d_model, self.qkv_sizes[1], bias=False)
             self.v_proj = nn.Linear(config.d_model, self.qkv_sizes[2], bias=False)
         self.o_proj = nn.Linear(config.n_heads * config.head_dim, config.d_model, bias=False)
-        self.register_load_state_dict_pre_hook(_layout_hook("qkv_proj", ("q_proj", "k_proj", "v_proj"), self.fused))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _accept_either_layout(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x, cos, sin, layer: int = 0, cache: Optional[KVCache] = None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -142,6 +147,8 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
+    FUSED, PARTS = "gate_up_proj", ("gate_proj", "up_proj")
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.fused = config.fused_gate_up
@@ -151,7 +158,10 @@ class SwiGLU(nn.Module):
             self.gate_proj = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
             self.up_proj = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
         self.down_proj = nn.Linear(config.ffn_hidden, config.d_model, bias=False)
-        self.register_load_state_dict_pre_hook(_layout_hook("gate_up_proj", ("gate_proj", "up_proj"), self.fused))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _accept_either_layout(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:
@@ -161,22 +171,20 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
-def _layout_hook(fused: str, parts: tuple[str, ...], want_fused: bool):
-    """A load_state_dict pre-hook that accepts both layouts: separate ``parts`` weights are
-    concatenated (rows, in order) into a fused module, a fused weight is split for a separate
-    one. So checkpoints written before the fusion (issue 16) still load."""
-
-    def hook(module, state_dict, prefix, *_):
-        fused_key = f"{prefix}{fused}.weight"
-        part_keys = [f"{prefix}{part}.weight" for part in parts]
-        if want_fused and fused_key not in state_dict and all(key in state_dict for key in part_keys):
-            state_dict[fused_key] = torch.cat([state_dict.pop(key) for key in part_keys], dim=0)
-        elif not want_fused and fused_key in state_dict and not any(key in state_dict for key in part_keys):
-            sizes = [getattr(module, part).weight.size(0) for part in parts]
-            for key, tensor in zip(part_keys, state_dict.pop(fused_key).split(sizes, dim=0)):
-                state_dict[key] = tensor
-
-    return hook
+def _accept_either_layout(module: nn.Module, state_dict: dict, prefix: str) -> None:
+    """Let a module with a fused projection (``module.FUSED``) or separate ones (``module.PARTS``)
+    load either layout: separate weights are concatenated (rows, in order) into a fused module,
+    a fused weight is split for a separate one. So checkpoints written before the fusion (issue
+    16) still load. Called from ``_load_from_state_dict``, the override point every supported
+    torch has (``register_load_state_dict_pre_hook`` is public only from torch 2.5)."""
+    fused_key = f"{prefix}{module.FUSED}.weight"
+    part_keys = [f"{prefix}{part}.weight" for part in module.PARTS]
+    if module.fused and fused_key not in state_dict and all(key in state_dict for key in part_keys):
+        state_dict[fused_key] = torch.cat([state_dict.pop(key) for key in part_keys], dim=0)
+    elif not module.fused and fused_key in state_dict and not any(key in state_dict for key in part_keys):
+        sizes = [getattr(module, part).weight.size(0) for part in module.PARTS]
+        for key, tensor in zip(part_keys, state_dict.pop(fused_key).split(sizes, dim=0)):
+            state_dict[key] = tensor
 
 
 class Block(nn.Module):
@@ -253,6 +261,14 @@ class Transformer(nn.Module):
         for layer in self.layers:
             layer.attn.use_sdpa_gqa = sdpa_gqa and SDPA_HAS_GQA
         return self
+
+    def speed_in_effect(self) -> dict:
+        """The levers as they act in this model (what a record must say): the loss resolved
+        from ``auto``, and SDPA GQA only where torch has ``enable_gqa`` and there are KV heads
+        to share."""
+        attn = self.layers[0].attn
+        return {"loss_impl": self.loss_impl, "loss_chunk_tokens": self.loss_chunk_tokens,
+                "sdpa_gqa": attn.use_sdpa_gqa and attn.n_heads > attn.n_kv_heads}
 
     def cast_parameters(self, dtype: torch.dtype) -> "Transformer":
         """Parameters (and so the residual stream) in ``dtype``; the rotary tables stay float32."""

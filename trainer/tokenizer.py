@@ -218,7 +218,7 @@ def tokenizer_info(model_path: str | os.PathLike) -> dict:
 def load_hf_tokenizer(model_path: str | os.PathLike):
     """transformers' LlamaTokenizer for ``spm.model``, encoding the same ids as SentencePiece.
 
-    Needs transformers and protobuf (the dev extra). Call ``save_pretrained`` on the result to
+    Needs transformers (the trainer extra) and protobuf (the dev extra). Call ``save_pretrained`` on the result to
     ship it next to an exported model.
     """
     import shutil

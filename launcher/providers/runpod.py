@@ -167,7 +167,8 @@ class RunpodProvider(ManualCommands):
             "name": name,
             "image": cfg.image,
             "cloud": offer.cloud or self.clouds()[0],
-            "gpu": {"id": cfg.gpu_name, "count": cfg.gpu_count},
+            # the host's driver must run the image's CUDA (CreateGpuConfig.minCudaVersion in the v2 OpenAPI)
+            "gpu": {"id": cfg.gpu_name, "count": cfg.gpu_count, "minCudaVersion": cfg.min_cuda_version},
             "disk": cfg.container_disk_gb,
             "ports": ["22/tcp"],
             "env": {"PUBLIC_KEY": public_key},

@@ -115,6 +115,7 @@ class VastaiProvider(ManualCommands):
             "rentable": {"eq": True},
             "rented": {"eq": False},
             "disk_space": {"gte": cfg.disk_gb},
+            "cuda_max_good": {"gte": cfg.min_cuda},  # the highest CUDA the host's driver runs (the vastai client's cuda_vers)
             "order": [["dph_total", "asc"]],
             "type": "on-demand",
             "limit": limit,

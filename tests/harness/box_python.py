@@ -12,8 +12,9 @@ import hashlib
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+from tests.harness.paths import box_requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 BOX_PYTHON_BASE = Path(os.environ.get("LLMBOX_TEST_BOX_PYTHON", "/opt/llmbox-test/box-python"))
@@ -21,8 +22,7 @@ TORCH_PIN = "torch==2.13.0"
 
 
 def _requirements() -> list[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["trainer"]]
+    return box_requirements().box_requirements(ROOT / "pyproject.toml")
 
 
 def ensure_box_python() -> Path:

@@ -235,6 +235,11 @@ def validate_pod_create(body: Any) -> list[str]:
             errors.append("$.gpu: missing property 'id'")
         if not isinstance(gpu.get("count", 1), int) or gpu.get("count", 1) < 1:
             errors.append("$.gpu.count: must be >= 1")
+        for key in ("minCudaVersion",):  # CreateGpuConfig: "^\d+\.\d+$"
+            if key in gpu and not (isinstance(gpu[key], str) and re.fullmatch(r"\d+\.\d+", gpu[key])):
+                errors.append(f"$.gpu.{key}: must match '^\\d+\\.\\d+$'")
+        if gpu.get("allowedCudaVersions") and "minCudaVersion" in gpu:
+            errors.append("$.gpu: allowedCudaVersions and minCudaVersion are mutually exclusive")
     if "cloud" in body and body["cloud"] not in ("SECURE", "COMMUNITY"):
         errors.append("$.cloud: value must be one of 'SECURE', 'COMMUNITY'")
     if "disk" in body and (not isinstance(body["disk"], int) or body["disk"] < 1):
@@ -596,7 +601,8 @@ def default_vast_offers() -> list[dict]:
     ``gpu_ram`` is MB per GPU; ``machine_id`` names the physical host (several asks may share one).
     """
     base = {"num_gpus": 1, "gpu_name": "RTX 4090", "rentable": True, "rented": False, "verified": True,
-            "verification": "verified", "disk_space": 500.0, "gpu_ram": 24564, "direct_port_count": 20}
+            "verification": "verified", "disk_space": 500.0, "gpu_ram": 24564, "direct_port_count": 20,
+            "cuda_max_good": 12.9, "driver_version": "575.57.08"}
     rows = [  # id, dph_base, storage $/GB/month, reliability, where
         (3001, 0.40, 0.15, 0.995, "Norway, NO"), (3002, 0.28, 0.30, 0.990, "Quebec, CA"),
         (3003, 0.34, 0.10, 0.999, "Texas, US"), (3004, 0.21, 0.10, 0.900, "Unreliable, XX"),
@@ -608,6 +614,9 @@ def default_vast_offers() -> list[dict]:
                        reliability2=0.999, geolocation="Nodirect, US", direct_port_count=0))
     offers.append(dict(base, id=3007, ask_contract_id=3007, machine_id=53007, dph_base=0.15, storage_cost=0.1, reliability=0.999,
                        reliability2=0.999, geolocation="Twogpu, US", num_gpus=2))
+    # the cheapest good host, but its driver runs CUDA 12.4 at most: an image built for 12.8 does not start there
+    offers.append(dict(base, id=3008, ask_contract_id=3008, dph_base=0.12, storage_cost=0.1, reliability=0.999,
+                       reliability2=0.999, geolocation="Olddriver, US", cuda_max_good=12.4, driver_version="550.54.14"))
     return offers
 
 

@@ -252,7 +252,7 @@ def test_runpod_create_body_is_valid_v2_and_names_the_cloud(runpod):
     [post] = runpod.calls("POST", "/v2/pods$")
     assert post.body == {
         "name": "llm-box-test-abc123", "image": cfg.image, "cloud": "COMMUNITY",
-        "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1}, "disk": 40, "ports": ["22/tcp"],
+        "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.8"}, "disk": 40, "ports": ["22/tcp"],
         "env": {"PUBLIC_KEY": PUBLIC_KEY}, "mounts": {"persistent": {"size": 20, "path": "/workspace"}},
     }
     assert validate_pod_create(post.body) == []
@@ -336,7 +336,7 @@ def test_vast_search_prices_the_rented_disk_and_sorts_by_price(vast):
     [req] = vast.calls("POST", "/bundles/$")
     assert req.body == {
         "gpu_name": {"eq": "RTX 4090"}, "num_gpus": {"eq": 1}, "reliability": {"gte": 0.98},
-        "rentable": {"eq": True}, "rented": {"eq": False}, "disk_space": {"gte": 60},
+        "rentable": {"eq": True}, "rented": {"eq": False}, "disk_space": {"gte": 60}, "cuda_max_good": {"gte": 12.8},
         "order": [["dph_total", "asc"]], "type": "on-demand", "limit": 3, "verified": {"eq": True},
         "direct_port_count": {"gte": 1}, "dph_total": {"lte": 0.5}, "allocated_storage": 60,
     }
@@ -344,6 +344,26 @@ def test_vast_search_prices_the_rented_disk_and_sorts_by_price(vast):
     assert [o.hourly_price for o in offers] == [  # machine + 60 GB of disk at the host's $/GB/month
         pytest.approx(0.28 + 0.30 * 60 / 720), pytest.approx(0.34 + 0.10 * 60 / 720), pytest.approx(0.40 + 0.15 * 60 / 720)]
     assert_auth(vast.requests)
+
+
+def test_vast_never_rents_a_host_whose_driver_is_too_old_for_the_image(vast):
+    """Offer 3008 is the cheapest, but its driver runs CUDA 12.4 at most: the default image needs 12.8 (issue 22)."""
+    old_driver = next(o for o in vast.offers if o["id"] == 3008)
+    assert old_driver["cuda_max_good"] < VastaiConfig().min_cuda
+    client = VastaiProvider(VastaiConfig(api_base=vast.api_base), API_KEY, **FAST)
+    offers = client.offers(limit=50)
+    assert offers and "3008" not in [o.offer_id for o in offers]
+    created = client.create(offers[0], PUBLIC_KEY, "llm-box-x")
+    assert not old_driver["rented"] and created.id
+    older_image = VastaiProvider(VastaiConfig(api_base=vast.api_base, min_cuda=12.4), API_KEY, **FAST)
+    assert older_image.offers(limit=50)[0].offer_id == "3008"  # the fake filters on the field as Vast does
+
+
+def test_runpod_fake_checks_the_host_cuda_fields_as_the_v2_openapi_does():
+    body = {"name": "x", "image": "i", "gpu": {"id": "g", "minCudaVersion": "12"}}
+    assert "$.gpu.minCudaVersion: must match '^\\d+\\.\\d+$'" in validate_pod_create(body)
+    body["gpu"] = {"id": "g", "minCudaVersion": "12.8", "allowedCudaVersions": ["12.8"]}
+    assert "$.gpu: allowedCudaVersions and minCudaVersion are mutually exclusive" in validate_pod_create(body)
 
 
 def test_vast_offer_price_is_the_instance_price_with_its_disk(vast):

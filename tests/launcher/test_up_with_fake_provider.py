@@ -75,7 +75,7 @@ def test_up_rents_from_fake_runpod_bootstraps_over_ssh_and_down_terminates(
         [create] = fake.calls("POST", r"^/v2/pods$")
         assert create.headers["authorization"] == f"Bearer {API_KEY}"
         assert create.body["env"]["PUBLIC_KEY"] == Path(f"{sshd.identity_file}.pub").read_text().strip()
-        assert create.body["ports"] == ["22/tcp"] and create.body["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1}
+        assert create.body["ports"] == ["22/tcp"] and create.body["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.8"}
         assert create.body["cloud"] == "COMMUNITY"  # cloud_type ALL: the cheaper cloud, named
         assert "$0.340" in up.stdout and "community cloud" in up.stdout  # the price shown is the price billed
         pod_id = next(iter(fake.pods))

@@ -310,3 +310,24 @@ def test_hf_tokenizer_encodes_like_sentencepiece_on_random_text(world, tmp_path)
     not_a_model.write_bytes(b"\xff\xff\xff hello")
     with pytest.raises(UserError, match="not a readable SentencePiece model"):
         read_spm_model(not_a_model)
+
+
+BLOCK_TRANSFORMERS = """
+import runpy, sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'transformers':
+            raise ModuleNotFoundError("No module named 'transformers'")
+sys.meta_path.insert(0, Blocker())
+sys.argv = ['trainer.export', '--checkpoint', 'x', '--tokenizer_model', 'y', '--output_dir', 'z']
+runpy.run_module('trainer.export', run_name='__main__')
+"""
+
+
+def test_export_without_transformers_says_how_to_install_it(tmp_path, run_python):
+    """A venv bootstrapped before transformers joined the trainer extra (issue 22)."""
+    result = run_python("-c", BLOCK_TRANSFORMERS, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "export needs transformers" in result.stderr and "pip install -e '.[trainer]'" in result.stderr
+    assert not (tmp_path / "z").exists()
