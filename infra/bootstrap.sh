@@ -2,8 +2,10 @@
 # Bootstrap the box's Python environment: <workdir>/.venv with the project's dependencies
 # (pyproject.toml: base + the trainer extra). Run from the project folder on the box:
 #
-#     bash infra/bootstrap.sh [--python PYTHON] [--check]
+#     bash infra/bootstrap.sh [--python PYTHON] [--extras trainer,eval] [--check]
 #
+# --extras: pyproject extras besides the base (default trainer; `launcher run` adds eval when the
+# train config asks for a report card, eval.tasks).
 # - If PYTHON already has torch (GPU images ship a CUDA build; so does the tests' box Python),
 #   the venv sees PYTHON's packages (--system-site-packages, plus a .pth to PYTHON's own
 #   site-packages when PYTHON is itself a venv) and that torch is kept: the rest is resolved
@@ -20,10 +22,12 @@
 set -euo pipefail
 
 PYTHON=python3
+EXTRAS=trainer
 CHECK=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --python) PYTHON="$2"; shift 2 ;;
+        --extras) EXTRAS="$2"; shift 2 ;;
         --check) CHECK=1; shift ;;
         *) echo "bootstrap: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -43,7 +47,7 @@ if [ ! -f pyproject.toml ] || [ ! -f infra/box_requirements.py ]; then
     exit 2
 fi
 
-REQS="$("$PYTHON" infra/box_requirements.py)"
+REQS="$("$PYTHON" infra/box_requirements.py --extras "$EXTRAS")"
 PYPATH="$(command -v "$PYTHON")"
 HASH="$( { echo "$REQS"; echo "$PYPATH"; cat "$0"; } | sha256sum | cut -d' ' -f1)"
 
@@ -112,7 +116,7 @@ install() {
 progress 3 "installing torch"
 if [ "$SYSTEM_TORCH" = 0 ]; then
     # alone and first: a range resolved together with the rest could pull other CUDA wheels
-    install $("$PYTHON" infra/box_requirements.py --only torch)
+    install $("$PYTHON" infra/box_requirements.py --extras "$EXTRAS" --only torch)
 fi
 # Every later resolution keeps this torch.
 CONSTRAINTS="$VENV/llmbox-constraints.txt"

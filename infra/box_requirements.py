@@ -1,6 +1,7 @@
-"""Print the box's Python requirements, one a line: the project's dependencies + the trainer extra.
+"""Print the box's Python requirements, one a line: the project's dependencies + the trainer extra
+(+ the extras named with --extras: ``eval`` when the run writes a report card).
 
-    python infra/box_requirements.py [--pyproject pyproject.toml] [--only torch|--exclude torch]
+    python infra/box_requirements.py [--pyproject pyproject.toml] [--extras trainer,eval] [--only torch|--exclude torch]
     python infra/box_requirements.py --check-torch 2.4.0+cu124   # exit 3 with one line: below the floor
 
 Read from pyproject.toml with tomllib (Python >= 3.11; on 3.10 ``tomli``, or the copy pip vendors,
@@ -33,9 +34,19 @@ def _project(pyproject: Path) -> dict:
     return tomllib.loads(pyproject.read_text())["project"]
 
 
-def box_requirements(pyproject: Path) -> list[str]:
+BOX_EXTRAS = ("trainer",)  # what every box installs; more are asked for by name
+
+
+def box_requirements(pyproject: Path, extras: tuple[str, ...] = BOX_EXTRAS) -> list[str]:
     project = _project(pyproject)
-    return [*project.get("dependencies", []), *project.get("optional-dependencies", {}).get("trainer", [])]
+    declared = project.get("optional-dependencies", {})
+    unknown = [name for name in extras if name not in declared]
+    if unknown:
+        raise SystemExit(f"error: {pyproject} declares no extra {', '.join(unknown)} (it has {', '.join(sorted(declared))})")
+    reqs = list(project.get("dependencies", []))
+    for name in dict.fromkeys((*BOX_EXTRAS, *extras)):
+        reqs += [req for req in declared[name] if req not in reqs]
+    return reqs
 
 
 def release(version: str) -> tuple[int, ...]:
@@ -65,6 +76,7 @@ def torch_refusal(pyproject: Path, installed: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pyproject", default="pyproject.toml")
+    parser.add_argument("--extras", default=",".join(BOX_EXTRAS), help="extras to install besides the base (comma-separated; trainer always)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--only", action="append", default=[], help="print only these packages")
     group.add_argument("--exclude", action="append", default=[], help="leave these packages out")
@@ -84,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.range:
         print(*supported_range(path))
         return 0
-    for req in box_requirements(path):
+    extras = tuple(name.strip() for name in args.extras.split(",") if name.strip())
+    for req in box_requirements(path, extras):
         name = requirement_name(req)
         if args.only and name not in args.only:
             continue

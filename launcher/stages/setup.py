@@ -16,16 +16,25 @@ BOOTSTRAP = "infra/bootstrap.sh"
 LOCAL_IMPORTS = "import torch, sentencepiece, numpy, safetensors, datasets, accelerate"
 
 
+def extras(ctx: RunContext) -> str:
+    """The pyproject extras the box needs: the trainer's, and eval when the run writes a report card."""
+    return "trainer,eval" if ctx.train_config().eval.tasks else "trainer"
+
+
+def bootstrap_command(box: Box, extras: str = "trainer", check: bool = False) -> str:
+    return f"bash {BOOTSTRAP}{' --check' if check else ''} --python {shlex.quote(box.base_python)} --extras {extras}"
+
+
 def commands(ctx: RunContext) -> list[str]:
     if ctx.box.kind == "local":
         return [f"{ctx.python} -c {shlex.quote(LOCAL_IMPORTS)}"]
-    return [f"bash {BOOTSTRAP} --python {shlex.quote(ctx.box.base_python)}"]
+    return [bootstrap_command(ctx.box, extras(ctx))]
 
 
 def is_done(ctx: RunContext) -> Optional[str]:
     if ctx.box.kind == "local":
         return None  # the check is the work: run() imports them
-    check = f"bash {BOOTSTRAP} --check --python {shlex.quote(ctx.box.base_python)}"
+    check = bootstrap_command(ctx.box, extras(ctx), check=True)
     return "the box's .venv matches pyproject.toml" if ctx.box.run(check, check=False, timeout=120).ok else None
 
 
@@ -40,12 +49,12 @@ def run(ctx: RunContext) -> str:
                 "machine: `pip install torch==<version>`), then run again."
             )
         return "this machine's Python has the trainer's dependencies"
-    return bootstrap(ctx.box, ctx.console)
+    return bootstrap(ctx.box, ctx.console, extras(ctx))
 
 
-def bootstrap(box: Box, console: Console) -> str:
+def bootstrap(box: Box, console: Console, extras: str = "trainer") -> str:
     """Run infra/bootstrap.sh on the box with a progress bar (its ``::progress N/M text`` lines)."""
-    command = f"bash {BOOTSTRAP} --python {shlex.quote(box.base_python)}"
+    command = bootstrap_command(box, extras)
     lines: list[str] = []
     with progress_bar(console, "bootstrap") as (progress, task):
         stream = box.stream(f"{command} 2>&1")

@@ -57,6 +57,20 @@ def test_the_supported_range_is_declared_once_and_read_by_bootstrap():
     assert "transformers" in names  # export runs on the box (issue 22)
 
 
+def test_a_report_card_run_adds_the_eval_extra_and_an_unknown_extra_is_one_line(tmp_path):
+    from tests.harness.paths import box_requirements
+
+    reqs = box_requirements()
+    pyproject = REPO / "pyproject.toml"
+    names = lambda extras: {reqs.requirement_name(r) for r in reqs.box_requirements(pyproject, extras)}
+    assert "lm-eval" not in names(("trainer",))
+    assert {"lm-eval", "torch", "transformers"} <= names(("trainer", "eval"))
+    assert names(("eval",)) == names(("trainer", "eval"))  # the trainer's always
+    result = subprocess.run([sys.executable, "infra/box_requirements.py", "--extras", "trainer,nope"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "declares no extra nope" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_fetched_megabytes_are_summed_from_pips_own_lines(tmp_path):
     import importlib.util
 

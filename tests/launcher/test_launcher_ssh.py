@@ -191,6 +191,13 @@ def test_dry_run_changes_nothing(sshd: SSHTarget, remote_workdir: str, box_pytho
         assert text in result.stdout, text
     assert box_shell(sshd, f"test -e {remote_workdir}").returncode == 1  # nothing created on the box
     assert not (project / ".launcher").exists()  # no state, no known_hosts: not even a connection
+    assert "--extras trainer" in result.stdout and "--extras trainer,eval" not in result.stdout
+    # a run that writes a report card bootstraps the eval extra too
+    cfg.write_text(ssh_config(sshd, remote_workdir, str(box_python), name="dry",
+                              sets=["train.eval.tasks=[arc_easy]"], storage="storage:\n  url: s3://nowhere/runs\n"))
+    result = launcher(project, "run", "--config", "configs/dry.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "infra/bootstrap.sh" in result.stdout and "--extras trainer,eval" in result.stdout
 
 
 def test_unreachable_host_and_bad_key_and_changed_host_key(sshd: SSHTarget, remote_workdir: str, box_python: Path,
