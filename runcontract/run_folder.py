@@ -36,6 +36,8 @@ STORE_CONFIG_FILE = "store.json"  # the launcher's store settings for the box's 
 AGENT_LOG = "agent.log"  # the box agent's log (append-only)
 TRAINER_EXIT_FILE = "train.exit"  # the trainer's exit code, written by the tmux window that ran it
 TRAINER_STDERR_LOG = "train.stderr"  # the trainer's stderr, as the tmux window teed it
+FENCE_FILE = "fence.json"  # in the STORE only (<run>/fence.json): a managed run's fencing generation (launcher/managed/fence.py)
+FENCED_FILE = "fenced"  # written by the agent when the store's generation is newer than its box's: this box must stop writing
 # -- the files in a checkpoint folder (beside manifest.json, runcontract.manifest) ---------------
 EVAL_FILE = "eval.json"  # trainer.eval's scores of a checkpoint (in its folder; mirrored from the run folder too)
 DATA_STATE_FILE = "data_state.json"  # the data sampler's position

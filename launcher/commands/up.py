@@ -7,6 +7,7 @@ instance that still exists but is not reachable is reported, not forgotten.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +24,8 @@ from runcontract.errors import UserError
 MIN_DISK_GB = 20.0
 
 
-def provision_instance(config, root: Path, config_path: Optional[str], console: Console, assume_yes: bool) -> dict:
+def provision_instance(config, root: Path, config_path: Optional[str], console: Console, assume_yes: bool,
+                       pick_offer=None) -> dict:
     """Reuse the recorded rented instance when it is still there; else rent one (recorded at once)."""
     import launcher.providers as providers
 
@@ -41,16 +43,17 @@ def provision_instance(config, root: Path, config_path: Optional[str], console: 
                 "`launcher up` again once it runs, or `launcher down` to terminate it")
 
     def on_created(instance) -> None:
-        update_state(root, config_path=config_path, instance=instance.to_dict(), box=None, run=None)
+        # rented_at: when billing started, as near as the launcher knows (the spend ledger's start)
+        update_state(root, config_path=config_path, instance={**instance.to_dict(), "rented_at": time.time()}, box=None, run=None)
 
     try:
-        instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created)
+        instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created, pick_offer=pick_offer)
     except providers.ProvisionError as err:
         if err.terminated:  # confirmed gone: nothing left to track
             update_state(root, instance=None, box=None)
         raise
-    update_state(root, instance=instance.to_dict())
-    return instance.to_dict()
+    state = update_state(root, instance={**(load_state(root).get("instance") or {}), **instance.to_dict()})
+    return state["instance"]
 
 
 def wait_for_ssh(box: Box, config, instance: dict, console: Console) -> None:
@@ -87,13 +90,13 @@ def info_table(box: Box, info) -> Table:
 
 
 def bring_up(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool = False,
-             bootstrap_box: bool = True) -> Box:
+             bootstrap_box: bool = True, pick_offer=None) -> Box:
     from launcher.stages import bootstrap
 
     check_config_matches_record(config, config_path, load_state(root))  # a recorded rental is never overwritten
     instance = None
     if config.box.kind in RENTED_KINDS:
-        instance = provision_instance(config, root, config_path, console, assume_yes)
+        instance = provision_instance(config, root, config_path, console, assume_yes, pick_offer)
     spec = box_spec(config, root, instance)
     box = open_box(spec, root)
     if instance is not None:

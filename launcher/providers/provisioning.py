@@ -44,7 +44,7 @@ from rich.console import Console
 
 from launcher.config import RENTED_KINDS, LauncherConfig, RunpodConfig, VastaiConfig
 from launcher.providers.base import (
-    STOPPED, TERMINATED, CreatedButFailed, Instance, Provider, ProviderError, ProvisionError,
+    STOPPED, TERMINATED, CreatedButFailed, Instance, Offer, Provider, ProviderError, ProvisionError,
     TransientProviderError,
 )
 from launcher.providers.offer_view import cloud_choice, money, offers_table, projection_lines
@@ -202,8 +202,12 @@ def unique_name(config: LauncherConfig) -> str:
 
 
 def provision(config: LauncherConfig, console: Console, assume_yes: bool,
-              on_created: Callable[[Instance], None] | None = None) -> Instance:
-    """Rent (or, for ``box.kind: ssh``, describe) the box; see the module docstring for the rules."""
+              on_created: Callable[[Instance], None] | None = None,
+              pick_offer: Callable[[list[Offer]], Optional[Offer]] | None = None) -> Instance:
+    """Rent (or, for ``box.kind: ssh``, describe) the box; see the module docstring for the rules.
+
+    ``pick_offer`` chooses among the offers (cheapest first); default the cheapest. A managed
+    run passes launcher.managed.choice's, which avoids hosts that failed it."""
     kind = config.box.kind
     record = on_created or (lambda instance: None)
     if kind == "ssh":
@@ -218,11 +222,14 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
         ceiling = f" at or below ${pcfg.max_price}/h" if pcfg.max_price else ""
         raise UserError(f"no {PROVIDER_NAMES[kind]} offer matches the config{ceiling}: relax box.{kind} (GPU, reliability, disk, "
                         "max_price, cloud_type) or try later")
-    offer = offers[0]
+    offer = pick_offer(offers) if pick_offer is not None else offers[0]
+    if offer is None:
+        raise UserError(f"no {PROVIDER_NAMES[kind]} offer is left once the hosts that failed this run are avoided: "
+                        f"relax box.{kind} (GPU, reliability, max_price) or try later")
     if pcfg.max_price is not None and offer.hourly_price is not None and offer.hourly_price > pcfg.max_price:
         raise UserError(f"the cheapest {PROVIDER_NAMES[kind]} offer costs {money(offer.hourly_price)}/h, above box.{kind}.max_price ${pcfg.max_price}/h")
     console.print(offers_table(offers, f"{PROVIDER_NAMES[kind]} offers (prices as billed, cheapest first)"))
-    console.print(f"Renting #1: {offer.gpu_count}x {offer.gpu_name}, {money(offer.hourly_price)}/h, "
+    console.print(f"Renting #{offers.index(offer) + 1}: {offer.gpu_count}x {offer.gpu_name}, {money(offer.hourly_price)}/h, "
                   f"{offer.location or 'location chosen by the provider'}{cloud_choice(offers, offer)}")
     for line in projection_lines(config, offer.hourly_price):
         console.print(line)

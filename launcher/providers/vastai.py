@@ -199,6 +199,8 @@ class VastaiProvider(ManualCommands):
         if not inst:
             return None
         raw = str(inst.get("actual_status") or "")
+        if "stopped" in (inst.get("cur_state"), inst.get("intended_status")):
+            raw = "stopped"  # an outbid interruptible instance: cur_state/intended_status/next_state "stopped" (disk still bills)
         host, port = inst.get("ssh_host"), inst.get("ssh_port")
         ports = inst.get("ports")
         if self.config.direct_port and isinstance(ports, dict) and ports.get("22/tcp") and inst.get("public_ipaddr"):

@@ -39,6 +39,18 @@ unlike the catalog's), ``create_then_fail`` ("500": the machine is made, the ans
 comes, so the client times out), Vast's ``create_half_fails``
 (``success: false`` with a ``new_contract``), RunPod's ``stock`` per cloud, ``graphql_errors``.
 
+Preemption and billing (Vast, for managed runs): ``outbid(id)`` does what Vast does to an
+interruptible instance outbid by another renter: it goes ``stopped`` (cur_state,
+intended_status and next_state all "stopped"; actual_status is not changed, so a client must
+read those) and stays listed, its
+disk still billing, until destroyed; ``vanish(id)``: its host died and the instance is gone
+(GET answers null, the list omits it); ``refuse_ssh(id)``: the instance still runs but its
+public SSH port refuses connections (a port nothing listens on) until ``allow_ssh(id)``.
+``billed(id)`` / ``billed_total()`` is the fake's meter: the instance's ``dph_total`` x the time
+from its create to its destroy (or its vanishing, or now). A stopped instance bills its disk
+only on the real bill; the meter bills the whole ``dph_total`` until destroyed, a ceiling the
+launcher's spend ledger (which counts a box until its destroy is confirmed) matches.
+
 ``LateSshd``: a TCP port that, like a freshly published port of a rented box, accepts and
 immediately resets its first connections (sshd not up yet), then forwards to a real sshd.
 """
@@ -50,6 +62,7 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
@@ -434,6 +447,42 @@ class FakeVast(FakeServer):
         self.ids = itertools.count(7000001)
         self.create_half_fails = False
         self.direct = True  # report ports {"22/tcp": ...} and public_ipaddr (direct SSH)
+        # preemption and the billing meter (see the module docstring)
+        self.ssh_ports: dict[int, int] = {}    # per-instance public SSH port (refuse_ssh points it at a closed port)
+        self.created_at: dict[int, float] = {}
+        self.ended_at: dict[int, float] = {}    # destroyed or vanished
+        self.vanished: set[int] = set()
+
+    # -- preemption knobs and the billing meter ------------------------------------------------
+    def outbid(self, iid: int) -> None:
+        with self.lock:
+            inst = self.instances[int(iid)]
+            # actual_status is left as it was: the fields that say "outbid" are the three below
+            inst.update(cur_state="stopped", intended_status="stopped", next_state="stopped",
+                        status_msg="outbid: stopped (interruptible instance)")
+            inst["_preempted"] = True
+
+    def vanish(self, iid: int) -> None:
+        with self.lock:
+            self.vanished.add(int(iid))
+            self.ended_at.setdefault(int(iid), time.time())
+
+    def refuse_ssh(self, iid: int) -> None:
+        with socket.socket() as closed:  # bound then closed: nothing listens there
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        self.ssh_ports[int(iid)] = port
+
+    def allow_ssh(self, iid: int) -> None:
+        self.ssh_ports.pop(int(iid), None)
+
+    def billed(self, iid: int) -> float:
+        iid = int(iid)
+        end = self.ended_at.get(iid, time.time())
+        return self.instances[iid]["dph_total"] * max(0.0, end - self.created_at[iid]) / 3600.0
+
+    def billed_total(self) -> float:
+        return sum(self.billed(i) for i in self.instances)
 
     @property
     def api_base(self) -> str:
@@ -515,6 +564,7 @@ class FakeVast(FakeServer):
             "dph_base": offer["dph_base"], "dph_total": round(price, 6), "disk_space": disk,
         }
         self.polls[iid] = 0
+        self.created_at[iid] = time.time()
         if self.create_half_fails:
             return Reply(200, {"success": False, "new_contract": iid, "error": "machine_error",
                                "msg": "Error starting container, please try another machine"})
@@ -533,16 +583,19 @@ class FakeVast(FakeServer):
                 return inst
             return None
         inst = self.instances.get(iid)
-        if inst is None:
+        if inst is None or iid in self.vanished:
             return None
         self.polls[iid] += 1
+        if inst.get("_preempted"):
+            return {k: v for k, v in inst.items() if not k.startswith("_")}
         inst["actual_status"] = "loading" if self.polls[iid] < self.ready_after else "running"
         if inst["actual_status"] == "running" and not self.never_public_port:
-            inst["ssh_host"], inst["ssh_port"] = self.ssh_host, self.ssh_port
+            port = self.ssh_ports.get(iid, self.ssh_port)
+            inst["ssh_host"], inst["ssh_port"] = self.ssh_host, port
             if self.direct:
                 inst["public_ipaddr"] = self.ssh_host
-                inst["ports"] = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.ssh_port)}]}
-        return dict(inst)
+                inst["ports"] = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
+        return {k: v for k, v in inst.items() if not k.startswith("_")}
 
     def get(self, iid: int) -> Reply:
         if self.fail_after_create and iid in self.instances:
@@ -551,21 +604,23 @@ class FakeVast(FakeServer):
 
     def list_instances(self, query: dict) -> Reply:
         filters = json.loads((query.get("select_filters") or ["{}"])[0])
-        rows = [dict(i) for iid, i in sorted(self.instances.items()) if iid not in self.deleted]
+        rows = [{k: v for k, v in i.items() if not k.startswith("_")} for iid, i in sorted(self.instances.items())
+                if iid not in self.deleted and iid not in self.vanished]
         rows = [r for r in rows if all(self._matches(r.get(k), v) for k, v in filters.items())]
         return Reply(200, {"instances": rows, "next_token": None, "total_instances": len(rows)})
 
     def destroy(self, iid: int) -> Reply:
         if self.delete_fails:
             return Reply(500, {"success": False, "error": "server_error", "msg": "internal error"})
-        if iid not in self.instances or iid in self.deleted:
+        if iid not in self.instances or iid in self.deleted or iid in self.vanished:
             return Reply(404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"})
         self.deleted[iid] = 0
+        self.ended_at.setdefault(iid, time.time())
         return Reply(200, {"success": True})
 
     def alive(self) -> list[int]:
         """Instances that exist and bill."""
-        return [i for i in self.instances if i not in self.deleted]
+        return [i for i in self.instances if i not in self.deleted and i not in self.vanished]
 
 
 def default_vast_offers() -> list[dict]:
