@@ -91,8 +91,18 @@ class Controller:
             self.ledger.rented(instance["provider"], instance["id"], float(instance.get("hourly_price") or 0.0),
                                float(instance.get("rented_at") or self.clock()))
             if self.managed().get("started_on") != instance["id"]:
-                self.start_on(instance)
-                continue
+                try:
+                    self.start_on(instance)
+                    continue
+                except BoxError as exc:  # the box went away while starting: the next look diagnoses it
+                    self.console.print(f"managed: starting on the box failed: {exc}", highlight=False)
+                    self.remember(started_on=instance["id"])
+                except UserError as exc:  # a stage failed on a reachable box: a failure of the run, retried once
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    done = self.act(Diagnosis(RUN_FAILED, f"starting the run failed: {first}", f"start|{first}"), instance)
+                    if done is not None:
+                        return done
+                    continue
             diagnosis = self.look(instance)
             done = self.act(diagnosis, instance)
             if done is not None:

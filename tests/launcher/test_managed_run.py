@@ -64,9 +64,16 @@ def stored_steps(store, name: str) -> list[int]:
     return [c.step for c in store.checkpoints(name) if c.complete]
 
 
-def box_dies(sshd: SSHTarget, workdir: str, name: str) -> None:
-    """The box and its disk are gone: its trainer and agent stop, its folder with them."""
-    box_shell(sshd, f"tmux kill-session -t llmbox-{name} 2>/dev/null; sleep 1; rm -rf {workdir}")
+def box_dies(sshd: SSHTarget, workdir: str, name: str, controller: subprocess.Popen, provider_says) -> None:
+    """The box and its disk are gone at once: its trainer and agent stop, its folder with them, and
+    the provider says so. The controller is paused meanwhile, so it sees the box alive or dead, never
+    half-wiped (the "boxes" share one sshd and one folder)."""
+    controller.send_signal(signal.SIGSTOP)
+    try:
+        box_shell(sshd, f"tmux kill-session -t llmbox-{name} 2>/dev/null; sleep 1; rm -rf {workdir}")
+        provider_says()
+    finally:
+        controller.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.slow
@@ -109,8 +116,7 @@ def test_managed_run_interrupted_twice_matches_an_uninterrupted_run(
             # 1. outbid: the provider says stopped (its disk still bills until destroyed)
             wait_for(lambda: stored_steps(store, name), 600, "a first stored checkpoint", 0.3)
             [first] = fake.alive()
-            box_dies(sshd, remote_workdir, name)
-            fake.outbid(first)
+            box_dies(sshd, remote_workdir, name, proc, lambda: fake.outbid(first))
             wait_for(lambda: len(fake.instances) == 2 and fake.alive() and fake.alive()[0] != first, 300,
                      "the controller to destroy the outbid box and rent the next", 0.3)
             assert first in fake.deleted  # destroyed, not left stopped
@@ -120,8 +126,7 @@ def test_managed_run_interrupted_twice_matches_an_uninterrupted_run(
             wait_for(lambda: max(stored_steps(store, name) or [0]) > CHECKPOINT_EVERY
                      and json.loads(store.read_text(f"{name}/fence.json"))["generation"] == 2, 600,
                      "a checkpoint from the second box", 0.3)
-            box_dies(sshd, remote_workdir, name)
-            fake.refuse_ssh(second)
+            box_dies(sshd, remote_workdir, name, proc, lambda: fake.refuse_ssh(second))
 
             # 3. the controller is killed right after it recorded the third rental, then started again
             wait_for(lambda: recorded_id() not in (None, str(first), str(second)), 300, "the third rental recorded", 0.05)

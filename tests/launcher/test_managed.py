@@ -1,0 +1,189 @@
+"""Managed runs, the fast parts: the diagnosis table, the spend ledger, the fence as the real agent
+process obeys it, the budget rule for renting, Young's interval, the choice of the next offer,
+and the fake Vast's preemption seen through the real client. The whole loop with the real sshd
+and S3 server is tests/launcher/test_managed_run.py (slow)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from launcher.agent import store_config_json
+from launcher.config import AgentConfig, LauncherConfig, StorageConfig
+from launcher.managed import fence
+from launcher.managed.choice import next_offer
+from launcher.managed.controller import BudgetExhausted, Controller
+from launcher.managed.diagnosis import BOX_LOST, FINISHED, HEALTHY, RUN_FAILED, TRAINER_HUNG, Observation, diagnose
+from launcher.managed.interval import interval_steps, young_interval_s
+from launcher.managed.spend import SpendLedger
+from launcher.providers.base import Instance, Offer
+from launcher.providers.registry import make_provider
+from launcher.state import update_state
+from launcher.store import open_store
+from runcontract.run_files import StatusFile
+from tests.harness.fake_providers import API_KEY, FakeVast
+from tests.harness.launcher_cli import wait_for
+from tests.harness.paths import REPO as ROOT
+from tests.harness.stores import make_checkpoint
+
+RUNNING_BOX = Instance(id="1", provider="vastai", ssh_host="h", ssh_port=22, state="running")
+
+
+def running(**status) -> StatusFile:
+    return StatusFile.model_construct(**{"state": "running", "phase": "training", "progress": None, **status})
+
+
+@pytest.mark.parametrize("obs, kind", [
+    (Observation(instance=None), BOX_LOST),                                                     # gone
+    (Observation(instance=Instance(id="1", provider="vastai", state="stopped", raw_state="stopped")), BOX_LOST),  # outbid
+    (Observation(instance=RUNNING_BOX, ssh_ok=False, ssh_down_for_s=301), BOX_LOST),              # SSH past the grace
+    (Observation(instance=RUNNING_BOX, ssh_ok=False, ssh_down_for_s=10), HEALTHY),                # SSH within the grace
+    (Observation(instance=None, provider_error="HTTP 503", ssh_ok=False, ssh_down_for_s=10), HEALTHY),  # no verdict
+    (Observation(instance=RUNNING_BOX, status=running(), session_alive=True, status_age_s=1801), TRAINER_HUNG),
+    (Observation(instance=RUNNING_BOX, status=running(), session_alive=True, status_age_s=5), HEALTHY),
+    (Observation(instance=RUNNING_BOX, status=running(state="failed", phase="failed", progress="failed during data"),
+                 exit_code=1, stderr_tail="boom"), RUN_FAILED),
+    (Observation(instance=RUNNING_BOX, status=running(), session_alive=False), RUN_FAILED),      # process gone
+    (Observation(instance=RUNNING_BOX, status=running(state="finished")), FINISHED),
+])
+def test_diagnosis_tells_the_three_failure_kinds_apart(obs, kind):
+    assert diagnose(obs, ssh_grace_s=300, hang_s=1800).kind == kind
+
+
+def test_the_same_failure_has_the_same_signature_and_another_does_not():
+    def failed(tail):
+        obs = Observation(instance=RUNNING_BOX, status=running(state="failed", phase="failed", progress="failed during data"),
+                          exit_code=1, stderr_tail=tail)
+        return diagnose(obs, 300, 1800).signature
+    assert failed("x\nOSError: disk full") == failed("y\nOSError: disk full") != failed("ValueError: bad")
+
+
+def test_spend_ledger_totals_boxes_and_interruptions_and_appends_each_record_once(tmp_path):
+    store = open_store(StorageConfig(url=f"file://{tmp_path / 'store'}"), tmp_path)
+    ledger = SpendLedger(store, "demo")
+    ledger.rented("vastai", "7", 0.36, start=1000.0)
+    ledger.rented("vastai", "7", 0.36, start=1000.0)  # a restarted controller making the same decision again
+    ledger.ended("vastai", "7", 0.36, 1000.0, 1000.0 + 1800, "lost")
+    ledger.ended("vastai", "7", 0.36, 1000.0, 1000.0 + 9999, "lost")  # ignored: already ended
+    ledger.rented("vastai", "8", 0.40, start=3000.0)
+    SpendLedger(store, "other").rented("vastai", "9", 9.0, start=0.0)  # another run's box is not this run's spend
+    spend = ledger.read()
+    assert [(b.id, b.state) for b in spend.boxes] == [("7", "ended"), ("8", "open")]
+    assert spend.boxes[0].cost() == pytest.approx(0.18)
+    assert spend.total(now=3000.0 + 900) == pytest.approx(0.18 + 0.10)
+    assert spend.interruptions == 1
+    assert len(list(store.list("_ledgers/spend/"))) == 4
+
+
+def test_young_interval():
+    assert young_interval_s(checkpoint_s=30, mtbf_s=3600 * 4) == pytest.approx((2 * 30 * 14400) ** 0.5)
+    assert interval_steps(checkpoint_s=30, interruptions_per_hour=0.25, step_s=0.5) == round((2 * 30 * 14400) ** 0.5 / 0.5)
+    with pytest.raises(ValueError):
+        young_interval_s(0, 10)
+
+
+def test_next_offer_skips_failed_hosts_cheapest_first():
+    offers = [Offer("vastai", str(i), "RTX 4090", 1, price, location=loc) for i, (price, loc) in
+              enumerate([(0.3, "Quebec, CA"), (0.37, "Texas, US"), (0.46, "Norway, NO")])]
+    assert next_offer(offers, []).location == "Quebec, CA"
+    assert next_offer(offers, ["Quebec, CA"]).location == "Texas, US"
+    assert next_offer(offers, ["Quebec, CA", "Texas, US", "Norway, NO"]) is None
+
+
+# -- the fence, obeyed by the real agent process --------------------------------------------------
+TRAINER = r"""
+import json, os, signal, sys, time
+run_dir = sys.argv[1]
+def status(state):
+    tmp = os.path.join(run_dir, ".status.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"state": state, "phase": "training", "pid": os.getpid(), "step": 1, "updated": time.time()}, f)
+    os.replace(tmp, os.path.join(run_dir, "status.json"))
+def stop(*_):
+    status("stopped"); sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    status("running"); time.sleep(0.1)
+"""
+
+
+def test_a_stale_box_writes_no_checkpoint_to_the_store_and_stops_its_trainer(tmp_path):
+    project = tmp_path / "project"
+    run_dir = project / "runs" / "demo"
+    run_dir.mkdir(parents=True)
+    storage = StorageConfig(url=f"file://{tmp_path / 'store'}")
+    store = open_store(storage, project)
+    assert fence.advance(store, "demo", "vastai 1") == 1
+    config = LauncherConfig(storage=storage, agent=AgentConfig(sync_interval=0.2))
+    (run_dir / "store.json").write_text(store_config_json(config, "demo", None, fence_generation=1))
+    trainer = subprocess.Popen([sys.executable, "-c", TRAINER, str(run_dir)])
+    agent = subprocess.Popen([sys.executable, "-m", "launcher.agent", "mirror", "--run_dir", str(run_dir), "--store_config",
+                              str(run_dir / "store.json"), "--project_root", str(project)],
+                             cwd=project, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        make_checkpoint(run_dir, 5)
+        wait_for(lambda: store.latest_checkpoint("demo"), 60, "the current box's checkpoint in the store", 0.2)
+        assert fence.advance(store, "demo", "vastai 2") == 2  # another box owns the run now
+        make_checkpoint(run_dir, 10)
+        out, _ = agent.communicate(timeout=60)
+        assert agent.returncode == 3, out
+        assert "fencing generation is 2, this box's is 1" in out, out
+        assert [c.step for c in store.checkpoints("demo") if c.complete] == [5]  # step 10 never became a stored checkpoint
+        assert (run_dir / "fenced").is_file()  # the trainer's cue to write no further checkpoint
+        assert trainer.wait(timeout=30) == 0  # stopped (SIGTERM)
+    finally:
+        for proc in (agent, trainer):
+            if proc.poll() is None:
+                proc.kill()
+
+
+# -- renting within one total budget ---------------------------------------------------------------
+def _controller(tmp_path: Path, fake: FakeVast, **budget) -> Controller:
+    key = tmp_path / "id_ed25519"
+    key.write_text("unused\n")
+    (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test@laptop\n")
+    config = LauncherConfig.model_validate({
+        "box": {"kind": "vastai", "identity_file": str(key),
+                "vastai": {"api_base": fake.api_base, "poll_interval_s": 0.05, "terminate_timeout_s": 10, "ready_timeout_s": 10}},
+        "run": {"name": "demo"}, "storage": {"url": f"file://{tmp_path / 'store'}"},
+        "budget": {"hourly_rate": 0, "max_cost": 5, **budget}, "managed": {"startup_s": 3600, "poll_s": 0.01}})
+    return Controller(config, None, tmp_path, Console(file=open("/dev/null", "w")))
+
+
+def test_no_new_box_when_the_budget_left_cannot_reach_the_next_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    with FakeVast() as fake:
+        controller = _controller(tmp_path, fake, max_total_cost=1.0)
+        now = time.time()
+        controller.ledger.rented("vastai", "1", 0.5, now - 3600 * 1.5)  # $0.75 spent: $0.25 left
+        controller.ledger.ended("vastai", "1", 0.5, now - 3600 * 1.5, now, "lost")
+        with pytest.raises(BudgetExhausted, match=r"\$0.2500 of the run's \$1.00 budget is left"):
+            controller.rent()  # the cheapest offer needs ~$0.3 for an hour of startup
+        assert fake.calls("PUT") == []  # nothing rented
+
+
+def test_outbid_vast_instance_reads_as_stopped_and_is_destroyed_and_metered(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    with FakeVast() as fake:
+        controller = _controller(tmp_path, fake)
+        provider = make_provider(controller.config)
+        offer = provider.offers()[0]
+        instance = provider.create(offer, "ssh-ed25519 AAAA test", "llm-box-demo-abc123")
+        fake.outbid(int(instance.id))
+        assert provider.get(instance.id).state == "stopped"
+        assert int(instance.id) in fake.alive()  # stopped still exists, and bills its disk
+        from launcher.managed.recovery import end_box
+
+        update_state(tmp_path, instance={**instance.to_dict(), "rented_at": time.time()})
+        end_box(tmp_path, controller.config, {**instance.to_dict(), "rented_at": time.time()}, controller.ledger, "lost",
+                controller.console, avoid_host=True)
+        assert fake.alive() == [] and fake.billed(int(instance.id)) > 0
+        spend = controller.ledger.read()
+        assert spend.interruptions == 1 and spend.boxes[0].end is not None
+        assert json.loads((tmp_path / ".launcher" / "state.json").read_text())["managed"]["avoid_hosts"] == [offer.location]
