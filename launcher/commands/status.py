@@ -56,6 +56,11 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "age_s": (("number", "null"), "seconds since status.json was last written"),
     "exit_code": (("integer", "null"), "the trainer's exit code once it has exited (0: success); null while it runs"),
     "stderr_tail": (("string", "null"), "the last lines the trainer wrote to stderr, when it failed or never started"),
+    "boxes": (("array",), "every box the run rented, from the store's spend ledger (managed runs): "
+                          "{provider, id, state (open or ended), hourly_price, cost}; [] when none was recorded"),
+    "interruptions": (("integer",), "boxes ended because they were lost, preempted or hung (managed runs)"),
+    "spend_total": (("number", "null"), "$ spent across every box of the run (the spend ledger; an open box counts "
+                                        "until now); null when the ledger has no box of the run"),
 }
 F = TypeVar("F", bound=RunFile)
 _CASTS = {"integer": int, "number": float, "string": str, "boolean": bool}
@@ -66,7 +71,7 @@ def typed(summary: dict) -> dict:
     out = {}
     for name, (types, _) in STATUS_FIELDS.items():
         value = summary.get(name)
-        if value is None or (types[0] == "object" and isinstance(value, dict)):
+        if value is None or (types[0] == "object" and isinstance(value, dict)) or (types[0] == "array" and isinstance(value, list)):
             out[name] = value
             continue
         try:
@@ -216,6 +221,9 @@ def render(summary: dict) -> Table:
     table.add_row("$/hour", _fmt(summary["hourly_rate"], ".2f"))
     table.add_row("$ spent", _fmt(summary["cost_spent"], ".4f"))
     table.add_row("$ projected", _fmt(summary["cost_projected"], ".4f") + (f" (max {summary['max_cost']:.2f})" if summary.get("max_cost") else ""))
+    if summary.get("boxes"):
+        table.add_row("boxes", f"{len(summary['boxes'])} ({summary.get('interruptions') or 0} interruption(s)), "
+                               f"${summary['spend_total']:.4f} spent across them")
     if summary.get("age_s") is not None:
         table.add_row("updated", f"{summary['age_s']:.0f} s ago")
     if summary.get("stderr_tail"):
@@ -254,7 +262,23 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
         label = f"{box.label} (unreachable)"
     finally:
         box.close()
-    return summarize(label, name, data, instance, rate)
+    return {**summarize(label, name, data, instance, rate), **spend_summary(config, root, name, console)}
+
+
+def spend_summary(config, root: Path, name: str, console: Optional[Console] = None) -> dict:
+    """``boxes``, ``interruptions``, ``spend_total`` from the store's spend ledger (launcher/managed/spend.py)."""
+    from launcher.managed.spend import SpendLedger
+    from launcher.store import open_store
+
+    try:
+        spend = SpendLedger(open_store(config.storage, root), name).read()
+    except Exception as exc:  # the store being unreachable must not hide the run's status
+        if console is not None:
+            console.print(f"[yellow]the spend ledger could not be read: {exc}[/yellow]", highlight=False)
+        return {"boxes": [], "interruptions": 0, "spend_total": None}
+    now = time.time()
+    return {"boxes": [box.to_status(now) for box in spend.boxes], "interruptions": spend.interruptions,
+            "spend_total": spend.total(now) if spend.boxes else None}
 
 
 @click.command("status")
