@@ -284,13 +284,44 @@ def spend_summary(config, root: Path, name: str, console: Optional[Console] = No
 @click.command("status")
 @click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
-def command(config_path: Optional[str], as_json: bool) -> None:
+@click.option("--all", "account_wide", is_flag=True, help="List every instance on every configured provider account, "
+              "with its $/h and the run that owns it; orphans are flagged (`launcher down --orphans` ends them).")
+def command(config_path: Optional[str], as_json: bool, account_wide: bool) -> None:
     """Box, run, training state, step, loss, tokens/s, ETA and money."""
     root = Path.cwd()
     config, config_path, state = load_command_context(root, config_path)
     console = make_console(stderr=True)
+    if account_wide:
+        show_account(config, root, state, as_json)
+        return
     summary = collect(config, state, root, console)
     if as_json:
         click.echo(json.dumps(typed(summary), sort_keys=True))
     else:
         make_console().print(render(summary))
+
+
+def show_account(config, root: Path, state: dict, as_json: bool) -> list:
+    """``status --all``: every instance on every configured account; returns the rows."""
+    from launcher.managed.account import watch
+
+    rows, notes = watch(config, root, state)
+    if as_json:
+        click.echo(json.dumps({"instances": [r.to_json() for r in rows], "notes": notes}, sort_keys=True))
+        return rows
+    table = Table(title="instances on the configured provider accounts")
+    for column in ("provider", "id", "name", "state", "$/h", "run", ""):
+        table.add_column(column)
+    for r in rows:
+        i = r.instance
+        table.add_row(i.provider, i.id, i.name or "-", i.raw_state or i.state, _fmt(i.hourly_price, ".3f"),
+                      r.run or "(not the launcher's)", "[red]ORPHAN[/red]" if r.orphan else "")
+    console = make_console()
+    console.print(table)
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]", highlight=False)
+    orphans = [r for r in rows if r.orphan]
+    total = sum(r.instance.hourly_price or 0.0 for r in rows)
+    console.print(f"{len(rows)} instance(s), ${total:.3f}/h together; {len(orphans)} orphan(s)"
+                  + (": no run records them; `launcher down --orphans` ends them" if orphans else ""), highlight=False)
+    return rows

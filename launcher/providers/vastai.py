@@ -219,8 +219,17 @@ class VastaiProvider(ManualCommands):
 
     def find_by_name(self, name: str) -> list[Instance]:
         """Instances labelled ``name``, through the paginated v1 list the official client uses."""
+        return [i for i in self._list({"label": {"in": [name]}}) if i.name == name]
+
+    def list_instances(self) -> list[Instance]:
+        """Every instance on the account (``launcher status --all``), through the same paginated list."""
+        return self._list({})
+
+    def _list(self, select_filters: dict) -> list[Instance]:
         root = self.config.api_base.rstrip("/").rsplit("/api/v0", 1)[0]
-        params = {"select_filters": {"label": {"in": [name]}}, "order_by": [{"col": "id", "dir": "asc"}], "limit": 25}
+        params: dict = {"order_by": [{"col": "id", "dir": "asc"}], "limit": 25}
+        if select_filters:
+            params["select_filters"] = select_filters
         found: list[Instance] = []
         for _ in range(100):  # pages
             query = "&".join(f"{k}={quote_plus(json.dumps(v))}" for k, v in params.items())
@@ -230,7 +239,7 @@ class VastaiProvider(ManualCommands):
             if not isinstance(rows, list):
                 raise ProviderError(f"Vast.ai's instance list answered without instances: {reply.text[:200]!r}")
             for inst in rows:
-                if isinstance(inst, dict) and inst.get("label") == name and inst.get("id") is not None:
+                if isinstance(inst, dict) and inst.get("id") is not None:
                     found.append(self._instance(inst, str(inst["id"]), inst.get("ssh_host"), inst.get("ssh_port"),
                                                 str(inst.get("actual_status") or "")))
             if not data.get("next_token"):

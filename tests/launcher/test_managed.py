@@ -5,6 +5,7 @@ and S3 server is tests/launcher/test_managed_run.py (slow)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from launcher.agent import store_config_json
-from launcher.config import AgentConfig, LauncherConfig, StorageConfig
+from launcher.config import AgentConfig, LauncherConfig, StorageConfig, load_launcher_config
 from launcher.managed import fence
 from launcher.managed.choice import next_offer
 from launcher.managed.controller import BudgetExhausted, Controller
@@ -26,7 +27,7 @@ from launcher.providers.registry import make_provider
 from launcher.state import update_state
 from launcher.store import open_store
 from runcontract.run_files import StatusFile
-from tests.harness.fake_providers import API_KEY, FakeVast
+from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast
 from tests.harness.launcher_cli import wait_for
 from tests.harness.paths import REPO as ROOT
 from tests.harness.stores import make_checkpoint
@@ -187,3 +188,54 @@ def test_outbid_vast_instance_reads_as_stopped_and_is_destroyed_and_metered(tmp_
         spend = controller.ledger.read()
         assert spend.interruptions == 1 and spend.boxes[0].end is not None
         assert json.loads((tmp_path / ".launcher" / "state.json").read_text())["managed"]["avoid_hosts"] == [offer.location]
+
+
+# -- the account-wide watch -------------------------------------------------------------------------
+def test_status_all_lists_every_instance_with_its_run_and_down_orphans_ends_only_orphans(tmp_path):
+    from tests.harness.launcher_cli import assert_clean_error, copy_project, launcher
+
+    project = copy_project(tmp_path / "project")
+    env = {"VAST_API_KEY": API_KEY, "RUNPOD_API_KEY": API_KEY, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    with FakeVast() as vast, FakeRunPod() as runpod:
+        key = tmp_path / "id_ed25519"
+        key.write_text("unused\n")
+        (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test@laptop\n")
+        config = project / "configs" / "vast.yaml"
+        config.write_text(json.dumps({
+            "box": {"kind": "vastai", "identity_file": str(key),
+                    "vastai": {"api_base": vast.api_base, "poll_interval_s": 0.05, "terminate_timeout_s": 10},
+                    "runpod": {"api_base": runpod.rest_base, "graphql_url": runpod.graphql_url}},
+            "run": {"name": "demo"}, "storage": {"url": "file://.launcher/store"}}))
+        cfg = load_launcher_config(config)
+        monkey_env = dict(os.environ)
+        os.environ.update(env)
+        try:
+            vast_client, pod_client = make_provider(cfg), make_provider(cfg.model_copy(update={"box": cfg.box.model_copy(update={"kind": "runpod"})}))
+            offers = vast_client.offers()
+            recorded = vast_client.create(offers[0], "ssh-ed25519 AAAA k", "llm-box-demo-aaaaaa")
+            in_ledger = vast_client.create(offers[1], "ssh-ed25519 AAAA k", "llm-box-other-bbbbbb")
+            orphan = pod_client.create(pod_client.offers()[0], "ssh-ed25519 AAAA k", "llm-box-gone-cccccc")
+            theirs = vast_client.create(offers[2], "ssh-ed25519 AAAA k", "my-notebook")
+            SpendLedger(open_store(cfg.storage, project), "other").rented("vastai", in_ledger.id, 0.4, time.time())
+        finally:
+            os.environ.clear()
+            os.environ.update(monkey_env)
+        update_state(project, config_path=str(config), instance={**recorded.to_dict(), "api_base": vast.api_base})
+
+        listed = launcher(project, "status", "--all", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        rows = {r["id"]: r for r in json.loads(listed.stdout)["instances"]}
+        assert set(rows) == {recorded.id, in_ledger.id, orphan.id, theirs.id}
+        assert {i: (r["run"], r["orphan"]) for i, r in rows.items()} == {
+            recorded.id: ("demo", False), in_ledger.id: ("other", False), orphan.id: ("gone", True), theirs.id: (None, False)}
+        assert rows[orphan.id]["provider"] == "runpod" and rows[orphan.id]["hourly_price"] == pytest.approx(0.34)
+        table = launcher(project, "status", "--all", env=env)
+        assert "ORPHAN" in table.stdout and "1 orphan(s)" in table.stdout, table.stdout
+
+        refused = launcher(project, "down", "--orphans", env=env)  # stdin is no terminal: no silent teardown
+        assert_clean_error(refused, "pass --yes")
+        assert runpod.alive() == [orphan.id]
+        ended = launcher(project, "down", "--orphans", "--yes", env=env)
+        assert ended.returncode == 0, ended.stdout + ended.stderr
+        assert runpod.alive() == [] and sorted(vast.alive()) == sorted(int(i) for i in (recorded.id, in_ledger.id, theirs.id))
+        assert "billing stopped" in ended.stdout
