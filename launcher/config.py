@@ -86,6 +86,9 @@ class VastaiConfig(Config):
     poll_interval_s: float = Field(5.0, gt=0, description="Seconds between status polls while waiting.")
     terminate_timeout_s: float = Field(180.0, gt=0, description="Seconds to wait for the provider to confirm the instance is gone.")
     offers_shown: int = Field(5, ge=1, le=50, description="How many of the cheapest offers to show before renting the first.")
+    interruptible: bool = Field(False, description="Rent an interruptible (bid) instance: created with `price` = your bid; when outbid it goes stopped (its disk still bills) and a managed run recovers it.")
+    bid_price: Optional[float] = Field(None, gt=0, description="Interruptible: your bid in $/hour for the whole machine; null: the offer's listed price.")
+    max_bid: Optional[float] = Field(None, gt=0, description="Interruptible, managed runs: when outbid, raise the bid (PUT /instances/bid_price/{id}/) once, up to this $/hour, before giving the box up; null: never raise.")
 
     @model_validator(mode="before")
     @classmethod

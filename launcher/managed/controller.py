@@ -208,6 +208,7 @@ class Controller:
                 self.console.print(f"managed: {exc}", highlight=False)
             finally:
                 box.close()
+        self.last_observation = obs
         return diagnose(obs, self.settings.ssh_grace_s, self.settings.hang_s)
 
     def act(self, diagnosis: Diagnosis, instance: dict) -> Optional[int]:
@@ -227,12 +228,36 @@ class Controller:
             self.console.print(f"managed: {diagnosis.reason}; retrying once on the same box from the newest checkpoint", highlight=False)
             self.remember(failures=[*seen, diagnosis.signature], started_on=None)
             return None
+        if diagnosis.kind == BOX_LOST and self.raise_bid(instance):
+            return None
         if diagnosis.kind in (BOX_LOST, TRAINER_HUNG):
             self.console.print(f"[yellow]managed: interruption: {diagnosis.reason}[/yellow]", highlight=False)
             end_box(self.root, self.config, instance, self.ledger, "lost" if diagnosis.kind == BOX_LOST else "hung",
                     self.console, avoid_host=True)
             return None
         raise AssertionError(diagnosis.kind)
+
+    def raise_bid(self, instance: dict) -> bool:
+        """An outbid Vast interruptible instance, once: raise the bid to box.vastai.max_bid and run on it again.
+        True when the bid was raised (the box is kept); False: recover as for any lost box."""
+        import launcher.providers as providers
+
+        cfg = self.config.box.vastai
+        live = getattr(self, "last_observation", None)
+        live = live.instance if live is not None else None
+        raised = self.managed().get("bid_raised", [])
+        if (instance.get("provider") != "vastai" or not cfg.interruptible or cfg.max_bid is None or live is None
+                or live.state != "stopped" or instance["id"] in raised):
+            return False
+        try:
+            providers.make_provider(self.config).raise_bid(instance["id"], cfg.max_bid)
+        except providers.ProviderError as exc:
+            self.console.print(f"managed: could not raise the bid of instance {instance['id']}: {exc}", highlight=False)
+            return False
+        self.console.print(f"[yellow]managed: interruption: instance {instance['id']} was outbid; bid raised to "
+                           f"${cfg.max_bid}/h (box.vastai.max_bid), resuming on it[/yellow]", highlight=False)
+        self.remember(bid_raised=[*raised, instance["id"]], started_on=None)
+        return True
 
     # -- the end ------------------------------------------------------------------------------
     def finished_in_store(self) -> bool:

@@ -37,6 +37,11 @@ checked on 2026-11-25 against the official client, github.com/vast-ai/vast-cli (
                                 ({"instances": null} or 404 once destroyed)
                                 (docs.vast.ai/api-reference/instances/show-instance)
   DELETE /instances/{id}/       destroy -> {"success": true}
+  Interruptible (bid) instances, per docs.vast.ai/api-reference/instances/change-bid and the
+  create-instance page (checked 2026-12-03): the search uses ``"type": "bid"``, the create body
+  carries ``price`` (the bid, $/h for the machine); when outbid the instance goes ``stopped``
+  (cur_state, intended_status and next_state "stopped") and its disk still bills;
+  PUT /instances/bid_price/{id}/ {"client_id": "me", "price": P} -> {"success": true} raises it.
 Auth: ``Authorization: Bearer <key>``. ``dph_total`` is the whole instance's $/h, disk included.
 Rate limits: HTTP 429 with a plain-text body and no Retry-After (the official client backs off
 itself): JsonHttpClient's exponential backoff applies.
@@ -112,7 +117,7 @@ class VastaiProvider(ManualCommands):
             "rented": {"eq": False},
             "disk_space": {"gte": cfg.disk_gb},
             "order": [["dph_total", "asc"]],
-            "type": "on-demand",
+            "type": "bid" if cfg.interruptible else "on-demand",
             "limit": limit,
             "allocated_storage": cfg.disk_gb,  # so dph_total includes the disk that is rented
         }
@@ -160,6 +165,8 @@ class VastaiProvider(ManualCommands):
             "label": name,
             "cancel_unavail": True,
         }
+        if cfg.interruptible:
+            body["price"] = cfg.bid_price or offer.hourly_price  # the bid; under the host's minimum it is created stopped
         try:
             reply = self.http.request("PUT", f"/asks/{offer.offer_id}/", body, idempotent=False)
         except ProviderError as err:  # an error status may still name the instance it made
@@ -246,6 +253,13 @@ class VastaiProvider(ManualCommands):
                 return found
             params["after_token"] = data["next_token"]
         raise ProviderError("Vast.ai's instance list did not end after 100 pages")
+
+    def raise_bid(self, instance_id: str, price: float) -> None:
+        """Change an interruptible instance's bid to ``price`` $/h (an outbid one may then run again)."""
+        reply = self.http.request("PUT", f"/instances/bid_price/{instance_id}/", {"client_id": "me", "price": round(float(price), 4)},
+                                  idempotent=True)
+        if not (isinstance(reply.data, dict) and reply.data.get("success") is True):
+            raise ProviderError(f"Vast.ai did not change the bid of instance {instance_id}: {error_text(reply.data, reply.text)}")
 
     def terminate(self, instance_id: str) -> None:
         reply = self.http.request("DELETE", f"/instances/{instance_id}/", allow_statuses=(404,))

@@ -454,9 +454,28 @@ class FakeVast(FakeServer):
         self.vanished: set[int] = set()
 
     # -- preemption knobs and the billing meter ------------------------------------------------
-    def outbid(self, iid: int) -> None:
+    def change_bid(self, iid: int, body: Any) -> Reply:
+        """PUT /instances/bid_price/{id}/ {client_id, price (0.001..32)}: a bid at or over the winning one runs again."""
+        if not isinstance(body, dict) or body.get("client_id") != "me" or not isinstance(body.get("price"), (int, float)):
+            return Reply(400, {"success": False, "error": "invalid_args", "msg": "client_id and price are required"})
+        if not 0.001 <= body["price"] <= 32:
+            return Reply(400, {"success": False, "error": "invalid_args", "msg": "price must be between 0.001 and 32"})
+        inst = self.instances.get(iid)
+        if inst is None or iid in self.deleted or iid in self.vanished:
+            return Reply(404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"})
+        inst["bid"] = body["price"]
+        if inst.get("_preempted") and body["price"] >= inst.get("_winning_bid", float("inf")):
+            inst.pop("_preempted")
+            inst.update(cur_state="running", intended_status="running", next_state="running")
+            self.polls[iid] = 0  # it starts again
+        return Reply(200, {"success": True})
+
+    def outbid(self, iid: int, winning_bid: Optional[float] = None) -> None:
+        """Another renter outbid the instance; a later bid of at least ``winning_bid`` wins it back."""
         with self.lock:
             inst = self.instances[int(iid)]
+            if winning_bid is not None:
+                inst["_winning_bid"] = winning_bid
             # actual_status is left as it was: the fields that say "outbid" are the three below
             inst.update(cur_state="stopped", intended_status="stopped", next_state="stopped",
                         status_msg="outbid: stopped (interruptible instance)")
@@ -504,6 +523,9 @@ class FakeVast(FakeServer):
         m = re.fullmatch(r"/api/v0/asks/(\d+)/", path)
         if m and rec.method == "PUT":
             return self.create(int(m.group(1)), rec.body or {})
+        m = re.fullmatch(r"/api/v0/instances/bid_price/(\d+)/", path)
+        if m and rec.method == "PUT":
+            return self.change_bid(int(m.group(1)), rec.body)
         m = re.fullmatch(r"/api/v0/instances/(\d+)/ssh/", path)
         if m and rec.method == "POST":
             iid = int(m.group(1))
@@ -556,8 +578,10 @@ class FakeVast(FakeServer):
         offer["rented"] = True
         disk = float(body.get("disk") or 10)
         price = self.live_price if self.live_price is not None else offer["dph_base"] + vast_storage_per_hour(offer, disk)
+        if "price" in body and not (isinstance(body["price"], (int, float)) and 0.001 <= body["price"] <= 32):
+            return Reply(400, {"success": False, "error": "invalid_args", "msg": "price (the bid) must be between 0.001 and 32"})
         self.instances[iid] = {
-            "id": iid, "actual_status": None, "intended_status": "running", "cur_state": "running",
+            "id": iid, "actual_status": None, "bid": body.get("price"), "is_bid": "price" in body, "intended_status": "running", "cur_state": "running",
             "label": body.get("label"), "image_uuid": body["image"], "image_runtype": body.get("runtype"),
             "onstart": body.get("onstart"), "ssh_host": None, "ssh_port": None, "public_ipaddr": None, "ports": {},
             "gpu_name": offer["gpu_name"], "num_gpus": offer["num_gpus"], "geolocation": offer.get("geolocation"),

@@ -239,3 +239,28 @@ def test_status_all_lists_every_instance_with_its_run_and_down_orphans_ends_only
         assert ended.returncode == 0, ended.stdout + ended.stderr
         assert runpod.alive() == [] and sorted(vast.alive()) == sorted(int(i) for i in (recorded.id, in_ledger.id, theirs.id))
         assert "billing stopped" in ended.stdout
+
+
+def test_interruptible_vast_bids_on_create_and_an_outbid_box_gets_one_raise_up_to_max_bid(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    with FakeVast() as fake:
+        controller = _controller(tmp_path, fake)
+        vast = controller.config.box.vastai.model_copy(update={"interruptible": True, "bid_price": 0.30, "max_bid": 0.45})
+        controller.config = controller.config.model_copy(update={"box": controller.config.box.model_copy(update={"vastai": vast})})
+        provider = make_provider(controller.config)
+        offer = provider.offers()[0]
+        [search] = fake.calls("POST", "/bundles/")
+        assert search.body["type"] == "bid"
+        instance = provider.create(offer, "ssh-ed25519 AAAA test", "llm-box-demo-abc123")
+        assert fake.calls("PUT", r"/asks/")[-1].body["price"] == 0.30
+        record = {**instance.to_dict(), "rented_at": time.time()}
+        update_state(tmp_path, instance=record)
+        fake.outbid(int(instance.id), winning_bid=0.40)
+        controller.last_observation = Observation(instance=provider.get(instance.id))
+        assert controller.raise_bid(record)  # raised once, to the cap
+        assert fake.calls("PUT", "bid_price")[-1].body == {"client_id": "me", "price": 0.45}
+        wait_for(lambda: provider.get(instance.id).state == "running", 10, "the instance to run again", 0.1)
+        fake.outbid(int(instance.id), winning_bid=0.50)
+        controller.last_observation = Observation(instance=provider.get(instance.id))
+        assert not controller.raise_bid(record)  # once per box: now it is recovered like any lost box
+        assert int(instance.id) in fake.alive()
