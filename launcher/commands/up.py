@@ -25,7 +25,7 @@ MIN_DISK_GB = 20.0
 
 
 def provision_instance(config, root: Path, config_path: Optional[str], console: Console, assume_yes: bool,
-                       pick_offer=None) -> dict:
+                       pick_offer=None, create_name: Optional[str] = None) -> dict:
     """Reuse the recorded rented instance when it is still there; else rent one (recorded at once)."""
     import launcher.providers as providers
 
@@ -47,7 +47,8 @@ def provision_instance(config, root: Path, config_path: Optional[str], console: 
         update_state(root, config_path=config_path, instance={**instance.to_dict(), "rented_at": time.time()}, box=None, run=None)
 
     try:
-        instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created, pick_offer=pick_offer)
+        instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created, pick_offer=pick_offer,
+                                         name=create_name)
     except providers.ProvisionError as err:
         if err.terminated:  # confirmed gone: nothing left to track
             update_state(root, instance=None, box=None)
@@ -90,13 +91,13 @@ def info_table(box: Box, info) -> Table:
 
 
 def bring_up(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool = False,
-             bootstrap_box: bool = True, pick_offer=None) -> Box:
+             bootstrap_box: bool = True, pick_offer=None, create_name: Optional[str] = None) -> Box:
     from launcher.stages import bootstrap
 
     check_config_matches_record(config, config_path, load_state(root))  # a recorded rental is never overwritten
     instance = None
     if config.box.kind in RENTED_KINDS:
-        instance = provision_instance(config, root, config_path, console, assume_yes, pick_offer)
+        instance = provision_instance(config, root, config_path, console, assume_yes, pick_offer, create_name)
     spec = box_spec(config, root, instance)
     box = open_box(spec, root)
     if instance is not None:

@@ -34,7 +34,7 @@ from launcher.config import RENTED_KINDS, LauncherConfig
 from launcher.managed import fence
 from launcher.managed.choice import next_offer
 from launcher.managed.diagnosis import BOX_LOST, FINISHED, HEALTHY, RUN_FAILED, TRAINER_HUNG, Diagnosis, Observation, diagnose
-from launcher.managed.recovery import end_box, rent_next
+from launcher.managed.recovery import adopt_pending, end_box, rent_next
 from launcher.managed.spend import SpendLedger
 from launcher.state import load_state, update_state
 from runcontract.errors import UserError
@@ -85,11 +85,15 @@ class Controller:
         while True:
             instance = load_state(self.root).get("instance")
             if instance is None:
+                instance = adopt_pending(self.config, self.root, self.console)
+            if instance is None:
                 if self.finished_in_store():
                     return self.report("the run finished")
                 instance = self.rent()
             self.ledger.rented(instance["provider"], instance["id"], float(instance.get("hourly_price") or 0.0),
                                float(instance.get("rented_at") or self.clock()))
+            if self.managed().get("pending_name"):  # the create it names is recorded now
+                self.remember(pending_name=None, pending_since=None)
             if self.managed().get("started_on") != instance["id"]:
                 try:
                     self.start_on(instance)

@@ -203,11 +203,13 @@ def unique_name(config: LauncherConfig) -> str:
 
 def provision(config: LauncherConfig, console: Console, assume_yes: bool,
               on_created: Callable[[Instance], None] | None = None,
-              pick_offer: Callable[[list[Offer]], Optional[Offer]] | None = None) -> Instance:
+              pick_offer: Callable[[list[Offer]], Optional[Offer]] | None = None,
+              name: Optional[str] = None) -> Instance:
     """Rent (or, for ``box.kind: ssh``, describe) the box; see the module docstring for the rules.
 
     ``pick_offer`` chooses among the offers (cheapest first); default the cheapest. A managed
-    run passes launcher.managed.choice's, which avoids hosts that failed it."""
+    run passes launcher.managed.choice's, which avoids hosts that failed it. ``name``: the
+    create's unique name when the caller chose (and recorded) it first; else a new one."""
     kind = config.box.kind
     record = on_created or (lambda instance: None)
     if kind == "ssh":
@@ -236,7 +238,7 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
     console.print("Charges run from now until `launcher down` (or the agent's budget/idle shutdown).")
     _confirm(console, f"Rent this {PROVIDER_NAMES[kind]} machine?", assume_yes)
 
-    name = unique_name(config)
+    name = name or unique_name(config)
     try:
         instance = provider.create(offer, public_key, name)
     except CreatedButFailed as err:  # it exists and bills although the create "failed"

@@ -264,3 +264,22 @@ def test_interruptible_vast_bids_on_create_and_an_outbid_box_gets_one_raise_up_t
         controller.last_observation = Observation(instance=provider.get(instance.id))
         assert not controller.raise_bid(record)  # once per box: now it is recovered like any lost box
         assert int(instance.id) in fake.alive()
+
+
+def test_a_create_in_flight_when_the_controller_was_killed_is_found_by_name_not_rented_again(tmp_path, monkeypatch):
+    from launcher.managed.recovery import adopt_pending
+
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    with FakeVast() as fake:
+        controller = _controller(tmp_path, fake)
+        provider = make_provider(controller.config)
+        # the controller wrote the name, sent the create, and was killed before it could record the answer
+        update_state(tmp_path, managed={"run": "demo", "pending_name": "llm-box-demo-0a1b2c", "pending_since": time.time() - 5})
+        made = provider.create(provider.offers()[0], "ssh-ed25519 AAAA test", "llm-box-demo-0a1b2c")
+        record = adopt_pending(controller.config, tmp_path, controller.console)
+        assert record["id"] == made.id and record["rented_at"] <= time.time() - 5
+        assert json.loads((tmp_path / ".launcher" / "state.json").read_text())["instance"]["id"] == made.id
+        assert len(fake.calls("PUT", r"/asks/")) == 1
+        # nothing in flight: nothing adopted
+        update_state(tmp_path, instance=None, managed={"run": "demo", "pending_name": "llm-box-demo-999999"})
+        assert adopt_pending(controller.config, tmp_path, controller.console, attempts=1) is None
