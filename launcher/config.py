@@ -188,6 +188,7 @@ class ManagedConfig(Config):
     hang_s: float = Field(1800.0, gt=0, description="A trainer whose status.json is older than this while the box answers is hung.")
     startup_s: float = Field(900.0, ge=0, description="Seconds a new box needs before it trains (rent, bootstrap, restore): counted when deciding whether the budget left reaches the next checkpoint.")
     max_boxes: int = Field(10, ge=1, description="The most boxes one managed run rents, a guard against a loop of failing hosts.")
+    interruptions_per_hour: Optional[float] = Field(None, gt=0, description="Your estimate of how often a box of this kind is interrupted, for the suggested checkpoint interval (Young); null: measured from the run's own interruptions once there is one.")
 
 
 class LauncherConfig(Config):

@@ -180,8 +180,32 @@ class Controller:
         hourly = float(instance["hourly_price"]) if instance.get("hourly_price") is not None else None
         ctx = RunContext(config=self.config, project_root=self.root, box=box, console=make_console(), config_path=self.config_path,
                          resume=resume, hourly_rate=hourly, instance_id=instance["id"], fence_generation=generation)
+        self.suggest_interval()
         start_training(ctx, spec, instance, self.config_path)
         self.remember(started_on=instance["id"], generation=generation, ssh_down_since=None)
+
+    def suggest_interval(self) -> None:
+        """Young's checkpoint interval from the measured checkpoint time and the interruption rate, when both are known."""
+        from launcher.managed.interval import suggestion
+        from runcontract.config import SECTIONS, TrainConfig
+        from runcontract.configlib import load_config
+        from runcontract.run_folder import TRAIN_LOG
+
+        try:
+            status = StatusFile.parse(self.store.read_text(f"{self.run}/{STATUS_FILE}") or "", STATUS_FILE)
+            spend = self.ledger.read()
+            rate = self.settings.interruptions_per_hour
+            hours = sum(b.cost(self.clock()) / b.hourly_price for b in spend.boxes if b.hourly_price) if spend.boxes else 0.0
+            if rate is None and spend.interruptions and hours > 0:
+                rate = spend.interruptions / hours
+            run = self.config.run
+            train = load_config(TrainConfig, self.root / run.train_config_path, run.overrides, "train", SECTIONS)
+            step_s = status.elapsed_s / status.step if status.step and status.elapsed_s else None
+            line = suggestion(self.store.read_text(f"{self.run}/{TRAIN_LOG}") or "", step_s, rate, train.checkpoint_interval)
+        except (UserError, OSError):
+            return
+        if line:
+            self.console.print(f"managed: {line}", highlight=False)
 
     def look(self, instance: dict) -> Diagnosis:
         import launcher.providers as providers

@@ -283,3 +283,14 @@ def test_a_create_in_flight_when_the_controller_was_killed_is_found_by_name_not_
         # nothing in flight: nothing adopted
         update_state(tmp_path, instance=None, managed={"run": "demo", "pending_name": "llm-box-demo-999999"})
         assert adopt_pending(controller.config, tmp_path, controller.console, attempts=1) is None
+
+
+def test_checkpoint_interval_suggestion_from_the_trainers_log():
+    from launcher.managed.interval import measured_checkpoint_s, suggestion
+
+    log = ("[12:00:01] periodic checkpoint: runs/x/checkpoints/step_000100 (28.0 s)\n"
+           "[12:10:01] periodic checkpoint: runs/x/checkpoints/step_000200 (32.0 s); removed 1 old\n")
+    assert measured_checkpoint_s(log) == pytest.approx(30.0)
+    line = suggestion(log, step_s=0.5, interruptions_per_hour=0.25, current_steps=1000)
+    assert "930 s = 1859 steps" in line and "train.checkpoint_interval is 1000" in line
+    assert suggestion("", 0.5, 0.25, 1000) is None and suggestion(log, 0.5, None, 1000) is None
