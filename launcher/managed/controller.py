@@ -315,4 +315,9 @@ class Controller:
 
 
 def run_managed(config: LauncherConfig, config_path: Optional[str], root: Path, console: Console) -> int:
-    return Controller(config, config_path, root, console).loop()
+    try:
+        return Controller(config, config_path, root, console).loop()
+    except KeyboardInterrupt:
+        console.print("managed: the controller stopped; any recorded box keeps running (and billing). Run the same command "
+                      "to pick up where it was, or `launcher down` to end the box", highlight=False)
+        raise
