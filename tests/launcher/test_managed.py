@@ -294,3 +294,25 @@ def test_checkpoint_interval_suggestion_from_the_trainers_log():
     line = suggestion(log, step_s=0.5, interruptions_per_hour=0.25, current_steps=1000)
     assert "930 s = 1859 steps" in line and "train.checkpoint_interval is 1000" in line
     assert suggestion("", 0.5, 0.25, 1000) is None and suggestion(log, 0.5, None, 1000) is None
+
+
+def test_the_same_run_failure_twice_ends_the_box_and_stops_with_the_reason(tmp_path, monkeypatch):
+    from launcher.managed.diagnosis import Diagnosis
+    from runcontract.errors import UserError
+
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    with FakeVast() as fake:
+        controller = _controller(tmp_path, fake)
+        provider = make_provider(controller.config)
+        made = provider.create(provider.offers()[0], "ssh-ed25519 AAAA test", "llm-box-demo-aaaaaa")
+        record = {**made.to_dict(), "rented_at": time.time()}
+        update_state(tmp_path, instance=record, managed={"run": "demo", "started_on": made.id})
+        failure = Diagnosis(RUN_FAILED, "the trainer failed (exit code 1) during data: OSError: disk full", "data|1|OSError: disk full")
+        assert controller.act(failure, record) is None  # the first time: retried on the same box
+        assert controller.managed()["started_on"] is None and int(made.id) in fake.alive()
+        other = Diagnosis(RUN_FAILED, "the trainer failed (exit code 1) during training: ValueError", "training|1|ValueError")
+        assert controller.act(other, record) is None  # a different failure is retried too
+        with pytest.raises(UserError, match="failed twice the same way.*disk full"):
+            controller.act(failure, record)
+        assert fake.alive() == []  # ended through the provider
+        assert controller.ledger.read().boxes[0].reason == "failed" and controller.ledger.read().interruptions == 0
