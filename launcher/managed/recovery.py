@@ -53,7 +53,8 @@ def rent_next(config, config_path: Optional[str], root: Path, console: Console, 
     managed = dict(load_state(root).get("managed") or {})
     name = managed.get("pending_name") or unique_name(config)  # set only while a create may be in flight
     update_state(root, managed={**managed, "pending_name": name, "pending_since": managed.get("pending_since") or time.time()})
-    box = bring_up(config, config_path, root, console, assume_yes=True, pick_offer=pick_offer, create_name=name)
+    box = bring_up(config, config_path, root, console, assume_yes=True, pick_offer=pick_offer, create_name=name,
+                   bootstrap_box=False)  # start_on bootstraps it, also after a restart
     box.close()
     managed = dict(load_state(root).get("managed") or {})
     managed.pop("pending_name", None)
