@@ -246,6 +246,13 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
         if instance.get("hourly_price") is not None:
             rate = instance["hourly_price"]
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
+    if config.box.kind in RENTED_KINDS and not instance and not state.get("box"):
+        # no box now (a managed run between boxes, or ended): the stored copy and the spend ledger tell the story
+        data = read_run_from_store(config, root, name)
+        if data.get("status") is None:
+            raise UserError(f"no {config.box.kind} box is recorded for this project and the store {config.storage.url} has no "
+                            f"status for run {name!r}: run `launcher up` (or `launcher run --managed`) to start one.")
+        return {**summarize("no box (none rented now)", name, data, None, rate), **spend_summary(config, root, name, console)}
     box = box_for_command(config, state, root)
     try:
         data = read_run(box, name, multiplexer)

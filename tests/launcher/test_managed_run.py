@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,11 @@ from launcher.config import load_launcher_config
 from launcher.managed.spend import SpendLedger
 from launcher.store import open_store
 from tests.harness.fake_providers import API_KEY, FakeVast
-from tests.harness.launcher_cli import box_shell, copy_project, launcher_env, s3_storage, wait_for
+from tests.harness.launcher_cli import box_shell, copy_project, launcher, launcher_env, s3_storage, wait_for
 from tests.harness.s3server import S3Endpoint
 from tests.harness.sshd import SSHTarget
 
-MAX_STEPS, CHECKPOINT_EVERY = 40, 5
+MAX_STEPS, CHECKPOINT_EVERY = 50, 5
 SETS = ["train.log_interval=1", "train.eval_tokens=2048", "train.checks.overfit_microset.enabled=false",
         f"train.max_steps={MAX_STEPS}", f"train.eval_interval={CHECKPOINT_EVERY}", f"train.checkpoint_interval={CHECKPOINT_EVERY}"]
 
@@ -45,6 +46,7 @@ def managed_config(sshd: SSHTarget, fake: FakeVast, workdir: str, python: str, n
         storage,
         "budget: {hourly_rate: 0, max_cost: 5, max_total_cost: 5}",
         "managed: {poll_s: 0.5, ssh_grace_s: 4, hang_s: 300, startup_s: 0}",
+        "agent: {sync_interval: 1}",
         "",
     ])
 
@@ -61,7 +63,15 @@ def losses(store, name: str) -> dict[int, float]:
 
 
 def stored_steps(store, name: str) -> list[int]:
-    return [c.step for c in store.checkpoints(name) if c.complete]
+    return [c.step for c in store.checkpoints(name) if c.complete] or [0]
+
+
+def store_step(store, name: str) -> int:
+    """The step the run's mirrored status.json says (0 before any)."""
+    try:
+        return int(json.loads(store.read_text(f"{name}/status.json") or "{}").get("step") or 0)
+    except ValueError:
+        return 0
 
 
 def box_dies(sshd: SSHTarget, workdir: str, name: str, controller: subprocess.Popen, provider_says) -> None:
@@ -114,8 +124,9 @@ def test_managed_run_interrupted_twice_matches_an_uninterrupted_run(
 
         try:
             # 1. outbid: the provider says stopped (its disk still bills until destroyed)
-            wait_for(lambda: stored_steps(store, name), 600, "a first stored checkpoint", 0.3)
+            wait_for(lambda: max(stored_steps(store, name)) > 0, 600, "a first stored checkpoint", 0.3)
             [first] = fake.alive()
+            print(time.strftime("%H:%M:%S"), "first box stored", stored_steps(store, name), "status step", store_step(store, name))
             box_dies(sshd, remote_workdir, name, proc, lambda: fake.outbid(first))
             wait_for(lambda: len(fake.instances) == 2 and fake.alive() and fake.alive()[0] != first, 300,
                      "the controller to destroy the outbid box and rent the next", 0.3)
@@ -123,14 +134,16 @@ def test_managed_run_interrupted_twice_matches_an_uninterrupted_run(
 
             # 2. SSH refused for minutes while the provider says running
             second = fake.alive()[0]
-            wait_for(lambda: max(stored_steps(store, name) or [0]) > CHECKPOINT_EVERY
-                     and json.loads(store.read_text(f"{name}/fence.json"))["generation"] == 2, 600,
-                     "a checkpoint from the second box", 0.3)
+            resumed_at = max(stored_steps(store, name))
+            wait_for(lambda: max(stored_steps(store, name)) > resumed_at, 600, "a checkpoint from the second box", 0.3)
+            print(time.strftime("%H:%M:%S"), "second box stored", stored_steps(store, name), "status step", store_step(store, name))
+            assert store_step(store, name) < MAX_STEPS, "the second box finished before it could be interrupted"
             box_dies(sshd, remote_workdir, name, proc, lambda: fake.refuse_ssh(second))
 
             # 3. the controller is killed right after it recorded the third rental, then started again
             wait_for(lambda: recorded_id() not in (None, str(first), str(second)), 300, "the third rental recorded", 0.05)
             proc.send_signal(signal.SIGKILL)
+            print(time.strftime("%H:%M:%S"), "controller killed with the third rental recorded")
             proc.wait(timeout=30)
             assert second in fake.deleted
             proc = start_controller(project, config, env, log)
@@ -155,3 +168,12 @@ def test_managed_run_interrupted_twice_matches_an_uninterrupted_run(
             assert box.cost() == pytest.approx(fake.billed(int(box.id)), rel=0.05, abs=2e-4), box
         assert spend.total() == pytest.approx(fake.billed_total(), rel=0.05, abs=5e-4)
         assert "2 interruption(s)" in output
+
+        # status --json: the boxes, the interruptions and the spend across them (no box rented now: the stored copy)
+        status = launcher(project, "status", "--json", "--config", str(config), env=env)
+        assert status.returncode == 0, status.stderr
+        summary = json.loads(status.stdout)
+        assert summary["state"] == "finished (stored copy)" and summary["step"] == MAX_STEPS
+        assert [(b["id"], b["state"]) for b in summary["boxes"]] == [(str(i), "ended") for i in sorted(fake.instances)]
+        assert summary["interruptions"] == 2
+        assert summary["spend_total"] == pytest.approx(fake.billed_total(), rel=0.05, abs=5e-4)
