@@ -5,7 +5,7 @@ A pure function (no I/O), so every case is a table test:
     BOX_LOST      the provider says stopped, exited, gone or outbid; or SSH has been unreachable
                   for longer than managed.ssh_grace_s          -> end the box, rent the next
     TRAINER_HUNG  status.json older than managed.hang_s while the box answers -> the same
-    RUN_FAILED    the trainer exited non-zero (or its process is gone) in a failure phase
+    RUN_FAILED    the trainer exited non-zero (or its process is gone, or the run folder with it) in a failure phase
                   -> retried once on the same box; the same failure twice stops everything
     FINISHED      the run finished                              -> end the box, done
     HEALTHY       training (or its stages) going on; also SSH down within the grace period
@@ -61,7 +61,8 @@ def diagnose(obs: Observation, ssh_grace_s: float, hang_s: float) -> Diagnosis:
     if state == FINISHED_STATE:
         return Diagnosis(FINISHED, "the run finished")
     failed_exit = obs.exit_code is not None and obs.exit_code != 0 and not obs.session_alive
-    if state in (FAILED, STOPPED_STATE) or failed_exit or (state == "running" and not obs.session_alive):
+    vanished = not obs.session_alive and (state in ("running", "preparing") or status is None)  # started, now neither process nor status
+    if state in (FAILED, STOPPED_STATE) or failed_exit or vanished:
         phase = (status.phase if status is not None else None) or "start"
         progress = (status.progress if status is not None else None) or ""
         last = obs.stderr_tail.strip().splitlines()[-1] if obs.stderr_tail.strip() else ""

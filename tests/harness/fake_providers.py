@@ -160,6 +160,8 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        for forwarder in getattr(self, "forwarders", {}).values():
+            forwarder.close()
         self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -452,6 +454,8 @@ class FakeVast(FakeServer):
         self.created_at: dict[int, float] = {}
         self.ended_at: dict[int, float] = {}    # destroyed or vanished
         self.vanished: set[int] = set()
+        self.forward_ssh = False  # each instance gets its own published port (a forwarder to ssh_port) that refuse_ssh closes
+        self.forwarders: dict[int, "LateSshd"] = {}
 
     # -- preemption knobs and the billing meter ------------------------------------------------
     def change_bid(self, iid: int, body: Any) -> Reply:
@@ -487,10 +491,15 @@ class FakeVast(FakeServer):
             self.ended_at.setdefault(int(iid), time.time())
 
     def refuse_ssh(self, iid: int) -> None:
+        iid = int(iid)
+        forwarder = self.forwarders.pop(iid, None)
+        if forwarder is not None:  # its own published port: closed, with the connections through it
+            forwarder.close()
+            return
         with socket.socket() as closed:  # bound then closed: nothing listens there
             closed.bind(("127.0.0.1", 0))
             port = closed.getsockname()[1]
-        self.ssh_ports[int(iid)] = port
+        self.ssh_ports[iid] = port
 
     def allow_ssh(self, iid: int) -> None:
         self.ssh_ports.pop(int(iid), None)
@@ -589,6 +598,9 @@ class FakeVast(FakeServer):
         }
         self.polls[iid] = 0
         self.created_at[iid] = time.time()
+        if self.forward_ssh:
+            forwarder = LateSshd(self.ssh_port, resets=0, host=self.ssh_host).__enter__()
+            self.forwarders[iid], self.ssh_ports[iid] = forwarder, forwarder.port
         if self.create_half_fails:
             return Reply(200, {"success": False, "new_contract": iid, "error": "machine_error",
                                "msg": "Error starting container, please try another machine"})
@@ -682,14 +694,24 @@ class LateSshd:
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.closed = False
+        self.open_sockets: set[socket.socket] = set()
 
     def __enter__(self) -> "LateSshd":
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop listening (new connections are refused) and cut the connections forwarded so far."""
         self.closed = True
         self.listener.close()
+        for conn in list(self.open_sockets):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def _serve(self) -> None:
         while not self.closed:
@@ -710,6 +732,7 @@ class LateSshd:
         except OSError:
             conn.close()
             return
+        self.open_sockets.update((conn, upstream))
 
         def pipe(src: socket.socket, dst: socket.socket) -> None:
             try:

@@ -50,6 +50,8 @@ def running(**status) -> StatusFile:
     (Observation(instance=RUNNING_BOX, status=running(state="failed", phase="failed", progress="failed during data"),
                  exit_code=1, stderr_tail="boom"), RUN_FAILED),
     (Observation(instance=RUNNING_BOX, status=running(), session_alive=False), RUN_FAILED),      # process gone
+    (Observation(instance=RUNNING_BOX, status=None, session_alive=False), RUN_FAILED),          # no process, no run folder
+    (Observation(instance=RUNNING_BOX, status=None, session_alive=True), HEALTHY),              # stages starting
     (Observation(instance=RUNNING_BOX, status=running(state="finished")), FINISHED),
 ])
 def test_diagnosis_tells_the_three_failure_kinds_apart(obs, kind):

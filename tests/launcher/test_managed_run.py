@@ -110,6 +110,7 @@ def test_managed_run_interrupted_twice_matches_an_uninterrupted_run(
 
     # -- the managed run, interrupted twice, its controller killed mid-recovery
     with FakeVast(ssh_host=sshd.host, ssh_port=sshd.port) as fake:
+        fake.forward_ssh = True  # each box its own published SSH port, which refuse_ssh closes
         config = project / "configs" / "managed.yaml"
         config.write_text(managed_config(sshd, fake, remote_workdir, str(box_python), name, storage))
         log = tmp_path / "managed.log"
