@@ -101,7 +101,12 @@ class Controller:
                 except BoxError as exc:  # the box went away while starting: the next look diagnoses it
                     self.console.print(f"managed: starting on the box failed: {exc}", highlight=False)
                     self.remember(started_on=instance["id"])
-                except UserError as exc:  # a stage failed on a reachable box: a failure of the run, retried once
+                except UserError as exc:
+                    if not self.box_answers(instance):  # the box is the problem, not the run: diagnose it (grace, then lost)
+                        self.console.print(f"managed: starting on the box failed and the box does not answer: {exc}", highlight=False)
+                        self.remember(started_on=instance["id"])
+                        continue
+                    # a stage failed on a box that answers: a failure of the run, retried once
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     done = self.act(Diagnosis(RUN_FAILED, f"starting the run failed: {first}", f"start|{first}"), instance)
                     if done is not None:
@@ -206,6 +211,24 @@ class Controller:
             return
         if line:
             self.console.print(f"managed: {line}", highlight=False)
+
+    def box_answers(self, instance: dict) -> bool:
+        """Whether the provider says the box runs and a command runs on it over SSH."""
+        import launcher.providers as providers
+
+        try:
+            live = providers.describe(self.config, instance["id"])
+        except providers.ProviderError:
+            live = None
+        if live is None or not live.ssh_ready:
+            return False
+        box = open_box(load_state(self.root).get("box") or box_spec(self.config, self.root, instance), self.root)
+        try:
+            return box.run("true", check=False, timeout=60, cwd=False).ok
+        except BoxError:
+            return False
+        finally:
+            box.close()
 
     def look(self, instance: dict) -> Diagnosis:
         import launcher.providers as providers
