@@ -318,3 +318,11 @@ def test_the_same_run_failure_twice_ends_the_box_and_stops_with_the_reason(tmp_p
             controller.act(failure, record)
         assert fake.alive() == []  # ended through the provider
         assert controller.ledger.read().boxes[0].reason == "failed" and controller.ledger.read().interruptions == 0
+
+
+def test_managed_needs_a_rented_box_kind_and_says_so(tmp_path):
+    from tests.harness.launcher_cli import assert_clean_error, copy_project, launcher
+
+    project = copy_project(tmp_path / "project")
+    result = launcher(project, "run", "--managed", env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert_clean_error(result, "--managed rents and replaces boxes: box.kind must be runpod or vastai, not local")
