@@ -71,6 +71,16 @@ from urllib.parse import parse_qs, urlsplit
 API_KEY = "test-key-0123456789abcdef"
 
 
+def placeholder_ssh_key(folder) -> "Path":
+    """A private key path whose .pub is a well-formed public key: enough to rent from a fake (no login)."""
+    from pathlib import Path
+
+    key = Path(folder) / "id_ed25519"
+    key.write_text("unused\n")
+    key.with_name("id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test@laptop\n")
+    return key
+
+
 @dataclass
 class Recorded:
     method: str

@@ -27,7 +27,7 @@ from launcher.providers.registry import make_provider
 from launcher.state import update_state
 from launcher.store import open_store
 from runcontract.run_files import StatusFile
-from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast
+from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast, placeholder_ssh_key
 from tests.harness.launcher_cli import wait_for
 from tests.harness.paths import REPO as ROOT
 from tests.harness.stores import make_checkpoint
@@ -148,9 +148,7 @@ def test_a_stale_box_writes_no_checkpoint_to_the_store_and_stops_its_trainer(tmp
 
 # -- renting within one total budget ---------------------------------------------------------------
 def _controller(tmp_path: Path, fake: FakeVast, **budget) -> Controller:
-    key = tmp_path / "id_ed25519"
-    key.write_text("unused\n")
-    (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test@laptop\n")
+    key = placeholder_ssh_key(tmp_path)
     config = LauncherConfig.model_validate({
         "box": {"kind": "vastai", "identity_file": str(key),
                 "vastai": {"api_base": fake.api_base, "poll_interval_s": 0.05, "terminate_timeout_s": 10, "ready_timeout_s": 10}},
@@ -199,9 +197,7 @@ def test_status_all_lists_every_instance_with_its_run_and_down_orphans_ends_only
     project = copy_project(tmp_path / "project")
     env = {"VAST_API_KEY": API_KEY, "RUNPOD_API_KEY": API_KEY, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     with FakeVast() as vast, FakeRunPod() as runpod:
-        key = tmp_path / "id_ed25519"
-        key.write_text("unused\n")
-        (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test@laptop\n")
+        key = placeholder_ssh_key(tmp_path)
         config = project / "configs" / "vast.yaml"
         config.write_text(json.dumps({
             "box": {"kind": "vastai", "identity_file": str(key),
