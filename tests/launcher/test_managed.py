@@ -322,3 +322,21 @@ def test_managed_needs_a_rented_box_kind_and_says_so(tmp_path):
     project = copy_project(tmp_path / "project")
     result = launcher(project, "run", "--managed", env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
     assert_clean_error(result, "--managed rents and replaces boxes: box.kind must be runpod or vastai, not local")
+
+
+def test_a_vanished_host_is_lost_and_ending_it_is_confirmed(tmp_path, monkeypatch):
+    from launcher.managed.recovery import end_box
+
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    with FakeVast() as fake:
+        controller = _controller(tmp_path, fake)
+        provider = make_provider(controller.config)
+        made = provider.create(provider.offers()[0], "ssh-ed25519 AAAA test", "llm-box-demo-dddddd")
+        fake.vanish(int(made.id))  # the host died: the instance is gone from the API
+        assert diagnose(Observation(instance=provider.get(made.id)), 300, 1800).kind == BOX_LOST
+        record = {**made.to_dict(), "rented_at": fake.created_at[int(made.id)]}
+        update_state(tmp_path, instance=record)
+        end_box(tmp_path, controller.config, record, controller.ledger, "lost", controller.console, avoid_host=True)
+        assert fake.alive() == [] and controller.ledger.read().interruptions == 1
+        # the ledger counts the box until the launcher confirmed it gone: never less than the provider billed
+        assert controller.ledger.read().total() >= fake.billed(int(made.id))
