@@ -52,9 +52,9 @@ from runcontract.errors import UserError, cli_main
 from runcontract.manifest import MANIFEST_NAME, Manifest, is_complete, read_manifest, sha256_file
 from runcontract.run_files import ProviderRecord, StatusFile, StoreFile, StoreHealth, parse_metrics_line
 from runcontract.run_folder import (
-    AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, DATA_META_FILE, ENDED_STATES, EVAL_FILE, FINAL_DIR, FINISHED, LOSS_CURVE_FILE,
-    METRICS_FILE, SAMPLES_FILE, STATUS_FILE, STOPPED, STORE_CONFIG_FILE, STORE_HEALTH_FILE, THROUGHPUT_FILE, TRAIN_LOG, TOKENIZER_META_FILE,
-    TRAINER_EXIT_FILE, checkpoint_rel, latest_complete_checkpoint,
+    AGENT_LOG, CHECKPOINTS_DIR, CONFIG_FILE, COST_FILE, DATA_META_FILE, ENDED_STATES, EVAL_FILE, FENCED_FILE, FINAL_DIR, FINISHED,
+    LOSS_CURVE_FILE, METRICS_FILE, SAMPLES_FILE, STATUS_FILE, STOPPED, STORE_CONFIG_FILE, STORE_HEALTH_FILE, THROUGHPUT_FILE, TRAIN_LOG,
+    TOKENIZER_META_FILE, TRAINER_EXIT_FILE, checkpoint_rel, latest_complete_checkpoint,
 )
 
 log = logging.getLogger("launcher.agent")
@@ -78,13 +78,19 @@ class AgentStoreFile(StoreFile):
 
     storage: StorageConfig = Field(..., description="Where the run is mirrored.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Sync interval, hang watch, idle shutdown.")
+    fence_generation: Optional[int] = Field(None, description="A managed run's fencing generation for this box (launcher/managed/fence.py); null: not managed.")
 
 
-def store_config_json(config, run_name: str, instance_id: Optional[str]) -> str:
-    """The agent's store.json for a run: where to store, budget, agent settings, provider. No secrets."""
+def store_config_json(config, run_name: str, instance_id: Optional[str], fence_generation: Optional[int] = None) -> str:
+    """The agent's store.json for a run: where to store, budget, agent settings, provider, fence. No secrets."""
     kind = config.box.kind if config.box.kind in RENTED_KINDS else None
     return AgentStoreFile(storage=config.storage, run_name=run_name, budget=config.budget, agent=config.agent,
-                          provider=ProviderRecord(kind=kind, instance_id=instance_id if kind else None)).to_text()
+                          provider=ProviderRecord(kind=kind, instance_id=instance_id if kind else None),
+                          fence_generation=fence_generation).to_text()
+
+
+class Fenced(StoreError):
+    """The store's fencing generation is newer than this box's: another box owns the run now."""
 
 
 def load_store_config(path: Path) -> AgentStoreFile:
@@ -205,9 +211,40 @@ class Mirror:
         self.budget_hit = False
         self.worker_error: Optional[str] = None
         self.keep = int(cfg.storage.keep)
+        self.fenced = False
+
+    # -- the fence: a stale box (declared lost, then back) writes nothing more ----------------
+    def check_fence(self) -> None:
+        """Raise Fenced (once stale: marker for the trainer, trainer stopped) when another box owns the run."""
+        from launcher.managed.fence import is_current, read_generation
+
+        generation = self.cfg.fence_generation
+        if self.fenced or not is_current(self.store, self.run, generation):
+            if not self.fenced:
+                self.fenced = True
+                log.error("agent: the store's fencing generation is %d, this box's is %d: another box owns run %s now; "
+                          "this box writes nothing more and stops its trainer", read_generation(self.store, self.run), generation, self.run)
+                atomic_write_bytes(self.run_dir / FENCED_FILE, b"stale fencing generation\n")
+                self.stop.set()
+                status, _ = read_status(self.run_dir)
+                if status is not None and status.pid and pid_alive(status.pid):
+                    threading.Thread(target=stop_process, args=(status.pid, STOP_GRACE_S), daemon=True).start()
+            raise Fenced(f"run {self.run} is fenced: another box owns it")
+
+    def fence_ok(self) -> bool:
+        try:
+            self.check_fence()
+            return True
+        except Fenced:
+            return False
+        except Exception as exc:  # the store being unreachable is not a fence: the upload itself will fail and retry
+            log.warning("agent: could not read the fencing generation: %s", exc)
+            return True
 
     # -- small files -----------------------------------------------------------
     def sync_small(self, force: bool = False) -> None:
+        if self.cfg.fence_generation is not None and not self.fence_ok():
+            return
         failed: Optional[str] = None  # the store failed this pass: the files after it wait for the next one
         for path in sorted(self.run_dir.iterdir()):
             name = path.name
@@ -294,6 +331,8 @@ class Mirror:
 
     def upload_checkpoints(self) -> None:
         for folder in self.pending_checkpoints():
+            if self.cfg.fence_generation is not None and not self.fence_ok():
+                return
             try:
                 manifest = read_manifest(folder)
                 if self.pruned_on_arrival(folder, manifest):
@@ -302,12 +341,16 @@ class Mirror:
                     continue
                 log.info("agent: uploading checkpoint %s (%s) to %s", folder.name, human_bytes(manifest.total_bytes), self.store.describe(f"{self.run}/{checkpoint_rel(folder.name)}"))
                 started = time.monotonic()
-                sent = self.store.upload_checkpoint(self.run, folder, progress=LogProgress())  # verified before its manifest goes up
+                fence = self.check_fence if self.cfg.fence_generation is not None else None
+                sent = self.store.upload_checkpoint(self.run, folder, progress=LogProgress(), before_manifest=fence)  # verified before its manifest goes up
                 self.uploaded.add((folder.name, manifest.created))
                 self.uploaded_ok()
                 took = time.monotonic() - started
                 log.info("agent: checkpoint %s stored and verified (%s sent in %.1fs)", folder.name, human_bytes(sent), took)
                 self.apply_retention()
+            except Fenced:
+                log.error("agent: checkpoint %s not made complete in the store: this box is fenced", folder.name)
+                return
             except FileNotFoundError:
                 log.info("agent: checkpoint %s vanished before its upload finished (pruned by the trainer); skipped", folder.name)
             except Exception as exc:
@@ -319,7 +362,10 @@ class Mirror:
 
     def abort_stale_uploads(self) -> None:
         """Unfinished multipart uploads of this run are billed and invisible: abort them (only
-        called when no upload of this agent is running: at start and after a failed upload)."""
+        called when no upload of this agent is running: at start and after a failed upload).
+        A fenced box leaves them alone: they may be the current box's."""
+        if self.cfg.fence_generation is not None and not self.fence_ok():
+            return
         try:
             aborted = self.store.abort_stale_uploads(f"{self.run}/")
         except Exception as exc:
@@ -348,6 +394,8 @@ class Mirror:
             log.info("agent: deleted stored checkpoint %s (%s, %s freed; storage.keep: %d)", ckpt.name, why, human_bytes(ckpt.size_bytes), self.keep)
 
     def upload_prepared(self) -> None:
+        if self.cfg.fence_generation is not None and not self.fence_ok():
+            return
         for sub, meta_name in PREPARED_DIRS.items():
             local = self.project_root / sub
             if sub in self.prepared_done or not (local / meta_name).is_file():
@@ -483,6 +531,11 @@ class Mirror:
                 break
             self.watch_hung_trainer()
             self.stop.wait(self.interval)
+        if self.fenced:
+            self.flush.set()
+            worker.join()
+            log.error("agent: fenced: another box owns run %s; this box wrote nothing more to the store", self.run)
+            return 3
         reason = reason or "stopped by signal"
         log.info("agent: %s; final flush", reason)
         self.flush.set()

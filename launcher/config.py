@@ -17,7 +17,7 @@ from runcontract.budget import BudgetConfig
 from runcontract.configlib import Config, apply_overrides, read_yaml, validate
 
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
-LAUNCHER_SECTIONS = ("box", "run", "storage", "budget", "agent")
+LAUNCHER_SECTIONS = ("box", "run", "storage", "budget", "agent", "managed")
 
 
 def renamed_keys(data: Any, section: str, renames: dict[str, str]) -> Any:
@@ -92,6 +92,9 @@ class VastaiConfig(Config):
     poll_interval_s: float = Field(5.0, gt=0, description="Seconds between status polls while waiting.")
     terminate_timeout_s: float = Field(180.0, gt=0, description="Seconds to wait for the provider to confirm the instance is gone.")
     offers_shown: int = Field(5, ge=1, le=50, description="How many of the cheapest offers to show before renting the first.")
+    interruptible: bool = Field(False, description="Rent an interruptible (bid) instance: created with `price` = your bid; when outbid it goes stopped (its disk still bills) and a managed run recovers it.")
+    bid_price: Optional[float] = Field(None, gt=0, description="Interruptible: your bid in $/hour for the whole machine; null: the offer's listed price.")
+    max_bid: Optional[float] = Field(None, gt=0, description="Interruptible, managed runs: when outbid, raise the bid (PUT /instances/bid_price/{id}/) once, up to this $/hour, before giving the box up; null: never raise.")
 
     @model_validator(mode="before")
     @classmethod
@@ -249,12 +252,24 @@ class AgentConfig(Config):
     shutdown_when_done: bool = Field(False, description="Release a rented box once training ends and everything is stored.")
 
 
+class ManagedConfig(Config):
+    """``launcher run --managed``: how the controller watches the box and when it gives up on one."""
+
+    poll_s: float = Field(30.0, gt=0, description="Seconds between the controller's looks at the provider, the box and status.json.")
+    ssh_grace_s: float = Field(300.0, gt=0, description="A box whose SSH stays unreachable this long (while the provider says nothing) is lost.")
+    hang_s: float = Field(1800.0, gt=0, description="A trainer whose status.json is older than this while the box answers is hung.")
+    startup_s: float = Field(900.0, ge=0, description="Seconds a new box needs before it trains (rent, bootstrap, restore): counted when deciding whether the budget left reaches the next checkpoint.")
+    max_boxes: int = Field(10, ge=1, description="The most boxes one managed run rents, a guard against a loop of failing hosts.")
+    interruptions_per_hour: Optional[float] = Field(None, gt=0, description="Your estimate of how often a box of this kind is interrupted, for the suggested checkpoint interval (Young); null: measured from the run's own interruptions once there is one.")
+
+
 class LauncherConfig(Config):
     box: BoxConfig = Field(default_factory=BoxConfig, description="Where commands run.")
     run: RunSpecConfig = Field(default_factory=RunSpecConfig, description="What to train.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where runs are mirrored.")
     budget: BudgetConfig = Field(default_factory=lambda: BudgetConfig(hourly_rate=0.0, max_cost=1.0), description="Box price and spending cap.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="The on-box agent.")
+    managed: ManagedConfig = Field(default_factory=ManagedConfig, description="Managed runs: the controller's watch and recovery.")
 
 
 def load_launcher_config(path: str | Path | None, overrides: Iterable[str] = ()) -> LauncherConfig:

@@ -435,14 +435,17 @@ class Store(ABC):
         complete = [c for c in self.checkpoints(run) if c.complete and (include_final or c.name != FINAL_DIR)]
         return complete[-1] if complete else None
 
-    def upload_checkpoint(self, run: str, local_dir: Path, progress: Optional[TransferProgress] = None, verify: bool = True) -> int:
+    def upload_checkpoint(self, run: str, local_dir: Path, progress: Optional[TransferProgress] = None, verify: bool = True,
+                          before_manifest: Optional[Callable[[], None]] = None) -> int:
         """Upload a local checkpoint folder (its manifest must be there): files first, manifest last.
 
         The manifest is read once, at the start, and exactly the files it lists are uploaded;
         the same bytes are stored as the manifest at the end. If the folder is rewritten
         meanwhile (its manifest.json changes), the upload starts over with the new manifest,
         as a whole. With ``verify`` the stored bytes are read back and hashed before the
-        manifest marks the checkpoint complete (see ``upload_tree``). Returns bytes sent.
+        manifest marks the checkpoint complete (see ``upload_tree``). ``before_manifest`` runs
+        right before the manifest goes up and may raise to keep the checkpoint incomplete (the
+        agent's fencing check). Returns bytes sent.
         """
         local_dir = Path(local_dir)
         prefix = f"{run}/{checkpoint_rel(local_dir.name)}"
@@ -453,6 +456,8 @@ class Store(ABC):
             manifest = Manifest.from_json(json.loads(snapshot))
 
             def unchanged() -> bool:
+                if before_manifest is not None:
+                    before_manifest()
                 try:
                     return manifest_path.read_bytes() == snapshot
                 except FileNotFoundError:

@@ -7,6 +7,8 @@ dollars for the trainer, the agent and ``launcher status`` alike. No torch here.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from pydantic import Field
 
 from runcontract.configlib import Config
@@ -22,6 +24,7 @@ class BudgetConfig(Config):
 
     hourly_rate: float = Field(0.0, ge=0, description="Price of the box in $/hour (all its GPUs together); 0 for a machine you own.")
     max_cost: float = Field(10.0, gt=0, description="Most the run may spend in $: projected cost over it refuses to start; spent cost reaching it stops the run with a final checkpoint.")
+    max_total_cost: Optional[float] = Field(None, gt=0, description="Managed runs (`launcher run --managed`): the most the run may spend in $ across every box it rents (the spend ledger in the store); null: max_cost.")
 
     def reached(self, spent_dollars: float) -> bool:
         """Whether a run that has spent ``spent_dollars`` must stop (a free box never does)."""
@@ -29,4 +32,4 @@ class BudgetConfig(Config):
 
     def overrides(self, section: str = "train.budget") -> list[str]:
         """This budget as ``--set`` overrides of the trainer's config (``train.budget.max_cost=5.0``)."""
-        return [f"{section}.{key}={value!r}" for key, value in self.to_dict().items()]
+        return [f"{section}.{key}={value!r}" for key, value in self.to_dict().items() if value is not None]

@@ -40,6 +40,8 @@ TRAINER_EXIT_FILE = "train.exit"  # the trainer's exit code, written by the tmux
 TRAINER_STDERR_LOG = "train.stderr"  # the trainer's stderr, as the tmux window teed it
 REPORT_JSON = "report.json"  # the report card: lm-eval benchmarks beside published baselines (trainer/report_card.py)
 REPORT_MD = "report.md"  # the same report card as a table to read
+FENCE_FILE = "fence.json"  # in the STORE only (<run>/fence.json): a managed run's fencing generation (launcher/managed/fence.py)
+FENCED_FILE = "fenced"  # written by the agent when the store's generation is newer than its box's: this box must stop writing
 # -- the files in a checkpoint folder (beside manifest.json, runcontract.manifest) ---------------
 EVAL_FILE = "eval.json"  # trainer.eval's scores of a checkpoint (in its folder; mirrored from the run folder too)
 DATA_STATE_FILE = "data_state.json"  # the data sampler's position

@@ -41,7 +41,8 @@ from runcontract.manifest import ManifestError, read_manifest, verify_manifest
 from runcontract.budget import spent as budget_spent
 from runcontract.run_files import EvalMetrics, Throughput, TrainMetrics
 from runcontract.run_folder import (
-    CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FINAL_DIR, FINISHED, RANKS_FILE, REPORT_JSON, REPORT_MD, STATUS_FILE, STOPPED, THROUGHPUT_FILE, TRAIN_LOG,
+    CHECKPOINTS_DIR, CONFIG_FILE, FAILED, FENCED_FILE, FINAL_DIR, FINISHED, RANKS_FILE, REPORT_JSON, REPORT_MD, STATUS_FILE, STOPPED,
+    THROUGHPUT_FILE, TRAIN_LOG,
     recency, step_dir_name, step_of_dir,
 )
 from trainer.metrics_log import RunLog, train_line
@@ -476,6 +477,11 @@ class Fit:
         if not all(torch.isfinite(p).all() for p in run.raw_model.parameters()):
             raise self.non_finite_stop(f"the weights became non-finite at step {self.step} (an update with lr {self.schedule.lr_at(self.step - 1):.3e} blew up)")
         state = self.snapshot()  # a collective: every rank takes part
+        if run.is_main and (Path(run.run_dir) / FENCED_FILE).exists():
+            # the agent found a newer fencing generation in the store: another box owns this run now
+            log.log(f"not writing the {what} checkpoint {folder}: this box is fenced (another box owns the run)")
+            run.accelerator.wait_for_everyone()
+            return
         if run.is_main:
             t0 = time.time()
             log.phase("checkpoint", str(folder))

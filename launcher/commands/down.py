@@ -34,11 +34,17 @@ from runcontract.run_folder import ENDED_STATES
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for training to stop with a checkpoint.")
 @click.option("--forget-unconfirmed", is_flag=True,
               help="Drop an unconfirmed rental's record when one more look does not find it (after you checked the provider yourself).")
-def command(config_path: Optional[str], timeout: float, forget_unconfirmed: bool) -> None:
+@click.option("--orphans", is_flag=True, help="Instead: end every orphan instance on the configured provider accounts "
+              "(launcher-named, recorded by no run: see `launcher status --all`), after confirming.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="With --orphans: end them without asking.")
+def command(config_path: Optional[str], timeout: float, forget_unconfirmed: bool, orphans: bool, assume_yes: bool) -> None:
     """Stop the run, release the box (a rented one stops billing) and forget it."""
     root = Path.cwd()
     config, _, state = load_command_context(root, config_path, teardown=True)
     console = make_console()
+    if orphans:
+        end_orphans(config, root, state, console, assume_yes)
+        return
     instance = state.get("instance")
     if not state.get("box") and not instance:
         clear_state(root)
@@ -121,3 +127,34 @@ def _run_account(name: str, data: dict) -> str:
         return f"run {name!r} had not started"
     return f"run {name!r} had already {run_state}{at_step(status)}" if run_state in ENDED_STATES \
         else f"run {name!r} was {run_state}{at_step(status)}"
+
+
+def end_orphans(config, root: Path, state: dict, console, assume_yes: bool) -> None:
+    """``down --orphans``: terminate, through its provider and confirmed gone, every orphan instance."""
+    import sys
+
+    import launcher.providers as providers
+    from launcher.managed.account import watch
+    from runcontract.errors import UserError
+
+    rows, notes = watch(config, root, state)
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]", highlight=False)
+    orphans = [r.instance for r in rows if r.orphan]
+    if not orphans:
+        console.print(f"no orphan instance: {len(rows)} instance(s) on the configured accounts, each recorded by a run or not the launcher's.")
+        return
+    for i in orphans:
+        console.print(f"orphan: {providers.PROVIDER_NAMES[i.provider]} instance {i.id} ({i.name}, "
+                      f"{i.raw_state or i.state}, ${i.hourly_price or 0:.3f}/h)", highlight=False)
+    if not assume_yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            raise UserError("ending instances needs a confirmation and stdin is not a terminal: pass --yes to end the orphans listed above")
+        from rich.prompt import Confirm
+
+        if not Confirm.ask(f"End these {len(orphans)} instance(s)? Anything running on them is lost", console=console, default=False):
+            raise UserError("not ending anything: cancelled at the confirmation")
+    for i in orphans:
+        record = {"provider": i.provider, "id": i.id, "api_base": i.api_base}
+        providers.terminate_recorded(record, config if config.box.kind == i.provider else None)  # the config lends key and timeouts
+        console.print(f"{providers.PROVIDER_NAMES[i.provider]} confirmed instance {i.id} is gone: billing stopped", highlight=False)

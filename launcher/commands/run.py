@@ -52,12 +52,21 @@ def validate_run(config: LauncherConfig, config_path: Optional[str], root: Path)
 @click.option("--dry-run", is_flag=True, help="Print every command it would run and which stages are up to date; change nothing.")
 @click.option("--resume", is_flag=True, help="Restore the run from the store first, and resume training from its latest checkpoint.")
 @click.option("--allow-over-budget", is_flag=True, help="Train even when the projected cost is over budget.max_cost.")
-def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: bool, resume: bool, allow_over_budget: bool) -> None:
+@click.option("--managed", is_flag=True, help="Keep the run going to its target: rent a box, and when it is lost, preempted or hung, "
+              "end it and resume on the next one from the store, within budget.max_total_cost (README: Managed runs).")
+def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: bool, resume: bool, allow_over_budget: bool,
+            managed: bool) -> None:
     """Sync the project, prepare data, benchmark, check the budget and start training in tmux."""
     root = Path.cwd()
     config, config_path, state = load_command_context(root, config_path, overrides)
     validate_run(config, config_path, root)
     console = make_console()
+    if managed:
+        if dry_run:
+            raise UserError("--managed and --dry-run do not go together: a managed run rents boxes as it needs them")
+        from launcher.managed.controller import run_managed
+
+        raise SystemExit(run_managed(config, config_path, root, console))
     recorded = state.get("instance") or {}
     # a rented box, or an SSH host the plan chose (recorded with its $/h): kept in the state for later commands
     keep = config.box.kind in RENTED_KINDS or recorded.get("provider") == "static"
@@ -83,25 +92,32 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
         finally:
             box.close()
         return
+    start_training(ctx, spec, instance, config_path)
+
+
+def start_training(ctx: RunContext, spec: dict, instance: Optional[dict], config_path: Optional[str]) -> bool:
+    """Run every stage on the box and start training in tmux; False when the run had already
+    finished all it was asked for (nothing runs). ``launcher run`` and the managed controller both call it."""
     from launcher import detached_session
 
+    root, box, console = ctx.project_root, ctx.box, ctx.console
     try:
         ctx.multiplexer = detached_session.detect_multiplexer(box)  # also the first connection: unreachable -> clear error
         complete = finished_run(ctx)
         if complete:  # before anything is written: the state, status.json and train.log stay as they are
             console.print(complete, highlight=False)
-            return
+            return False
         from launcher.store import open_store
         from launcher.store_probe import probe_store
 
-        store = open_store(config.storage, root)
+        store = open_store(ctx.config.storage, root)
         probe_store(store, ctx.run_name, "this machine")  # before anything runs: a dead store is an error, not a run that stores nothing
         console.print(f"store {store.describe(ctx.run_name)}: write, read-back and delete work from this machine", highlight=False)
         update_state(root, config_path=config_path, box=spec, instance=instance,
                      run={"name": ctx.run_name, "tmux_session": ctx.session, "multiplexer": ctx.multiplexer,
                           "started_at": None})
         console.print(f"run [bold]{ctx.run_name}[/bold] on {box.label} (workdir {box.workdir})", highlight=False)
-        run_stages(ctx, stages)
+        run_stages(ctx, build_stages(ctx))
         update_state(root, run={"name": ctx.run_name, "tmux_session": ctx.session, "multiplexer": ctx.multiplexer,
                                 "started_at": time.time()})
     finally:
@@ -114,6 +130,7 @@ def command(config_path: Optional[str], overrides: tuple[str, ...], dry_run: boo
         + tensorboard_hint(ctx),
         highlight=False,
     )
+    return True
 
 
 def tensorboard_hint(ctx: RunContext) -> str:

@@ -67,6 +67,11 @@ STATUS_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
                                          "last_error, ended (then the waiting lists are what is not stored); null before the agent wrote it"),
     "report": (("string", "null"), "where the report card (report.md, report.json) is, once written: the run folder on the box "
                                    "or the store's copy; `launcher fetch-checkpoint` brings it; null before"),
+    "boxes": (("array",), "every box the run rented, from the store's spend ledger (managed runs): "
+                          "{provider, id, state (open or ended), hourly_price, cost}; [] when none was recorded"),
+    "interruptions": (("integer",), "boxes ended because they were lost, preempted or hung (managed runs)"),
+    "spend_total": (("number", "null"), "$ spent across every box of the run (the spend ledger; an open box counts "
+                                        "until now); null when the ledger has no box of the run"),
 }
 F = TypeVar("F", bound=RunFile)
 _CASTS = {"integer": int, "number": float, "string": str, "boolean": bool}
@@ -78,8 +83,8 @@ def typed(summary: dict) -> dict:
     for name, (types, _) in STATUS_FIELDS.items():
         value = summary.get(name)
         if value is None and "null" not in types:
-            value = {} if types[0] == "object" else value  # an object that is always present: empty until known
-        if value is None or (types[0] == "object" and isinstance(value, dict)):
+            value = {"object": {}, "array": []}.get(types[0], value)  # always present: empty until known
+        if value is None or (types[0] == "object" and isinstance(value, dict)) or (types[0] == "array" and isinstance(value, list)):
             out[name] = value
             continue
         try:
@@ -235,6 +240,9 @@ def render(summary: dict) -> Table:
     table.add_row("$/hour", _fmt(summary["hourly_rate"], ".2f"))
     table.add_row("$ spent", _fmt(summary["cost_spent"], ".4f"))
     table.add_row("$ projected", _fmt(summary["cost_projected"], ".4f") + (f" (max {summary['max_cost']:.2f})" if summary.get("max_cost") else ""))
+    if summary.get("boxes"):
+        table.add_row("boxes", f"{len(summary['boxes'])} ({summary.get('interruptions') or 0} interruption(s)), "
+                               f"${summary['spend_total']:.4f} spent across them")
     if summary.get("age_s") is not None:
         table.add_row("updated", f"{summary['age_s']:.0f} s ago")
     if summary.get("report"):
@@ -287,6 +295,13 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
                             "recorded yet, so no run is on it; while it exists it bills: `launcher up` uses it once it runs, "
                             f"`launcher down` terminates it (or {providers.manual_terminate_command(recorded)})")
     multiplexer = (state.get("run") or {}).get("multiplexer") or "tmux"
+    if config.box.kind in RENTED_KINDS and not instance and not state.get("box"):
+        # no box now (a managed run between boxes, or ended): the stored copy and the spend ledger tell the story
+        data = read_run_from_store(config, root, name)
+        if data.get("status") is None:
+            raise UserError(f"no {config.box.kind} box is recorded for this project and the store {config.storage.url} has no "
+                            f"status for run {name!r}: run `launcher up` (or `launcher run --managed`) to start one.")
+        return {**summarize("no box (none rented now)", name, data, None, rate), **spend_summary(config, root, name, console)}
     box = box_for_command(config, state, root)
     try:
         data = read_run(box, name, multiplexer)
@@ -303,19 +318,66 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
         label = f"{box.label} (unreachable)"
     finally:
         box.close()
-    return summarize(label, name, data, instance, rate)
+    return {**summarize(label, name, data, instance, rate), **spend_summary(config, root, name, console)}
+
+
+def spend_summary(config, root: Path, name: str, console: Optional[Console] = None) -> dict:
+    """``boxes``, ``interruptions``, ``spend_total`` from the store's spend ledger (launcher/managed/spend.py)."""
+    from launcher.managed.spend import SpendLedger
+    from launcher.store import open_store
+
+    try:
+        spend = SpendLedger(open_store(config.storage, root), name).read()
+    except Exception as exc:  # the store being unreachable must not hide the run's status
+        if console is not None:
+            console.print(f"[yellow]the spend ledger could not be read: {exc}[/yellow]", highlight=False)
+        return {"boxes": [], "interruptions": 0, "spend_total": None}
+    now = time.time()
+    return {"boxes": [box.to_status(now) for box in spend.boxes], "interruptions": spend.interruptions,
+            "spend_total": spend.total(now) if spend.boxes else None}
 
 
 @click.command("status")
 @click.option("--config", "config_path", default=None, help="Launcher config (default: the recorded one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
-def command(config_path: Optional[str], as_json: bool) -> None:
+@click.option("--all", "account_wide", is_flag=True, help="List every instance on every configured provider account, "
+              "with its $/h and the run that owns it; orphans are flagged (`launcher down --orphans` ends them).")
+def command(config_path: Optional[str], as_json: bool, account_wide: bool) -> None:
     """Box, run, training state, step, loss, tokens/s, ETA and money."""
     root = Path.cwd()
     config, config_path, state = load_command_context(root, config_path)
     console = make_console(stderr=True)
+    if account_wide:
+        show_account(config, root, state, as_json)
+        return
     summary = collect(config, state, root, console)
     if as_json:
         click.echo(json.dumps(typed(summary), sort_keys=True))
     else:
         make_console().print(render(summary))
+
+
+def show_account(config, root: Path, state: dict, as_json: bool) -> list:
+    """``status --all``: every instance on every configured account; returns the rows."""
+    from launcher.managed.account import watch
+
+    rows, notes = watch(config, root, state)
+    if as_json:
+        click.echo(json.dumps({"instances": [r.to_json() for r in rows], "notes": notes}, sort_keys=True))
+        return rows
+    table = Table(title="instances on the configured provider accounts")
+    for column in ("provider", "id", "name", "state", "$/h", "run", ""):
+        table.add_column(column)
+    for r in rows:
+        i = r.instance
+        table.add_row(i.provider, i.id, i.name or "-", i.raw_state or i.state, _fmt(i.hourly_price, ".3f"),
+                      r.run or "(not the launcher's)", "[red]ORPHAN[/red]" if r.orphan else "")
+    console = make_console()
+    console.print(table)
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]", highlight=False)
+    orphans = [r for r in rows if r.orphan]
+    total = sum(r.instance.hourly_price or 0.0 for r in rows)
+    console.print(f"{len(rows)} instance(s), ${total:.3f}/h together; {len(orphans)} orphan(s)"
+                  + (": no run records them; `launcher down --orphans` ends them" if orphans else ""), highlight=False)
+    return rows

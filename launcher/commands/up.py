@@ -8,6 +8,7 @@ unconfirmed create (its answer lost) is looked for by name before anything is re
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +25,8 @@ from runcontract.errors import UserError
 MIN_DISK_GB = 20.0
 
 
-def provision_instance(config, root: Path, config_path: Optional[str], console: Console, assume_yes: bool) -> dict:
+def provision_instance(config, root: Path, config_path: Optional[str], console: Console, assume_yes: bool,
+                       pick_offer=None, create_name: Optional[str] = None) -> dict:
     """Reuse the recorded rented instance when it is still there; else rent one (recorded at once)."""
     import launcher.providers as providers
 
@@ -45,16 +47,18 @@ def provision_instance(config, root: Path, config_path: Optional[str], console: 
                 "`launcher up` again once it runs, or `launcher down` to terminate it")
 
     def on_created(instance) -> None:
-        update_state(root, config_path=config_path, instance=instance.to_dict(), box=None, run=None)
+        # rented_at: when billing started, as near as the launcher knows (the spend ledger's start)
+        update_state(root, config_path=config_path, instance={**instance.to_dict(), "rented_at": time.time()}, box=None, run=None)
 
     try:
-        instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created)
+        instance = providers.provision(config, console, assume_yes=assume_yes, on_created=on_created, pick_offer=pick_offer,
+                                         name=create_name)
     except providers.ProvisionError as err:
         if err.terminated:  # confirmed gone: nothing left to track
             update_state(root, instance=None, box=None)
         raise
-    update_state(root, instance=instance.to_dict())
-    return instance.to_dict()
+    state = update_state(root, instance={**(load_state(root).get("instance") or {}), **instance.to_dict()})
+    return state["instance"]
 
 
 def wait_for_ssh(box: Box, config, instance: dict, console: Console) -> None:
@@ -91,7 +95,8 @@ def info_table(box: Box, info) -> Table:
 
 
 def bring_up(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool = False,
-             bootstrap_box: bool = True, offer_id: Optional[str] = None) -> Box:
+             bootstrap_box: bool = True, offer_id: Optional[str] = None, pick_offer=None,
+             create_name: Optional[str] = None) -> Box:
     from launcher.stages import bootstrap
 
     check_config_matches_record(config, config_path, load_state(root))  # a recorded rental is never overwritten
@@ -104,7 +109,7 @@ def bring_up(config, config_path: Optional[str], root: Path, console: Console, a
         raise UserError(f"--offer picks among the plan's offers, and this config's box is kind {config.box.kind}: use "
                         "box.kind: plan with candidates (see `launcher plan`)")
     if config.box.kind in RENTED_KINDS:
-        instance = provision_instance(config, root, config_path, console, assume_yes)
+        instance = provision_instance(config, root, config_path, console, assume_yes, pick_offer, create_name)
     spec = box_spec(config, root, instance)
     box = open_box(spec, root)
     if instance is not None:

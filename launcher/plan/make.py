@@ -53,12 +53,24 @@ def tokens_done(store, run: str) -> int:
 def make_plan(config: LauncherConfig, root: Path, make_provider: ProviderFactory,
               avoided: Iterable[str] = (), ledger: Optional[list[dict[str, Any]]] = None) -> Planned:
     """Price every candidate offer for the run (``ledger``: the throughput records, read from the store when None)."""
-    from launcher.store import open_store
-
     if config.box.kind != "plan":
         raise UserError(f"launcher plan chooses among box.candidates, and this config's box is kind {config.box.kind}: "
                         "set box.kind: plan with candidates, e.g. [{kind: vastai, gpu_name: RTX 4090, gpu_count: [1, 2]}, "
                         "{kind: runpod, gpu_name: NVIDIA GeForce RTX 4090}]")
+    needs, speeds, notes = plan_inputs(config, root, ledger)
+    found, problems = candidate_offers(config, make_provider, avoided)
+    result = plan((c.plan_offer for c in found), needs, speeds)
+    result.skipped = notes + problems + result.skipped
+    return Planned(result, {c.plan_offer.offer_id: c for c in found})
+
+
+def plan_inputs(config: LauncherConfig, root: Path, ledger: Optional[list[dict[str, Any]]] = None,
+                store=None) -> tuple[RunNeeds, SpeedModel, list[str]]:
+    """What the run needs of a box and how fast each GPU is (``ledger``: the throughput records, read
+    from the store when None), and notes on what could not be read. ``make_plan`` and a managed run's
+    next box (launcher/managed/choice.py) both price offers with these."""
+    from launcher.store import open_store
+
     run = config.run
     model = load_config(ModelConfig, root / run.model_config_path, run.overrides, "model", SECTIONS)
     train = load_config(TrainConfig, root / run.train_config_path, run.overrides, "train", SECTIONS)
@@ -66,7 +78,7 @@ def make_plan(config: LauncherConfig, root: Path, make_provider: ProviderFactory
     done = 0
     if ledger is None:
         try:
-            store = open_store(config.storage, root)
+            store = store or open_store(config.storage, root)
             ledger = read_throughput(store)
             done = tokens_done(store, run.name)
         except UserError as err:
@@ -79,7 +91,4 @@ def make_plan(config: LauncherConfig, root: Path, make_provider: ProviderFactory
                      setup_hours_by_provider=setup_hours_from_ledger(ledger))
     speeds = SpeedModel(ledger, flops_per_token(model, train.seq_len), model.config_hash(),
                         settings.default_mfu, settings.multi_gpu_efficiency)
-    found, problems = candidate_offers(config, make_provider, avoided)
-    result = plan((c.plan_offer for c in found), needs, speeds)
-    result.skipped = notes + problems + result.skipped
-    return Planned(result, {c.plan_offer.offer_id: c for c in found})
+    return needs, speeds, notes

@@ -167,6 +167,9 @@ class Provider(Protocol):
     def find_by_name(self, name: str) -> list[Instance]:
         """Instances that carry the unique name/label the launcher gave a create (recovery)."""
 
+    def list_instances(self) -> list[Instance]:
+        """Every instance on the account, whoever made it (``launcher status --all``)."""
+
     def terminate(self, instance_id: str) -> None:
         """Ask the provider to destroy the instance (stops all charges). Gone already is fine."""
 

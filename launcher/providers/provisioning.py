@@ -216,8 +216,14 @@ def unique_name(config: LauncherConfig) -> str:
 
 
 def provision(config: LauncherConfig, console: Console, assume_yes: bool,
-              on_created: Callable[[Instance], None] | None = None) -> Instance:
-    """Rent (or, for ``box.kind: ssh``, describe) the box; see the module docstring for the rules."""
+              on_created: Callable[[Instance], None] | None = None,
+              pick_offer: Callable[[list[Offer]], Optional[Offer]] | None = None,
+              name: Optional[str] = None) -> Instance:
+    """Rent (or, for ``box.kind: ssh``, describe) the box; see the module docstring for the rules.
+
+    ``pick_offer`` chooses among the offers (cheapest first); default the cheapest. A managed
+    run passes launcher.managed.choice's, which avoids hosts that failed it. ``name``: the
+    create's unique name when the caller chose (and recorded) it first; else a new one."""
     kind = config.box.kind
     record = on_created or (lambda instance: None)
     if kind == "ssh":
@@ -232,28 +238,32 @@ def provision(config: LauncherConfig, console: Console, assume_yes: bool,
         ceiling = f" at or below ${pcfg.max_price}/h" if pcfg.max_price else ""
         raise UserError(f"no {PROVIDER_NAMES[kind]} offer matches the config{ceiling}: relax box.{kind} (GPU, reliability, disk, "
                         "max_price, cloud_type) or try later")
-    offer = offers[0]
+    offer = pick_offer(offers) if pick_offer is not None else offers[0]
+    if offer is None:
+        raise UserError(f"no {PROVIDER_NAMES[kind]} offer is left once the hosts that failed this run are avoided: "
+                        f"relax box.{kind} (GPU, reliability, max_price) or try later")
     if pcfg.max_price is not None and offer.hourly_price is not None and offer.hourly_price > pcfg.max_price:
         raise UserError(f"the cheapest {PROVIDER_NAMES[kind]} offer costs {money(offer.hourly_price)}/h, above box.{kind}.max_price ${pcfg.max_price}/h")
     console.print(offers_table(offers, f"{PROVIDER_NAMES[kind]} offers (prices as billed, cheapest first)"))
-    console.print(f"Renting #1: {offer.gpu_count}x {offer.gpu_name}, {money(offer.hourly_price)}/h, "
+    console.print(f"Renting #{offers.index(offer) + 1}: {offer.gpu_count}x {offer.gpu_name}, {money(offer.hourly_price)}/h, "
                   f"{offer.location or 'location chosen by the provider'}{cloud_choice(offers, offer)}")
     for line in projection_lines(config, offer.hourly_price):
         console.print(line)
-    return rent_offer(config, provider, offer, public_key, console, assume_yes, record)
+    return rent_offer(config, provider, offer, public_key, console, assume_yes, record, name)
 
 
 def rent_offer(config: LauncherConfig, provider: Provider, offer: Offer, public_key: str, console: Console,
-               assume_yes: bool, record: Callable[[Instance], None]) -> Instance:
+               assume_yes: bool, record: Callable[[Instance], None], name: Optional[str] = None) -> Instance:
     """Confirm, rent ``offer`` (recorded through ``record`` the moment it exists), wait for SSH, check the live
     price; whatever fails after the create terminates the instance (``provision``'s rules). ``config.box.kind``
-    names the provider and its settings (``launcher up`` with candidates passes the chosen candidate's)."""
+    names the provider and its settings (``launcher up`` with candidates passes the chosen candidate's).
+    ``name``: the create's unique name when the caller chose (and recorded) it first; else a new one."""
     kind = config.box.kind
     pcfg = provider_config(config)
     console.print("Charges run from now until `launcher down` (or the agent's budget/idle shutdown).")
     _confirm(console, f"Rent this {PROVIDER_NAMES[kind]} machine?", assume_yes)
 
-    name = unique_name(config)
+    name = name or unique_name(config)
     created_at = time.time()
     try:
         instance = provider.create(offer, public_key, name)

@@ -217,11 +217,15 @@ class RunpodProvider(ManualCommands):
         return self._from_pod(reply.data)
 
     def find_by_name(self, name: str) -> list[Instance]:
+        return [i for i in self.list_instances() if i.name == name]
+
+    def list_instances(self) -> list[Instance]:
+        """Every pod on the account (``launcher status --all``)."""
         reply = self.rest.request("GET", "/pods")
         pods = reply.data.get("pods") if isinstance(reply.data, dict) else None
         if not isinstance(pods, list):
             raise ProviderError(f"RunPod's pod list answered without a pods list: {reply.text[:200]!r}")
-        return [self._from_pod(p) for p in pods if isinstance(p, dict) and p.get("name") == name and p.get("id")]
+        return [self._from_pod(p) for p in pods if isinstance(p, dict) and p.get("id")]
 
     @staticmethod
     def _gone(reply: Response) -> bool:

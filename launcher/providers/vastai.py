@@ -37,6 +37,11 @@ checked on 2026-11-25 against the official client, github.com/vast-ai/vast-cli (
                                 ({"instances": null} or 404 once destroyed)
                                 (docs.vast.ai/api-reference/instances/show-instance)
   DELETE /instances/{id}/       destroy -> {"success": true}
+  Interruptible (bid) instances, per docs.vast.ai/api-reference/instances/change-bid and the
+  create-instance page (checked 2026-12-03): the search uses ``"type": "bid"``, the create body
+  carries ``price`` (the bid, $/h for the machine); when outbid the instance goes ``stopped``
+  (cur_state, intended_status and next_state "stopped") and its disk still bills;
+  PUT /instances/bid_price/{id}/ {"client_id": "me", "price": P} -> {"success": true} raises it.
 Auth: ``Authorization: Bearer <key>``. ``dph_total`` is the whole instance's $/h, disk included.
 An offer also carries ``gpu_ram`` (MB per GPU) and ``machine_id`` (the physical host, which
 ``launcher plan`` uses to avoid a host that benchmarked slow). The search has no page token: it
@@ -117,7 +122,7 @@ class VastaiProvider(ManualCommands):
             "disk_space": {"gte": cfg.disk_gb},
             "cuda_max_good": {"gte": cfg.min_cuda},  # the highest CUDA the host's driver runs (the vastai client's cuda_vers)
             "order": [["dph_total", "asc"]],
-            "type": "on-demand",
+            "type": "bid" if cfg.interruptible else "on-demand",
             "limit": limit,
             "allocated_storage": cfg.disk_gb,  # so dph_total includes the disk that is rented
         }
@@ -167,6 +172,8 @@ class VastaiProvider(ManualCommands):
             "label": name,
             "cancel_unavail": True,
         }
+        if cfg.interruptible:
+            body["price"] = cfg.bid_price or offer.hourly_price  # the bid; under the host's minimum it is created stopped
         try:
             reply = self.http.request("PUT", f"/asks/{offer.offer_id}/", body, idempotent=False)
         except ProviderError as err:  # an error status may still name the instance it made
@@ -206,6 +213,8 @@ class VastaiProvider(ManualCommands):
         if not inst:
             return None
         raw = str(inst.get("actual_status") or "")
+        if "stopped" in (inst.get("cur_state"), inst.get("intended_status")):
+            raw = "stopped"  # an outbid interruptible instance: cur_state/intended_status/next_state "stopped" (disk still bills)
         host, port = inst.get("ssh_host"), inst.get("ssh_port")
         ports = inst.get("ports")
         if self.config.direct_port and isinstance(ports, dict) and ports.get("22/tcp") and inst.get("public_ipaddr"):
@@ -224,8 +233,17 @@ class VastaiProvider(ManualCommands):
 
     def find_by_name(self, name: str) -> list[Instance]:
         """Instances labelled ``name``, through the paginated v1 list the official client uses."""
+        return [i for i in self._list({"label": {"in": [name]}}) if i.name == name]
+
+    def list_instances(self) -> list[Instance]:
+        """Every instance on the account (``launcher status --all``), through the same paginated list."""
+        return self._list({})
+
+    def _list(self, select_filters: dict) -> list[Instance]:
         root = self.config.api_base.rstrip("/").rsplit("/api/v0", 1)[0]
-        params = {"select_filters": {"label": {"in": [name]}}, "order_by": [{"col": "id", "dir": "asc"}], "limit": 25}
+        params: dict = {"order_by": [{"col": "id", "dir": "asc"}], "limit": 25}
+        if select_filters:
+            params["select_filters"] = select_filters
         found: list[Instance] = []
         for _ in range(100):  # pages
             query = "&".join(f"{k}={quote_plus(json.dumps(v))}" for k, v in params.items())
@@ -235,13 +253,20 @@ class VastaiProvider(ManualCommands):
             if not isinstance(rows, list):
                 raise ProviderError(f"Vast.ai's instance list answered without instances: {reply.text[:200]!r}")
             for inst in rows:
-                if isinstance(inst, dict) and inst.get("label") == name and inst.get("id") is not None:
+                if isinstance(inst, dict) and inst.get("id") is not None:
                     found.append(self._instance(inst, str(inst["id"]), inst.get("ssh_host"), inst.get("ssh_port"),
                                                 str(inst.get("actual_status") or "")))
             if not data.get("next_token"):
                 return found
             params["after_token"] = data["next_token"]
         raise ProviderError("Vast.ai's instance list did not end after 100 pages")
+
+    def raise_bid(self, instance_id: str, price: float) -> None:
+        """Change an interruptible instance's bid to ``price`` $/h (an outbid one may then run again)."""
+        reply = self.http.request("PUT", f"/instances/bid_price/{instance_id}/", {"client_id": "me", "price": round(float(price), 4)},
+                                  idempotent=True)
+        if not (isinstance(reply.data, dict) and reply.data.get("success") is True):
+            raise ProviderError(f"Vast.ai did not change the bid of instance {instance_id}: {error_text(reply.data, reply.text)}")
 
     def terminate(self, instance_id: str) -> None:
         reply = self.http.request("DELETE", f"/instances/{instance_id}/", allow_statuses=(404,))

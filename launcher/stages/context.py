@@ -30,6 +30,7 @@ class RunContext:
     allow_over_budget: bool = False
     hourly_rate: Optional[float] = None  # live price of a rented box; None: budget.hourly_rate
     instance_id: Optional[str] = None
+    fence_generation: Optional[int] = None  # a managed run's fencing generation for this box (launcher/managed/fence.py)
     multiplexer: str = "tmux"
     probe_box: bool = True  # --dry-run may read the box (False: it was never connected)
     nccl_env: dict[str, str] = field(default_factory=dict)  # set by the nccl_probe stage: added to every multi-GPU launch

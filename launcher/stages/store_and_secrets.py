@@ -17,7 +17,7 @@ def write_store_config(ctx: RunContext) -> None:
     from launcher.agent import store_config_json
 
     config = ctx.config.model_copy(update={"budget": ctx.budget})
-    ctx.box.put_text(f"{ctx.run_dir}/{STORE_CONFIG_FILE}", store_config_json(config, ctx.run_name, ctx.instance_id))
+    ctx.box.put_text(f"{ctx.run_dir}/{STORE_CONFIG_FILE}", store_config_json(config, ctx.run_name, ctx.instance_id, ctx.fence_generation))
 
 
 def write_secrets(ctx: RunContext) -> int:

@@ -41,6 +41,18 @@ it is N is absent from the next N answers of the instance list, RunPod's GET /v2
 Vast's /api/v1/instances/, while GET by id already knows it), Vast's ``create_half_fails``
 (``success: false`` with a ``new_contract``), RunPod's ``stock`` per cloud, ``graphql_errors``.
 
+Preemption and billing (Vast, for managed runs): ``outbid(id)`` does what Vast does to an
+interruptible instance outbid by another renter: it goes ``stopped`` (cur_state,
+intended_status and next_state all "stopped"; actual_status is not changed, so a client must
+read those) and stays listed, its
+disk still billing, until destroyed; ``vanish(id)``: its host died and the instance is gone
+(GET answers null, the list omits it); ``refuse_ssh(id)``: the instance still runs but its
+public SSH port refuses connections (a port nothing listens on) until ``allow_ssh(id)``.
+``billed(id)`` / ``billed_total()`` is the fake's meter: the instance's ``dph_total`` x the time
+from its create to its destroy (or its vanishing, or now). A stopped instance bills its disk
+only on the real bill; the meter bills the whole ``dph_total`` until destroyed, a ceiling the
+launcher's spend ledger (which counts a box until its destroy is confirmed) matches.
+
 ``LateSshd``: a TCP port that, like a freshly published port of a rented box, accepts and
 immediately resets its first connections (sshd not up yet), then forwards to a real sshd.
 """
@@ -52,12 +64,23 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 API_KEY = "test-key-0123456789abcdef"
+
+
+def placeholder_ssh_key(folder) -> "Path":
+    """A private key path whose .pub is a well-formed public key: enough to rent from a fake (no login)."""
+    from pathlib import Path
+
+    key = Path(folder) / "id_ed25519"
+    key.write_text("unused\n")
+    key.with_name("id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test@laptop\n")
+    return key
 
 
 @dataclass
@@ -151,6 +174,8 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        for forwarder in getattr(self, "forwarders", {}).values():
+            forwarder.close()
         self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -458,6 +483,68 @@ class FakeVast(FakeServer):
         self.ids = itertools.count(7000001)
         self.create_half_fails = False
         self.direct = True  # report ports {"22/tcp": ...} and public_ipaddr (direct SSH)
+        # preemption and the billing meter (see the module docstring)
+        self.ssh_ports: dict[int, int] = {}    # per-instance public SSH port (refuse_ssh points it at a closed port)
+        self.created_at: dict[int, float] = {}
+        self.ended_at: dict[int, float] = {}    # destroyed or vanished
+        self.vanished: set[int] = set()
+        self.forward_ssh = False  # each instance gets its own published port (a forwarder to ssh_port) that refuse_ssh closes
+        self.forwarders: dict[int, "LateSshd"] = {}
+
+    # -- preemption knobs and the billing meter ------------------------------------------------
+    def change_bid(self, iid: int, body: Any) -> Reply:
+        """PUT /instances/bid_price/{id}/ {client_id, price (0.001..32)}: a bid at or over the winning one runs again."""
+        if not isinstance(body, dict) or body.get("client_id") != "me" or not isinstance(body.get("price"), (int, float)):
+            return Reply(400, {"success": False, "error": "invalid_args", "msg": "client_id and price are required"})
+        if not 0.001 <= body["price"] <= 32:
+            return Reply(400, {"success": False, "error": "invalid_args", "msg": "price must be between 0.001 and 32"})
+        inst = self.instances.get(iid)
+        if inst is None or iid in self.deleted or iid in self.vanished:
+            return Reply(404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"})
+        inst["bid"] = body["price"]
+        if inst.get("_preempted") and body["price"] >= inst.get("_winning_bid", float("inf")):
+            inst.pop("_preempted")
+            inst.update(cur_state="running", intended_status="running", next_state="running")
+            self.polls[iid] = 0  # it starts again
+        return Reply(200, {"success": True})
+
+    def outbid(self, iid: int, winning_bid: Optional[float] = None) -> None:
+        """Another renter outbid the instance; a later bid of at least ``winning_bid`` wins it back."""
+        with self.lock:
+            inst = self.instances[int(iid)]
+            if winning_bid is not None:
+                inst["_winning_bid"] = winning_bid
+            # actual_status is left as it was: the fields that say "outbid" are the three below
+            inst.update(cur_state="stopped", intended_status="stopped", next_state="stopped",
+                        status_msg="outbid: stopped (interruptible instance)")
+            inst["_preempted"] = True
+
+    def vanish(self, iid: int) -> None:
+        with self.lock:
+            self.vanished.add(int(iid))
+            self.ended_at.setdefault(int(iid), time.time())
+
+    def refuse_ssh(self, iid: int) -> None:
+        iid = int(iid)
+        forwarder = self.forwarders.pop(iid, None)
+        if forwarder is not None:  # its own published port: closed, with the connections through it
+            forwarder.close()
+            return
+        with socket.socket() as closed:  # bound then closed: nothing listens there
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        self.ssh_ports[iid] = port
+
+    def allow_ssh(self, iid: int) -> None:
+        self.ssh_ports.pop(int(iid), None)
+
+    def billed(self, iid: int) -> float:
+        iid = int(iid)
+        end = self.ended_at.get(iid, time.time())
+        return self.instances[iid]["dph_total"] * max(0.0, end - self.created_at[iid]) / 3600.0
+
+    def billed_total(self) -> float:
+        return sum(self.billed(i) for i in self.instances)
 
     @property
     def api_base(self) -> str:
@@ -479,6 +566,9 @@ class FakeVast(FakeServer):
         m = re.fullmatch(r"/api/v0/asks/(\d+)/", path)
         if m and rec.method == "PUT":
             return self.create(int(m.group(1)), rec.body or {})
+        m = re.fullmatch(r"/api/v0/instances/bid_price/(\d+)/", path)
+        if m and rec.method == "PUT":
+            return self.change_bid(int(m.group(1)), rec.body)
         m = re.fullmatch(r"/api/v0/instances/(\d+)/ssh/", path)
         if m and rec.method == "POST":
             iid = int(m.group(1))
@@ -531,8 +621,10 @@ class FakeVast(FakeServer):
         offer["rented"] = True
         disk = float(body.get("disk") or 10)
         price = self.live_price if self.live_price is not None else offer["dph_base"] + vast_storage_per_hour(offer, disk)
+        if "price" in body and not (isinstance(body["price"], (int, float)) and 0.001 <= body["price"] <= 32):
+            return Reply(400, {"success": False, "error": "invalid_args", "msg": "price (the bid) must be between 0.001 and 32"})
         self.instances[iid] = {
-            "id": iid, "actual_status": None, "intended_status": "running", "cur_state": "running",
+            "id": iid, "actual_status": None, "bid": body.get("price"), "is_bid": "price" in body, "intended_status": "running", "cur_state": "running",
             "label": body.get("label"), "image_uuid": body["image"], "image_runtype": body.get("runtype"),
             "onstart": body.get("onstart"), "ssh_host": None, "ssh_port": None, "public_ipaddr": None, "ports": {},
             "gpu_name": offer["gpu_name"], "num_gpus": offer["num_gpus"], "geolocation": offer.get("geolocation"),
@@ -540,6 +632,10 @@ class FakeVast(FakeServer):
         }
         self.polls[iid] = 0
         self.lagging(iid)
+        self.created_at[iid] = time.time()
+        if self.forward_ssh:
+            forwarder = LateSshd(self.ssh_port, resets=0, host=self.ssh_host).__enter__()
+            self.forwarders[iid], self.ssh_ports[iid] = forwarder, forwarder.port
         if self.create_half_fails:
             return Reply(200, {"success": False, "new_contract": iid, "error": "machine_error",
                                "msg": "Error starting container, please try another machine"})
@@ -558,16 +654,19 @@ class FakeVast(FakeServer):
                 return inst
             return None
         inst = self.instances.get(iid)
-        if inst is None:
+        if inst is None or iid in self.vanished:
             return None
         self.polls[iid] += 1
+        if inst.get("_preempted"):
+            return {k: v for k, v in inst.items() if not k.startswith("_")}
         inst["actual_status"] = "loading" if self.polls[iid] < self.ready_after else "running"
         if inst["actual_status"] == "running" and not self.never_public_port:
-            inst["ssh_host"], inst["ssh_port"] = self.ssh_host, self.ssh_port
+            port = self.ssh_ports.get(iid, self.ssh_port)
+            inst["ssh_host"], inst["ssh_port"] = self.ssh_host, port
             if self.direct:
                 inst["public_ipaddr"] = self.ssh_host
-                inst["ports"] = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.ssh_port)}]}
-        return dict(inst)
+                inst["ports"] = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
+        return {k: v for k, v in inst.items() if not k.startswith("_")}
 
     def get(self, iid: int) -> Reply:
         if self.fail_after_create and iid in self.instances:
@@ -576,22 +675,23 @@ class FakeVast(FakeServer):
 
     def list_instances(self, query: dict) -> Reply:
         filters = json.loads((query.get("select_filters") or ["{}"])[0])
-        shown = self.listed([iid for iid in sorted(self.instances) if iid not in self.deleted])
-        rows = [dict(self.instances[iid]) for iid in shown]
+        shown = self.listed([iid for iid in sorted(self.instances) if iid not in self.deleted and iid not in self.vanished])
+        rows = [{k: v for k, v in self.instances[iid].items() if not k.startswith("_")} for iid in shown]
         rows = [r for r in rows if all(self._matches(r.get(k), v) for k, v in filters.items())]
         return Reply(200, {"instances": rows, "next_token": None, "total_instances": len(rows)})
 
     def destroy(self, iid: int) -> Reply:
         if self.delete_fails:
             return Reply(500, {"success": False, "error": "server_error", "msg": "internal error"})
-        if iid not in self.instances or iid in self.deleted:
+        if iid not in self.instances or iid in self.deleted or iid in self.vanished:
             return Reply(404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"})
         self.deleted[iid] = 0
+        self.ended_at.setdefault(iid, time.time())
         return Reply(200, {"success": True})
 
     def alive(self) -> list[int]:
         """Instances that exist and bill."""
-        return [i for i in self.instances if i not in self.deleted]
+        return [i for i in self.instances if i not in self.deleted and i not in self.vanished]
 
 
 def default_vast_offers() -> list[dict]:
@@ -634,14 +734,24 @@ class LateSshd:
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.closed = False
+        self.open_sockets: set[socket.socket] = set()
 
     def __enter__(self) -> "LateSshd":
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop listening (new connections are refused) and cut the connections forwarded so far."""
         self.closed = True
         self.listener.close()
+        for conn in list(self.open_sockets):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def _serve(self) -> None:
         while not self.closed:
@@ -662,6 +772,7 @@ class LateSshd:
         except OSError:
             conn.close()
             return
+        self.open_sockets.update((conn, upstream))
 
         def pipe(src: socket.socket, dst: socket.socket) -> None:
             try:

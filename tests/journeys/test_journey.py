@@ -199,7 +199,7 @@ def check_status_json(text: str) -> dict:
 
     data = json.loads(text)
     assert set(data) == set(STATUS_FIELDS), data
-    kinds = {"integer": int, "number": float, "string": str, "boolean": bool, "object": dict, "null": type(None)}
+    kinds = {"integer": int, "number": float, "string": str, "boolean": bool, "object": dict, "array": list, "null": type(None)}
     for name, (types, _) in STATUS_FIELDS.items():
         assert any(type(data[name]) is kinds[t] for t in types), (name, data[name], types)
     return data

@@ -435,7 +435,8 @@ def test_store_json_has_no_secrets_and_names_the_provider(monkeypatch):
     data = json.loads(text)
     assert data["provider"] == {"kind": "vastai", "instance_id": "4242"}
     assert data["run_name"] == "run1" and data["storage"]["url"] == "s3://b/p"
-    assert set(data) == {"storage", "run_name", "budget", "agent", "provider"}
+    assert set(data) == {"storage", "run_name", "budget", "agent", "provider", "fence_generation"}
+    assert data["fence_generation"] is None  # not a managed run: the agent never checks a fence
     assert "very-secret-value" not in text
     assert json.loads(store_config_json(LauncherConfig(), "q", "ignored"))["provider"] == {"kind": None, "instance_id": None}
 

@@ -194,7 +194,7 @@ def test_up_offer_rents_the_row_named_and_refuses_one_not_in_the_plan(project: P
                        str(config), timeout=120)
         assert up.returncode != 0, up.stdout + up.stderr
         [create] = runpod.calls("POST", "/v2/pods")
-        assert create.body["cloud"] == "COMMUNITY" and create.body["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1}
+        assert create.body["cloud"] == "COMMUNITY" and create.body["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.8"}
         assert "Renting runpod COMMUNITY/NVIDIA GeForce RTX 4090/1" in up.stdout and not vast.calls("PUT")
         down = _launcher(project, env, "down", timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast, LateSshd
+from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast, LateSshd, placeholder_ssh_key
 from tests.harness.sshd import SSHTarget
 from tests.harness.paths import REPO as ROOT
 
@@ -142,9 +142,7 @@ def test_down_terminates_through_the_recorded_provider_not_the_configs(tmp_path:
     project = _project_copy(tmp_path / "project")
     env = {"RUNPOD_API_KEY": API_KEY, "VAST_API_KEY": API_KEY, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     with FakeVast() as vast, FakeRunPod() as runpod:
-        key = tmp_path / "id_ed25519"
-        key.write_text("unused\n")
-        (tmp_path / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITest test@laptop\n")
+        key = placeholder_ssh_key(tmp_path)
         timing = {"poll_interval_s": 0.05, "terminate_timeout_s": 20}
         vast_cfg = _write_config(project, "vast.yaml", {"kind": "vastai", "identity_file": str(key),
                                                          "vastai": {"api_base": vast.api_base, **timing}})

@@ -89,7 +89,7 @@ def test_throughput_and_cost_read_what_the_benchmark_and_cost_gate_write(tmp_pat
 def test_store_file_writes_every_field_and_refuses_unknown_keys(tmp_path):
     store = StoreFile(run_name="r", storage={"url": "file://x"}, budget=BudgetConfig(max_cost=2.0))
     assert json.loads(store.to_text()) == {"run_name": "r", "storage": {"url": "file://x"}, "agent": {},
-                                           "budget": {"hourly_rate": 0.0, "max_cost": 2.0},
+                                           "budget": {"hourly_rate": 0.0, "max_cost": 2.0, "max_total_cost": None},
                                            "provider": {"kind": None, "instance_id": None}}
     (tmp_path / "store.json").write_text(json.dumps({"run_name": "r", "storage": {}, "budget": {"max_cost": -1}}))
     with pytest.raises(UserError, match="max_cost"):

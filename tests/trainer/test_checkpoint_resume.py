@@ -247,3 +247,15 @@ def test_keep_stream_rules():
         keep_stream(saved, {**current, "train_sha256": "b"}, 8, 1, 2, lines.append)
     with pytest.raises(UserError, match="does not belong to it"):
         keep_stream(saved, current, 8, 1, 3, lines.append)
+
+
+def test_a_fenced_run_writes_no_checkpoint(tmp_path):
+    """The agent leaves runs/<run>/fenced when the store's fencing generation moved on (a managed
+    run's box declared lost, then back): the trainer then writes no checkpoint at all."""
+    make_data(tmp_path / "data")
+    run_dir = tmp_path / "runs" / "stale"
+    run_dir.mkdir(parents=True)
+    (run_dir / "fenced").write_text("stale fencing generation\n")
+    main(run_args(tmp_path, "stale", 4))
+    assert not list(run_dir.glob("checkpoints/step_*")) and not (run_dir / "final").exists()
+    assert "this box is fenced" in (run_dir / "train.log").read_text()
