@@ -33,6 +33,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The interpreter itself, not a version manager's shim: pyenv's shim rehashes after every pip
+# install and fails the install when its lock is held (or was left by a killed process).
+PYTHON="$("$PYTHON" -c 'import sys; print(sys.executable)')"
 pip=("$PYTHON" -m pip install -q --disable-pip-version-check)
 if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing $TORCH_SPEC"
@@ -45,5 +48,7 @@ constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
 "$PYTHON" -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > "$constraints"
 "${pip[@]}" --constraint "$constraints" -e ".[$EXTRAS]"
-command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+if command -v pyenv >/dev/null 2>&1 && ! pyenv rehash; then
+  echo "setup: warning: 'pyenv rehash' failed (see above): if 'launcher' is not found, run 'pyenv rehash' again" >&2
+fi
 echo "setup: done. Next: 'launcher run' (the quickstart) or 'python3 -m pytest' (the tests)."
