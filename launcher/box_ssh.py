@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -224,17 +225,26 @@ class SSHBox(Box):
                     raise BoxError(f"on {self.label}, `{cmd}` did not finish within {timeout:.0f} s and was stopped; "
                                    f"run it by hand (`launcher ssh -- CMD`) to see why it hangs.")
                 select.select([chan], [], [], 0.2)
+            status = chan.recv_exit_status()
+            transport = chan.get_transport()
+            if status == -1 and (transport is None or not transport.is_active()):  # closed with the connection, no status
+                raise ConnectionLost(f"the connection to {self.label} dropped while running `{cmd}`; "
+                                     f"it may or may not have finished on the box. {UP_HINT}, then run again.")
         except KeyboardInterrupt:
             self._kill_remote(pid)
             raise
         except ConnectionLost:
             self.close()
             raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:  # the socket cut mid-command (paramiko raises EOFError)
+            self.close()
+            raise ConnectionLost(f"the connection to {self.label} dropped while running `{cmd}` ({exc or type(exc).__name__}); "
+                                 f"it may or may not have finished on the box. {UP_HINT}, then run again.") from None
         finally:
             chan.close()
         if pid is None:
             pid, out = _take_pid(out)
-        result = RunResult(cmd, chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+        result = RunResult(cmd, status, out.decode(errors="replace"), err.decode(errors="replace"))
         if check and not result.ok:
             raise command_failed(self, result)
         return result
@@ -302,7 +312,12 @@ class SSHBox(Box):
             sftp.close()
 
     def get_file(self, path: str) -> Optional[bytes]:
-        sftp = self._sftp()
+        try:
+            sftp = self._sftp()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"the connection to {self.label} dropped while reading {path} ({exc or type(exc).__name__}). "
+                                 f"{UP_HINT}, then run again.") from None
         try:
             with sftp.open(self.abs_path(path), "r") as f:
                 return f.read()
@@ -311,9 +326,18 @@ class SSHBox(Box):
         except OSError as exc:
             if getattr(exc, "errno", None) == 2:
                 return None
-            raise
+            if getattr(exc, "errno", None) is not None:  # the box answered: permission denied, a folder, ...
+                raise BoxError(f"cannot read {path} on {self.label}: {exc}") from None
+            self.close()  # no errno: the socket went away under SFTP
+            raise ConnectionLost(f"the connection to {self.label} dropped while reading {path} ({exc}). "
+                                 f"{UP_HINT}, then run again.") from None
+        except (paramiko.SSHException, EOFError) as exc:
+            self.close()
+            raise ConnectionLost(f"the connection to {self.label} dropped while reading {path} ({exc or type(exc).__name__}). "
+                                 f"{UP_HINT}, then run again.") from None
         finally:
-            sftp.close()
+            with contextlib.suppress(Exception):  # closing a dead channel must not hide what happened
+                sftp.close()
 
     def remote_has(self, tool: str) -> bool:
         return self.run(f"command -v {shlex.quote(tool)} >/dev/null 2>&1", check=False, cwd=False, timeout=30).ok

@@ -268,3 +268,24 @@ def test_sync_only_sends_changes_and_sftp_fallback(sshd: SSHTarget, remote_workd
         assert third.files == 1, third
         assert box.run("test ! -e runs/big.bin && test ! -e notes.secret && test ! -e .git && echo ok").stdout.strip() == "ok"
         box.close()
+
+
+def test_a_connection_cut_mid_command_is_connection_lost_not_a_crash(sshd: SSHTarget, tmp_path: Path):
+    """The box's port closes and its connections are cut while a command runs (a preempted box):
+    the launcher sees ConnectionLost (a BoxError the managed controller counts as SSH down), never
+    paramiko's bare EOFError, which ended the controller with click's "Aborted!"."""
+    from launcher.box import ConnectionLost
+    from launcher.box_ssh import SSHBox
+    from launcher.ssh_commands import SSHEndpoint
+    from tests.harness.fake_providers import LateSshd
+
+    with LateSshd(sshd.port, resets=0, host=sshd.host) as port:
+        ep = SSHEndpoint(host=sshd.host, port=port.port, user=sshd.user, identity_file=str(sshd.identity_file),
+                         known_hosts=str(tmp_path / "kh"), connect_timeout=5)
+        box = SSHBox(ep, workdir="~")
+        assert box.run("echo up", cwd=False).stdout.strip() == "up"
+        assert box.get_file("~/no-such-file") is None and box.get_file("~/.bashrc") is not None
+        threading.Timer(1.0, port.close).start()
+        with pytest.raises(ConnectionLost, match="dropped while running"):
+            box.run("sleep 20", cwd=False, timeout=60)
+        box.close()
