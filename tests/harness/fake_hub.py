@@ -108,13 +108,8 @@ class FakeHub:
         return None
 
     def start(self) -> "FakeHub":
-        hub = self
-
-        class Handler(_HubHandler):
-            pass
-
-        Handler.hub = hub
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        handler = type("Handler", (_HubHandler,), {"hub": self})  # a handler class bound to this hub
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -134,8 +129,8 @@ class _HubHandler(BaseHTTPRequestHandler):
     hub: FakeHub
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args) -> None:  # quiet
-        pass
+    def log_message(self, *args) -> None:
+        """Quiet: the tests read ``hub.requests``, not a request log on stderr."""
 
     # ---- answers -----------------------------------------------------------------------------
     def _send(self, status: int, body: bytes = b"", content_type: str = "application/json", headers: Optional[dict] = None) -> None:
