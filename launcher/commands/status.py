@@ -138,14 +138,15 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
     alive = detached_session.has(box, session_name(name), multiplexer)
     exit_text = (box.get_file(f"{rd}/{TRAINER_EXIT_FILE}") or b"").decode().strip()
     exit_code = int(exit_text) if exit_text.lstrip("-").isdigit() else None
-    stderr_tail = ""
+    stderr_tail, traces = "", status is not None or bool(exit_text)
     if status is None or training_state(status, alive, exit_code).startswith(FAILED):
-        err = box.get_file(f"{rd}/{TRAINER_STDERR_LOG}") or b""
-        stderr_tail = "\n".join(err.decode(errors="replace").strip().splitlines()[-5:])
+        err = box.get_file(f"{rd}/{TRAINER_STDERR_LOG}")
+        traces = traces or err is not None  # the train stage starts the trainer with its stderr log in the run folder
+        stderr_tail = "\n".join((err or b"").decode(errors="replace").strip().splitlines()[-5:])
     health = _parse(StoreHealth, box.get_file(f"{rd}/{STORE_HEALTH_FILE}"), f"{rd}/{STORE_HEALTH_FILE}")
     report = f"{rd}/{REPORT_MD} on the box" if box.get_file(f"{rd}/{REPORT_JSON}") is not None else None
     return {"status": status, "cost": cost, "session_alive": alive, "exit_code": exit_code,
-            "stderr_tail": stderr_tail, "source": "box", "store_health": health, "report": report}
+            "stderr_tail": stderr_tail, "source": "box", "store_health": health, "report": report, "trainer_traces": traces}
 
 
 def read_run_from_store(config, root: Path, name: str) -> dict:

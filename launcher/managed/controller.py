@@ -37,6 +37,7 @@ from launcher.managed.choice import next_offer
 from launcher.managed.diagnosis import BOX_LOST, FINISHED, HEALTHY, RUN_FAILED, TRAINER_HUNG, Diagnosis, Observation, diagnose
 from launcher.managed.recovery import adopt_pending, end_box, rent_next
 from launcher.managed.spend import SpendLedger
+from launcher.providers.base import STOPPED, TERMINATED
 from launcher.state import load_state, update_state
 from runcontract.errors import UserError
 from runcontract.run_files import StatusFile
@@ -270,6 +271,7 @@ class Controller:
                 data = read_run(box, self.run, (state.get("run") or {}).get("multiplexer") or "tmux")
                 obs.status, obs.session_alive = data["status"], data["session_alive"]
                 obs.exit_code, obs.stderr_tail = data["exit_code"], data["stderr_tail"] or ""
+                obs.trainer_traces = data["trainer_traces"]
                 if obs.status is not None and obs.status.updated:
                     obs.status_age_s = self.clock() - obs.status.updated
                 if self.managed().get("ssh_down_since") is not None:
@@ -291,6 +293,8 @@ class Controller:
             self.wait_for_store()
             end_box(self.root, self.config, instance, self.ledger, "finished", self.console, avoid_host=False)
             return self.report("the run finished")
+        if diagnosis.kind == RUN_FAILED and self.provider_says_ended(instance):
+            diagnosis = Diagnosis(BOX_LOST, f"the provider says the box ended ({diagnosis.reason} as it went)")
         if diagnosis.kind == RUN_FAILED:
             seen = self.managed().get("failures", [])
             if diagnosis.signature in seen:
@@ -309,6 +313,20 @@ class Controller:
                     self.console, avoid_host=True)
             return None
         raise AssertionError(diagnosis.kind)
+
+    def provider_says_ended(self, instance: dict) -> bool:
+        """Asked again before a failure counts against the run: a box that ends between the provider's
+        answer and the SSH read looks like a trainer gone, and is the box's loss, not the run's failure."""
+        import launcher.providers as providers
+
+        try:
+            live = providers.describe(self.config, instance["id"])
+        except providers.ProviderError:
+            return False  # no verdict: the failure stands
+        if live is not None and live.state not in (STOPPED, TERMINATED):
+            return False
+        self.last_observation = Observation(instance=live)
+        return True
 
     def raise_bid(self, instance: dict) -> bool:
         """An outbid Vast interruptible instance, once: raise the bid to box.vastai.max_bid and run on it again.

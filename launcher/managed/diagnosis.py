@@ -5,7 +5,8 @@ A pure function (no I/O), so every case is a table test:
     BOX_LOST      the provider says stopped, exited, gone or outbid; or SSH has been unreachable
                   for longer than managed.ssh_grace_s          -> end the box, rent the next
     TRAINER_HUNG  status.json older than managed.hang_s while the box answers -> the same
-    RUN_FAILED    the trainer exited non-zero (or its process is gone, or the run folder with it) in a failure phase
+                  or the run folder is gone from a box that answers (its disk was wiped or replaced)
+    RUN_FAILED    the trainer exited non-zero (or its process is gone) in a failure phase
                   -> retried once on the same box; the same failure twice stops everything
     FINISHED      the run finished                              -> end the box, done
     HEALTHY       training (or its stages) going on; also SSH down within the grace period
@@ -43,6 +44,7 @@ class Observation:
     exit_code: Optional[int] = None
     status_age_s: Optional[float] = None
     stderr_tail: str = ""
+    trainer_traces: bool = True  # the run folder holds the started trainer's files (status, exit code or stderr log)
 
 
 def diagnose(obs: Observation, ssh_grace_s: float, hang_s: float) -> Diagnosis:
@@ -61,6 +63,8 @@ def diagnose(obs: Observation, ssh_grace_s: float, hang_s: float) -> Diagnosis:
     if state == FINISHED_STATE:
         return Diagnosis(FINISHED, "the run finished")
     failed_exit = obs.exit_code is not None and obs.exit_code != 0 and not obs.session_alive
+    if status is None and not obs.session_alive and not obs.trainer_traces:
+        return Diagnosis(BOX_LOST, "the run folder is gone from the box (its disk was wiped or replaced)")
     vanished = not obs.session_alive and (state in ("running", "preparing") or status is None)  # started, now neither process nor status
     if state in (FAILED, STOPPED_STATE) or failed_exit or vanished:
         phase = (status.phase if status is not None else None) or "start"

@@ -735,6 +735,7 @@ class LateSshd:
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.closed = False
         self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
 
     def __enter__(self) -> "LateSshd":
         self.thread.start()
@@ -746,8 +747,12 @@ class LateSshd:
     def close(self) -> None:
         """Stop listening (new connections are refused) and cut the connections forwarded so far."""
         self.closed = True
+        with contextlib.suppress(OSError):  # wakes the accept() blocked in _serve: close() alone leaves it accepting once more
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
-        for conn in list(self.open_sockets):
+        with self.sockets_lock:
+            cut = list(self.open_sockets)
+        for conn in cut:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
@@ -758,6 +763,9 @@ class LateSshd:
             try:
                 conn, _ = self.listener.accept()
             except OSError:
+                return
+            if self.closed:  # accepted as the port closed: refused like the rest
+                conn.close()
                 return
             self.accepted += 1
             if self.accepted <= self.resets:
@@ -772,7 +780,12 @@ class LateSshd:
         except OSError:
             conn.close()
             return
-        self.open_sockets.update((conn, upstream))
+        with self.sockets_lock:
+            if self.closed:  # closed while this connection was being forwarded: cut it like the others
+                for s in (conn, upstream):
+                    s.close()
+                return
+            self.open_sockets.update((conn, upstream))
 
         def pipe(src: socket.socket, dst: socket.socket) -> None:
             try:

@@ -24,7 +24,7 @@ from launcher.managed.interval import interval_steps, young_interval_s
 from launcher.managed.spend import SpendLedger
 from launcher.providers.base import Instance, Offer
 from launcher.providers.registry import make_provider
-from launcher.state import update_state
+from launcher.state import load_state, update_state
 from launcher.store import open_store
 from runcontract.run_files import StatusFile
 from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast, placeholder_ssh_key
@@ -50,7 +50,8 @@ def running(**status) -> StatusFile:
     (Observation(instance=RUNNING_BOX, status=running(state="failed", phase="failed", progress="failed during data"),
                  exit_code=1, stderr_tail="boom"), RUN_FAILED),
     (Observation(instance=RUNNING_BOX, status=running(), session_alive=False), RUN_FAILED),      # process gone
-    (Observation(instance=RUNNING_BOX, status=None, session_alive=False), RUN_FAILED),          # no process, no run folder
+    (Observation(instance=RUNNING_BOX, status=None, session_alive=False), RUN_FAILED),          # no process, no status: stderr log only
+    (Observation(instance=RUNNING_BOX, status=None, session_alive=False, trainer_traces=False), BOX_LOST),  # the run folder gone
     (Observation(instance=RUNNING_BOX, status=None, session_alive=True), HEALTHY),              # stages starting
     (Observation(instance=RUNNING_BOX, status=running(state="finished")), FINISHED),
 ])
@@ -379,3 +380,23 @@ def test_the_next_box_is_the_plans_cheapest_run_on_a_host_that_has_not_failed():
     assert next_offer(offers, ["m3"], rank).offer_id == "4"             # its host failed the run: the next
     assert next_offer(offers, ["m3", "m4", "m2", "m5"], rank) is None
     assert next_offer(offers, ["m1"]).offer_id == "2"                   # without a ranking: the provider's order
+
+
+def test_a_failure_seen_as_the_box_ends_is_the_box_lost_not_a_run_failure(tmp_path, monkeypatch):
+    """The provider answered "running", then the box died before the SSH read: the trainer looks gone.
+    Asked again, the provider says stopped, so the box is ended as lost and no failure is counted."""
+    from launcher.managed.diagnosis import Diagnosis
+
+    monkeypatch.setenv("VAST_API_KEY", API_KEY)
+    with FakeVast() as fake:
+        controller = _controller(tmp_path, fake)
+        provider = make_provider(controller.config)
+        made = provider.create(provider.offers()[0], "ssh-ed25519 AAAA test", "llm-box-demo-eeeeee")
+        record = {**made.to_dict(), "rented_at": time.time()}
+        update_state(tmp_path, instance=record, managed={"run": "demo", "started_on": made.id})
+        fake.outbid(int(made.id))
+        gone = Diagnosis(RUN_FAILED, "the trainer failed (process gone) during start", "start|None|")
+        assert controller.act(gone, record) is None
+        assert fake.alive() == [] and load_state(tmp_path)["instance"] is None  # ended through the provider
+        assert controller.managed().get("failures", []) == []                   # the run's failures: none
+        assert controller.ledger.read().interruptions == 1

@@ -76,6 +76,15 @@ def store_step(store, name: str) -> int:
         return 0
 
 
+def while_running(controller: subprocess.Popen, predicate):
+    """``predicate`` for wait_for, failing at once when the controller has exited (its output says why)."""
+    def check():
+        if controller.poll() is not None:
+            raise AssertionError(f"the controller exited ({controller.returncode})")
+        return predicate()
+    return check
+
+
 def box_dies(sshd: SSHTarget, workdir: str, name: str, controller: subprocess.Popen, provider_says) -> None:
     """The box and its disk are gone at once: its trainer and agent stop, its folder with them, and
     the provider says so. The controller is paused meanwhile, so it sees the box alive or dead, never
@@ -127,30 +136,32 @@ def test_managed_run_interrupted_twice_matches_an_uninterrupted_run(
 
         try:
             # 1. outbid: the provider says stopped (its disk still bills until destroyed)
-            wait_for(lambda: max(stored_steps(store, name)) > 0, 600, "a first stored checkpoint", 0.3)
+            wait_for(while_running(proc, lambda: max(stored_steps(store, name)) > 0), 600, "a first stored checkpoint", 0.3)
             [first] = fake.alive()
             print(time.strftime("%H:%M:%S"), "first box stored", stored_steps(store, name), "status step", store_step(store, name))
             box_dies(sshd, remote_workdir, name, proc, lambda: fake.outbid(first))
-            wait_for(lambda: len(fake.instances) == 2 and fake.alive() and fake.alive()[0] != first, 300,
+            wait_for(while_running(proc, lambda: len(fake.instances) == 2 and fake.alive() and fake.alive()[0] != first), 300,
                      "the controller to destroy the outbid box and rent the next", 0.3)
             assert first in fake.deleted  # destroyed, not left stopped
 
             # 2. SSH refused for minutes while the provider says running
             second = fake.alive()[0]
             resumed_at = max(stored_steps(store, name))
-            wait_for(lambda: max(stored_steps(store, name)) > resumed_at, 600, "a checkpoint from the second box", 0.3)
+            wait_for(while_running(proc, lambda: max(stored_steps(store, name)) > resumed_at), 600, "a checkpoint from the second box", 0.3)
             print(time.strftime("%H:%M:%S"), "second box stored", stored_steps(store, name), "status step", store_step(store, name))
             assert store_step(store, name) < MAX_STEPS, "the second box finished before it could be interrupted"
             box_dies(sshd, remote_workdir, name, proc, lambda: fake.refuse_ssh(second))
 
             # 3. the controller is killed right after it recorded the third rental, then started again
-            wait_for(lambda: recorded_id() not in (None, str(first), str(second)), 300, "the third rental recorded", 0.05)
+            wait_for(while_running(proc, lambda: recorded_id() not in (None, str(first), str(second))), 300, "the third rental recorded", 0.05)
             proc.send_signal(signal.SIGKILL)
             print(time.strftime("%H:%M:%S"), "controller killed with the third rental recorded")
             proc.wait(timeout=30)
             assert second in fake.deleted
             proc = start_controller(project, config, env, log)
             assert proc.wait(timeout=900) == 0, log.read_text()[-5000:]
+        except AssertionError as failure:  # what the controller said is the first thing to read
+            raise AssertionError(f"{failure}\n--- the controller's output (tail) ---\n{log.read_text()[-8000:]}") from None
         finally:
             if proc.poll() is None:
                 proc.kill()
