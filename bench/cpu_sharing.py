@@ -1,5 +1,5 @@
 """The quick start's training on a CPU that another process keeps busy: torch's default threads
-(one per core) against the trainer's automatic choice (train.cpu_threads null, trainer/cpu_threads.py).
+(one per core) against the trainer's automatic choice (train.cpu_threads null, trainer/training/cpu_threads.py).
 
     python bench/cpu_sharing.py --data_dir runs-of-the-quickstart/data [--steps 60] [--busy 1]
 

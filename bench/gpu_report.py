@@ -9,7 +9,7 @@ call of 8 minutes always ends with a report):
 1. compiled vs eager: the project model's loss and gradient norm on one batch, compiled
    (``train.speed.compile_mode``) and eager, must agree (fp32: 1e-4, bf16 autocast: 1e-2);
 2. at every ``--seq_lens`` x ``--micro_batches``: this project's model as training runs it
-   (trainer/train_step.py, compiled, every lever on but bf16 parameters) and Hugging Face's
+   (trainer/training/step.py, compiled, every lever on but bf16 parameters) and Hugging Face's
    ``LlamaForCausalLM`` (SDPA, eager), bf16 autocast on CUDA, fused AdamW on CUDA;
 3. each lever off (or on, for bf16 parameters) alone, at the first seq_len and a middle
    micro-batch: compile, fused loss, SDPA GQA, fused projections, bf16 parameters;
@@ -35,15 +35,15 @@ import torch  # noqa: E402
 
 from bench.model_vs_hf import HFAsProject, _int_list, time_training  # noqa: E402
 from runcontract.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from trainer.benchmark import is_out_of_memory  # noqa: E402
+from trainer.bench.benchmark import is_out_of_memory  # noqa: E402
 from trainer.cli_args import add_deprecated_alias  # noqa: E402
-from trainer.precision import device_description, pick_device  # noqa: E402
+from trainer.training.precision import device_description, pick_device  # noqa: E402
 from runcontract.config import ModelConfig, TrainConfig  # noqa: E402
 from runcontract.configlib import load_config  # noqa: E402
 from runcontract.errors import UserError, cli_main  # noqa: E402
 from runcontract.gpu_specs import mfu, peak_bf16_flops  # noqa: E402
-from trainer.linear_cross_entropy import saved_bytes_for_backward  # noqa: E402
-from trainer.train_step import compile_model, prepare_model  # noqa: E402
+from trainer.modeling.linear_cross_entropy import saved_bytes_for_backward  # noqa: E402
+from trainer.training.step import compile_model, prepare_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {  # what runs without arguments: the real model on CUDA, a seconds-long check on CPU
@@ -76,7 +76,7 @@ def _free(device: torch.device) -> None:
 
 def build_project(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, seed: int):
     """(model, what to call: compiled when train.compile) as training builds them."""
-    from trainer.model import Transformer
+    from trainer.modeling.transformer import Transformer
 
     torch.manual_seed(seed)
     model = prepare_model(Transformer(cfg).to(device), train_cfg, device).train()
@@ -86,7 +86,7 @@ def build_project(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device
 def build_hf(cfg: ModelConfig, device: torch.device, seed: int):
     from transformers import LlamaForCausalLM
 
-    from trainer.hf_convert import to_hf_config
+    from trainer.modeling.hf_convert import to_hf_config
 
     torch.manual_seed(seed)
     return HFAsProject(LlamaForCausalLM(to_hf_config(cfg, attn_implementation="sdpa"))).to(device).train()
@@ -99,7 +99,7 @@ def random_batch(cfg: ModelConfig, micro_batch: int, seq_len: int, device: torch
 
 def compile_vs_eager(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, dtype, seq_len: int, micro_batch: int, seed: int) -> dict:
     """Loss and gradient norm of one training forward/backward, compiled and eager, same weights."""
-    from trainer.precision import autocast
+    from trainer.training.precision import autocast
 
     batch = random_batch(cfg, micro_batch, seq_len, device, seed)
     results = {}
@@ -122,7 +122,7 @@ def compile_vs_eager(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.dev
 
 def loss_memory(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, dtype, seq_len: int, micro_batch: int, seed: int) -> dict:
     """Bytes autograd keeps for backward over a whole training forward, plain vs fused loss."""
-    from trainer.precision import autocast
+    from trainer.training.precision import autocast
 
     batch = random_batch(cfg, micro_batch, seq_len, device, seed)
     kept = {}
@@ -168,7 +168,7 @@ class Report:
 
 def run_report(cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device, seq_lens: list[int], micro_batches: list[int],
                steps: int, warmup: int, budget_s: float, seed: int = 0) -> dict:
-    from trainer.model import Transformer
+    from trainer.modeling.transformer import Transformer
 
     for seq_len in seq_lens:
         if seq_len > cfg.max_seq_len:

@@ -93,9 +93,9 @@ def main() -> None:
             rows.append((f"launcher run -> first step, bootstrapped box (#{i + 1})", f"{first:.1f} s (run command {run_s:.1f} s)"))
             launcher(project, "stop", env=env, timeout=300)
 
-        from launcher.box_ssh import SSHBox
-        from launcher.known_hosts import known_hosts_path
-        from launcher.ssh_commands import SSHEndpoint
+        from launcher.box.ssh import SSHBox
+        from launcher.box.known_hosts import known_hosts_path
+        from launcher.box.ssh_commands import SSHEndpoint
 
         box = SSHBox(SSHEndpoint(host=target.host, port=target.port, user=target.user, identity_file=str(target.identity_file),
                                  known_hosts=str(known_hosts_path(project))), workdir=workdir)

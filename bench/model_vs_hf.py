@@ -5,7 +5,7 @@
     python bench/model_vs_hf.py --device cpu --model_config configs/model_smoke.yaml   # a quick check
 
 For every (seq_len, micro-batch) both models run training steps back to back through the step
-training runs (trainer/train_step.py: forward, backward, clipping at 1.0, AdamW fused on CUDA),
+training runs (trainer/training/step.py: forward, backward, clipping at 1.0, AdamW fused on CUDA),
 bf16 autocast on CUDA. HF's model runs eager with SDPA and float32 cross-entropy; the
 project's model runs with the default ``train.speed`` levers (fused loss, SDPA GQA) and, with
 ``--compile``, compiled as training compiles it. Prints a table (tokens/s, step
@@ -29,8 +29,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from runcontract.atomic import atomic_write_json  # noqa: E402
-from trainer.benchmark import is_out_of_memory  # noqa: E402
-from trainer.precision import device_description, pick_device  # noqa: E402
+from trainer.bench.benchmark import is_out_of_memory  # noqa: E402
+from trainer.training.precision import device_description, pick_device  # noqa: E402
 from runcontract.run_folder import RUNS_DIR  # noqa: E402
 from trainer.cli_args import add_config_args, load_configs  # noqa: E402
 from runcontract.config import ModelConfig  # noqa: E402
@@ -63,11 +63,11 @@ def build_pair(cfg: ModelConfig, device: torch.device, seed: int):
     """(project model, HF model with the same weights), both on ``device`` in float32."""
     from transformers import LlamaForCausalLM
 
-    from trainer.hf_convert import to_hf_config, to_hf_state_dict
-    from trainer.model import Transformer
+    from trainer.modeling.hf_convert import to_hf_config, to_hf_state_dict
+    from trainer.modeling.transformer import Transformer
 
     from runcontract.config import TrainConfig
-    from trainer.train_step import prepare_model
+    from trainer.training.step import prepare_model
 
     torch.manual_seed(seed)
     ours = Transformer(cfg)
@@ -78,10 +78,10 @@ def build_pair(cfg: ModelConfig, device: torch.device, seed: int):
 
 def time_training(model, batch: torch.Tensor, device: torch.device, dtype: Optional[torch.dtype], steps: int, warmup: int,
                   runnable: Optional[torch.nn.Module] = None) -> dict:
-    """Warm up, then time ``steps`` training steps (trainer.train_step.TrainStep: forward,
+    """Warm up, then time ``steps`` training steps (trainer.training.step.TrainStep: forward,
     backward, clipping, AdamW) on one fixed batch. ``runnable`` is the model to call (e.g. its
     compiled wrapper); the optimizer holds ``model``'s parameters."""
-    from trainer.train_step import TrainStep
+    from trainer.training.step import TrainStep
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     inputs, targets = batch[:, :-1], batch[:, 1:]
@@ -121,7 +121,7 @@ def compile_check(cfg: ModelConfig, device: torch.device, seq_len: int, micro_ba
     """Compiled vs eager project model under bf16 autocast: loss and logits must agree loosely."""
     if device.type != "cuda":
         return {"skipped": "CUDA only: bf16 compiled kernels are what this checks"}
-    from trainer.model import Transformer
+    from trainer.modeling.transformer import Transformer
 
     torch.manual_seed(seed)
     model = Transformer(cfg).to(device).eval()
@@ -141,7 +141,7 @@ def compile_check(cfg: ModelConfig, device: torch.device, seq_len: int, micro_ba
 
 def run(cfg: ModelConfig, device: torch.device, seq_lens: list[int], micro_batches: list[int], steps: int, warmup: int, seed: int,
         compile_mode: Optional[str] = None) -> dict:
-    from trainer.model import Transformer
+    from trainer.modeling.transformer import Transformer
 
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     device_name, device_count = device_description(device)
@@ -160,7 +160,7 @@ def run(cfg: ModelConfig, device: torch.device, seq_lens: list[int], micro_batch
             compiled = None
             if compile_mode is not None:
                 from runcontract.config import TrainConfig
-                from trainer.train_step import compile_model
+                from trainer.training.step import compile_model
 
                 compiled = compile_model(ours, TrainConfig(compile=True, speed={"compile_mode": compile_mode}))
             for impl, model, loss in (("project", ours, loss_ours), ("hf_llama", hf, loss_hf)):

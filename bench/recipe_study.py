@@ -5,7 +5,7 @@ train the smoke-sized model best at equal tokens, on the offline corpus, on a CP
 
 Every arm is a real ``python -m trainer.train`` run (configs/model_smoke.yaml, seq_len 128) on
 the same data: a tokenizer and memmaps built from the installed Python standard library's
-docstrings (trainer/smoke_data.py), train.bin sized so that ``--tokens`` is about one epoch.
+docstrings (trainer/corpus/smoke_data.py), train.bin sized so that ``--tokens`` is about one epoch.
 Each arm trains ``--tokens`` tokens; the whole validation split is scored at the end (loss and
 bits per byte). The baseline arm is the recipe the 100M config had before this study (lr 6e-4 and
 cosine to 10%: Pythia-160M's; 5% warmup: the config's 200 of 3,815 steps); the table shows each arm against it, measured in the
@@ -136,7 +136,7 @@ def main(argv=None) -> None:
     out_dir = Path(args.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    from trainer.smoke_data import ensure_smoke_data
+    from trainer.corpus.smoke_data import ensure_smoke_data
 
     # train.bin a little over one arm's tokens: epoch sampling sees (nearly) every window once
     train_tokens = int(args.tokens * 1.02) + SEQ_LEN

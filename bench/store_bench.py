@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from launcher.config import StorageConfig  # noqa: E402
-from launcher.store_file import FileStore  # noqa: E402
-from launcher.store_s3 import S3Store  # noqa: E402
+from launcher.store.file import FileStore  # noqa: E402
+from launcher.store.s3 import S3Store  # noqa: E402
 from tests.harness.s3server import RcloneS3Server  # noqa: E402
 from runcontract.manifest import MANIFEST_NAME, write_manifest  # noqa: E402
 from runcontract.run_folder import CHECKPOINTS_DIR, step_dir_name  # noqa: E402

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.encode_pool import EncodePool, default_workers  # noqa: E402
+from trainer.corpus.encode_pool import EncodePool, default_workers  # noqa: E402
 from runcontract.errors import cli_main  # noqa: E402
-from trainer.stdlib_corpus import iter_stdlib_documents  # noqa: E402
+from trainer.corpus.stdlib_corpus import iter_stdlib_documents  # noqa: E402
 
 CHUNK_BYTES = 1 << 20
 
@@ -108,7 +108,7 @@ class PeakTreeMemory:
 def build_peak_memory(model: Path, texts: list[str], train_tokens: int, workers: int, folder: Path) -> tuple[float, float]:
     """(peak GB, seconds) of a real data build over a local jsonl of ``texts``."""
     from runcontract.config import DataMixConfig, SourceConfig
-    from trainer.data import build_memmaps
+    from trainer.corpus.memmaps import build_memmaps
 
     corpus = folder / f"corpus-{train_tokens}.jsonl"
     with open(corpus, "w") as f:
@@ -140,8 +140,8 @@ def main() -> None:
         folder = Path(tmp)
         model = args.tokenizer_model
         if model is None:
-            from trainer.smoke_data import SMOKE_MIX
-            from trainer.tokenizer import train_tokenizer
+            from trainer.corpus.smoke_data import SMOKE_MIX
+            from trainer.corpus.spm_tokenizer import train_tokenizer
 
             train_tokenizer(SMOKE_MIX, folder / "tok", 32000, 20_000_000)
             model = folder / "tok" / "spm.model"

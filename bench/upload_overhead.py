@@ -37,7 +37,7 @@ def build(device: str, batch: int, seq_len: int):
 
     from runcontract.config import ModelConfig
     from runcontract.configlib import read_yaml, validate
-    from trainer.model import Transformer
+    from trainer.modeling.transformer import Transformer
 
     config = validate(ModelConfig, read_yaml(ROOT / "configs" / "model_smoke.yaml"), "configs/model_smoke.yaml")
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ wait on an upload; it runs at idle CPU priority (SCHED_IDLE) so training threads
 uploads changed small files (logs, metrics, status, config, ...); a background thread uploads
 each new checkpoint once its manifest exists (files first, manifest last) and, once, the
 prepared ``tokenizer/`` and ``data/`` folders. Each checkpoint is verified in the store before
-its manifest marks it complete, then retention (``storage.keep``, launcher/store_retention.py)
+its manifest marks it complete, then retention (``storage.keep``, launcher/store/retention.py)
 deletes the stored checkpoints the run no longer keeps. Unfinished multipart uploads of the run
 (a killed agent's) are aborted when the agent starts and after a failed upload. When training ends (status.json says
 finished/failed/stopped, its pid is gone, or the tmux window wrote train.exit), or on SIGTERM/SIGINT/SIGHUP, it makes a final flush,
@@ -45,7 +45,8 @@ from typing import Optional
 from pydantic import Field
 
 from launcher.config import RENTED_KINDS, AgentConfig, StorageConfig
-from launcher.store import PREPARED, RichProgress, Store, StoreError, TransferProgress, human_bytes, open_store
+from launcher.store.base import PREPARED, RichProgress, Store, StoreError, TransferProgress, human_bytes
+from launcher.store.factory import open_store
 from runcontract.atomic import atomic_dir, atomic_write_bytes
 from runcontract.budget import spent
 from runcontract.errors import UserError, cli_main
@@ -378,8 +379,8 @@ class Mirror:
         """An old local checkpoint that retention would delete as soon as it is stored."""
         if folder.name == FINAL_DIR:
             return False
-        from launcher.store import CheckpointInfo
-        from launcher.store_retention import would_be_pruned
+        from launcher.store.base import CheckpointInfo
+        from launcher.store.retention import would_be_pruned
 
         val_loss = manifest.meta.get("val_loss")
         candidate = CheckpointInfo(self.run, folder.name, int(manifest.meta.get("step", -1)), manifest.total_bytes, manifest.created, True,
@@ -387,7 +388,7 @@ class Mirror:
         return would_be_pruned(self.store.checkpoints(self.run), candidate, self.keep)
 
     def apply_retention(self) -> None:
-        from launcher.store_retention import prune
+        from launcher.store.retention import prune
 
         plan = prune(self.store, self.run, self.keep)
         for ckpt, why in plan.delete:
@@ -666,7 +667,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     cfg = load_store_config(Path(args.store_config))
     store = open_store(cfg.storage, project_root)
     if args.action == "probe":
-        from launcher.store_probe import probe_store
+        from launcher.store.probe import probe_store
 
         probe_store(store, cfg.run_name, "the box")
         print(f"store {store.describe(cfg.run_name)}: write, read-back and delete work from the box")

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from launcher.ssh_commands import ALWAYS_EXCLUDED
+from launcher.box.ssh_commands import ALWAYS_EXCLUDED
 
 LAUNCHERIGNORE = ".launcherignore"
 

@@ -16,7 +16,7 @@ import shlex
 from pathlib import Path
 from typing import Mapping, Optional
 
-from launcher.box import Box
+from launcher.box.base import Box
 from launcher.config import RENTED_KINDS
 from launcher.providers.api_keys import key_file_path, read_key_file
 from runcontract.atomic import atomic_write_text

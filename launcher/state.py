@@ -115,7 +115,7 @@ def run_name(config, state: dict) -> str:
 
 def box_for_command(config, state: dict, project_root: Path):
     """The recorded box (from `launcher up`/`run`), else the one the config names."""
-    from launcher.box import box_spec, open_box
+    from launcher.box.factory import box_spec, open_box
 
     spec = state.get("box") or box_spec(config, project_root, state.get("instance"))
     return open_box(spec, project_root)

@@ -23,7 +23,7 @@ UINT16_MAX_VOCAB = 65535  # the largest vocabulary TOKEN_DTYPE holds
 
 
 class ModelConfig(Config):
-    """Shape of the Llama-style decoder (see trainer/model.py)."""
+    """Shape of the Llama-style decoder (see trainer/modeling/transformer.py)."""
 
     vocab_size: int = Field(32000, ge=2, le=UINT16_MAX_VOCAB, description="Tokenizer vocabulary size; at most 65535 because token ids are stored as uint16.")
     d_model: int = Field(768, ge=8, description="Width of the residual stream.")
@@ -137,7 +137,7 @@ class TrainConfig(Config):
 
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="Sanity checks before the main loop.")
     trackers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"], description="Experiment trackers through accelerate: tensorboard (event files in the run folder) and/or wandb (key from WANDB_API_KEY, a secret); [] for none.")
-    cpu_threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; None picks the cores other processes leave free at start (trainer/cpu_threads.py).")
+    cpu_threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; None picks the cores other processes leave free at start (trainer/training/cpu_threads.py).")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Hourly rate and the spending cap.")
     speed: SpeedConfig = Field(default_factory=SpeedConfig, description="Throughput levers: compile mode, fused loss, SDPA GQA, bf16 parameters.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="The report card written after the final checkpoint: lm-eval tasks beside published baselines.")

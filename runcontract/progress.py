@@ -2,7 +2,7 @@
 a redirected stage, a CI log) one plain line about every tenth (10%, 20%, ... 100%), never a
 bar's 0%/100% pair or thousands of carriage-return updates.
 
-The one rule for the trainer's bars (trainer/progress.py), the launcher's own (sync, bootstrap,
+The one rule for the trainer's bars (trainer/corpus/progress.py), the launcher's own (sync, bootstrap,
 downloads) and the box commands the launcher runs: ``PROGRESS_ENV`` says which (the launcher sets
 it for a box command, whose output is a pipe either way: a bar when the laptop shows it on a
 terminal, lines when it goes to a file); without it, a terminal gets the bar. No dependencies.

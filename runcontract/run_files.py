@@ -1,13 +1,13 @@
 """Typed models of the JSON files in a run folder: what each holds, field by field.
 
-    status.json       StatusFile      written by the launcher's stages, then the trainer (trainer/metrics_log.py)
+    status.json       StatusFile      written by the launcher's stages, then the trainer (trainer/training/metrics_log.py)
     metrics.jsonl     TrainMetrics, EvalMetrics, one a line   the trainer
     throughput.json   Throughput      trainer.benchmark
     cost.json         CostFile        trainer.cost
     nccl_probe.json   NcclProbe       trainer.nccl_probe (several GPUs only)
     store.json        StoreFile       the launcher, for the box agent (launcher/agent.py)
     store_health.json StoreHealth     the box agent: how its uploads are going (`launcher status` shows it)
-    report.json       ReportFile      trainer/report_card.py (python -m trainer.eval --tasks)
+    report.json       ReportFile      trainer/evaluation/report_card.py (python -m trainer.eval --tasks)
 
 Every writer builds the model and calls ``write`` (one atomic rename, runcontract.atomic);
 every reader calls ``read`` (or ``parse`` for bytes fetched from a box or a store), which
@@ -279,7 +279,7 @@ OK, OVER_BUDGET = "ok", "over_budget"  # the cost gate's verdicts
 
 
 class CostProjection(BaseModel):
-    """What training ``target_tokens`` costs at the measured speed (trainer.cost.project)."""
+    """What training ``target_tokens`` costs at the measured speed (trainer.bench.cost.project)."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 import click
-from launcher import detached_session
-from launcher.box import BoxUnreachable, ConnectionLost
+from launcher.box import detached_session
+from launcher.box.base import BoxUnreachable, ConnectionLost
 from launcher.commands.status import training_state
 from launcher.commands.stop import at_step, stop_training
 from launcher.config import RENTED_KINDS

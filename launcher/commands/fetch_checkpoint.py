@@ -21,7 +21,8 @@ from pathlib import Path
 
 import click
 
-from launcher.store import RichProgress, human_bytes, format_time, open_store
+from launcher.store.base import RichProgress, human_bytes, format_time
+from launcher.store.factory import open_store
 from runcontract.errors import UserError
 from runcontract.run_files import StatusFile
 from runcontract.atomic import atomic_write_bytes

@@ -2,7 +2,7 @@
 
 ``--follow`` streams until Ctrl-C (training keeps running, and the command says so, or says that
 it has already ended) and reconnects by itself when the connection drops, without losing or
-repeating a line (log_follow.py). When the box cannot be reached, the stored copy is shown. On a
+repeating a line (launcher/box/log_follow.py). When the box cannot be reached, the stored copy is shown. On a
 run that never started there is nothing to follow, and it says so instead of waiting.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Optional
 
 import click
 
-from launcher.box import BoxUnreachable, ConnectionLost
+from launcher.box.base import BoxUnreachable, ConnectionLost
 from launcher.commands.status import read_run, training_state
-from launcher.log_follow import LogFollower
+from launcher.box.log_follow import LogFollower
 from launcher.state import box_for_command, load_command_context, run_name
 from runcontract.detached import session_name
 from runcontract.errors import EXIT_USER_ERROR
@@ -48,7 +48,7 @@ def command(config_path: Optional[str], follow: bool, lines: int) -> None:
     except (BoxUnreachable, ConnectionLost) as exc:
         _stderr(f"{exc}\nshowing the STORED copy of {name}/{TRAIN_LOG} from {config.storage.url} instead"
                 + (" (it cannot be followed)" if follow else ""))
-        from launcher.store import open_store
+        from launcher.store.factory import open_store
 
         text = open_store(config.storage, root).read_text(f"{name}/{TRAIN_LOG}")
         if text is None:

@@ -5,7 +5,7 @@
     launcher prune --dry-run            # say what would go, delete nothing
 
 Kept always: ``final/``, the checkpoint with the best validation loss and the newest complete
-checkpoint (see launcher/store_retention.py). The agent applies the same rule after each
+checkpoint (see launcher/store/retention.py). The agent applies the same rule after each
 verified upload; this command is for runs whose agent is gone, or a smaller --keep.
 """
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from launcher.store import human_bytes, open_store
-from launcher.store_retention import delete_checkpoint, retention_plan
+from launcher.store.base import human_bytes
+from launcher.store.factory import open_store
+from launcher.store.retention import delete_checkpoint, retention_plan
 from runcontract.errors import UserError
 
 

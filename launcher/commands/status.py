@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from launcher import detached_session
-from launcher.box import Box, BoxUnreachable, ConnectionLost
+from launcher.box import detached_session
+from launcher.box.base import Box, BoxUnreachable, ConnectionLost
 from launcher.config import RENTED_KINDS
 from launcher.console import make_console
 from launcher.state import box_for_command, load_command_context, run_name, update_state
@@ -150,7 +150,7 @@ def read_run(box: Box, name: str, multiplexer: str = "tmux") -> dict:
 
 
 def read_run_from_store(config, root: Path, name: str) -> dict:
-    from launcher.store import open_store
+    from launcher.store.factory import open_store
 
     store = open_store(config.storage, root)
     return {"status": _parse(StatusFile, store.read_text(f"{name}/{STATUS_FILE}"), f"{name}/{STATUS_FILE}"),
@@ -325,7 +325,7 @@ def collect(config, state: dict, root: Path, console: Optional[Console] = None) 
 def spend_summary(config, root: Path, name: str, console: Optional[Console] = None) -> dict:
     """``boxes``, ``interruptions``, ``spend_total`` from the store's spend ledger (launcher/managed/spend.py)."""
     from launcher.managed.spend import SpendLedger
-    from launcher.store import open_store
+    from launcher.store.factory import open_store
 
     try:
         spend = SpendLedger(open_store(config.storage, root), name).read()

@@ -14,8 +14,8 @@ from typing import Optional
 import click
 from rich.console import Console
 
-from launcher import detached_session
-from launcher.box import Box
+from launcher.box import detached_session
+from launcher.box.base import Box
 from launcher.console import make_console
 from launcher.commands.status import read_run, training_state
 from launcher.state import box_for_command, load_command_context, run_name

@@ -16,9 +16,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from launcher.box import Box, BoxUnreachable, box_spec, open_box
+from launcher.box.base import Box, BoxUnreachable
+from launcher.box.factory import box_spec, open_box
 from launcher.state import check_config_matches_record, load_state, update_state
-from launcher.store import human_bytes
+from launcher.store.base import human_bytes
 from launcher.config import RENTED_KINDS, load_launcher_config
 from runcontract.errors import UserError
 
@@ -97,7 +98,7 @@ def info_table(box: Box, info) -> Table:
 def bring_up(config, config_path: Optional[str], root: Path, console: Console, assume_yes: bool = False,
              bootstrap_box: bool = True, offer_id: Optional[str] = None, pick_offer=None,
              create_name: Optional[str] = None) -> Box:
-    from launcher.stages import bootstrap
+    from launcher.stages.setup import bootstrap
 
     check_config_matches_record(config, config_path, load_state(root))  # a recorded rental is never overwritten
     instance = None
@@ -137,7 +138,7 @@ def bring_up(config, config_path: Optional[str], root: Path, console: Console, a
             console.print("[yellow]local box: this Python cannot import the trainer's dependencies; "
                           "`pip install -e '.[trainer]'` before `launcher run`.[/yellow]")
         return box
-    from launcher.stages import progress_bar
+    from launcher.run.progress import progress_bar
 
     with progress_bar(console, "sync") as (progress, task):
         stats = box.sync(root, progress=lambda frac, msg: progress.update(task, completed=frac * 100))

@@ -58,7 +58,7 @@ def configured_providers(config: LauncherConfig) -> tuple[dict, list[str]]:
 def watch(config: LauncherConfig, root: Path, state: dict) -> tuple[list[AccountInstance], list[str]]:
     """Every instance on every configured account, with its owner run and whether it is an orphan."""
     from launcher.managed.spend import SpendLedger
-    from launcher.store import open_store
+    from launcher.store.factory import open_store
 
     clients, notes = configured_providers(config)
     recorded = state.get("instance") or {}

@@ -30,7 +30,8 @@ from typing import Callable, Optional
 
 from rich.console import Console
 
-from launcher.box import BoxError, box_spec, open_box
+from launcher.box.base import BoxError
+from launcher.box.factory import box_spec, open_box
 from launcher.config import RENTED_KINDS, LauncherConfig
 from launcher.managed import fence
 from launcher.managed.choice import next_offer
@@ -51,7 +52,7 @@ class BudgetExhausted(UserError):
 class Controller:
     def __init__(self, config: LauncherConfig, config_path: Optional[str], root: Path, console: Console,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time):
-        from launcher.store import open_store
+        from launcher.store.factory import open_store
 
         if config.box.kind not in RENTED_KINDS:
             raise UserError(f"--managed rents and replaces boxes: box.kind must be runpod or vastai, not {config.box.kind}. "
@@ -184,9 +185,9 @@ class Controller:
         import launcher.providers as providers
         from launcher.providers.provisioning import wait_until_ready
         from launcher.providers.registry import provider_config
-        from launcher.commands.run import start_training, validate_run
+        from launcher.run.start import start_training, validate_run
         from launcher.commands.up import bring_up
-        from launcher.stages import RunContext
+        from launcher.run.context import RunContext
         from launcher.console import make_console
 
         pcfg = provider_config(self.config)

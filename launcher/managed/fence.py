@@ -19,7 +19,7 @@ import json
 import time
 from typing import Optional
 
-from launcher.store import Store
+from launcher.store.base import Store
 from runcontract.run_folder import FENCE_FILE
 
 

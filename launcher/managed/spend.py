@@ -1,6 +1,6 @@
 """The spend ledger: what every box of a run cost, in the store, so one budget holds across boxes.
 
-Records go to the store's spend ledger (launcher/store_ledger.py: append-only, one object per
+Records go to the store's spend ledger (launcher/store/ledger.py: append-only, one object per
 record, so two controllers never lose one). Per box, two records:
 
     {"event": "rent", "run", "provider", "id", "hourly_price", "start"}
@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from launcher.store import Store
-from launcher.store_ledger import SPEND_LEDGER, Ledger
+from launcher.store.base import Store
+from launcher.store.ledger import SPEND_LEDGER, Ledger
 
 RENT, END = "rent", "end"
 INTERRUPTION_REASONS = ("lost", "hung")  # an end that was not the run's own

@@ -19,14 +19,18 @@ from typing import Any, Optional
 
 from launcher.plan.ledger import append_throughput, measured_processes, throughput_record
 from launcher.plan.slow_hosts import avoid
-from launcher.stages.context import RunContext
-from launcher.stages.runner import SlowHostReplaced
+from launcher.run.context import RunContext
 from launcher.state import load_state, update_state
 from runcontract.errors import UserError
 from runcontract.run_files import Throughput
 from runcontract.run_folder import THROUGHPUT_FILE
 
 SLOW_RATIO = 0.8
+
+
+class SlowHostReplaced(UserError):
+    """The canary released a slow box and rented the next offer: `launcher run` again continues on the new box
+    (the stage runner lets it through as "released as slow")."""
 
 
 def slow_verdict(promise: dict[str, Any], record: dict[str, Any], box_gpus: int) -> Optional[str]:
@@ -77,7 +81,7 @@ def after_benchmark(ctx: RunContext) -> Optional[str]:
 
 
 def _append(ctx: RunContext, record: dict[str, Any]) -> Optional[str]:
-    from launcher.store import open_store
+    from launcher.store.factory import open_store
 
     try:
         append_throughput(open_store(ctx.config.storage, ctx.project_root), record)

@@ -1,7 +1,7 @@
 """The throughput ledger's records: one per benchmark a run does, in the store beside the runs.
 
 Appended by ``launcher run`` right after the benchmark stage (from the run's throughput.json,
-the trainer's own JSON result) through ``launcher.store_ledger.Ledger``: append-only, one object
+the trainer's own JSON result) through ``launcher.store.ledger.Ledger``: append-only, one object
 a record, so two runs appending at once both keep theirs. ``launcher plan`` reads them all.
 
 A record (every field but the first three may be null):
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from launcher.store import Store
-from launcher.store_ledger import THROUGHPUT_LEDGER, Ledger
+from launcher.store.base import Store
+from launcher.store.ledger import THROUGHPUT_LEDGER, Ledger
 from runcontract.run_files import Throughput
 
 

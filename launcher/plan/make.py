@@ -69,7 +69,7 @@ def plan_inputs(config: LauncherConfig, root: Path, ledger: Optional[list[dict[s
     """What the run needs of a box and how fast each GPU is (``ledger``: the throughput records, read
     from the store when None), and notes on what could not be read. ``make_plan`` and a managed run's
     next box (launcher/managed/choice.py) both price offers with these."""
-    from launcher.store import open_store
+    from launcher.store.factory import open_store
 
     run = config.run
     model = load_config(ModelConfig, root / run.model_config_path, run.overrides, "model", SECTIONS)

@@ -28,7 +28,7 @@ OVERHEAD_BYTES = 1 * GIB
 
 
 def parameter_count(model: ModelConfig) -> int:
-    """Parameters of the Llama-style model of trainer/model.py (a tied head counts once)."""
+    """Parameters of the Llama-style model of trainer/modeling/transformer.py (a tied head counts once)."""
     d, kv = model.d_model, model.kv_heads * model.head_dim
     per_layer = d * d + 2 * d * kv + d * d + 3 * d * model.ffn_hidden + 2 * d  # q, k+v, o, SwiGLU, two RMSNorms
     head = 0 if model.tie_embeddings else model.vocab_size * d
@@ -51,7 +51,7 @@ def fits(gpu_memory_gb: Optional[float], needed_bytes: int) -> bool:
 
 
 def flops_per_token(model: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token, as trainer/model.py's ``flops_per_token`` counts them (6 x the matmul
+    """Training FLOPs per token, as trainer/modeling/transformer.py's ``flops_per_token`` counts them (6 x the matmul
     weights + the attention products), computed here without torch for the roofline estimate."""
     d = model.d_model
     non_embedding = parameter_count(model) - model.vocab_size * d - (0 if model.tie_embeddings else model.vocab_size * d)

@@ -1,9 +1,16 @@
-"""``launcher run``'s stages: context.py (what they share), runner.py (the ordered list and how it
-runs), one module per stage, and the files the launcher hands the box (store_and_secrets.py)."""
-from launcher.stages.context import RunContext
-from launcher.stages.progress import progress_bar
-from launcher.stages.run_status import finished_run
-from launcher.stages.runner import build_stages, run_stages
-from launcher.stages.setup import bootstrap
+"""``launcher run``'s stages, one module per stage, in the order launcher/run/runner.py runs them:
 
-__all__ = ["RunContext", "bootstrap", "build_stages", "finished_run", "progress_bar", "run_stages"]
+    sync -> setup -> [restore] -> [nccl_probe] -> tokenizer -> data -> benchmark -> cost -> train
+
+    sync.py        the project folder to the box (rsync over ssh, else SFTP)
+    setup.py       the box's Python environment (infra/bootstrap.sh)
+    restore.py     --resume: the run folder and its newest verified checkpoint from the store
+    nccl_probe.py  several GPUs: can they all-reduce (trainer.nccl_probe)
+    tokenizer.py   trainer.tokenizer, skipped when its stamp matches
+    data.py        trainer.data, likewise
+    benchmark.py   trainer.benchmark, then the throughput ledger and the canary
+    cost.py        trainer.cost: the budget gate
+    train.py       the trainer and the store agent, side by side in a detached session
+
+How they run (the shared context, stamps, output, status) is launcher/run/.
+"""

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from launcher.stages.context import RunContext, launch_command
-from launcher.stages.stamps import fingerprint
+from launcher.run.context import RunContext, launch_command
+from launcher.run.stamps import fingerprint
 from runcontract.run_folder import THROUGHPUT_FILE, TRAIN_LOG
 
 

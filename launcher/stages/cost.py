@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from launcher.box import command_failed
-from launcher.stages.context import RunContext, module_command
+from launcher.box.base import command_failed
+from launcher.run.context import RunContext, module_command
 from runcontract.errors import EXIT_OVER_BUDGET, OverBudgetError, UserError
 from runcontract.run_files import CostFile
 from runcontract.run_folder import COST_FILE, THROUGHPUT_FILE

@@ -3,8 +3,8 @@ runs with the same data config; stamped, and redone when the tokenizer changes).
 from __future__ import annotations
 
 from launcher.stages import tokenizer
-from launcher.stages.context import RunContext, module_command
-from launcher.stages.stamps import fingerprint
+from launcher.run.context import RunContext, module_command
+from launcher.run.stamps import fingerprint
 
 OUTPUTS = ["data/train.bin", "data/val.bin"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import shlex
 from typing import Optional
 
-from launcher.stages.context import RunContext, module_command
-from launcher.stages.step_output import run_logged
+from launcher.run.context import RunContext, module_command
+from launcher.run.step_output import run_logged
 from runcontract.errors import UserError
 from runcontract.run_files import NcclProbe
 from runcontract.run_folder import NCCL_PROBE_FILE, TRAIN_LOG

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shlex
 
-from launcher.stages.context import RunContext, module_command
-from launcher.stages.step_output import run_logged
-from launcher.stages.store_and_secrets import secrets_prefix, write_secrets, write_store_config
+from launcher.run.context import RunContext, module_command
+from launcher.run.step_output import run_logged
+from launcher.run.store_and_secrets import secrets_prefix, write_secrets, write_store_config
 from runcontract.run_folder import STORE_CONFIG_FILE
 
 

@@ -7,9 +7,9 @@ from typing import Optional
 
 from rich.console import Console
 
-from launcher.box import Box, RunResult, command_failed
-from launcher.stages.context import RunContext
-from launcher.stages.progress import progress_bar
+from launcher.box.base import Box, RunResult, command_failed
+from launcher.run.context import RunContext
+from launcher.run.progress import progress_bar
 from runcontract.errors import UserError
 
 BOOTSTRAP = "infra/bootstrap.sh"

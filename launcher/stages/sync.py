@@ -4,9 +4,9 @@ from __future__ import annotations
 import shlex
 from typing import Optional
 
-from launcher.stages.context import RunContext
-from launcher.stages.progress import progress_bar
-from launcher.store import human_bytes
+from launcher.run.context import RunContext
+from launcher.run.progress import progress_bar
+from launcher.store.base import human_bytes
 
 
 def commands(ctx: RunContext) -> list[str]:

@@ -2,8 +2,8 @@
 runs with the same data config; stamped)."""
 from __future__ import annotations
 
-from launcher.stages.context import RunContext, module_command
-from launcher.stages.stamps import fingerprint
+from launcher.run.context import RunContext, module_command
+from launcher.run.stamps import fingerprint
 
 OUTPUTS = ["tokenizer/spm.model"]
 

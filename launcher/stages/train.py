@@ -6,11 +6,11 @@ import shlex
 import time
 from typing import Optional
 
-from launcher import detached_session
-from launcher.detached_session import Window
-from launcher.stages.context import RunContext, launch_command, module_command
-from launcher.stages.run_status import write_launcher_phase
-from launcher.stages.store_and_secrets import secrets_prefix, write_secrets, write_store_config
+from launcher.box import detached_session
+from launcher.box.detached_session import Window
+from launcher.run.context import RunContext, launch_command, module_command
+from launcher.run.run_status import write_launcher_phase
+from launcher.run.store_and_secrets import secrets_prefix, write_secrets, write_store_config
 from runcontract.errors import UserError
 from runcontract.run_files import StatusFile
 from runcontract.run_folder import (

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from launcher.config import StorageConfig
-from launcher.store_s3 import S3Store
+from launcher.store.s3 import S3Store
 from runcontract.manifest import write_manifest
 from tests.harness.s3server import S3Endpoint
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from launcher.config import load_launcher_config
-from launcher.store import open_store
+from launcher.store.factory import open_store
 from tests.harness.s3server import S3Endpoint
 from tests.harness.sshd import SSHTarget
 from tests.harness.launcher_cli import (

@@ -20,7 +20,7 @@ import pytest
 
 from launcher.agent import store_config_json
 from launcher.config import AgentConfig, LauncherConfig, StorageConfig
-from launcher.store import open_store
+from launcher.store.factory import open_store
 from tests.harness.paths import REPO as ROOT
 from tests.harness.launcher_cli import wait_for as poll_until
 from tests.harness.stores import make_checkpoint, s3_endpoint_for, s3_storage
@@ -525,7 +525,7 @@ def test_restore_skips_a_corrupt_latest_and_says_why(run):
 def test_a_store_that_fails_mid_run_shows_in_status_and_the_end_says_what_is_not_stored(b2_run, strict_proxy):
     """The store starts refusing every write mid-run: store_health.json (the agent's) shows the last
     good upload, what waits and why; `launcher status` shows it; the end lists what is NOT stored."""
-    from launcher.box_local import LocalBox
+    from launcher.box.local import LocalBox
     from launcher.commands.status import read_run, render, summarize, typed
     from rich.console import Console
     import io

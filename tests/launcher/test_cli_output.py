@@ -10,7 +10,7 @@ from pathlib import Path
 
 from launcher.cli import cli, version
 from launcher.commands.status import STATUS_FIELDS, typed
-from launcher.stages.step_output import split_progress_lines
+from launcher.run.step_output import split_progress_lines
 from tests.harness.launcher_cli import ROOT, launcher_env
 
 
@@ -103,7 +103,7 @@ def test_wandb_key_travels_as_a_secret_only(tmp_path: Path):
 
 
 def test_trainer_output_on_a_terminal_and_in_a_file(tmp_path: Path):
-    """A real trainer progress bar (trainer/progress.py) run on the box as a stage runs it: on a
+    """A real trainer progress bar (trainer/corpus/progress.py) run on the box as a stage runs it: on a
     terminal its carriage-return updates redraw one line; in a file it writes a plain line about
     every tenth, never tqdm's 0%/100% pair (issue 23)."""
     import io
@@ -112,10 +112,10 @@ def test_trainer_output_on_a_terminal_and_in_a_file(tmp_path: Path):
 
     from rich.console import Console
 
-    from launcher.box_local import LocalBox
-    from launcher.stages.step_output import run_logged
+    from launcher.box.local import LocalBox
+    from launcher.run.step_output import run_logged
 
-    script = ("import time; from trainer.progress import progress_bar\n"
+    script = ("import time; from trainer.corpus.progress import progress_bar\n"
               "print('start', flush=True)\n"
               "with progress_bar(2000, 'tokenizing', unit='tok', unit_scale=True, mininterval=0) as bar:\n"
               "    for _ in range(2000): bar.update(1)\n"
@@ -157,7 +157,7 @@ def test_status_says_where_the_report_card_is(tmp_path):
 
     from rich.console import Console
 
-    from launcher.box_local import LocalBox
+    from launcher.box.local import LocalBox
     from launcher.commands.status import read_run, read_run_from_store, render, summarize
     from launcher.config import StorageConfig
 

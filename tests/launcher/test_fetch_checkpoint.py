@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from launcher.config import StorageConfig
-from launcher.store import open_store
+from launcher.store.factory import open_store
 from tests.harness.stores import make_checkpoint, s3_storage
 from runcontract.manifest import sha256_file, verify_manifest, write_manifest
 from tests.harness.paths import REPO as ROOT

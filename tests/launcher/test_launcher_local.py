@@ -79,9 +79,9 @@ def test_a_refused_resume_fails_the_run_in_run_and_status(tmp_path: Path):
     import sys
     from types import SimpleNamespace
 
-    from launcher.box_local import LocalBox
+    from launcher.box.local import LocalBox
     from launcher.commands.status import read_run, render, summarize
-    from launcher.stages.run_status import write_launcher_phase
+    from launcher.run.run_status import write_launcher_phase
     from launcher.stages.train import await_resume_verdict
     from rich.console import Console
     from runcontract.errors import UserError

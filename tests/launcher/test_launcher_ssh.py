@@ -247,8 +247,8 @@ def test_file_store_on_an_ssh_box_and_vocab_mismatch_are_refused(sshd: SSHTarget
 
 
 def test_sync_only_sends_changes_and_sftp_fallback(sshd: SSHTarget, remote_workdir: str, project: Path, tmp_path: Path):
-    from launcher.box_ssh import SSHBox
-    from launcher.ssh_commands import SSHEndpoint
+    from launcher.box.ssh import SSHBox
+    from launcher.box.ssh_commands import SSHEndpoint
 
     ep = SSHEndpoint(host=sshd.host, port=sshd.port, user=sshd.user, identity_file=str(sshd.identity_file),
                      known_hosts=str(tmp_path / "kh"))
@@ -274,9 +274,9 @@ def test_a_connection_cut_mid_command_is_connection_lost_not_a_crash(sshd: SSHTa
     """The box's port closes and its connections are cut while a command runs (a preempted box):
     the launcher sees ConnectionLost (a BoxError the managed controller counts as SSH down), never
     paramiko's bare EOFError, which ended the controller with click's "Aborted!"."""
-    from launcher.box import ConnectionLost
-    from launcher.box_ssh import SSHBox
-    from launcher.ssh_commands import SSHEndpoint
+    from launcher.box.base import ConnectionLost
+    from launcher.box.ssh import SSHBox
+    from launcher.box.ssh_commands import SSHEndpoint
     from tests.harness.fake_providers import LateSshd
 
     with LateSshd(sshd.port, resets=0, host=sshd.host) as port:

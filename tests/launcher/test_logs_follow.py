@@ -11,9 +11,9 @@ import signal
 import time
 from pathlib import Path
 
-from launcher.box_ssh import SSHBox
-from launcher.log_follow import LogFollower
-from launcher.ssh_commands import SSHEndpoint
+from launcher.box.ssh import SSHBox
+from launcher.box.log_follow import LogFollower
+from launcher.box.ssh_commands import SSHEndpoint
 from tests.harness.sshd import SSHTarget
 from tests.harness.sshd import session_processes
 

@@ -25,7 +25,7 @@ from launcher.managed.spend import SpendLedger
 from launcher.providers.base import Instance, Offer
 from launcher.providers.registry import make_provider
 from launcher.state import load_state, update_state
-from launcher.store import open_store
+from launcher.store.factory import open_store
 from runcontract.run_files import StatusFile
 from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast, placeholder_ssh_key
 from tests.harness.launcher_cli import wait_for

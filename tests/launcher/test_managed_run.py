@@ -24,7 +24,7 @@ import pytest
 
 from launcher.config import load_launcher_config
 from launcher.managed.spend import SpendLedger
-from launcher.store import open_store
+from launcher.store.factory import open_store
 from tests.harness.fake_providers import API_KEY, FakeVast
 from tests.harness.launcher_cli import box_shell, copy_project, launcher, launcher_env, s3_storage, wait_for
 from tests.harness.s3server import S3Endpoint
@@ -32,7 +32,7 @@ from tests.harness.sshd import SSHTarget
 
 MAX_STEPS, CHECKPOINT_EVERY = 50, 5
 # cpu_threads pinned: an exact resume is exact for one thread count, and the automatic count follows
-# the machine's load at each start (trainer/cpu_threads.py), so a busy moment would change the sums' order
+# the machine's load at each start (trainer/training/cpu_threads.py), so a busy moment would change the sums' order
 SETS = ["train.log_interval=1", "train.eval_tokens=2048", "train.checks.overfit_microset.enabled=false", "train.cpu_threads=1",
         f"train.max_steps={MAX_STEPS}", f"train.eval_interval={CHECKPOINT_EVERY}", f"train.checkpoint_interval={CHECKPOINT_EVERY}"]
 

@@ -9,18 +9,18 @@ import json
 import pytest
 from rich.console import Console
 
-from launcher.box_local import LocalBox
+from launcher.box.local import LocalBox
 from launcher.config import LauncherConfig
 from launcher.stages import benchmark
-from launcher.stages.context import RunContext
-from launcher.stages.runner import build_stages, run_stages
+from launcher.run.context import RunContext
+from launcher.run.runner import build_stages, run_stages
 from launcher.stages.train import train_command
 from runcontract.errors import UserError
 from runcontract.run_files import NcclProbe, Throughput
 from tests.harness.paths import REPO
 from tests.harness.procs import processes_mentioning
 from tests.harness.trainer_runs import make_data, tiny_args
-from trainer.nccl_probe import SIMULATE_HANG_ENV
+from trainer.bench.nccl_probe import SIMULATE_HANG_ENV
 
 
 def two_gpu_context(tmp_path, **probe) -> RunContext:

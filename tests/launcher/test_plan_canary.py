@@ -12,15 +12,14 @@ import pytest
 import yaml
 from rich.console import Console
 
-from launcher.box import box_spec, open_box
+from launcher.box.factory import box_spec, open_box
 from launcher.config import load_launcher_config
-from launcher.plan.canary import after_benchmark, slow_verdict
+from launcher.plan.canary import SlowHostReplaced, after_benchmark, slow_verdict
 from launcher.plan.ledger import read_throughput
 from launcher.plan.slow_hosts import load_avoided
-from launcher.stages.context import RunContext
-from launcher.stages.runner import SlowHostReplaced
+from launcher.run.context import RunContext
 from launcher.state import load_state, resolved_config, update_state
-from launcher.store_file import FileStore
+from launcher.store.file import FileStore
 from runcontract.run_folder import THROUGHPUT_FILE, run_rel
 from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast
 from tests.launcher.test_plan_command import env_for, vast_offers, write_plan_config

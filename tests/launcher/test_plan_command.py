@@ -14,7 +14,7 @@ import yaml
 
 from launcher.plan.ledger import append_throughput
 from launcher.plan.plan_json import PlanJson
-from launcher.store_file import FileStore
+from launcher.store.file import FileStore
 from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast, default_vast_offers
 from tests.launcher.test_up_with_fake_provider import _launcher, _project_copy
 

@@ -120,7 +120,7 @@ def test_memory_and_flops_follow_the_model_shape():
                                                             tie_embeddings=False)])
 def test_the_torch_free_counts_match_the_trainers_model(shape):
     torch = pytest.importorskip("torch")
-    from trainer.model import Transformer
+    from trainer.modeling.transformer import Transformer
 
     model = ModelConfig(**shape)
     with torch.device("meta"):

@@ -15,9 +15,10 @@ import pytest
 
 from launcher.config import LauncherConfig, StorageConfig
 from launcher.secrets import box_secret_env, render_env_file, write_env_file
-from launcher.store import ChecksumError, StoreError, TransferProgress, open_store
-from launcher.store_file import FileStore
-from launcher.store_s3 import S3Store
+from launcher.store.base import ChecksumError, StoreError, TransferProgress
+from launcher.store.factory import open_store
+from launcher.store.file import FileStore
+from launcher.store.s3 import S3Store
 from runcontract.errors import UserError
 from runcontract.manifest import read_manifest, sha256_file, verify_manifest, write_manifest
 from tests.harness.stores import S3_KINDS, make_checkpoint, s3_endpoint_for, s3_kind_store, s3_storage
@@ -305,7 +306,7 @@ def test_every_s3_failure_is_a_store_error(request, strict_proxy, tmp_path, monk
     strict_proxy.inject("PUT", "uploadId=", "error:400:InvalidRequest", count=100)  # every UploadPart refused
     with pytest.raises(StoreError, match=r"upload to .*big.bin failed at .*InvalidRequest") as info:
         store.put_file(big, f"{RUN}/big.bin")
-    assert type(info.value).__module__ == "launcher.store"  # not boto3's S3UploadFailedError
+    assert type(info.value).__module__ == "launcher.store.base"  # not boto3's S3UploadFailedError
 
 
 def test_clock_skew_is_named_not_blamed_on_credentials(request, strict_proxy):

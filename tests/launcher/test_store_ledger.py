@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from launcher.store_file import FileStore
-from launcher.store_ledger import Ledger
+from launcher.store.file import FileStore
+from launcher.store.ledger import Ledger
 from tests.harness.paths import REPO
 from tests.harness.stores import s3_kind_store
 
@@ -55,8 +55,8 @@ def test_two_concurrent_writers_keep_every_record(store):
 
 
 def test_two_processes_append_to_one_file_store(tmp_path):
-    code = ("import sys; from pathlib import Path; from launcher.store_file import FileStore; "
-            "from launcher.store_ledger import Ledger; l = Ledger(FileStore(Path(sys.argv[1])), 'throughput')\n"
+    code = ("import sys; from pathlib import Path; from launcher.store.file import FileStore; "
+            "from launcher.store.ledger import Ledger; l = Ledger(FileStore(Path(sys.argv[1])), 'throughput')\n"
             "for i in range(40): l.append({'who': sys.argv[2], 'i': i})")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "store"), who], cwd=REPO) for who in "xy"]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]

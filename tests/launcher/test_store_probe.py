@@ -14,8 +14,9 @@ import pytest
 
 from launcher.agent import store_config_json
 from launcher.config import LauncherConfig, StorageConfig
-from launcher.store import StoreError, open_store
-from launcher.store_probe import PROBE_NAME, probe_store
+from launcher.store.base import StoreError
+from launcher.store.factory import open_store
+from launcher.store.probe import PROBE_NAME, probe_store
 from runcontract.errors import UserError
 from tests.harness.launcher_cli import assert_clean_error, copy_project, launcher, local_config
 from tests.harness.stores import s3_storage
@@ -58,7 +59,7 @@ def test_a_store_that_refuses_writes_is_named_with_its_cause(tmp_path, s3_server
 def test_the_box_probe_runs_the_agent_and_says_why(tmp_path, s3_server, s3_bucket, strict_proxy, monkeypatch):
     """The box's probe: the real agent (`python -m launcher.agent probe`) with the box's store.json
     and environment; a refusal on the box is the stage's error, in one paragraph."""
-    from launcher.box_local import LocalBox
+    from launcher.box.local import LocalBox
     from launcher.stages.train import probe_store_from_box
 
     for key, value in s3_server.env().items():

@@ -199,7 +199,8 @@ def test_up_whose_ssh_never_answers_says_the_pod_still_bills_and_how_to_stop_it(
 
 
 def test_ssh_readiness_retries_a_port_that_resets_with_backoff(sshd: SSHTarget, tmp_path: Path):
-    from launcher.box import BoxUnreachable, open_box
+    from launcher.box.base import BoxUnreachable
+    from launcher.box.factory import open_box
 
     spec = {"kind": "runpod", "host": sshd.host, "user": sshd.user, "identity_file": str(sshd.identity_file),
             "workdir": "~/x", "python": "python3", "connect_timeout": 10}

@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 
-from launcher.box import BoxError
-from launcher.box_local import LocalBox
-from launcher.detached_session import detect_multiplexer
+from launcher.box.base import BoxError
+from launcher.box.local import LocalBox
+from launcher.box.detached_session import detect_multiplexer
 from runcontract.detached import session_name
 from runcontract.errors import UserError
-from trainer.detach import pick_multiplexer
+from trainer.training.detach import pick_multiplexer
 
 
 def only_these_on_path(tmp_path, monkeypatch, tools) -> None:

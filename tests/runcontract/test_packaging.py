@@ -75,7 +75,7 @@ def test_every_launcher_module_imports_without_torch_numpy_or_trainer(project_ro
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["failed"] == {}, report["failed"]
     # The walk found the whole launcher, not a part of it (so the test cannot pass empty-handed).
-    expected = {"runcontract.errors", "runcontract.run_folder", "launcher.agent", "launcher.store", "launcher.store_s3",
+    expected = {"runcontract.errors", "runcontract.run_folder", "launcher.agent", "launcher.store.base", "launcher.store.s3",
                 "launcher.stages", "launcher.providers.runpod", "launcher.providers.vastai", "launcher.commands.run",
                 "launcher.commands.status", "launcher.commands.fetch_checkpoint"}
     assert expected <= set(report["imported"]), expected - set(report["imported"])

@@ -19,7 +19,7 @@ def config(name: str) -> dict:
 
 
 TRAIN, MODEL, SMOKE_MODEL, DATA = config("train_100m.yaml"), config("model_100m.yaml"), config("model_smoke.yaml"), config("data_c4_wiki.yaml")
-MAX_STEPS = math.ceil(TRAIN["target_tokens"] / TRAIN["tokens_per_step"])  # as trainer/train.py plans it
+MAX_STEPS = math.ceil(TRAIN["target_tokens"] / TRAIN["tokens_per_step"])  # as trainer/training/loop.py plans it
 
 
 def section(title: str) -> str:

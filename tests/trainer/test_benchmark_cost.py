@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.benchmark import largest_fitting, run_benchmark
+from trainer.bench.benchmark import largest_fitting, run_benchmark
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.configlib import load_config
-from trainer.cost import gate, project
+from trainer.bench.cost import gate, project
 from runcontract.errors import OverBudgetError, UserError
 from runcontract.gpu_specs import mfu, peak_bf16_flops
 from tests.harness.paths import REPO as ROOT

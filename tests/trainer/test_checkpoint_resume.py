@@ -10,12 +10,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from trainer import checkpoint as ckpt
+from trainer.training import checkpoint as ckpt
 from runcontract.config import ModelConfig
 from runcontract.errors import UserError
 from runcontract.run_folder import step_dir_name
-from trainer.model import Transformer
-from trainer.train import main
+from trainer.modeling.transformer import Transformer
+from trainer.training.loop import main
 from tests.harness.paths import REPO
 from tests.harness.trainer_runs import VOCAB, make_data
 
@@ -233,7 +233,7 @@ def test_a_resume_that_would_change_the_stream_is_refused_before_training(tmp_pa
 
 
 def test_keep_stream_rules():
-    from trainer.stream_resume import keep_stream
+    from trainer.training.stream_resume import keep_stream
 
     saved = {"global_batch": 16, "next_sample": 32, "seq_len": 32, "seed": 1, "sampling": "epoch", "train_tokens": 100, "train_sha256": "a"}
     current = {k: saved[k] for k in ("seq_len", "seed", "sampling", "train_tokens", "train_sha256")}

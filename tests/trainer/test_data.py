@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from trainer import data, tokenizer
+from trainer.corpus import memmaps as data, spm_tokenizer as tokenizer
 from runcontract.config import DataMixConfig, SourceConfig
 from runcontract.errors import UserError
 from runcontract.manifest import sha256_file
-from trainer.mix import MixedStream, is_val_position
-from trainer.smoke_data import SMOKE_MIX, ensure_smoke_data
+from trainer.corpus.mix import MixedStream, is_val_position
+from trainer.corpus.smoke_data import SMOKE_MIX, ensure_smoke_data
 from tests.harness.paths import REPO as ROOT
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pha", "qu", "ish"]
@@ -417,7 +417,7 @@ def test_old_output_flags_are_deprecated_aliases(module, required, old, new, cap
 def test_prepared_files_read_meta_and_count_tokens(tmp_path):
     """A builder takes an unreadable meta for "not built" (None); a step that needs it gets a
     clear error. Token counts come from the file size in TOKEN_DTYPE items."""
-    from trainer.prepared_files import open_tokens, read_data_meta, read_meta, token_count
+    from trainer.corpus.prepared_files import open_tokens, read_data_meta, read_meta, token_count
 
     meta = tmp_path / "data_meta.json"
     assert read_meta(meta) is None and read_data_meta(tmp_path) is None  # absent

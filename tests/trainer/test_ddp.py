@@ -58,7 +58,7 @@ def test_two_process_ddp_run(tmp_path):
 def test_resume_from_one_rank_on_two_keeps_the_global_batches(tmp_path):
     """1 rank (micro-batch 4 x 4 accumulation) stops at step 2; 2 ranks (4 x 2 x 2) resume it: the
     same 16 sequences per step in the same order, so the losses follow the uninterrupted run."""
-    from trainer.train import main
+    from trainer.training.loop import main
 
     data = make_data(tmp_path / "data")
 
@@ -109,5 +109,5 @@ def test_a_rank_with_bad_input_exits_with_its_code_not_a_signal(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     assert output.count("no-data/train.bin does not exist") == 2, output[-3000:]  # each rank's one-paragraph error
-    assert "trainer/train.py" not in output  # no traceback of the trainer's
+    assert "trainer/training/loop.py" not in output  # no traceback of the trainer's
     assert "(exitcode: 1)" in output and "SIGABRT" not in output and "terminate called" not in output, output[-3000:]

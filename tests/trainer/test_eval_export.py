@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.bits_per_byte import count_bytes, starts_with_space, token_byte_lengths
-from trainer.checkpoint import TrainingState, save_checkpoint
+from trainer.evaluation.bits_per_byte import count_bytes, starts_with_space, token_byte_lengths
+from trainer.training.checkpoint import TrainingState, save_checkpoint
 from runcontract.config import ModelConfig
 from runcontract.errors import UserError
-from trainer.batches import validation_starts
-from trainer.eval import evaluate_checkpoint
-from trainer.model import Transformer
-from trainer.plot import plot_loss_curve, read_loss_series
+from trainer.training.batches import validation_starts
+from trainer.evaluation.evaluate import evaluate_checkpoint
+from trainer.modeling.transformer import Transformer
+from trainer.evaluation.loss_plot import plot_loss_curve, read_loss_series
 
 VOCAB = 512
 EOS = 2
@@ -118,7 +118,7 @@ def test_windows_are_fixed_by_the_seed():
 def test_validation_files_are_the_mix_and_each_usable_source(tmp_path):
     """The files both evals score: val.bin, and with several sources each val_<source>.bin that
     holds a window (the others are named in a warning and left out)."""
-    from trainer.batches import validation_files
+    from trainer.training.batches import validation_files
 
     np.zeros(100, dtype=np.uint16).tofile(tmp_path / "val.bin")
     np.zeros(40, dtype=np.uint16).tofile(tmp_path / "val_c4.bin")
@@ -229,7 +229,7 @@ def test_plot_command_errors(tmp_path, run_python):
 # -- export ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exported(world):
-    from trainer.export import export_checkpoint
+    from trainer.modeling.hf_export import export_checkpoint
 
     return export_checkpoint(world["final"], world["spm"], world["root"] / "runs" / "demo" / "final_hf")
 
@@ -281,7 +281,7 @@ def test_export_refusals_leave_nothing(world, tmp_path, run_python):
 def test_export_in_bfloat16_is_close(world, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from trainer.export import export_checkpoint
+    from trainer.modeling.hf_export import export_checkpoint
 
     out = export_checkpoint(world["final"], world["spm"], tmp_path / "hf_bf16", dtype="bfloat16")
     hf_model = AutoModelForCausalLM.from_pretrained(out)
@@ -294,7 +294,7 @@ def test_export_in_bfloat16_is_close(world, tmp_path):
 
 
 def test_hf_tokenizer_encodes_like_sentencepiece_on_random_text(world, tmp_path):
-    from trainer.hf_tokenizer import build_hf_tokenizer, read_spm_model
+    from trainer.modeling.hf_tokenizer import build_hf_tokenizer, read_spm_model
 
     spm_model = read_spm_model(world["spm"])
     assert len(spm_model.pieces) == VOCAB and spm_model.byte_fallback and spm_model.remove_extra_whitespaces

@@ -14,14 +14,14 @@ import yaml
 
 from runcontract.manifest import sha256_file
 from tests.harness.fake_hub import FakeHub, hub_env, jsonl_dataset
-from trainer import tokenizer
-from trainer.smoke_data import SMOKE_MIX
+from trainer.corpus import spm_tokenizer as tokenizer
+from trainer.corpus.smoke_data import SMOKE_MIX
 
 WORDS = ["river", "stone", "light", "paper", "winter", "garden", "signal", "engine", "market", "silver", "window", "forest"]
 TEXTS = [f"hub document {i}: " + " ".join(random.Random(i).choice(WORDS) for _ in range(40)) for i in range(400)]
 # The driver runs the data step's real CLI with the retry waits cut from minutes to moments: ours,
 # and datasets' own for streaming reads (20 tries, 20 s apart on a 503, 60 s on a 429).
-DRIVER = ("import sys; import datasets.config as c; from trainer import sources, data; sources.HUB_RETRY_DELAYS_S = (0.05, 0.05); "
+DRIVER = ("import sys; import datasets.config as c; from trainer.corpus import sources; from trainer import data; sources.HUB_RETRY_DELAYS_S = (0.05, 0.05); "
           "c.STREAMING_READ_MAX_RETRIES = 1; c.STREAMING_READ_RETRY_INTERVAL = c.STREAMING_READ_SERVER_UNAVAILABLE_RETRY_INTERVAL = "
           "c.STREAMING_READ_RATE_LIMIT_RETRY_INTERVAL = 0; data.main(sys.argv[1:])")
 

@@ -10,8 +10,8 @@ import torch
 
 from runcontract.config import ModelConfig
 from runcontract.configlib import load_config
-from trainer.hf_convert import from_hf_state_dict, to_hf_config, to_hf_state_dict
-from trainer.model import Transformer, describe
+from trainer.modeling.hf_convert import from_hf_state_dict, to_hf_config, to_hf_state_dict
+from trainer.modeling.transformer import Transformer, describe
 from tests.harness.paths import REPO
 
 

@@ -11,7 +11,7 @@ import pytest
 from runcontract.run_files import NcclProbe
 from tests.harness.procs import processes_mentioning
 from tests.harness.trainer_runs import subprocess_env
-from trainer.nccl_probe import SIMULATE_HANG_ENV, bus_bandwidth
+from trainer.bench.nccl_probe import SIMULATE_HANG_ENV, bus_bandwidth
 
 
 def probe(tmp_path: Path, *extra: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

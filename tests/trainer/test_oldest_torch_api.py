@@ -8,12 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-import trainer.model
+import trainer.modeling.transformer
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.configlib import load_config
 from tests.harness.paths import REPO
-from trainer.benchmark import run_benchmark
-from trainer.model import Transformer
+from trainer.bench.benchmark import run_benchmark
+from trainer.modeling.transformer import Transformer
 
 
 def small_config(**overrides) -> ModelConfig:
@@ -45,7 +45,7 @@ def _benchmark_speed(tmp_path, model_cfg: ModelConfig) -> dict:
 
 
 def test_throughput_records_sdpa_gqa_off_where_torch_has_no_enable_gqa(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer.model, "SDPA_HAS_GQA", False)  # torch < 2.5
+    monkeypatch.setattr(trainer.modeling.transformer, "SDPA_HAS_GQA", False)  # torch < 2.5
     speed = _benchmark_speed(tmp_path, small_config())
     assert speed["sdpa_gqa"] is False
     assert speed["loss_impl"] == "chunked"  # auto, resolved as it ran on CPU
@@ -53,7 +53,7 @@ def test_throughput_records_sdpa_gqa_off_where_torch_has_no_enable_gqa(tmp_path,
 
 def test_throughput_records_sdpa_gqa_on_only_where_it_acted(tmp_path):
     with_shared_kv = _benchmark_speed(tmp_path, small_config())
-    assert with_shared_kv["sdpa_gqa"] is trainer.model.SDPA_HAS_GQA
+    assert with_shared_kv["sdpa_gqa"] is trainer.modeling.transformer.SDPA_HAS_GQA
     assert _benchmark_speed(tmp_path, small_config(n_kv_heads=4))["sdpa_gqa"] is False  # no KV heads to share
 
 

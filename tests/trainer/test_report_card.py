@@ -73,7 +73,7 @@ def test_report_card_equals_lm_eval_cli(world, tmp_path, run_python):  # noqa: F
     assert "| arc_easy | acc | 0 |" in markdown and "not published" in markdown and "How to read this card" in markdown
 
     # lm-eval's own CLI, same exported model, same local tasks (the include path the report used)
-    from trainer.lm_eval_tasks import write_local_task_configs
+    from trainer.evaluation.lm_eval_tasks import write_local_task_configs
 
     include = write_local_task_configs(data, TASKS, tmp_path / "include")
     out = tmp_path / "cli_out"
@@ -107,7 +107,7 @@ def test_report_card_equals_lm_eval_cli(world, tmp_path, run_python):  # noqa: F
 def test_local_task_configs_point_lm_eval_at_the_files(tmp_path, monkeypatch):
     import yaml
 
-    from trainer.lm_eval_tasks import write_local_task_configs
+    from trainer.evaluation.lm_eval_tasks import write_local_task_configs
 
     data = write_task_data(tmp_path / "data")
     include = write_local_task_configs(data, ["arc_easy", "piqa"], tmp_path / "inc")
@@ -127,7 +127,7 @@ def test_local_task_configs_point_lm_eval_at_the_files(tmp_path, monkeypatch):
 
 
 def test_missing_task_data_is_clear(tmp_path):
-    from trainer.lm_eval_tasks import write_local_task_configs
+    from trainer.evaluation.lm_eval_tasks import write_local_task_configs
 
     with pytest.raises(UserError, match="no data for task 'piqa'.*piqa/validation.jsonl"):
         write_local_task_configs(tmp_path, ["piqa"], tmp_path / "inc")
@@ -135,7 +135,7 @@ def test_missing_task_data_is_clear(tmp_path):
 
 @pytest.mark.slow  # builds lm-eval's index of its thousands of task YAMLs (~20-60 s here)
 def test_unknown_task_is_clear(tmp_path):
-    from trainer.lm_eval_tasks import write_local_task_configs
+    from trainer.evaluation.lm_eval_tasks import write_local_task_configs
 
     (tmp_path / "no_such_task").mkdir()
     (tmp_path / "no_such_task" / "test.jsonl").write_text("{}\n")
@@ -148,7 +148,7 @@ def test_train_writes_the_report_card_after_final_before_it_finishes(world, tmp_
     says finished (the agent's last sync mirrors what is there then); a report that cannot be made
     is a warning, and the run still finishes with its model."""
     from tests.harness.trainer_runs import make_data, tiny_args
-    from trainer.train import main
+    from trainer.training.loop import main
 
     for name, value in OFFLINE.items():
         monkeypatch.setenv(name, value)
@@ -174,7 +174,7 @@ def test_train_writes_the_report_card_after_final_before_it_finishes(world, tmp_
 
 
 def test_baselines_have_sources_and_show_only_at_the_same_shot_count():
-    from trainer.report_card import build_report, load_baselines, render_markdown
+    from trainer.evaluation.report_card import build_report, load_baselines, render_markdown
 
     models, baselines = load_baselines()
     assert models == ["GPT-2 124M", "Pythia-160M", "SmolLM-135M"]
@@ -203,7 +203,7 @@ def test_without_lm_eval_the_error_says_how_to_install_it(run_python):
                "        if name.split('.')[0] == 'lm_eval':\n"
                "            raise ImportError('No module named lm_eval')\n"
                "sys.meta_path.insert(0, Block())\n"
-               "from trainer.lm_eval_tasks import stock_task_yaml\n"
+               "from trainer.evaluation.lm_eval_tasks import stock_task_yaml\n"
                "stock_task_yaml('piqa')\n")
     result = run_python("-c", blocked, timeout=60)
     assert result.returncode == 1 and "UserError" in result.stderr and "pip install -e '.[eval]'" in result.stderr

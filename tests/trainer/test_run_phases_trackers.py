@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness.trainer_runs import make_data, read_metrics, tiny_args
-from trainer.cpu_threads import auto_threads
+from trainer.training.cpu_threads import auto_threads
 from runcontract.run_folder import RUN_PHASES
-from trainer.train import main
+from trainer.training.loop import main
 from tests.harness.paths import REPO
 
 

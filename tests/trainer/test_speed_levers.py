@@ -10,10 +10,10 @@ import torch
 
 from runcontract.config import ModelConfig, TrainConfig
 from runcontract.configlib import load_config
-from trainer.hf_convert import to_hf_config, to_hf_state_dict
-from trainer.linear_cross_entropy import linear_cross_entropy, saved_bytes_for_backward
-from trainer.model import SDPA_HAS_GQA, Transformer
-from trainer.train_step import prepare_model
+from trainer.modeling.hf_convert import to_hf_config, to_hf_state_dict
+from trainer.modeling.linear_cross_entropy import linear_cross_entropy, saved_bytes_for_backward
+from trainer.modeling.transformer import SDPA_HAS_GQA, Transformer
+from trainer.training.step import prepare_model
 from tests.harness.paths import REPO
 
 
@@ -67,7 +67,7 @@ def test_an_old_checkpoint_folder_loads_into_the_fused_model(tmp_path, monkeypat
     into today's fused model and computes the same function."""
     import json
 
-    from trainer.checkpoint import load_model_from_checkpoint, save_checkpoint, TrainingState
+    from trainer.training.checkpoint import load_model_from_checkpoint, save_checkpoint, TrainingState
     from safetensors import safe_open
 
     cfg = small_config(fused_qkv=False, fused_gate_up=False)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-from trainer import tokenizer
+from trainer.corpus import spm_tokenizer as tokenizer
 from runcontract.config import DataMixConfig, SourceConfig
 from runcontract.manifest import sha256_file
-from trainer.stdlib_corpus import iter_stdlib_documents
+from trainer.corpus.stdlib_corpus import iter_stdlib_documents
 
 OFFLINE_MIX = DataMixConfig(sources=[SourceConfig(name="python_stdlib", type="python_stdlib")], seed=1234, val_every=20)
 VOCAB = 1000

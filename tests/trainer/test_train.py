@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import checkpoint as ckpt
-from trainer.batches import WindowSampler
-from trainer.overfit_check import CheckFailed, overfit_microset
+from trainer.training import checkpoint as ckpt
+from trainer.training.batches import WindowSampler
+from trainer.training.overfit_check import CheckFailed, overfit_microset
 from runcontract.config import ModelConfig, OverfitCheckConfig, TrainConfig
 from runcontract.errors import UserError
 from runcontract.manifest import verify_manifest
 from runcontract.run_folder import step_dir_name
-from trainer.model import Transformer
-from trainer.schedule import CosineSchedule
-from trainer.train import main, plan_batches, resolve_micro_batch
+from trainer.modeling.transformer import Transformer
+from trainer.training.schedule import CosineSchedule
+from trainer.training.loop import main, plan_batches, resolve_micro_batch
 from tests.harness.trainer_runs import VOCAB, make_data, read_metrics, subprocess_env, tiny_args
 
 
@@ -282,7 +282,7 @@ def test_missing_tokenizer_skips_samples_with_a_warning(tmp_path):
 
 # -- --launch_screen -------------------------------------------------------------------------------
 def test_launch_screen_runs_detached(tmp_path):
-    from trainer.detach import pick_multiplexer, stop_session
+    from trainer.training.detach import pick_multiplexer, stop_session
 
     make_data(tmp_path / "data")
     run_name = f"detach-{uuid.uuid4().hex[:8]}"
@@ -393,7 +393,7 @@ def test_detach_with_each_multiplexer(tmp_path, tool):
     """launch_detached runs the command in a detached session of either tool (screen is the fallback)."""
     import shutil
 
-    from trainer.detach import launch_detached, stop_session
+    from trainer.training.detach import launch_detached, stop_session
 
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed")
@@ -414,7 +414,7 @@ def test_detach_with_each_multiplexer(tmp_path, tool):
 
 # -- epoch sampling, the shared training step --------------------------------------------------
 def batches_for(path: Path, micro: int, accum: int, world: int, rank: int, sampling: str = "epoch"):
-    from trainer.batches import TrainBatches
+    from trainer.training.batches import TrainBatches
 
     return TrainBatches(path, 32, micro, accum, world, rank, seed=7, vocab_size=65535, device=torch.device("cpu"), sampling=sampling)
 
@@ -470,7 +470,7 @@ def test_no_micro_batch_logits_outlive_their_backward():
     or after the last backward (clipping and the optimizer step come after it)."""
     import weakref
 
-    from trainer.train_step import accumulate
+    from trainer.training.step import accumulate
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=1, n_heads=2, ffn_hidden=64, max_seq_len=32))
@@ -508,9 +508,9 @@ def test_validation_per_source_in_the_log_status_and_eval(tmp_path, tokenizer_mo
     from rich.console import Console
 
     from runcontract.config import DataMixConfig, SourceConfig
-    from trainer.data import build_memmaps
-    from trainer.eval import evaluate_checkpoint
-    from trainer.stdlib_corpus import iter_stdlib_documents
+    from trainer.corpus.memmaps import build_memmaps
+    from trainer.evaluation.evaluate import evaluate_checkpoint
+    from trainer.corpus.stdlib_corpus import iter_stdlib_documents
 
     text = "".join(itertools.islice(iter_stdlib_documents(), 400))
     docs = [text[i:i + 600] for i in range(0, min(len(text), 600_000), 600)]  # many short documents: both sources reach val
