@@ -17,7 +17,7 @@ call of 8 minutes always ends with a report):
 
 Writes JSON (device name, torch/CUDA versions, one row per run with tokens/s, step time,
 ``mfu`` (None without a known peak, e.g. on CPU), peak memory, the speed-up over HF) and a
-markdown table. On CPU the same code runs the smoke model at small sizes (tests/trainer/test_bench_harness.py).
+markdown table. On CPU the same code runs the smoke model at small sizes (tests/trainer/bench/test_bench_harness.py).
 """
 from __future__ import annotations
 

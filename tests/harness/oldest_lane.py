@@ -33,8 +33,8 @@ TRAINER_TESTS = [
     "tests/trainer/test_model.py",
     "tests/trainer/test_train.py",
     "tests/trainer/test_checkpoint_resume.py",
-    "tests/trainer/test_benchmark_cost.py",
-    "tests/trainer/test_eval_export.py",
+    "tests/trainer/bench/test_benchmark_cost.py",
+    "tests/trainer/evaluation/test_eval_export.py",
 ]
 
 

@@ -19,6 +19,7 @@ from launcher.store.factory import open_store
 from launcher.store.probe import PROBE_NAME, probe_store
 from runcontract.errors import UserError
 from tests.harness.launcher_cli import assert_clean_error, copy_project, launcher, local_config
+from tests.harness.paths import REPO
 from tests.harness.stores import s3_storage
 
 RUN = "probed"
@@ -64,7 +65,7 @@ def test_the_box_probe_runs_the_agent_and_says_why(tmp_path, s3_server, s3_bucke
 
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
     storage = StorageConfig(url=f"s3://{s3_bucket}/team", endpoint_url=strict_proxy.url, region=s3_server.region, addressing_style="path")
     run_dir = tmp_path / "runs" / RUN
     run_dir.mkdir(parents=True)

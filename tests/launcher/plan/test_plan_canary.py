@@ -22,7 +22,7 @@ from launcher.state import load_state, resolved_config, update_state
 from launcher.store.file import FileStore
 from runcontract.run_folder import THROUGHPUT_FILE, run_rel
 from tests.harness.fake_providers import API_KEY, FakeRunPod, FakeVast
-from tests.launcher.test_plan_command import env_for, vast_offers, write_plan_config
+from tests.launcher.plan.test_plan_command import env_for, vast_offers, write_plan_config
 from tests.launcher.test_up_with_fake_provider import _project_copy
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from runcontract.errors import UserError
 from runcontract.run_files import ReportFile
-from tests.trainer.test_eval_export import world  # noqa: F401  (the tiny checkpoint, tokenizer and val.bin)
+from tests.trainer.evaluation.test_eval_export import world  # noqa: F401  (the tiny checkpoint, tokenizer and val.bin)
 
 pytest.importorskip("lm_eval", reason="the eval extra (lm-eval) is not installed")
 

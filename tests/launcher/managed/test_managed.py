@@ -1,7 +1,7 @@
 """Managed runs, the fast parts: the diagnosis table, the spend ledger, the fence as the real agent
 process obeys it, the budget rule for renting, Young's interval, the choice of the next offer,
 and the fake Vast's preemption seen through the real client. The whole loop with the real sshd
-and S3 server is tests/launcher/test_managed_run.py (slow)."""
+and S3 server is tests/launcher/managed/test_managed_run.py (slow)."""
 from __future__ import annotations
 
 import json
@@ -363,7 +363,7 @@ def test_the_next_box_is_the_plans_cheapest_run_on_a_host_that_has_not_failed():
     from launcher.plan.rank import RunNeeds
     from launcher.plan.speed import SpeedModel
     from launcher.providers.base import Offer
-    from tests.launcher.test_plan_rank import FPT, HASH, measured
+    from tests.launcher.plan.test_plan_rank import FPT, HASH, measured
 
     offers = [  # the provider's order: cheapest $/h first
         Offer("vastai", "1", "RTX 3060", 1, 0.05, gpu_memory_gb=12.0, host="m1"),  # cheapest, cannot hold the run

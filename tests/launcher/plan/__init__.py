@@ -1,0 +1,1 @@
+"""launcher plan: the ranking, its config, the command, the canary (launcher/plan/)."""

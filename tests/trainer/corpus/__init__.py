@@ -1,0 +1,1 @@
+"""The tokenizer and data steps, local files and the hub (trainer/corpus/)."""
