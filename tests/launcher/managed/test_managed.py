@@ -158,6 +158,15 @@ def _controller(tmp_path: Path, fake: FakeVast, **budget) -> Controller:
     return Controller(config, None, tmp_path, Console(file=open("/dev/null", "w")))
 
 
+def _started_box(tmp_path: Path, controller: Controller, suffix: str) -> dict:
+    """A box rented from the fake and recorded as the one the run was started on; its state record."""
+    provider = make_provider(controller.config)
+    made = provider.create(provider.offers()[0], "ssh-ed25519 AAAA test", f"llm-box-demo-{suffix}")
+    record = {**made.to_dict(), "rented_at": time.time()}
+    update_state(tmp_path, instance=record, managed={"run": "demo", "started_on": made.id})
+    return record
+
+
 def test_no_new_box_when_the_budget_left_cannot_reach_the_next_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("VAST_API_KEY", API_KEY)
     with FakeVast() as fake:
@@ -317,13 +326,10 @@ def test_the_same_run_failure_twice_ends_the_box_and_stops_with_the_reason(tmp_p
     monkeypatch.setenv("VAST_API_KEY", API_KEY)
     with FakeVast() as fake:
         controller = _controller(tmp_path, fake)
-        provider = make_provider(controller.config)
-        made = provider.create(provider.offers()[0], "ssh-ed25519 AAAA test", "llm-box-demo-aaaaaa")
-        record = {**made.to_dict(), "rented_at": time.time()}
-        update_state(tmp_path, instance=record, managed={"run": "demo", "started_on": made.id})
+        record = _started_box(tmp_path, controller, "aaaaaa")
         failure = Diagnosis(RUN_FAILED, "the trainer failed (exit code 1) during data: OSError: disk full", "data|1|OSError: disk full")
         assert controller.act(failure, record) is None  # the first time: retried on the same box
-        assert controller.managed()["started_on"] is None and int(made.id) in fake.alive()
+        assert controller.managed()["started_on"] is None and int(record["id"]) in fake.alive()
         other = Diagnosis(RUN_FAILED, "the trainer failed (exit code 1) during training: ValueError", "training|1|ValueError")
         assert controller.act(other, record) is None  # a different failure is retried too
         with pytest.raises(UserError, match="failed twice the same way.*disk full"):
@@ -390,11 +396,8 @@ def test_a_failure_seen_as_the_box_ends_is_the_box_lost_not_a_run_failure(tmp_pa
     monkeypatch.setenv("VAST_API_KEY", API_KEY)
     with FakeVast() as fake:
         controller = _controller(tmp_path, fake)
-        provider = make_provider(controller.config)
-        made = provider.create(provider.offers()[0], "ssh-ed25519 AAAA test", "llm-box-demo-eeeeee")
-        record = {**made.to_dict(), "rented_at": time.time()}
-        update_state(tmp_path, instance=record, managed={"run": "demo", "started_on": made.id})
-        fake.outbid(int(made.id))
+        record = _started_box(tmp_path, controller, "eeeeee")
+        fake.outbid(int(record["id"]))
         gone = Diagnosis(RUN_FAILED, "the trainer failed (process gone) during start", "start|None|")
         assert controller.act(gone, record) is None
         assert fake.alive() == [] and load_state(tmp_path)["instance"] is None  # ended through the provider
