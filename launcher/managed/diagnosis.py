@@ -3,9 +3,9 @@
 A pure function (no I/O), so every case is a table test:
 
     BOX_LOST      the provider says stopped, exited, gone or outbid; or SSH has been unreachable
-                  for longer than managed.ssh_grace_s          -> end the box, rent the next
+                  for longer than managed.ssh_grace_s; or the run folder is gone from a box that
+                  answers (its disk was wiped or replaced)   -> end the box, rent the next
     TRAINER_HUNG  status.json older than managed.hang_s while the box answers -> the same
-                  or the run folder is gone from a box that answers (its disk was wiped or replaced)
     RUN_FAILED    the trainer exited non-zero (or its process is gone) in a failure phase
                   -> retried once on the same box; the same failure twice stops everything
     FINISHED      the run finished                              -> end the box, done
