@@ -216,10 +216,13 @@ class Mirror:
 
     # -- the fence: a stale box (declared lost, then back) writes nothing more ----------------
     def check_fence(self) -> None:
-        """Raise Fenced (once stale: marker for the trainer, trainer stopped) when another box owns the run."""
+        """Raise Fenced (once stale: marker for the trainer, trainer stopped) when another box owns the run.
+        A run that is not managed has no generation and is never fenced (no store read)."""
         from launcher.managed.fence import is_current, read_generation
 
         generation = self.cfg.fence_generation
+        if generation is None:
+            return
         if self.fenced or not is_current(self.store, self.run, generation):
             if not self.fenced:
                 self.fenced = True
@@ -244,7 +247,7 @@ class Mirror:
 
     # -- small files -----------------------------------------------------------
     def sync_small(self, force: bool = False) -> None:
-        if self.cfg.fence_generation is not None and not self.fence_ok():
+        if not self.fence_ok():
             return
         failed: Optional[str] = None  # the store failed this pass: the files after it wait for the next one
         for path in sorted(self.run_dir.iterdir()):
@@ -332,7 +335,7 @@ class Mirror:
 
     def upload_checkpoints(self) -> None:
         for folder in self.pending_checkpoints():
-            if self.cfg.fence_generation is not None and not self.fence_ok():
+            if not self.fence_ok():
                 return
             try:
                 manifest = read_manifest(folder)
@@ -342,8 +345,7 @@ class Mirror:
                     continue
                 log.info("agent: uploading checkpoint %s (%s) to %s", folder.name, human_bytes(manifest.total_bytes), self.store.describe(f"{self.run}/{checkpoint_rel(folder.name)}"))
                 started = time.monotonic()
-                fence = self.check_fence if self.cfg.fence_generation is not None else None
-                sent = self.store.upload_checkpoint(self.run, folder, progress=LogProgress(), before_manifest=fence)  # verified before its manifest goes up
+                sent = self.store.upload_checkpoint(self.run, folder, progress=LogProgress(), before_manifest=self.check_fence)  # verified before its manifest goes up
                 self.uploaded.add((folder.name, manifest.created))
                 self.uploaded_ok()
                 took = time.monotonic() - started
@@ -365,7 +367,7 @@ class Mirror:
         """Unfinished multipart uploads of this run are billed and invisible: abort them (only
         called when no upload of this agent is running: at start and after a failed upload).
         A fenced box leaves them alone: they may be the current box's."""
-        if self.cfg.fence_generation is not None and not self.fence_ok():
+        if not self.fence_ok():
             return
         try:
             aborted = self.store.abort_stale_uploads(f"{self.run}/")
@@ -395,7 +397,7 @@ class Mirror:
             log.info("agent: deleted stored checkpoint %s (%s, %s freed; storage.keep: %d)", ckpt.name, why, human_bytes(ckpt.size_bytes), self.keep)
 
     def upload_prepared(self) -> None:
-        if self.cfg.fence_generation is not None and not self.fence_ok():
+        if not self.fence_ok():
             return
         for sub, meta_name in PREPARED_DIRS.items():
             local = self.project_root / sub

@@ -63,6 +63,7 @@ class Controller:
         self.store = open_store(config.storage, root)
         self.ledger = SpendLedger(self.store, self.run)
         self.settings = config.managed
+        self.ledgered: Optional[str] = None  # the instance this process has made sure the spend ledger records
 
     # -- the state it lives in ------------------------------------------------------------------
     def managed(self) -> dict:
@@ -91,8 +92,10 @@ class Controller:
                 if self.finished_in_store():
                     return self.report("the run finished")
                 instance = self.rent()
-            self.ledger.rented(instance["provider"], instance["id"], float(instance.get("hourly_price") or 0.0),
-                               float(instance.get("rented_at") or self.clock()))
+            if self.ledgered != instance["id"]:  # once per box and controller process: the append reads the whole ledger
+                self.ledger.rented(instance["provider"], instance["id"], float(instance.get("hourly_price") or 0.0),
+                                   float(instance.get("rented_at") or self.clock()))
+                self.ledgered = instance["id"]
             if self.managed().get("pending_name"):  # the create it names is recorded now
                 self.remember(pending_name=None, pending_since=None)
             if self.managed().get("started_on") != instance["id"]:
@@ -164,18 +167,25 @@ class Controller:
             self.console.print(f"managed: {note}", highlight=False)
         return plan_ranking(self.config.box.kind, needs, speeds)
 
-    def hours_to_next_checkpoint(self) -> float:
-        """Startup plus one checkpoint interval at the run's measured seconds per step (startup only when unmeasured)."""
+    def progress(self) -> tuple[Optional[float], int]:
+        """(the run's measured seconds per step from its stored status.json, None until measured;
+        train.checkpoint_interval). Raises UserError or OSError when either cannot be read."""
         from runcontract.config import SECTIONS, TrainConfig
         from runcontract.configlib import load_config
 
+        status = StatusFile.parse(self.store.read_text(f"{self.run}/{STATUS_FILE}") or "", STATUS_FILE)
+        run = self.config.run
+        train = load_config(TrainConfig, self.root / run.train_config_path, run.overrides, "train", SECTIONS)
+        step_s = status.elapsed_s / status.step if status.step and status.elapsed_s else None
+        return step_s, train.checkpoint_interval
+
+    def hours_to_next_checkpoint(self) -> float:
+        """Startup plus one checkpoint interval at the run's measured seconds per step (startup only when unmeasured)."""
         seconds = float(self.settings.startup_s)
         try:
-            status = StatusFile.parse(self.store.read_text(f"{self.run}/{STATUS_FILE}") or "", STATUS_FILE)
-            run = self.config.run
-            train = load_config(TrainConfig, self.root / run.train_config_path, run.overrides, "train", SECTIONS)
-            if status.step and status.elapsed_s:
-                seconds += train.checkpoint_interval * status.elapsed_s / status.step
+            step_s, interval = self.progress()
+            if step_s:
+                seconds += interval * step_s
         except (UserError, OSError):
             pass
         return seconds / 3600.0
@@ -216,21 +226,16 @@ class Controller:
     def suggest_interval(self) -> None:
         """Young's checkpoint interval from the measured checkpoint time and the interruption rate, when both are known."""
         from launcher.managed.interval import suggestion
-        from runcontract.config import SECTIONS, TrainConfig
-        from runcontract.configlib import load_config
         from runcontract.run_folder import TRAIN_LOG
 
         try:
-            status = StatusFile.parse(self.store.read_text(f"{self.run}/{STATUS_FILE}") or "", STATUS_FILE)
+            step_s, interval = self.progress()
             spend = self.ledger.read()
             rate = self.settings.interruptions_per_hour
-            hours = sum(b.cost(self.clock()) / b.hourly_price for b in spend.boxes if b.hourly_price) if spend.boxes else 0.0
+            hours = sum(b.hours(self.clock()) for b in spend.boxes)
             if rate is None and spend.interruptions and hours > 0:
                 rate = spend.interruptions / hours
-            run = self.config.run
-            train = load_config(TrainConfig, self.root / run.train_config_path, run.overrides, "train", SECTIONS)
-            step_s = status.elapsed_s / status.step if status.step and status.elapsed_s else None
-            line = suggestion(self.store.read_text(f"{self.run}/{TRAIN_LOG}") or "", step_s, rate, train.checkpoint_interval)
+            line = suggestion(self.store.read_text(f"{self.run}/{TRAIN_LOG}") or "", step_s, rate, interval)
         except (UserError, OSError):
             return
         if line:

@@ -38,9 +38,13 @@ class BoxSpend:
     def state(self) -> str:
         return "ended" if self.end is not None else "open"
 
-    def cost(self, now: Optional[float] = None) -> float:
+    def hours(self, now: Optional[float] = None) -> float:
+        """Hours rented: until its end, or until ``now`` while open."""
         until = self.end if self.end is not None else (now if now is not None else time.time())
-        return self.hourly_price * max(0.0, until - self.start) / 3600.0
+        return max(0.0, until - self.start) / 3600.0
+
+    def cost(self, now: Optional[float] = None) -> float:
+        return self.hourly_price * self.hours(now)
 
     def to_status(self, now: Optional[float] = None) -> dict:
         """One entry of ``status --json``'s ``boxes``."""
@@ -94,7 +98,7 @@ class SpendLedger:
         existing = self.read().box(box_id)
         if existing is not None and existing.end is not None:
             return
-        cost = float(hourly_price) * max(0.0, end - start) / 3600.0
-        self.ledger.append({"event": END, "run": self.run, "provider": provider, "id": str(box_id),
-                            "hourly_price": float(hourly_price), "start": float(start), "end": float(end),
-                            "cost": cost, "reason": reason})
+        box = BoxSpend(provider, str(box_id), float(hourly_price), float(start), float(end), reason)
+        self.ledger.append({"event": END, "run": self.run, "provider": provider, "id": box.id,
+                            "hourly_price": box.hourly_price, "start": box.start, "end": box.end,
+                            "cost": box.cost(), "reason": reason})
